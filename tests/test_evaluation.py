@@ -1,0 +1,178 @@
+"""ScanNet benchmark evaluator: the official script's reference results and hand-worked cases."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dyco_training.cli_eval import eval_vectors_main
+from dyco_training.evaluation import (
+    InstanceEvaluator,
+    InstancePredictions,
+    benchmark_gt_ids,
+    evaluate_case,
+    evaluate_predictions,
+)
+
+from dyco_perception import classes
+
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "eval_vectors"
+if not VECTORS.is_dir():
+    VECTORS = Path("/work/shared/eval_vectors")
+EXPECTED = VECTORS / "expected.json"
+CASES = sorted(json.loads(EXPECTED.read_text())) if EXPECTED.is_file() else []
+needs_vectors = pytest.mark.skipif(
+    not EXPECTED.is_file(), reason=f"reference eval vectors not found at {VECTORS}"
+)
+
+CHAIR, TABLE, WALL = 5, 7, 1  # NYU40 ids
+
+
+def _assert_official_equal(expected: dict, got: dict, tol: float = 1e-9) -> None:
+    assert set(expected) == set(got)
+    for key, values in expected.items():
+        for want, have in zip(values, got[key], strict=True):
+            if want is None:
+                assert have is None, key
+            else:
+                assert have is not None and abs(want - have) <= tol, (key, want, have)
+
+
+@needs_vectors
+@pytest.mark.parametrize("case", CASES)
+def test_reproduces_official_script(case: str) -> None:
+    expected = json.loads(EXPECTED.read_text())[case]["official"]
+    _assert_official_equal(expected, evaluate_case(str(VECTORS / f"{case}.npz")).official_dict())
+
+
+@needs_vectors
+def test_cli_prints_official_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    case = CASES[-1]
+    assert eval_vectors_main([str(VECTORS / f"{case}.npz"), "--expected", str(EXPECTED)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    _assert_official_equal(json.loads(EXPECTED.read_text())[case]["official"], printed)
+
+
+def _scene() -> np.ndarray:
+    """Chair A (200 pts), chair B (300), 100 wall points, 300 unannotated, table (150)."""
+    return np.concatenate(
+        [
+            np.full(200, CHAIR * 1000 + 1),
+            np.full(300, CHAIR * 1000 + 2),
+            np.full(100, WALL * 1000 + 3),
+            np.zeros(300, np.int64),
+            np.full(150, TABLE * 1000 + 4),
+        ]
+    )
+
+
+def _indices_of(gt: np.ndarray, gt_id: int) -> np.ndarray:
+    return np.flatnonzero(gt == gt_id)
+
+
+def _evaluate(gt: np.ndarray, masks: list, labels: list, scores: list):
+    evaluator = InstanceEvaluator()
+    evaluator.add_scene(gt, masks, np.array(labels), np.array(scores))
+    return evaluator.compute()
+
+
+def test_perfect_prediction_scores_one_and_absent_classes_none() -> None:
+    gt = _scene()
+    ids = [CHAIR * 1000 + 1, CHAIR * 1000 + 2, TABLE * 1000 + 4]
+    result = _evaluate(gt, [_indices_of(gt, i) for i in ids], [CHAIR, CHAIR, TABLE], [1, 1, 1])
+    assert (result.ap, result.ap50, result.ap25) == pytest.approx((1.0, 1.0, 1.0))
+    assert result.per_class["chair"] == pytest.approx((1.0, 1.0, 1.0))
+    assert result.per_class["bed"] == (None, None, None)
+    assert result.class_agnostic["AP"] == pytest.approx(1.0)
+    assert result.num_gt_instances["chair"] == 2
+
+
+def test_empty_prediction_scores_zero() -> None:
+    result = _evaluate(_scene(), [], [], [])
+    assert (result.ap, result.ap50, result.ap25) == (0.0, 0.0, 0.0)
+    assert result.class_agnostic == {"AP": 0.0, "AP50": 0.0, "AP25": 0.0}
+
+
+def test_prediction_on_void_is_not_a_false_positive() -> None:
+    gt = _scene()
+    void_and_wall = np.flatnonzero((gt == 0) | (gt == WALL * 1000 + 3))[:250]
+    masks = [_indices_of(gt, CHAIR * 1000 + 1), _indices_of(gt, CHAIR * 1000 + 2), void_and_wall]
+    result = _evaluate(gt, masks, [CHAIR, CHAIR, CHAIR], [0.5, 0.5, 0.9])
+    assert result.per_class["chair"] == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_confident_partial_prediction_is_a_false_positive_until_iou_025() -> None:
+    # Chair A found (score 0.5); 40 % of chair B predicted alone with score 0.9 (IoU 0.4).
+    # At IoU 0.5: sorted scores [0.5 TP, 0.9 FP], one missed GT -> precision/recall points
+    # (0.5, 0.5), (0, 0) and the artificial (1, 0); the benchmark's step integration gives
+    # 0.5 * 0.25 = 0.125. At IoU 0.25 both chairs are matched: AP25 = 1.
+    gt = _scene()
+    part_of_b = _indices_of(gt, CHAIR * 1000 + 2)[:120]
+    result = _evaluate(
+        gt, [_indices_of(gt, CHAIR * 1000 + 1), part_of_b], [CHAIR, CHAIR], [0.5, 0.9]
+    )
+    ap, ap50, ap25 = result.per_class["chair"]
+    assert ap50 == pytest.approx(0.125)
+    assert ap25 == pytest.approx(1.0)
+    assert ap == pytest.approx(0.125)  # the same at every threshold 0.5..0.9
+
+
+def test_small_instances_and_predictions_are_ignored() -> None:
+    gt = np.concatenate([np.full(99, CHAIR * 1000 + 1), np.full(200, CHAIR * 1000 + 2)])
+    small_gt_pred = np.arange(99)  # under 100 points: dropped
+    big = np.arange(99, 299)
+    over_small_gt = np.arange(100)  # 99 % on the small GT: ignored even at IoU 0.9
+    result = _evaluate(gt, [small_gt_pred, big, over_small_gt], [CHAIR] * 3, [0.9, 0.5, 0.8])
+    assert result.per_class["chair"] == pytest.approx((1.0, 1.0, 1.0))
+    assert result.num_gt_instances["chair"] == 1
+
+
+def test_class_agnostic_ignores_wrong_labels() -> None:
+    gt = _scene()
+    masks = [
+        _indices_of(gt, CHAIR * 1000 + 1),
+        _indices_of(gt, CHAIR * 1000 + 2),
+        _indices_of(gt, TABLE * 1000 + 4),
+    ]
+    result = _evaluate(gt, masks, [TABLE, CHAIR, CHAIR], [0.9, 0.8, 0.7])
+    assert result.per_class["chair"][1] < 1.0
+    assert result.class_agnostic["AP50"] == pytest.approx(1.0)
+
+
+def test_evaluate_predictions_takes_semantic_ids_and_instance_lists() -> None:
+    chair, table = classes.SEMANTIC_CLASSES.index("chair"), classes.SEMANTIC_CLASSES.index("table")
+    semantic = np.array([0] * 100 + [chair] * 150 + [table] * 120 + [-100] * 50)
+    instance = np.array([0] * 100 + [1] * 150 + [2] * 120 + [0] * 50)
+    as_dicts = [
+        {"class_id": chair, "score": 0.9, "point_indices": np.arange(100, 250)},
+        {"class_id": table, "score": 0.8, "point_indices": np.arange(250, 370)},
+        {"class_id": chair, "score": 0.95, "point_indices": np.arange(0, 100)},  # on wall
+    ]
+    as_arrays = InstancePredictions(np.array([chair]), np.array([0.9]), [np.arange(100, 250)])
+    result = evaluate_predictions([(semantic, instance, as_dicts), (semantic, instance, as_arrays)])
+    assert result["per_class"]["chair"] == pytest.approx([1.0, 1.0, 1.0])
+    assert result["per_class"]["table"][1] == pytest.approx(0.5)  # one of two tables found
+    assert math.isclose(result["AP50"], 0.75)
+
+
+def test_benchmark_gt_ids_makes_stuff_and_ignore_void() -> None:
+    semantic = np.array([0, 1, 4, 4, -100, 4])
+    instance = np.array([3, 4, 1, 1, 2, 0])
+    assert benchmark_gt_ids(semantic, instance).tolist() == [0, 0, 5001, 5001, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("masks", "labels", "scores", "message"),
+    [
+        ([np.arange(5)], [CHAIR, CHAIR], [1.0, 1.0], "masks"),
+        ([np.array([0, 2000])], [CHAIR], [1.0], "out of range"),
+        ([np.arange(5)], [CHAIR], [math.nan], "finite"),
+        ([np.array([0.5, 1.5])], [CHAIR], [1.0], "integers"),
+    ],
+)
+def test_bad_input_raises_value_error(masks, labels, scores, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        InstanceEvaluator().add_scene(_scene(), masks, np.array(labels), np.array(scores))
