@@ -1,0 +1,217 @@
+"""dyco_ops: references vs independent oracles, native kernels vs references, nvcc compile check."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as scipy_components
+
+try:
+    import dyco_ops
+except ImportError:  # not pip-installed (e.g. before `make setup`): use the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cuda_ops"))
+    import dyco_ops
+
+from dyco_ops import native, reference
+
+SCANS = Path("/work/shared/data/scannet50k")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _native_or_skip(device: str) -> None:
+    if not dyco_ops.native_available(device):
+        reason = native.reason_for(torch.device(device))
+        pytest.skip(f"native {device} kernels not loaded: {reason}")
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- oracles
+
+
+def _oracle_components(points: np.ndarray, labels: np.ndarray, radius: float) -> np.ndarray:
+    """Brute force: full distance matrix, scipy components, renumbered by first point."""
+    result = np.full(len(points), -1, dtype=np.int64)
+    valid = np.flatnonzero(labels >= 0)
+    if valid.size == 0:
+        return result
+    pts = points[valid].astype(np.float64)
+    diff = pts[:, None, :] - pts[None, :, :]
+    dx, dy, dz = diff[..., 0], diff[..., 1], diff[..., 2]
+    dist_sq = dx * dx + dy * dy + dz * dz  # same operation order as the kernels
+    linked = (dist_sq <= radius * radius) & (labels[valid][:, None] == labels[valid][None, :])
+    _, comp = scipy_components(coo_matrix(linked), directed=False)
+    first_seen: dict[int, int] = {}
+    renumbered = [first_seen.setdefault(c, len(first_seen)) for c in comp]
+    result[valid] = renumbered
+    return result
+
+
+def _oracle_nms(masks: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    for i in order:
+        ious = []
+        for j in kept:
+            union = np.logical_or(masks[i], masks[j]).sum()
+            ious.append(np.logical_and(masks[i], masks[j]).sum() / union if union else 0.0)
+        if all(iou <= threshold for iou in ious):
+            kept.append(i)
+    return kept
+
+
+def _random_cloud(n: int, seed: int, extent: float = 1.0, classes: int = 3):
+    g = _gen(seed)
+    points = torch.rand((n, 3), generator=g) * extent - extent / 3
+    labels = torch.randint(-1, classes, (n,), generator=g)
+    return points, labels
+
+
+# ----------------------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 3000])
+def test_reference_voxelize_matches_numpy_unique(n: int) -> None:
+    coords = torch.randint(-5, 6, (n, 3), generator=_gen(n))
+    voxels, inverse = reference.voxelize(coords)
+    rows = coords.numpy().reshape(-1, 3)
+    expected, expected_inverse = np.unique(rows, axis=0, return_inverse=True)
+    assert np.array_equal(voxels.numpy().reshape(-1, 3), expected)
+    assert np.array_equal(inverse.numpy(), expected_inverse.reshape(-1))
+
+
+def test_reference_voxelize_huge_extent_falls_back_exactly() -> None:
+    coords = torch.tensor([[2**40, 0, -(2**40)], [-(2**40), 5, 3], [2**40, 0, -(2**40)]])
+    voxels, inverse = reference.voxelize(coords)
+    assert voxels.tolist() == sorted(map(list, {tuple(c) for c in coords.tolist()}))
+    assert torch.equal(voxels[inverse], coords)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "amax"])
+def test_reference_scatter_matches_torch_scatter_reduce(reduce: str) -> None:
+    g = _gen(3)
+    values = torch.randn((500, 4), generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 40, (500,), generator=g)
+    index[index == 7] = 8  # segment 7 stays empty
+    fn = reference.scatter_mean if reduce == "mean" else reference.scatter_max
+    out = fn(values, index, 45)
+    expected = torch.zeros((45, 4), dtype=torch.float64).scatter_reduce(
+        0, index[:, None].expand(-1, 4), values, reduce=reduce, include_self=False
+    )
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    assert torch.all(out[7] == 0) and torch.all(out[40:] == 0)
+    weights = torch.randn((45, 4), generator=g, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((out * weights).sum(), values)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), values)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "n,extent,radius", [(0, 1.0, 0.1), (1, 1.0, 0.1), (600, 1.0, 0.08), (1500, 3.0, 0.12)]
+)
+def test_reference_components_match_brute_force(n: int, extent: float, radius: float) -> None:
+    points, labels = _random_cloud(n, seed=n, extent=extent)
+    got = reference.connected_components(points, labels, radius)
+    assert np.array_equal(got.numpy(), _oracle_components(points.numpy(), labels.numpy(), radius))
+
+
+def test_reference_components_distance_equal_to_radius_links() -> None:
+    # Integer grid, radius 1: axis neighbours are exactly at the radius and must be linked.
+    axis = torch.arange(4, dtype=torch.float32)
+    points = torch.cartesian_prod(axis, axis, torch.zeros(1))
+    labels = torch.zeros(len(points), dtype=torch.int64)
+    labels[5] = 1  # a different class splits it from its neighbours
+    got = reference.connected_components(points, labels, 1.0)
+    expected = _oracle_components(points.numpy(), labels.numpy(), 1.0)
+    assert np.array_equal(got.numpy(), expected)
+    assert got.max().item() == 1
+
+
+def test_reference_components_long_chain_and_identical_points() -> None:
+    # A zig-zag chain crossing many cells (needs many propagation rounds) plus a blob of
+    # 20k identical points (would be 4e8 pairs without the same-cell shortcut).
+    t = torch.arange(400, dtype=torch.float64)
+    chain = torch.stack((t * 0.05, (t % 2) * 0.03, torch.zeros_like(t)), 1)
+    blob = torch.full((20000, 3), 50.0, dtype=torch.float64)
+    points = torch.cat((blob[:1], chain.flip(0), blob[1:]))
+    labels = torch.zeros(len(points), dtype=torch.int64)
+    got = reference.connected_components(points, labels, 0.06)
+    assert got[0].item() == 0 and torch.all(got[401:] == 0)
+    assert torch.all(got[1:401] == 1)
+
+
+def test_reference_components_all_excluded() -> None:
+    points = torch.zeros((5, 3))
+    labels = torch.full((5,), -1)
+    assert torch.equal(reference.connected_components(points, labels, 0.5), torch.full((5,), -1))
+
+
+def test_reference_mask_iou_and_nms_match_oracles() -> None:
+    g = _gen(11)
+    masks = torch.rand((30, 200), generator=g) < torch.rand((30, 1), generator=g)
+    masks[3] = False
+    masks[4] = False
+    masks[9] = masks[2]
+    iou = reference.mask_iou(masks)
+    m = masks.numpy()
+    for i in range(30):
+        for j in range(30):
+            union = np.logical_or(m[i], m[j]).sum()
+            expected = np.logical_and(m[i], m[j]).sum() / union if union else 0.0
+            assert abs(iou[i, j].item() - expected) < 1e-6
+    scores = torch.randint(0, 5, (30,), generator=g).to(torch.float32)  # many ties
+    for threshold in (0.0, 0.3, 0.7):
+        kept = reference.mask_nms(masks, scores, threshold)
+        assert kept.tolist() == _oracle_nms(m, scores.numpy(), threshold)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+_BOOL_MASKS = torch.zeros((2, 3), dtype=torch.bool)
+_NAN_POINT = torch.tensor([[0.0, 0.0, float("nan")]])
+_ZERO_LABELS = torch.zeros(2, dtype=torch.int64)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: dyco_ops.voxelize(torch.zeros((4, 3))), "integer"),
+        (lambda: dyco_ops.voxelize(torch.zeros((4, 2), dtype=torch.int64)), r"\(N, 3\)"),
+        (lambda: dyco_ops.scatter_mean(torch.zeros((3, 2)), torch.tensor([0, 1, 5]), 5), r"\[0, 5"),
+        (lambda: dyco_ops.scatter_max(torch.zeros((3, 2)), torch.tensor([0, 1]), 5), "shape"),
+        (lambda: dyco_ops.scatter_mean(torch.zeros(3), torch.tensor([0, 1, 2]), 5), r"\(N, C\)"),
+        (lambda: dyco_ops.scatter_mean(torch.zeros((1, 2)), torch.tensor([0]), -1), "num_segm"),
+        (lambda: dyco_ops.connected_components(torch.zeros((2, 3)), torch.zeros(2), 0.1), "integ"),
+        (lambda: dyco_ops.connected_components(torch.zeros((2, 3)), _ZERO_LABELS, 0.0), "radius"),
+        (lambda: dyco_ops.connected_components(_NAN_POINT, _ZERO_LABELS[:1], 0.1), "finite"),
+        (lambda: dyco_ops.mask_iou(torch.zeros((2, 3))), "bool"),
+        (lambda: dyco_ops.mask_nms(_BOOL_MASKS, torch.zeros(3), 0.5), "scores"),
+        (lambda: dyco_ops.mask_iou(_BOOL_MASKS, backend="gpu"), "backend"),
+    ],
+)
+def test_bad_input_raises_value_error(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_backend_info_reports_each_device() -> None:
+    info = dyco_ops.backend_info()
+    for device_type in ("cpu", "cuda"):
+        assert isinstance(info[device_type]["native"], bool)
+        assert info[device_type]["reason"]
+    assert info["cpu"]["native"] == dyco_ops.native_available("cpu")
+
+
+def test_native_backend_errors_clearly_when_missing() -> None:
+    if dyco_ops.native_available("cpu"):
+        pytest.skip("native cpu kernels are built; the missing-build error cannot occur")
+    with pytest.raises(RuntimeError, match="native backend unavailable"):
+        dyco_ops.mask_iou(torch.zeros((2, 3), dtype=torch.bool), backend="native")
