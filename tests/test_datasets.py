@@ -1,0 +1,172 @@
+"""Scene readers: scannet50k npz, PointGroup .pth, S3DIS rooms; npz writer and splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dyco_training.datasets import (
+    IGNORE,
+    list_npz_scans,
+    list_s3dis_rooms,
+    load_npz_scene,
+    load_pointgroup_pth,
+    load_s3dis_room,
+    load_scene,
+    make_scene,
+    save_scene_npz,
+    split_names,
+)
+
+from dyco_perception import classes
+
+SCANNET50K = Path("/work/shared/data/scannet50k")
+needs_scannet = pytest.mark.skipif(
+    not SCANNET50K.is_dir(), reason=f"real scans not found at {SCANNET50K}"
+)
+CHAIR = classes.SEMANTIC_CLASSES.index("chair")
+TABLE = classes.SEMANTIC_CLASSES.index("table")
+BOOKSHELF = classes.SEMANTIC_CLASSES.index("bookshelf")
+WALL, FLOOR = 0, 1
+
+
+@needs_scannet
+def test_real_npz_scan_follows_scene_conventions() -> None:
+    raw = np.load(SCANNET50K / "scene0009_00.npz")
+    scene = load_npz_scene(SCANNET50K / "scene0009_00.npz")
+    assert scene.name == "scene0009_00"
+    assert scene.xyz.dtype == np.float32 and scene.rgb.dtype == np.uint8
+    assert scene.semantic.dtype == np.int64 and scene.instance.dtype == np.int64
+    # Semantic ids agree with the NYU40 labels; unknown NYU40 ids are ignored.
+    np.testing.assert_array_equal(scene.semantic, classes.nyu40_to_semantic(raw["sem_nyu40"]))
+    stuff_or_ignored = np.isin(scene.semantic, [WALL, FLOOR, IGNORE])
+    assert np.all(scene.instance[stuff_or_ignored] == 0)
+    ids = np.unique(scene.instance[scene.instance > 0])
+    np.testing.assert_array_equal(ids, np.arange(1, ids.size + 1))
+    # Renumbering keeps the grouping: each new id is exactly one original object.
+    for new_id in ids[:10]:
+        assert np.unique(raw["instance"][scene.instance == new_id]).size == 1
+    assert scene.num_instances > 5
+
+
+@needs_scannet
+def test_split_keeps_rooms_apart_and_selects_names() -> None:
+    val = list_npz_scans(SCANNET50K, split="val")
+    train = list_npz_scans(SCANNET50K, split="train")
+    assert [p.stem for p in val] == [
+        "scene0009_00", "scene0009_01", "scene0009_02", "scene0010_00", "scene0010_01",
+    ]  # fmt: skip
+    assert len(train) == 15 and not {p.stem[:9] for p in train} & {"scene0009", "scene0010"}
+    picked = list_npz_scans(SCANNET50K, names=["scene0002_01", "scene0001_00"])
+    assert [p.stem for p in picked] == ["scene0001_00", "scene0002_01"]
+    with pytest.raises(ValueError, match="not found"):
+        list_npz_scans(SCANNET50K, names=["scene9999_00"])
+
+
+def test_split_names_groups_rescans() -> None:
+    split = split_names(["scene0010_01", "scene0001_00", "room_00007", "scene0009_00"])
+    assert split == {
+        "train": ["room_00007", "scene0001_00"],
+        "val": ["scene0009_00", "scene0010_01"],
+    }
+
+
+def test_npz_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    semantic = np.array([WALL, FLOOR, CHAIR, CHAIR, TABLE, IGNORE, BOOKSHELF])
+    instance = np.array([9, 9, 4, 4, 7, 3, 12])
+    scene = make_scene(rng.normal(size=(7, 3)), rng.integers(0, 256, (7, 3)), semantic, instance,
+                       "s")  # fmt: skip
+    assert scene.instance.tolist() == [0, 0, 1, 1, 2, 0, 3]
+    path = save_scene_npz(scene, tmp_path / "s.npz")
+    raw = np.load(path)
+    assert raw["sem_nyu40"].dtype == np.uint16 and raw["instance"].dtype == np.uint16
+    assert raw["sem_nyu40"].tolist() == [1, 2, 5, 5, 7, 0, 10]
+    back = load_scene(path)
+    np.testing.assert_array_equal(back.xyz, scene.xyz)
+    np.testing.assert_array_equal(back.rgb, scene.rgb)
+    np.testing.assert_array_equal(back.semantic, scene.semantic)
+    np.testing.assert_array_equal(back.instance, scene.instance)
+
+
+def _pointgroup_tuple(n: int = 6) -> tuple[np.ndarray, ...]:
+    xyz = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    rgb = np.linspace(-1, 1, n * 3).reshape(n, 3).astype(np.float32)
+    semantic = np.array([WALL, CHAIR, CHAIR, TABLE, IGNORE, TABLE], dtype=np.int64)[:n]
+    instance = np.array([-100, 0, 0, 1, -100, 2], dtype=np.int64)[:n]
+    return xyz, rgb, semantic, instance
+
+
+def test_pointgroup_pth_numpy_tuple(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "scene0123_00_inst_nostuff.pth"
+    torch.save(_pointgroup_tuple(), path)
+    scene = load_pointgroup_pth(path)
+    assert scene.name == "scene0123_00"
+    assert scene.rgb[0].tolist() == [0, 15, 30] and scene.rgb[-1, -1] == 255
+    assert scene.semantic.tolist() == [WALL, CHAIR, CHAIR, TABLE, IGNORE, TABLE]
+    # -100 -> 0; PointGroup's 0-based ids become 1-based, in order.
+    assert scene.instance.tolist() == [0, 1, 1, 2, 0, 3]
+
+
+def test_pointgroup_pth_tensor_tuple(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "t.pth"
+    torch.save(tuple(torch.from_numpy(a) for a in _pointgroup_tuple()), path)
+    assert load_pointgroup_pth(path).instance.tolist() == [0, 1, 1, 2, 0, 3]
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_pointgroup_pth_refuses_arbitrary_pickles(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "evil.pth"
+    torch.save((*_pointgroup_tuple(), _Payload()), path)
+    with pytest.raises(ValueError, match="refusing"):
+        load_pointgroup_pth(path)
+
+
+def _write_annotation(room: Path, name: str, xyz: np.ndarray, rgb: tuple[int, int, int]) -> None:
+    rows = np.hstack([xyz, np.tile(rgb, (len(xyz), 1))])
+    np.savetxt(room / "Annotations" / name, rows, fmt="%.3f %.3f %.3f %d %d %d")
+
+
+def test_s3dis_room_maps_classes_and_instances(tmp_path: Path) -> None:
+    room = tmp_path / "Area_2" / "office_3"
+    (room / "Annotations").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    _write_annotation(room, "chair_1.txt", rng.random((5, 3)), (10, 20, 30))
+    _write_annotation(room, "chair_2.txt", rng.random((4, 3)), (10, 20, 30))
+    _write_annotation(room, "wall_1.txt", rng.random((3, 3)), (200, 200, 200))
+    _write_annotation(room, "bookcase_1.txt", rng.random((2, 3)), (1, 2, 3))
+    _write_annotation(room, "clutter_4.txt", rng.random((2, 3)), (1, 2, 3))
+    _write_annotation(room, "board_1.txt", rng.random((2, 3)), (1, 2, 3))
+    with open(room / "Annotations" / "chair_2.txt", "a") as f:
+        f.write("1.0 2.0 \x10 3 4 5\n")  # S3DIS ships a few corrupt lines like this
+
+    scene = load_scene(room)
+    assert scene.name == "Area_2_office_3" and scene.num_points == 18
+    by_class = {c: scene.instance[scene.semantic == c] for c in (CHAIR, WALL, BOOKSHELF)}
+    assert by_class[CHAIR].size == 9 and np.unique(by_class[CHAIR]).size == 2
+    assert np.all(by_class[WALL] == 0) and np.unique(by_class[BOOKSHELF]).size == 1
+    assert np.sum(scene.semantic == IGNORE) == 4  # clutter + board
+    assert scene.rgb[scene.semantic == WALL].tolist() == [[200, 200, 200]] * 3
+    assert list_s3dis_rooms(tmp_path) == [room]
+    assert load_s3dis_room(room, max_points=10).num_points == 10
+
+
+def test_bad_inputs_raise_value_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="semantic id"):
+        make_scene(np.zeros((2, 3)), np.zeros((2, 3)), np.array([0, 25]), np.zeros(2), "x")
+    with pytest.raises(ValueError, match="shape"):
+        make_scene(np.zeros((2, 3)), np.zeros((3, 3)), np.zeros(2), np.zeros(2), "x")
+    np.savez(tmp_path / "bad.npz", xyz=np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="missing arrays"):
+        load_npz_scene(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="unknown scan layout"):
+        load_scene(tmp_path)
