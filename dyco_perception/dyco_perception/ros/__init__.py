@@ -1,0 +1,1 @@
+"""The thin rclpy layer: the segmentation node, rosbag tools and replay evaluation."""

@@ -1,0 +1,34 @@
+"""ament_python package: the ROS-free core (dyco_perception.*) and its rclpy shell (dyco_perception.ros)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "dyco_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="dyco_perception developers",
+    maintainer_email="dev@dyco-perception.invalid",
+    description="3D instance segmentation of accumulated point-cloud maps (DyCo3D) as a ROS 2 node.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "segment_node = dyco_perception.ros.segment_node:main",
+            "dyco-make-bag = dyco_perception.ros.make_bag:main",
+            "dyco-replay = dyco_perception.ros.replay:main",
+            "dyco-demo = dyco_perception.ros.demo:main",
+        ],
+    },
+)

@@ -1,0 +1,33 @@
+"""Fixtures shared by all test suites."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+SCANNET50K_DIR = SHARED_DIR / "data" / "scannet50k"
+EVAL_VECTORS_DIR = SHARED_DIR / "eval_vectors"
+
+# DDS traffic of the tests stays on this machine, on a domain no other run on it is using.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+
+
+@pytest.fixture(scope="session")
+def scannet_dir() -> Path:
+    """The real labelled scans; tests that need them skip with the reason when absent."""
+    if not SCANNET50K_DIR.is_dir():
+        pytest.skip(f"real scans not found at {SCANNET50K_DIR} (../shared beside the repo)")
+    return SCANNET50K_DIR
+
+
+@pytest.fixture(scope="session")
+def eval_vectors_dir() -> Path:
+    if not EVAL_VECTORS_DIR.is_dir():
+        pytest.skip(f"official evaluator vectors not found at {EVAL_VECTORS_DIR}")
+    return EVAL_VECTORS_DIR
