@@ -1,0 +1,190 @@
+"""Model configuration: dataclasses with YAML loading and strict validation.
+
+Every method choice of the network and the inference pipeline is a field here. Each field
+declares its allowed range (`_range`) or choices (`_choices`) in its metadata; loading rejects
+unknown keys, wrong types and out-of-range values with a ValueError that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _range(default: Any, lo: float, hi: float, doc: str = "") -> Any:
+    """A numeric field with inclusive bounds [lo, hi]."""
+    return field(default=default, metadata={"range": (lo, hi), "doc": doc})
+
+
+def _choices(default: Any, choices: tuple[Any, ...], doc: str = "") -> Any:
+    return field(default=default, metadata={"choices": choices, "doc": doc})
+
+
+@dataclass
+class VoxelConfig:
+    voxel_size: float = _range(0.02, 1e-3, 1.0, "voxel edge length in metres")
+    use_rgb: bool = True
+    use_xyz: bool = False
+    # Beyond this many voxels the scene is voxelized coarser (bounded memory), with a warning.
+    max_voxels: int = _range(1_500_000, 1_000, 100_000_000)
+    # Factor by which the voxel size grows per step while the scene exceeds max_voxels.
+    oversize_growth: float = _range(1.25, 1.01, 4.0)
+
+    @property
+    def in_channels(self) -> int:
+        return 3 * int(self.use_rgb) + 3 * int(self.use_xyz)
+
+
+@dataclass
+class BackboneConfig:
+    width: int = _range(16, 1, 256, "m: channels of level 1; level i has i*m")
+    levels: int = _range(7, 1, 10)
+    blocks_per_level: int = _range(2, 1, 8)
+    backend: str = _choices("auto", ("auto", "torch", "spconv"))
+
+
+@dataclass
+class TransformerConfig:
+    enabled: bool = True
+    layers: int = _range(1, 1, 8)
+    heads: int = _range(4, 1, 32)
+    ffn_ratio: float = _range(2.0, 0.5, 8.0)
+    dropout: float = _range(0.0, 0.0, 0.9)
+    # Cap on bottleneck tokens per scene (attention is quadratic); beyond it attention is skipped.
+    max_tokens: int = _range(8192, 16, 1_000_000)
+
+
+@dataclass
+class GroupingConfig:
+    # PointGroup / DyCo3D cluster on shifted coordinates with a 3 cm ball.
+    radius: float = _range(0.03, 1e-3, 1.0, "ball radius (m) on shifted coordinates")
+    min_points: int = _range(50, 1, 1_000_000, "smallest cluster kept as a proposal")
+    # Training: "pred" = clusters from predictions (DyCo3D), "gt" = GT instances (faster start),
+    # "both" = the union.
+    train_proposals: str = _choices("both", ("pred", "gt", "both"))
+    max_train_proposals: int = _range(128, 1, 10_000)
+
+
+@dataclass
+class MaskHeadConfig:
+    mask_channels: int = _range(16, 1, 128, "channels of the mask-feature head")
+    hidden: int = _range(16, 1, 128, "width of the dynamic head's hidden layer")
+    use_relative_position: bool = True
+    pooling: str = _choices("mean", ("mean", "max"))
+    controller_hidden: int = _range(64, 1, 1024)
+    # Decode each proposal only on points inside its box grown by this margin (m).
+    box_margin: float = _range(0.3, 0.0, 100.0)
+    category_aware: bool = True
+    category_aware_train: bool = False
+    mask_threshold: float = _range(0.5, 0.0, 1.0)
+
+
+@dataclass
+class InferenceConfig:
+    nms_iou: float = _range(0.3, 0.0, 1.0)
+    min_instance_points: int = _range(50, 1, 1_000_000)
+    score_threshold: float = _range(0.09, 0.0, 1.0)
+    score_mode: str = _choices("mask", ("mask", "learned", "mask_x_learned"))
+    score_with_class_prob: bool = True
+    max_instances: int = _range(256, 1, 100_000)
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int = _range(20, 2, 1000)
+    voxel: VoxelConfig = field(default_factory=VoxelConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    mask_head: MaskHeadConfig = field(default_factory=MaskHeadConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    @property
+    def dynamic_head_params(self) -> int:
+        """Parameters of one generated head: (C+3)->H->1 with biases (337 for 16/16)."""
+        c_in = self.mask_head.mask_channels + 3 * int(self.mask_head.use_relative_position)
+        h = self.mask_head.hidden
+        return c_in * h + h + h + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return _build(cls, data, "")._check_consistency()
+
+    def validate(self) -> ModelConfig:
+        """Re-check every field (after manual edits); returns self."""
+        _build(ModelConfig, self.to_dict(), "")
+        return self._check_consistency()
+
+    def _check_consistency(self) -> ModelConfig:
+        if self.transformer.enabled:
+            top = self.backbone.width * self.backbone.levels
+            if top % self.transformer.heads:
+                raise ValueError(
+                    f"transformer.heads={self.transformer.heads} must divide the bottleneck "
+                    f"width backbone.width*backbone.levels={top}"
+                )
+        return self
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """Load a ModelConfig from YAML (missing keys take defaults)."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return ModelConfig.from_dict(data)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {[prefix + k for k in unknown]}; allowed: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = prefix + name
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, key + ".")
+        else:
+            kwargs[name] = _check_value(key, value, kind, fields[name].metadata)
+    return cls(**kwargs)
+
+
+def _check_value(key: str, value: Any, kind: Any, meta: Any) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true/false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+    elif isinstance(kind, types.UnionType):
+        raise ValueError(f"{key}: unsupported field type {kind}")
+    if "range" in meta:
+        lo, hi = meta["range"]
+        if not lo <= value <= hi:
+            raise ValueError(f"{key}={value!r} out of range; allowed {lo}..{hi}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ValueError(f"{key}={value!r} not allowed; choose one of {list(meta['choices'])}")
+    return value
