@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -25,6 +27,23 @@ def _mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
         nn.Linear(c_in, hidden), nn.BatchNorm1d(hidden, eps=1e-4), nn.ReLU(),
         nn.Linear(hidden, c_out),
     )
+
+
+class _Clock:
+    """Wall-clock per stage into `timings` (synchronising CUDA so GPU time is attributed)."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device):
+        self.timings, self.device = timings, device
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 class DyCo3D(nn.Module):
@@ -73,21 +92,28 @@ class DyCo3D(nn.Module):
         gt_semantic: torch.Tensor | None = None,
         gt_instance: torch.Tensor | None = None,
         voxel_size: float | None = None,
+        timings: dict[str, float] | None = None,
     ) -> dict:
         cfg = self.cfg
+        clock = _Clock(timings, xyz.device)
         features = point_features(xyz, rgb, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
         vox = voxelize(xyz, features, batch, voxel_size or cfg.voxel.voxel_size,
                        cfg.backbone.levels)
+        clock.lap("voxelize")
         voxel_out = self.backbone(vox.voxels).features
+        clock.lap("backbone")
         point_feat = devoxelize(voxel_out, vox)
         # Heads run per voxel (all points of a voxel share its features), then devoxelize.
         semantic_logits = devoxelize(self.semantic_head(voxel_out), vox)
         offsets = devoxelize(self.offset_head(voxel_out), vox)
         mask_features = devoxelize(self.mask_feature_head(voxel_out), vox)
         semantic_pred = semantic_logits.argmax(1)
+        clock.lap("heads")
         proposals = self._proposals(xyz, offsets, semantic_pred, batch, gt_semantic, gt_instance)
+        clock.lap("grouping")
         masks, score_logits = self._decode(proposals, point_feat, mask_features, xyz, batch,
                                            semantic_pred)
+        clock.lap("decoding")
         return {
             "semantic_logits": semantic_logits,
             "offsets": offsets,

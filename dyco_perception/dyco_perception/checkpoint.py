@@ -1,0 +1,208 @@
+"""Checkpoints: one `.safetensors` file = backend-neutral weights + a JSON model card.
+
+Loading never executes code: safetensors holds only tensors and string metadata; a legacy
+`.pt` file is read only through `torch.load(weights_only=True)`, which refuses pickled objects.
+
+Classes: the project has one class list (`classes.py`). A checkpoint whose card lists other
+classes or NYU40 ids is refused (the node would publish wrong names), rather than trusting the
+card. The card's model config is validated like a YAML config, and every weight's shape is
+checked against the model that config builds.
+
+`python -m dyco_perception.checkpoint --random OUT [--config YAML]` writes a random-weight
+checkpoint with the real card (for tests of the node before a trained one exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dyco_perception import __version__, classes
+from dyco_perception.config import ModelConfig, load_model_config
+
+CARD_KEY = "model_card"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelCard:
+    model_config: dict[str, Any]
+    classes: list[str] = field(default_factory=lambda: list(classes.SEMANTIC_CLASSES))
+    nyu40_ids: list[int] = field(default_factory=lambda: list(classes.NYU40_IDS))
+    training: dict[str, Any] = field(default_factory=dict)
+    code_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def for_config(cls, cfg: ModelConfig, training: dict[str, Any] | None = None) -> ModelCard:
+        return cls(model_config=cfg.to_dict(), training=dict(training or {}))
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.model_config)
+
+    @property
+    def voxel_size(self) -> float:
+        return self.config.voxel.voxel_size
+
+    @property
+    def use_rgb(self) -> bool:
+        return self.config.voxel.use_rgb
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        cfg = self.config
+        # Redundant top-level copies for readers that do not parse the model config.
+        data["voxel_size"] = cfg.voxel.voxel_size
+        data["use_rgb"] = cfg.voxel.use_rgb
+        data["in_channels"] = cfg.voxel.in_channels
+        data["thresholds"] = asdict(cfg.inference)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"model card is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or "model_config" not in data:
+            raise ValueError("model card must be a JSON object with a 'model_config' entry")
+        known = {"model_config", "classes", "nyu40_ids", "training", "code_version",
+                 "format_version"}
+        card = cls(**{k: v for k, v in data.items() if k in known})
+        card.check()
+        return card
+
+    def check(self) -> None:
+        """Refuse cards that do not fit this code (class list, format, config)."""
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint format_version {self.format_version}; this code reads "
+                f"{FORMAT_VERSION}"
+            )
+        if list(self.classes) != list(classes.SEMANTIC_CLASSES):
+            raise ValueError(
+                f"checkpoint classes {self.classes} differ from classes.SEMANTIC_CLASSES "
+                f"{list(classes.SEMANTIC_CLASSES)}"
+            )
+        if list(self.nyu40_ids) != list(classes.NYU40_IDS):
+            raise ValueError(f"checkpoint NYU40 ids {self.nyu40_ids} differ from classes.py")
+        cfg = self.config
+        if cfg.num_classes != len(self.classes):
+            raise ValueError(
+                f"model_config.num_classes={cfg.num_classes} but the card lists "
+                f"{len(self.classes)} classes"
+            )
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard) -> Path:
+    """Write weights + card to `path` (.safetensors)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"checkpoints are written as .safetensors, got {path.name}")
+    card.check()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={CARD_KEY: card.to_json()})
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    """Read (state_dict, card) without executing any code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    if path.suffix in (".pt", ".pth"):
+        return _load_torch(path)
+    raise ValueError(f"unknown checkpoint type {path.suffix!r}; use .safetensors (or .pt)")
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if CARD_KEY not in metadata:
+        raise ValueError(f"{path}: no '{CARD_KEY}' metadata; not a dyco_perception checkpoint")
+    return state, ModelCard.from_json(metadata[CARD_KEY])
+
+
+def _load_torch(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    import pickle
+
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(
+            f"{path}: refused; .pt checkpoints are read with weights_only=True and this file "
+            f"holds more than tensors ({str(exc).splitlines()[0]})"
+        ) from exc
+    if not isinstance(data, dict) or "state_dict" not in data or CARD_KEY not in data:
+        raise ValueError(f"{path}: a .pt checkpoint must be a dict with state_dict and {CARD_KEY}")
+    card = data[CARD_KEY]
+    card = ModelCard.from_json(card if isinstance(card, str) else json.dumps(card))
+    return dict(data["state_dict"]), card
+
+
+def build_model(state: dict[str, torch.Tensor], card: ModelCard) -> torch.nn.Module:
+    """The DyCo3D model of `card` with `state` loaded; shape mismatches name the tensor."""
+    from dyco_perception.model import DyCo3D
+
+    model = DyCo3D(card.config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint weights do not fit the card's model: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ValueError(
+                f"checkpoint weight {name} has shape {tuple(tensor.shape)}, the card's model "
+                f"expects {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state)
+    return model
+
+
+def write_random_checkpoint(out: str | Path, cfg: ModelConfig | None = None, seed: int = 0
+                            ) -> Path:
+    """A random-weight checkpoint with the real card (training info says so)."""
+    from dyco_perception.model import DyCo3D
+
+    torch.manual_seed(seed)
+    cfg = cfg or ModelConfig()
+    model = DyCo3D(cfg)
+    card = ModelCard.for_config(cfg, training={"random_weights": True, "seed": seed})
+    return save_checkpoint(out, model, card)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--random", metavar="OUT", required=True,
+                        help="write a random-weight checkpoint to OUT (.safetensors)")
+    parser.add_argument("--config", help="model config YAML (default: built-in defaults)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    cfg = load_model_config(args.config) if args.config else None
+    print(write_random_checkpoint(args.random, cfg, args.seed))
+
+
+if __name__ == "__main__":
+    main()

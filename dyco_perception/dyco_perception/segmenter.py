@@ -1,0 +1,214 @@
+"""`Segmenter`: numpy point cloud in, per-point labels and instances out (ROS-free).
+
+    seg = Segmenter.from_checkpoint("model.safetensors", device="auto", backend="auto")
+    result = seg.segment(xyz, rgb)  # xyz (N,3) float; rgb (N,3) uint8 0..255 or float 0..1
+
+Input handling: xyz float64 is cast to float32; rows with NaN/inf in xyz (or rgb) are dropped
+and counted (their outputs: semantic -1, instance 0, score 0). Empty clouds, single points and
+identical points give valid (possibly empty) results. Clouds whose voxel count exceeds
+`voxel.max_voxels` are voxelized coarser (logged warning) so memory stays bounded. The same
+input gives the same output (eval mode, no randomness; CPU kernels are deterministic).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dyco_perception import classes
+from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
+from dyco_perception.model import DyCo3D
+from dyco_perception.model.postprocess import select_instances
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Instance:
+    id: int
+    class_id: int
+    class_name: str
+    score: float
+    point_indices: np.ndarray  # int64 rows of the input cloud
+    box_center: np.ndarray  # (3,) float32, axis-aligned box
+    box_size: np.ndarray  # (3,) float32
+    centroid: np.ndarray  # (3,) float32, mean of the points
+    num_points: int
+
+
+@dataclass
+class SegmentationResult:
+    semantic: np.ndarray  # (N,) int64 class id 0..19, -1 for dropped points
+    instance: np.ndarray  # (N,) int32 1..K, 0 = none
+    score: np.ndarray  # (N,) float32 owning instance's score, 0 = none
+    instances: list[Instance] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    num_dropped_points: int = 0
+    voxel_size: float = 0.0  # the voxel size actually used (larger than the model's if capped)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+class Segmenter:
+    def __init__(self, model: DyCo3D, card: ModelCard, device: str | torch.device = "auto",
+                 backend: str | None = None):
+        self.device = resolve_device(device)
+        self.card = card
+        self.model = model.to(self.device).eval()
+        if backend is not None:
+            self.model.set_backend(backend)
+        self.cfg = model.cfg
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "auto"
+                        ) -> Segmenter:
+        state, card = load_checkpoint(path)
+        return cls(build_model(state, card), card, device, backend)
+
+    @classmethod
+    def from_model(cls, model: DyCo3D, card: ModelCard | None = None,
+                   device: str | torch.device | None = None) -> Segmenter:
+        card = card or ModelCard.for_config(model.cfg)
+        device = device or next(model.parameters()).device
+        return cls(model, card, device)
+
+    @property
+    def backend(self) -> str:
+        return self.model.backend
+
+    @torch.no_grad()
+    def segment(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> SegmentationResult:
+        start = time.perf_counter()
+        xyz32, rgb_unit, keep = self._check_input(xyz, rgb)
+        n = xyz32.shape[0]
+        result = SegmentationResult(
+            semantic=np.full(n, -1, dtype=np.int64),
+            instance=np.zeros(n, dtype=np.int32),
+            score=np.zeros(n, dtype=np.float32),
+            num_dropped_points=int(n - keep.size),
+            voxel_size=self.cfg.voxel.voxel_size,
+        )
+        if result.num_dropped_points:
+            log.warning("dropped %d points with NaN/inf values", result.num_dropped_points)
+        timings = {"preprocess": time.perf_counter() - start}
+        if keep.size:
+            self._run(xyz32[keep], None if rgb_unit is None else rgb_unit[keep], keep, result,
+                      timings)
+        timings["total"] = time.perf_counter() - start
+        result.timings = timings
+        return result
+
+    # ---- input checks ---------------------------------------------------------------------
+    def _check_input(self, xyz: np.ndarray, rgb: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        if not isinstance(xyz, np.ndarray):
+            raise ValueError(f"xyz must be a numpy array, got {type(xyz).__name__}")
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise ValueError(f"xyz must have shape (N, 3), got {xyz.shape}")
+        if not np.issubdtype(xyz.dtype, np.floating):
+            raise ValueError(f"xyz must be float32/float64, got {xyz.dtype}")
+        xyz32 = np.ascontiguousarray(xyz, dtype=np.float32)
+        finite = np.isfinite(xyz32).all(1)
+        rgb_unit = None
+        if self.cfg.voxel.use_rgb:
+            if rgb is None:
+                raise ValueError("this model uses colour: pass rgb (N,3) uint8 or float 0..1")
+            rgb_unit = self._check_rgb(rgb, xyz32.shape[0])
+            finite &= np.isfinite(rgb_unit).all(1)
+            rgb_unit = rgb_unit * 2.0 - 1.0  # the network's colour range [-1, 1]
+        elif rgb is not None:
+            self._check_rgb(rgb, xyz32.shape[0])
+        return xyz32, rgb_unit, np.flatnonzero(finite)
+
+    @staticmethod
+    def _check_rgb(rgb: np.ndarray, n: int) -> np.ndarray:
+        if not isinstance(rgb, np.ndarray):
+            raise ValueError(f"rgb must be a numpy array, got {type(rgb).__name__}")
+        if rgb.shape != (n, 3):
+            raise ValueError(f"rgb must have shape ({n}, 3) like xyz, got {rgb.shape}")
+        if rgb.dtype == np.uint8:
+            return rgb.astype(np.float32) / 255.0
+        if not np.issubdtype(rgb.dtype, np.floating):
+            raise ValueError(f"rgb must be uint8 (0..255) or float (0..1), got {rgb.dtype}")
+        rgb = rgb.astype(np.float32)
+        finite = rgb[np.isfinite(rgb)]
+        if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
+            raise ValueError(
+                f"float rgb must lie in 0..1, got {finite.min():.3g}..{finite.max():.3g} "
+                "(pass uint8 for 0..255 colours)"
+            )
+        return rgb
+
+    # ---- inference --------------------------------------------------------------------------
+    def _voxel_size_for(self, xyz: torch.Tensor) -> float:
+        """Model voxel size, grown while the cloud would exceed voxel.max_voxels."""
+        v = self.cfg.voxel
+        size = v.voxel_size
+        while _count_voxels(xyz, size) > v.max_voxels:
+            size *= v.oversize_growth
+        if size != v.voxel_size:
+            message = (f"cloud exceeds voxel.max_voxels={v.max_voxels} at {v.voxel_size} m; "
+                       f"voxelizing at {size:.4f} m instead")
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            log.warning(message)
+        return size
+
+    def _run(self, xyz: np.ndarray, rgb: np.ndarray | None, keep: np.ndarray,
+             result: SegmentationResult, timings: dict[str, float]) -> None:
+        t0 = time.perf_counter()
+        points = torch.from_numpy(xyz).to(self.device)
+        colours = None if rgb is None else torch.from_numpy(rgb).to(self.device)
+        batch = torch.zeros(points.shape[0], dtype=torch.long, device=self.device)
+        voxel_size = self._voxel_size_for(points)
+        result.voxel_size = voxel_size
+        timings["preprocess"] += time.perf_counter() - t0
+        outputs = self.model(points, colours, batch, voxel_size=voxel_size, timings=timings)
+        t1 = time.perf_counter()
+        final = select_instances(outputs, points.shape[0], self.cfg.mask_head, self.cfg.inference)
+        result.semantic[keep] = outputs["semantic_logits"].argmax(1).cpu().numpy()
+        result.instance[keep] = final.point_instance.cpu().numpy()
+        result.score[keep] = final.point_score.cpu().numpy()
+        result.instances = _describe(result, final.class_id.cpu().numpy(),
+                                     final.score.cpu().numpy(), xyz, keep)
+        timings["postprocess"] = time.perf_counter() - t1
+
+
+def _count_voxels(xyz: torch.Tensor, voxel_size: float) -> int:
+    cell = torch.floor(xyz / voxel_size).long()
+    cell -= cell.min(0).values
+    key = (cell[:, 0] << 42) | (cell[:, 1] << 21) | cell[:, 2]
+    return int(torch.unique(key).numel())
+
+
+def _describe(result: SegmentationResult, class_ids: np.ndarray, scores: np.ndarray,
+              xyz: np.ndarray, keep: np.ndarray) -> list[Instance]:
+    instances = []
+    kept_instance = result.instance[keep]
+    order = np.argsort(kept_instance, kind="stable")
+    bounds = np.searchsorted(kept_instance[order], np.arange(1, len(class_ids) + 2))
+    for k in range(len(class_ids)):
+        local = order[bounds[k]:bounds[k + 1]]
+        pts = xyz[local]
+        lo, hi = pts.min(0), pts.max(0)
+        class_id = int(class_ids[k])
+        instances.append(Instance(
+            id=k + 1, class_id=class_id, class_name=classes.SEMANTIC_CLASSES[class_id],
+            score=float(scores[k]), point_indices=keep[local].astype(np.int64),
+            box_center=((lo + hi) / 2).astype(np.float32),
+            box_size=(hi - lo).astype(np.float32),
+            centroid=pts.mean(0).astype(np.float32), num_points=int(local.size),
+        ))
+    return instances
