@@ -152,10 +152,21 @@ def test_evaluate_predictions_takes_semantic_ids_and_instance_lists() -> None:
         {"class_id": chair, "score": 0.95, "point_indices": np.arange(0, 100)},  # on wall
     ]
     as_arrays = InstancePredictions(np.array([chair]), np.array([0.9]), [np.arange(100, 250)])
-    result = evaluate_predictions([(semantic, instance, as_dicts), (semantic, instance, as_arrays)])
+    from types import SimpleNamespace  # the shape of dyco_perception's SegmentationResult
+
+    segmentation_result = SimpleNamespace(
+        instances=[SimpleNamespace(class_id=chair, score=0.9, point_indices=np.arange(100, 250))]
+    )
+    result = evaluate_predictions(
+        [
+            (semantic, instance, as_dicts),
+            (semantic, instance, as_arrays),
+            (semantic, instance, segmentation_result),
+        ]
+    )
     assert result["per_class"]["chair"] == pytest.approx([1.0, 1.0, 1.0])
-    assert result["per_class"]["table"][1] == pytest.approx(0.5)  # one of two tables found
-    assert math.isclose(result["AP50"], 0.75)
+    assert result["per_class"]["table"][1] == pytest.approx(1 / 3)  # one of three tables found
+    assert math.isclose(result["AP50"], (1 + 1 / 3) / 2)
 
 
 def test_benchmark_gt_ids_makes_stuff_and_ignore_void() -> None:

@@ -395,7 +395,8 @@ class InstancePredictions:
     @classmethod
     def coerce(cls, obj: Any) -> InstancePredictions:
         """Accept this class, an object/dict with labels|class_ids, scores and
-        point_indices|masks, or a sequence of per-instance dicts/objects."""
+        point_indices|masks, an object with ``.instances`` (a SegmentationResult), or a
+        sequence of per-instance dicts/objects with class_id|label, score, point_indices."""
         if isinstance(obj, cls):
             return obj
         get = (lambda k: obj.get(k)) if isinstance(obj, dict) else (lambda k: getattr(obj, k, None))
@@ -404,6 +405,9 @@ class InstancePredictions:
         scores = get("scores")
         if labels is not None and masks is not None and scores is not None:
             return cls(np.asarray(labels), np.asarray(scores), list(masks))
+        instances = get("instances")  # e.g. dyco_perception's SegmentationResult
+        if instances is not None:
+            return cls._from_instances(list(instances))
         if isinstance(obj, Sequence):
             return cls._from_instances(obj)
         raise ValueError(
