@@ -1,0 +1,539 @@
+"""DyCo3D training: config (YAML, validated), data pool, optimisation loop, validation, export.
+
+One process or many (`torchrun`, DistributedDataParallel). Each iteration draws
+`batch_size` scenes from this rank's shard of the pool (real train scans + generated rooms),
+augments and crops them, runs the model and the losses, and steps the optimiser. The mask
+branch's losses are off for the first `prepare_iters` iterations (DyCo3D's staged start: the
+offsets must be sensible before clusters are worth decoding). The training state (model,
+optimiser, scheduler, scaler, step) is a `torch.save` of tensors and plain containers only,
+read back with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from dyco_perception.config import ModelConfig, _build, _choices, _range
+from dyco_training.augment import AugmentConfig, augment_scene
+from dyco_training.datasets import Scene, list_npz_scans, load_npz_scene
+from dyco_training.distributed import (
+    DistInfo,
+    average_scalars,
+    barrier,
+    init_distributed,
+    shard_indices,
+    shutdown_distributed,
+)
+from dyco_training.logging_utils import RunLogger
+from dyco_training.losses import LossConfig, compute_losses
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MASK_LOSS_TERMS = ("mask_bce", "mask_dice", "score")
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    scans_dir: str = "/work/shared/data/scannet50k"
+    train_split: str = _choices("train", ("train", "val", "all"))
+    val_split: str = _choices("val", ("train", "val", "none"))
+    train_scans: list = field(default_factory=list)  # names; empty = the whole split
+    val_scans: list = field(default_factory=list)
+    real_repeat: int = _range(1, 0, 1000, "copies of each real scan per epoch of the pool")
+    generated_rooms: int = _range(0, 0, 100_000, "procedural rooms added to the pool")
+    generated_points: int = _range(50_000, 1_000, 10_000_000)
+    generated_seed: int = _range(1000, 0, 2**31 - 1)
+
+
+@dataclass
+class OptimConfig:
+    name: str = _choices("adam", ("adam", "adamw"))
+    lr: float = _range(1e-3, 1e-7, 1.0)
+    weight_decay: float = _range(0.0, 0.0, 1.0)
+    beta1: float = _range(0.9, 0.0, 0.9999)
+    beta2: float = _range(0.999, 0.0, 0.99999)
+    grad_clip: float = _range(0.0, 0.0, 1e6, "max gradient norm; 0 = off")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = _choices("cosine", ("cosine", "poly", "constant"))
+    warmup_iters: int = _range(0, 0, 10_000_000)
+    min_lr_ratio: float = _range(0.0, 0.0, 1.0, "final lr / lr (cosine)")
+    power: float = _range(0.9, 0.0, 10.0, "poly exponent")
+
+
+@dataclass
+class LoopConfig:
+    iterations: int = _range(1000, 1, 100_000_000)
+    batch_size: int = _range(1, 1, 1024, "scenes per iteration per process")
+    prepare_iters: int = _range(0, 0, 100_000_000, "mask losses off before this iteration")
+    device: str = _choices("auto", ("auto", "cpu", "cuda"))
+    amp: bool = True  # float16 autocast, used only on CUDA
+    threads: int = _range(0, 0, 1024, "torch CPU threads; 0 = torch's default")
+    seed: int = _range(0, 0, 2**31 - 1)
+    find_unused_parameters: bool = True
+
+
+@dataclass
+class LogConfig:
+    every: int = _range(10, 1, 1_000_000, "iterations between log rows")
+    val_every: int = _range(0, 0, 100_000_000, "iterations between validations; 0 = end only")
+    save_every: int = _range(100, 1, 100_000_000, "iterations between training-state saves")
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = ""  # .safetensors path; empty = <out>/model.safetensors
+    dtype: str = _choices("float32", ("float32", "float16"))
+    curves_png: str = ""  # extra copy of the curves PNG (e.g. next to the checkpoint)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig
+    model_config: str = ""
+    out_dir: str = "runs/train"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    source: dict = field(default_factory=dict)  # the YAML as read (recorded in the model card)
+
+
+_SECTIONS = {
+    "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+    "train": LoopConfig, "log": LogConfig, "export": ExportConfig,
+}
+_TOP_KEYS = {"model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
+
+
+def _resolve(path: str, base: Path) -> Path:
+    """Relative paths: from the working directory if they exist there, else the repo root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    for root in (base, REPO_ROOT):
+        if (root / p).exists():
+            return root / p
+    raise ValueError(f"model_config: file {path} not found (cwd, {base} or {REPO_ROOT})")
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _string_list(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key}: expected a list of scan names, got {value!r}")
+    return list(value)
+
+
+def train_config_from_dict(data: dict[str, Any], base: Path | None = None) -> TrainConfig:
+    """Validate a training config mapping; errors name the offending key."""
+    if not isinstance(data, dict):
+        raise ValueError(f"training config must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ValueError(f"unknown training config key(s) {unknown}; allowed {sorted(_TOP_KEYS)}")
+    model_dict: dict[str, Any] = {}
+    if data.get("model_config"):
+        with open(_resolve(str(data["model_config"]), base or Path.cwd()), encoding="utf-8") as f:
+            model_dict = yaml.safe_load(f) or {}
+    overrides = data.get("model") or {}
+    if not isinstance(overrides, dict):
+        raise ValueError("model: expected a mapping of model config overrides")
+    try:
+        model = ModelConfig.from_dict(_deep_merge(model_dict, overrides))
+    except ValueError as exc:
+        raise ValueError(f"model: {exc}") from exc
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        sections[name] = _build(cls, data.get(name) or {}, f"{name}.")
+    sections["data"].train_scans = _string_list(sections["data"].train_scans, "data.train_scans")
+    sections["data"].val_scans = _string_list(sections["data"].val_scans, "data.val_scans")
+    out_dir = data.get("out_dir", "runs/train")
+    if not isinstance(out_dir, str):
+        raise ValueError(f"out_dir: expected a path string, got {out_dir!r}")
+    return TrainConfig(
+        model=model,
+        model_config=str(data.get("model_config", "")),
+        out_dir=out_dir,
+        augment=AugmentConfig.from_dict(data.get("augment") or {}),
+        loss=LossConfig.from_dict(data.get("loss") or {}),
+        source=copy.deepcopy(data),
+        **sections,
+    )
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"training config {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    try:
+        return train_config_from_dict(data, base=path.parent)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def load_scans(cfg: DataConfig, split: str, names: list[str]) -> list[Scene]:
+    """Real scans of one split (or the named ones); [] for split 'none' without names."""
+    if split == "none" and not names:
+        return []
+    paths = list_npz_scans(cfg.scans_dir, None if split in ("all", "none") else split,
+                           names or None)
+    return [load_npz_scene(p) for p in paths]
+
+
+def build_pool(cfg: DataConfig) -> list[Scene]:
+    """The training pool: real train scans (x real_repeat) + generated rooms."""
+    real = load_scans(cfg, cfg.train_split, cfg.train_scans) if cfg.real_repeat else []
+    pool = real * cfg.real_repeat
+    if cfg.generated_rooms:
+        from dyco_training.room_generator import generate_room
+
+        pool += [generate_room(cfg.generated_seed + i, cfg.generated_points)
+                 for i in range(cfg.generated_rooms)]
+    if not pool:
+        raise ValueError("data: the training pool is empty (no real scans and no generated rooms)")
+    return pool
+
+
+def make_batch(scenes: list[Scene], augment: AugmentConfig, rng: np.random.Generator,
+               device: torch.device) -> dict[str, torch.Tensor]:
+    """Augment + crop each scene and concatenate them with a per-point scene index."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xyz", "rgb", "sem", "inst", "batch")}
+    for b, scene in enumerate(scenes):
+        xyz, rgb, rows = augment_scene(scene.xyz, scene.rgb, augment, rng)
+        parts["xyz"].append(xyz)
+        parts["rgb"].append(rgb / 127.5 - 1.0)
+        parts["sem"].append(scene.semantic[rows])
+        parts["inst"].append(scene.instance[rows])
+        parts["batch"].append(np.full(len(rows), b, dtype=np.int64))
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    instance = np.where(cat["inst"] > 0, cat["inst"], -100)  # losses: no instance = ignore
+    return {
+        "xyz": torch.from_numpy(cat["xyz"].astype(np.float32)).to(device),
+        "rgb": torch.from_numpy(cat["rgb"].astype(np.float32)).to(device),
+        "semantic": torch.from_numpy(cat["sem"].astype(np.int64)).to(device),
+        "instance": torch.from_numpy(instance.astype(np.int64)).to(device),
+        "batch": torch.from_numpy(cat["batch"]).to(device),
+    }
+
+
+# --- optimisation -----------------------------------------------------------------------------
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    kind = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, total: int, cfg: ScheduleConfig) -> float:
+    """Multiplier on the base lr at `step` (linear warm-up, then cosine / poly / constant)."""
+    if step < cfg.warmup_iters:
+        return (step + 1) / cfg.warmup_iters
+    progress = min(1.0, (step - cfg.warmup_iters) / max(1, total - cfg.warmup_iters))
+    if cfg.name == "cosine":
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.name == "poly":
+        return (1 - progress) ** cfg.power
+    return 1.0
+
+
+def resolve_train_device(name: str, info: DistInfo) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but CUDA is not available")
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --- the trainer ------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Builds everything from a TrainConfig; `run()` trains and returns the final metrics."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None,
+                 resume: str | Path | None = None):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir or cfg.out_dir)
+        loop = cfg.train
+        wanted = "cuda" if loop.device == "cuda" or (
+            loop.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.info = init_distributed(wanted)
+        self.device = resolve_train_device(loop.device, self.info)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if loop.threads:
+            torch.set_num_threads(loop.threads)
+        torch.manual_seed(loop.seed)  # same initial weights on every rank
+        from dyco_perception.model import DyCo3D
+
+        self.model = DyCo3D(cfg.model).to(self.device)
+        self.net: torch.nn.Module = self.model
+        if self.info.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=loop.find_unused_parameters,
+            )
+        self.optimizer = make_optimizer(self.model, cfg.optim)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, loop.iterations, cfg.schedule))
+        self.use_amp = loop.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step = 0
+        self.pool = build_pool(cfg.data)
+        self.real_names = sorted({s.name for s in self.pool[: len(self.pool)
+                                                          - cfg.data.generated_rooms]})
+        self.val_scenes = load_scans(cfg.data, cfg.data.val_split, cfg.data.val_scans) \
+            if self.info.is_main else []
+        self.logger = RunLogger(self.out_dir, enabled=self.info.is_main,
+                                tensorboard=cfg.log.tensorboard)
+        self.prepare_loss = dataclasses.replace(
+            cfg.loss, mask_bce_weight=0.0, mask_dice_weight=0.0, score_weight=0.0)
+        if resume:
+            self.load_state(resume)
+
+    # ---- data ----
+    def _scenes_for(self, step: int) -> list[Scene]:
+        per_rank = -(-len(self.pool) // self.info.world_size)
+        chosen = []
+        for j in range(self.cfg.train.batch_size):
+            position = step * self.cfg.train.batch_size + j
+            shard = shard_indices(len(self.pool), position // per_rank, self.cfg.train.seed,
+                                  self.info)
+            chosen.append(self.pool[shard[position % per_rank]])
+        return chosen
+
+    def batch_for(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.cfg.train.seed, self.info.rank, step])
+        return make_batch(self._scenes_for(step), self.cfg.augment, rng, self.device)
+
+    # ---- one iteration ----
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.net.train()
+        loss_cfg = self.prepare_loss if self.step < self.cfg.train.prepare_iters else self.cfg.loss
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+            outputs = self.net(batch["xyz"], batch["rgb"], batch["batch"],
+                               batch["semantic"], batch["instance"])
+            losses = compute_losses(outputs, batch, loss_cfg)
+        total = losses["total"]
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite loss at iteration {self.step}: "
+                                     f"{ {k: float(v) for k, v in losses.items()} }")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        grad_norm = None
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                             self.cfg.optim.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        values = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        values["proposals"] = float(outputs["proposals"].num)
+        if grad_norm is not None:
+            values["grad_norm"] = grad_norm
+        return values
+
+    # ---- validation ----
+    def validate(self, scenes: list[Scene] | None = None) -> dict[str, Any]:
+        """Benchmark AP / AP50 / AP25 of the current model on the val scans (main rank)."""
+        from dyco_perception.segmenter import Segmenter
+
+        from dyco_training.evaluation import evaluate_predictions
+
+        scenes = self.val_scenes if scenes is None else scenes
+        if not scenes:
+            return {}
+        segmenter = Segmenter.from_model(self.model, device=self.device)
+        items, seconds = [], 0.0
+        for scene in scenes:
+            start = time.perf_counter()
+            result = segmenter.segment(scene.xyz, scene.rgb)
+            seconds += time.perf_counter() - start
+            items.append((scene.semantic, scene.instance, result.instances))
+        self.model.train()
+        metrics = evaluate_predictions(items)
+        metrics["seconds_per_scan"] = seconds / len(scenes)
+        return metrics
+
+    @staticmethod
+    def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+        flat = {k: metrics.get(k) for k in ("AP", "AP50", "AP25")}
+        for k, v in (metrics.get("class_agnostic") or {}).items():
+            flat[f"agnostic_{k}"] = v
+        flat["seconds_per_scan"] = metrics.get("seconds_per_scan")
+        return {k: float(v) for k, v in flat.items() if v is not None}
+
+    # ---- state ----
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "config": yaml.safe_dump(self.cfg.source, sort_keys=False),
+        }
+
+    def save_state(self, path: str | Path | None = None) -> Path:
+        path = Path(path or self.out_dir / "state.pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)  # atomic: an interrupted save never leaves a torn state file
+        return path
+
+    def load_state(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"--resume: training state {path} does not exist")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        missing = {"model", "optimizer", "scheduler", "step"} - set(state)
+        if missing:
+            raise ValueError(f"{path}: not a training state, missing {sorted(missing)}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at iteration %d", path, self.step)
+
+    # ---- export ----
+    def export(self, metrics: dict[str, Any], seconds: float) -> Path:
+        from dyco_perception.checkpoint import ModelCard, save_checkpoint
+
+        path = Path(self.cfg.export.checkpoint or self.out_dir / "model.safetensors")
+        model = self.model
+        if self.cfg.export.dtype == "float16":
+            model = copy.deepcopy(self.model).cpu().half()
+        data = self.cfg.data
+        card = ModelCard.for_config(self.cfg.model, training={
+            "data": {
+                "real_scans": self.real_names,
+                "real_repeat": data.real_repeat,
+                "generated_rooms": data.generated_rooms,
+                "generated_points": data.generated_points,
+                "val_scans": [s.name for s in self.val_scenes],
+                "scans_dir": data.scans_dir,
+            },
+            "config": self.cfg.source,
+            "iterations": self.step,
+            "world_size": self.info.world_size,
+            "train_seconds": round(seconds, 1),
+            "device": str(self.device),
+            "weights_dtype": self.cfg.export.dtype,
+            "val_metrics": metrics,
+            "git_commit": git_commit(),
+        })
+        return save_checkpoint(path, model, card)
+
+    # ---- the loop ----
+    def run(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        cfg, main = self.cfg, self.info.is_main
+        total = cfg.train.iterations
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="it",
+                   disable=not (main and cfg.log.progress))
+        window: list[dict[str, float]] = []
+        start = time.perf_counter()
+        last = start
+        while self.step < total:
+            values = self.train_step(self.batch_for(self.step))
+            window.append(values)
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss_total']:.3f}")
+            if self.step % cfg.log.every == 0 or self.step == total:
+                row = {k: float(np.nanmean([w[k] for w in window])) for k in window[0]}
+                row = average_scalars(row, self.info)
+                now = time.perf_counter()
+                row["seconds_per_iter"] = (now - last) / len(window)
+                row["lr"] = self.optimizer.param_groups[0]["lr"]
+                last, window = now, []
+                self.logger.log("train", self.step, row)
+            if cfg.log.val_every and self.step % cfg.log.val_every == 0 and self.step < total:
+                self._validate_and_log()
+            if self.step % cfg.log.save_every == 0 and main:
+                self.save_state()
+        bar.close()
+        metrics = self._validate_and_log()
+        result: dict[str, Any] = {"val": metrics, "steps": self.step}
+        if main:
+            self.save_state()
+            seconds = time.perf_counter() - start
+            result["checkpoint"] = str(self.export(metrics, seconds))
+            png = self.logger.plot()
+            if png is not None and cfg.export.curves_png:
+                Path(cfg.export.curves_png).parent.mkdir(parents=True, exist_ok=True)
+                self.logger.plot(cfg.export.curves_png)
+            result["curves"] = str(png)
+        self.logger.close()
+        barrier(self.info)
+        return result
+
+    def _validate_and_log(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        if self.info.is_main:
+            metrics = self.validate()
+            if metrics:
+                flat = self.flat_metrics(metrics)
+                self.logger.log("val", self.step, flat)
+                self.logger.plot()
+                log.info("iteration %d val %s", self.step, flat)
+        barrier(self.info)
+        return metrics
+
+    def close(self) -> None:
+        shutdown_distributed()
