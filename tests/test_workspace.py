@@ -100,3 +100,30 @@ def test_messages_round_trip_between_processes_over_dds(publisher_process) -> No
     assert set(received) == {"instances", "class_map"}, f"received only {sorted(received)}"
     _message_fields_equal(received["instances"], sample_instance_array())
     _message_fields_equal(received["class_map"], sample_class_map())
+
+
+def _run_setup(**env_overrides: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_ROS_WHEELS")}
+    env.update(env_overrides)
+    return subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "setup.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_setup_rerun_skips_the_installs_it_already_did() -> None:
+    result = _run_setup()
+    assert result.returncode == 0, result.stderr[-2000:]
+    # torch, requirements.txt and (without a system ROS) the ROS wheels are all left alone.
+    assert "(torch 2.13.0 present, skipped)" in result.stdout
+    assert result.stdout.count("(unchanged, skipped)") >= (1 if os.environ.get("ROS_DISTRO") else 2)
+
+
+def test_setup_failure_names_the_step_and_the_remedy() -> None:
+    result = _run_setup(PYTHON="/nonexistent/python3.11")
+    assert result.returncode != 0
+    assert "setup FAILED: /nonexistent/python3.11 not found" in result.stderr
+    assert "what to do:" in result.stderr
