@@ -70,7 +70,7 @@ def subm_conv(x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
         if pair is None or pair[0].numel() == 0:
             continue
         rows_in, rows_out = pair
-        out = out.index_add(0, rows_out, features[rows_in] @ weight[index])
+        out.index_add_(0, rows_out, features.index_select(0, rows_in) @ weight[index])
     return x.with_features(out)
 
 
@@ -79,7 +79,7 @@ def down_conv(x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
     out = x.features.new_zeros(out_coords.shape[0], weight.shape[2])
     for index, (rows_in, rows_out) in enumerate(pairs):
         if rows_in.numel():
-            out = out.index_add(0, rows_out, x.features[rows_in] @ weight[index])
+            out.index_add_(0, rows_out, x.features.index_select(0, rows_in) @ weight[index])
     shape = tuple(s // 2 for s in x.spatial_shape)
     return SparseVoxels(out, out_coords, x.stride * 2, shape, x.batch_size, x.cache)
 
@@ -94,5 +94,5 @@ def up_conv(x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
     out = x.features.new_zeros(fine_coords.shape[0], weight.shape[2])
     for index, (rows_fine, rows_coarse) in enumerate(pairs):
         if rows_fine.numel():
-            out = out.index_add(0, rows_fine, x.features[rows_coarse] @ weight[index])
+            out.index_add_(0, rows_fine, x.features.index_select(0, rows_coarse) @ weight[index])
     return SparseVoxels(out, fine_coords, fine_stride, fine_shape, x.batch_size, x.cache)
