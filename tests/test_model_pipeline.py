@@ -1,0 +1,212 @@
+"""Model stages with known answers: voxelizer, grouping, dynamic head, NMS, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dyco_perception.classes import IGNORE_LABEL
+from dyco_perception.config import InferenceConfig, MaskHeadConfig, ModelConfig
+from dyco_perception.model import DyCo3D
+from dyco_perception.model.dynamic_head import decode_masks, run_dynamic_head, split_head_params
+from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
+from dyco_perception.model.postprocess import select_instances
+from dyco_perception.model.voxelizer import devoxelize, voxelize
+from dyco_training.losses import compute_losses
+
+TINY = {"backbone": {"width": 4, "levels": 3, "backend": "torch"},
+        "transformer": {"heads": 2}, "grouping": {"min_points": 5}}
+
+
+def box_points(centre: tuple[float, float, float], n: int, half: float, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.tensor(centre) + (torch.rand(n, 3, generator=gen) * 2 - 1) * half
+
+
+def test_voxelize_devoxelize_round_trip() -> None:
+    gen = torch.Generator().manual_seed(1)
+    xyz = torch.rand(500, 3, generator=gen) * 0.3 - 0.1  # includes negative coordinates
+    batch = torch.randint(0, 2, (500,), generator=gen)
+    features = torch.randn(500, 2, generator=gen)
+    vox = voxelize(xyz, features, batch, 0.05, levels=3)
+    cells = torch.floor(xyz / 0.05).long()
+    # Points share a voxel exactly when they share scene and cell.
+    key = batch * 10**6 + (cells[:, 0] + 50) * 10**4 + (cells[:, 1] + 50) * 100 + cells[:, 2] + 50
+    assert len(torch.unique(key)) == vox.voxels.coords.shape[0]
+    same_voxel = vox.point_to_voxel[:, None] == vox.point_to_voxel[None, :]
+    assert torch.equal(same_voxel, key[:, None] == key[None, :])
+    # Voxel feature = mean of its points; devoxelize hands it back to every point.
+    back = devoxelize(vox.voxels.features, vox)
+    for v in range(0, vox.voxels.coords.shape[0], 7):
+        rows = vox.point_to_voxel == v
+        torch.testing.assert_close(back[rows][0], features[rows].mean(0))
+    assert torch.equal(vox.voxels.coords[vox.point_to_voxel, 0], batch)
+    assert all(s % 4 == 0 for s in vox.voxels.spatial_shape)  # divisible for 3 levels
+
+
+def test_two_separated_boxes_give_two_groups_and_stuff_is_skipped() -> None:
+    a = box_points((0, 0, 0.5), 200, 0.2, 0)
+    b = box_points((3, 0, 0.5), 150, 0.2, 1)
+    wall = box_points((1.5, 2, 1), 300, 0.5, 2)
+    xyz = torch.cat([a, b, wall])
+    centre = torch.cat([torch.tensor([0, 0, 0.5]).expand(200, 3),
+                        torch.tensor([3, 0, 0.5]).expand(150, 3), wall])
+    offsets = centre - xyz  # perfect offsets collapse each box onto its centre
+    semantic = torch.cat([torch.full((350,), 4), torch.zeros(300, dtype=torch.long)])
+    batch = torch.zeros(len(xyz), dtype=torch.long)
+    p = cluster_proposals(xyz, offsets, semantic, batch, radius=0.03, min_points=50)
+    assert p.num == 2
+    groups = {tuple(sorted(p.point_index[p.proposal_id == k].tolist())) for k in range(2)}
+    assert groups == {tuple(range(200)), tuple(range(200, 350))}
+    assert p.class_id.tolist() == [4, 4]
+    assert cluster_proposals(xyz, offsets, semantic, batch, 0.03, min_points=160).num == 1
+
+
+def test_same_place_in_two_scenes_is_two_groups() -> None:
+    xyz = torch.cat([box_points((0, 0, 0), 60, 0.1, 0)] * 2)
+    batch = torch.cat([torch.zeros(60), torch.ones(60)]).long()
+    semantic = torch.full((120,), 5)
+    p = cluster_proposals(xyz, torch.zeros_like(xyz), semantic, batch, 0.5, 10)
+    assert p.num == 2 and sorted(p.batch.tolist()) == [0, 1]
+
+
+def test_gt_proposals_one_per_thing_instance() -> None:
+    instance = torch.tensor([0, 0, 1, 1, 1, 2, IGNORE_LABEL, 0])
+    semantic = torch.tensor([5, 5, 6, 6, 6, 0, 5, 5])  # instance 2 is a wall
+    batch = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1])  # the last point: instance 0 of scene 1
+    p = gt_proposals(instance, semantic, batch)
+    assert p.num == 3
+    members = sorted(tuple(p.point_index[p.proposal_id == k].tolist()) for k in range(3))
+    assert members == [(0, 1), (2, 3, 4), (7,)]
+
+
+def test_hand_built_dynamic_head_reproduces_a_known_mask() -> None:
+    """A head that fires on points with x > centre_x: mask = right half of the object."""
+    hidden, mask_channels = 2, 1
+    c_in = mask_channels + 3
+    w1 = torch.zeros(c_in, hidden)
+    w1[1, 0] = 10.0  # relative x
+    b1 = torch.zeros(hidden)
+    w2 = torch.tensor([[1.0], [0.0]])
+    b2 = torch.tensor([-0.5])
+    params = torch.cat([w1.flatten(), b1, w2.flatten(), b2])[None]
+    assert params.shape[1] == c_in * hidden + hidden + hidden + 1
+    xyz = torch.tensor([[-1.0, 0, 0], [-0.3, 0, 0], [0.3, 0, 0], [1.0, 0, 0], [9.0, 0, 0]])
+    proposals = Proposals(torch.arange(4), torch.zeros(4, dtype=torch.long),
+                          torch.tensor([3]), torch.tensor([0]), torch.tensor([0]))
+    decoded = decode_masks(proposals, params, torch.zeros(5, 1), xyz,
+                           torch.zeros(5, dtype=torch.long), None, margin=0.5, hidden=hidden,
+                           use_relative_position=True)
+    assert decoded.point_index.tolist() == [0, 1, 2, 3]  # the far point is outside the box
+    assert (decoded.logits.sigmoid() > 0.5).tolist() == [False, False, True, True]
+    w = split_head_params(params, c_in, hidden)
+    direct = run_dynamic_head(torch.tensor([[0.0, 1.0, 0, 0]]), *(t[0] for t in w))
+    assert direct.item() == pytest.approx(9.5)
+
+
+def test_category_aware_decoding_skips_other_classes() -> None:
+    xyz = torch.zeros(4, 3)
+    proposals = Proposals(torch.arange(2), torch.zeros(2, dtype=torch.long),
+                          torch.tensor([7]), torch.tensor([0]), torch.tensor([0]))
+    params = torch.zeros(1, ModelConfig().dynamic_head_params)
+    semantic = torch.tensor([7, 7, 2, 7])
+    decoded = decode_masks(proposals, params, torch.zeros(4, 16), xyz,
+                           torch.zeros(4, dtype=torch.long), semantic, 0.1, 16, True)
+    assert decoded.point_index.tolist() == [0, 1, 3]
+
+
+def _outputs_with_masks(mask_rows: list[list[int]], num_points: int, classes: list[int]) -> dict:
+    logits, points, ids = [], [], []
+    for k, rows in enumerate(mask_rows):
+        points.append(torch.arange(num_points))
+        inside = torch.zeros(num_points)
+        inside[rows] = 1
+        logits.append(inside * 8 - 4)  # prob 0.98 inside, 0.018 outside
+        ids.append(torch.full((num_points,), k))
+    from dyco_perception.model.dynamic_head import DecodedMasks
+
+    k = len(mask_rows)
+    semantic_logits = torch.zeros(num_points, 20)
+    proposals = Proposals(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                          torch.tensor(classes), torch.zeros(k, dtype=torch.long),
+                          torch.zeros(k, dtype=torch.long))
+    return {"masks": DecodedMasks(torch.cat(logits), torch.cat(points), torch.cat(ids)),
+            "proposals": proposals, "semantic_logits": semantic_logits,
+            "score_logits": torch.tensor([2.0, 1.0, 0.0][:k])}
+
+
+def test_nms_removes_a_duplicate_and_keeps_a_distinct_instance() -> None:
+    outputs = _outputs_with_masks([list(range(0, 60)), list(range(2, 60)), list(range(70, 130))],
+                                  150, [4, 4, 5])
+    infer = InferenceConfig(min_instance_points=10, score_threshold=0.0, score_mode="learned",
+                            score_with_class_prob=False)
+    final = select_instances(outputs, 150, MaskHeadConfig(), infer)
+    assert final.class_id.tolist() == [4, 5]  # proposal 1 (IoU 0.97 with 0) is suppressed
+    assert torch.equal(final.point_instance[:60], torch.ones(60, dtype=torch.int32))
+    assert torch.equal(final.point_instance[70:130], torch.full((60,), 2, dtype=torch.int32))
+    assert (final.point_instance[130:] == 0).all() and (final.point_instance[60:70] == 0).all()
+    assert final.point_score[0] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    loose = InferenceConfig(nms_iou=0.99, min_instance_points=10, score_threshold=0.0,
+                            score_mode="learned", score_with_class_prob=False)
+    assert select_instances(outputs, 150, MaskHeadConfig(), loose).class_id.numel() == 2
+    # The duplicate survives NMS at 0.99 but owns only 0 points after overlap resolution.
+
+
+def _scene_batch(n: int = 1500) -> tuple[torch.Tensor, ...]:
+    chair = box_points((0, 0, 0.4), n // 3, 0.25, 0)
+    table = box_points((2, 0, 0.4), n // 3, 0.4, 1)
+    floor = torch.rand(n - 2 * (n // 3), 3, generator=torch.Generator().manual_seed(2)) * 3
+    floor[:, 2] = 0
+    xyz = torch.cat([chair, table, floor])
+    semantic = torch.cat([torch.full((n // 3,), 4), torch.full((n // 3,), 6),
+                          torch.ones(len(floor), dtype=torch.long)])
+    instance = torch.cat([torch.zeros(n // 3), torch.ones(n // 3),
+                          torch.full((len(floor),), IGNORE_LABEL)]).long()
+    rgb = torch.rand(len(xyz), 3, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    return xyz, rgb, semantic, instance
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    model = DyCo3D(ModelConfig.from_dict(TINY)).train()
+    xyz, rgb, semantic, instance = _scene_batch()
+    xyz = torch.cat([xyz, xyz + 10])
+    rgb, semantic, instance = (torch.cat([t, t]) for t in (rgb, semantic, instance))
+    batch = torch.repeat_interleave(torch.tensor([0, 1]), len(xyz) // 2)
+    out = model(xyz, rgb, batch, semantic, instance)
+    losses = compute_losses(out, {"xyz": xyz, "semantic": semantic, "instance": instance,
+                                  "batch": batch})
+    assert set(losses) >= {"semantic_ce", "offset_l1", "offset_dir", "mask_bce", "mask_dice",
+                           "score", "total"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    dead = [n for n, p in model.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    assert dead == []
+
+
+def test_offset_loss_is_zero_for_perfect_offsets() -> None:
+    from dyco_training.losses import offset_losses
+
+    xyz, _, semantic, instance = _scene_batch(300)
+    gt_id = torch.where(instance >= 0, instance, torch.full_like(instance, -1))
+    centroid = torch.stack([xyz[gt_id == g].mean(0) for g in range(2)])
+    offsets = torch.zeros_like(xyz)
+    offsets[gt_id >= 0] = centroid[gt_id[gt_id >= 0]] - xyz[gt_id >= 0]
+    losses = offset_losses(offsets, xyz, gt_id, 2)
+    assert losses["offset_l1"].item() == pytest.approx(0.0, abs=1e-6)
+    assert losses["offset_dir"].item() == pytest.approx(-1.0, abs=1e-4)
+
+
+def test_eval_forward_is_deterministic() -> None:
+    torch.manual_seed(0)
+    model = DyCo3D(ModelConfig.from_dict(TINY)).eval()
+    xyz, rgb, _, _ = _scene_batch()
+    batch = torch.zeros(len(xyz), dtype=torch.long)
+    with torch.no_grad():
+        a, b = model(xyz, rgb, batch), model(xyz, rgb, batch)
+    assert torch.equal(a["semantic_logits"], b["semantic_logits"])
+    assert torch.equal(a["masks"].logits, b["masks"].logits)
+
+
