@@ -67,6 +67,16 @@ def _oracle_nms(masks: np.ndarray, scores: np.ndarray, threshold: float) -> list
     return kept
 
 
+def _torch_scatter(values: torch.Tensor, index: torch.Tensor, segments: int, op: str):
+    """torch's own scatter_reduce, empty segments set to 0 (-inf start: see reference)."""
+    start = 0.0 if op == "mean" else -torch.inf
+    out = values.new_full((segments, values.shape[1]), start).scatter_reduce(
+        0, index[:, None].expand(-1, values.shape[1]), values, reduce=op, include_self=False
+    )
+    filled = torch.bincount(index, minlength=segments) > 0
+    return torch.where(filled[:, None], out, torch.zeros_like(out))
+
+
 def _random_cloud(n: int, seed: int, extent: float = 1.0, classes: int = 3):
     g = _gen(seed)
     points = torch.rand((n, 3), generator=g) * extent - extent / 3
@@ -102,9 +112,7 @@ def test_reference_scatter_matches_torch_scatter_reduce(reduce: str) -> None:
     index[index == 7] = 8  # segment 7 stays empty
     fn = reference.scatter_mean if reduce == "mean" else reference.scatter_max
     out = fn(values, index, 45)
-    expected = torch.zeros((45, 4), dtype=torch.float64).scatter_reduce(
-        0, index[:, None].expand(-1, 4), values, reduce=reduce, include_self=False
-    )
+    expected = _torch_scatter(values, index, 45, reduce)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
     assert torch.all(out[7] == 0) and torch.all(out[40:] == 0)
     weights = torch.randn((45, 4), generator=g, dtype=torch.float64)
@@ -215,3 +223,130 @@ def test_native_backend_errors_clearly_when_missing() -> None:
         pytest.skip("native cpu kernels are built; the missing-build error cannot occur")
     with pytest.raises(RuntimeError, match="native backend unavailable"):
         dyco_ops.mask_iou(torch.zeros((2, 3), dtype=torch.bool), backend="native")
+
+
+# ----------------------------------------------------------------------------- native vs reference
+
+SIZES = [0, 1, 2, 500, 20000]
+
+
+def _assert_same_ints(got: torch.Tensor, expected: torch.Tensor) -> None:
+    assert got.dtype == torch.int64 and got.device == expected.device
+    assert torch.equal(got.cpu(), expected.cpu())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", SIZES)
+def test_native_voxelize_matches_reference(device: str, n: int) -> None:
+    _native_or_skip(device)
+    g = _gen(n)
+    for coords in (
+        torch.randint(-50, 50, (n, 3), generator=g),
+        torch.randint(-(2**45), 2**45, (n, 3), generator=g) // 7 * 7,  # huge extent
+    ):
+        coords = coords.to(device)
+        got_voxels, got_inverse = dyco_ops.voxelize(coords, backend="native")
+        voxels, inverse = dyco_ops.voxelize(coords, backend="torch")
+        _assert_same_ints(got_voxels, voxels)
+        _assert_same_ints(got_inverse, inverse)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("op", ["mean", "amax"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_scatter_matches_torch(device: str, n: int, op: str, dtype: torch.dtype) -> None:
+    _native_or_skip(device)
+    g = _gen(n)
+    segments = max(n // 5, 3)
+    # Integer-valued floats in half of the columns create ties for the max gradient.
+    values = torch.randn((n, 6), generator=g, dtype=dtype)
+    values[:, 3:] = values[:, 3:].mul(2).round()  # includes exact zeros
+    values = values.to(device).requires_grad_(True)
+    index = torch.randint(0, segments, (n,), generator=g).to(device)
+    fn = dyco_ops.scatter_mean if op == "mean" else dyco_ops.scatter_max
+    got = fn(values, index, segments + 2, backend="native")
+    expected = _torch_scatter(values, index, segments + 2, op)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, fn(values, index, segments + 2, backend="torch"))
+    weights = torch.randn(expected.shape, generator=g, dtype=dtype).to(device)
+    if n == 0:
+        return
+    (grad,) = torch.autograd.grad((got * weights).sum(), values)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), values)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+
+
+def _components_cases(n: int) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    points, labels = _random_cloud(n, seed=n, extent=2.0, classes=4)
+    same = torch.full((n, 3), -3.25)
+    return [
+        (points, labels, 0.05),
+        (points.double(), labels, 0.2),
+        (same, torch.zeros(n, dtype=torch.int64), 0.01),
+        (torch.round(points * 10) / 10, labels.abs(), 0.1),  # many exact-radius pairs
+    ]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", SIZES)
+def test_native_connected_components_matches_reference(device: str, n: int) -> None:
+    _native_or_skip(device)
+    for points, labels, radius in _components_cases(n):
+        points, labels = points.to(device), labels.to(device)
+        got = dyco_ops.connected_components(points, labels, radius, backend="native")
+        expected = dyco_ops.connected_components(points, labels, radius, backend="torch")
+        _assert_same_ints(got, expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k,n", [(0, 10), (1, 0), (1, 1), (40, 70), (120, 5000)])
+def test_native_mask_iou_and_nms_match_reference(device: str, k: int, n: int) -> None:
+    _native_or_skip(device)
+    g = _gen(k * 1000 + n)
+    masks = torch.rand((k, n), generator=g) < torch.rand((k, 1), generator=g)
+    if k > 3:
+        masks[1] = False
+        masks[3] = masks[0]
+    scores = torch.randint(0, 6, (k,), generator=g).float()
+    masks, scores = masks.to(device), scores.to(device)
+    iou = dyco_ops.mask_iou(masks, backend="native")
+    assert iou.dtype == torch.float32 and iou.device == masks.device
+    torch.testing.assert_close(iou, dyco_ops.mask_iou(masks, backend="torch"), rtol=0, atol=1e-6)
+    for threshold in (0.0, 0.25, 0.5, 1.0):
+        got = dyco_ops.mask_nms(masks, scores, threshold, backend="native")
+        _assert_same_ints(got, dyco_ops.mask_nms(masks, scores, threshold, backend="torch"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_native_ops_on_real_scan(device: str) -> None:
+    scans = sorted(SCANS.glob("*.npz"))
+    if not scans:
+        pytest.skip(f"real scans not found under {SCANS}")
+    _native_or_skip(device)
+    scan = np.load(scans[0])
+    xyz = torch.from_numpy(scan["xyz"]).to(device)
+    rgb = torch.from_numpy(scan["rgb"].astype(np.float32) / 127.5 - 1).to(device)
+    semantic = torch.from_numpy(scan["sem_nyu40"].astype(np.int64)).to(device) - 1  # 0 -> -1
+    instance = torch.from_numpy(scan["instance"].astype(np.int64)).to(device)
+
+    coords = torch.floor(xyz / 0.02).long()
+    voxels, inverse = dyco_ops.voxelize(coords, backend="native")
+    ref_voxels, ref_inverse = dyco_ops.voxelize(coords, backend="torch")
+    _assert_same_ints(voxels, ref_voxels)
+    _assert_same_ints(inverse, ref_inverse)
+    for fn in (dyco_ops.scatter_mean, dyco_ops.scatter_max):
+        got = fn(rgb, inverse, len(voxels), backend="native")
+        torch.testing.assert_close(got, fn(rgb, inverse, len(voxels), backend="torch"))
+
+    components = dyco_ops.connected_components(xyz, semantic, 0.03, backend="native")
+    _assert_same_ints(components, dyco_ops.connected_components(xyz, semantic, 0.03, "torch"))
+
+    masks = instance[None, :] == torch.unique(instance)[:, None]
+    scores = torch.rand(len(masks), generator=_gen(5)).to(device)
+    iou = dyco_ops.mask_iou(masks, backend="native")
+    torch.testing.assert_close(iou, dyco_ops.mask_iou(masks, backend="torch"), rtol=0, atol=1e-6)
+    # Overlapping candidates: instance masks unioned with random other instances.
+    merged = masks | masks[torch.randperm(len(masks), generator=_gen(6)).to(device)]
+    kept = dyco_ops.mask_nms(merged, scores, 0.3, backend="native")
+    _assert_same_ints(kept, dyco_ops.mask_nms(merged, scores, 0.3, backend="torch"))

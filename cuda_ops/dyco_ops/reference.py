@@ -53,10 +53,16 @@ def scatter_mean(values: torch.Tensor, index: torch.Tensor, num_segments: int) -
 
 
 def scatter_max(values: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """Column-wise max of the rows of `values` per segment; empty segments are 0."""
-    out = values.new_zeros((num_segments, values.shape[1]))
+    """Column-wise max of the rows of `values` per segment; empty segments are 0.
+
+    Ties share the gradient evenly among the tied rows. The -inf start keeps torch's backward
+    from counting the (excluded) initial value as one more tie when the max is exactly 0.
+    """
+    out = values.new_full((num_segments, values.shape[1]), -torch.inf)
     expanded = index[:, None].expand(-1, values.shape[1])
-    return out.scatter_reduce(0, expanded, values, reduce="amax", include_self=False)
+    out = out.scatter_reduce(0, expanded, values, reduce="amax", include_self=False)
+    filled = torch.bincount(index, minlength=num_segments) > 0
+    return torch.where(filled[:, None], out, torch.zeros_like(out))
 
 
 def _neighbour_offsets() -> list[tuple[int, int, int]]:

@@ -1,0 +1,343 @@
+// C++ CPU kernels of dyco_ops. Semantics are defined by dyco_ops/reference.py; inputs are
+// validated (shape, dtype, ranges) by the Python wrappers in dyco_ops/ops.py.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <array>
+#include <numeric>
+#include <tuple>
+#include <vector>
+
+#include "common.h"
+
+namespace {
+
+using Triple = std::array<int64_t, 3>;
+
+// ---------------------------------------------------------------- voxelize
+
+std::tuple<torch::Tensor, torch::Tensor> voxelize(const torch::Tensor& coords_in) {
+  TORCH_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 3, "coords must be (N, 3)");
+  const auto coords = coords_in.to(torch::kInt64).contiguous();
+  const int64_t n = coords.size(0);
+  const int64_t* c = coords.data_ptr<int64_t>();
+  // Open addressing: slot -> voxel id in first-seen order.
+  const int64_t cap = dyco::table_capacity(n);
+  std::vector<int64_t> table(cap, -1);
+  std::vector<Triple> voxels;
+  auto inverse = torch::empty({n}, coords.options());
+  int64_t* inv = inverse.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const Triple key{c[3 * i], c[3 * i + 1], c[3 * i + 2]};
+    uint64_t slot = dyco::hash4(key[0], key[1], key[2], 0) & (cap - 1);
+    while (table[slot] >= 0 && voxels[table[slot]] != key) slot = (slot + 1) & (cap - 1);
+    if (table[slot] < 0) {
+      table[slot] = static_cast<int64_t>(voxels.size());
+      voxels.push_back(key);
+    }
+    inv[i] = table[slot];
+  }
+  // Renumber voxels in lexicographic order.
+  const int64_t v = static_cast<int64_t>(voxels.size());
+  std::vector<int64_t> order(v);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int64_t a, int64_t b) { return voxels[a] < voxels[b]; });
+  std::vector<int64_t> rank(v);
+  auto out = torch::empty({v, 3}, coords.options());
+  int64_t* o = out.data_ptr<int64_t>();
+  for (int64_t r = 0; r < v; ++r) {
+    rank[order[r]] = r;
+    std::copy(voxels[order[r]].begin(), voxels[order[r]].end(), o + 3 * r);
+  }
+  for (int64_t i = 0; i < n; ++i) inv[i] = rank[inv[i]];
+  return {out, inverse};
+}
+
+// ---------------------------------------------------------------- scatter reductions
+
+std::tuple<torch::Tensor, torch::Tensor> scatter_mean(const torch::Tensor& values,
+                                                      const torch::Tensor& index,
+                                                      int64_t num_segments) {
+  const int64_t n = values.size(0), ch = values.size(1);
+  auto out = torch::zeros({num_segments, ch}, values.options());
+  auto counts = torch::zeros({num_segments}, index.options());
+  const int64_t* idx = index.data_ptr<int64_t>();
+  int64_t* cnt = counts.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) ++cnt[idx[i]];
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "scatter_mean_cpu", [&] {
+    const scalar_t* val = values.data_ptr<scalar_t>();
+    scalar_t* res = out.data_ptr<scalar_t>();
+    // Accumulate in double, per channel block in parallel (each thread owns its columns).
+    at::parallel_for(0, ch, 1, [&](int64_t c0, int64_t c1) {
+      std::vector<double> acc(num_segments * (c1 - c0), 0.0);
+      const int64_t width = c1 - c0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t c = c0; c < c1; ++c) acc[idx[i] * width + c - c0] += val[i * ch + c];
+      for (int64_t s = 0; s < num_segments; ++s)
+        for (int64_t c = c0; c < c1; ++c)
+          res[s * ch + c] = static_cast<scalar_t>(acc[s * width + c - c0] /
+                                                  static_cast<double>(std::max<int64_t>(cnt[s], 1)));
+    });
+  });
+  return {out, counts};
+}
+
+torch::Tensor scatter_max(const torch::Tensor& values, const torch::Tensor& index,
+                          int64_t num_segments) {
+  const int64_t n = values.size(0), ch = values.size(1);
+  auto out = torch::zeros({num_segments, ch}, values.options());
+  const int64_t* idx = index.data_ptr<int64_t>();
+  std::vector<char> seen(num_segments, 0);
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "scatter_max_cpu", [&] {
+    const scalar_t* val = values.data_ptr<scalar_t>();
+    scalar_t* res = out.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      scalar_t* row = res + idx[i] * ch;
+      const scalar_t* src = val + i * ch;
+      if (!seen[idx[i]]) {
+        std::copy(src, src + ch, row);
+        seen[idx[i]] = 1;
+        continue;
+      }
+      for (int64_t c = 0; c < ch; ++c) {
+        // NaN wins, as in torch.amax.
+        if (!std::isnan(row[c]) && (std::isnan(src[c]) || src[c] > row[c])) row[c] = src[c];
+      }
+    }
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- connected components
+
+struct CellKey {
+  int64_t label, x, y, z;
+  bool operator==(const CellKey& o) const {
+    return label == o.label && x == o.x && y == o.y && z == o.z;
+  }
+  bool operator<(const CellKey& o) const {
+    return std::tie(label, x, y, z) < std::tie(o.label, o.x, o.y, o.z);
+  }
+};
+
+class CellTable {
+ public:
+  explicit CellTable(int64_t expected) : cap_(dyco::table_capacity(expected)), slots_(cap_, -1) {}
+
+  // Cell id of `key`, inserting it when `insert` is set; -1 when absent.
+  int64_t find(const CellKey& key, bool insert) {
+    uint64_t slot = dyco::hash4(key.label, key.x, key.y, key.z) & (cap_ - 1);
+    while (slots_[slot] >= 0) {
+      if (keys_[slots_[slot]] == key) return slots_[slot];
+      slot = (slot + 1) & (cap_ - 1);
+    }
+    if (!insert) return -1;
+    slots_[slot] = static_cast<int64_t>(keys_.size());
+    keys_.push_back(key);
+    return slots_[slot];
+  }
+  const std::vector<CellKey>& keys() const { return keys_; }
+
+ private:
+  int64_t cap_;
+  std::vector<int64_t> slots_;
+  std::vector<CellKey> keys_;
+};
+
+class UnionFind {
+ public:
+  explicit UnionFind(int64_t n) : parent_(n) { std::iota(parent_.begin(), parent_.end(), 0); }
+  int64_t find(int64_t x) {
+    while (parent_[x] != x) {
+      parent_[x] = parent_[parent_[x]];  // path halving
+      x = parent_[x];
+    }
+    return x;
+  }
+  void unite(int64_t a, int64_t b) {
+    a = find(a);
+    b = find(b);
+    if (a != b) parent_[std::max(a, b)] = std::min(a, b);
+  }
+
+ private:
+  std::vector<int64_t> parent_;
+};
+
+// True when some point of cell a is within the radius of some point of cell b; `q` holds the
+// coordinates of the valid points grouped by cell (rows a0..a1 and b0..b1).
+bool cells_touch(const double* q, int64_t a0, int64_t a1, int64_t b0, int64_t b1,
+                 double radius_sq) {
+  for (int64_t i = a0; i < a1; ++i) {
+    for (int64_t j = b0; j < b1; ++j) {
+      const double dx = q[3 * i] - q[3 * j], dy = q[3 * i + 1] - q[3 * j + 1],
+                   dz = q[3 * i + 2] - q[3 * j + 2];
+      if (dx * dx + dy * dy + dz * dz <= radius_sq) return true;
+    }
+  }
+  return false;
+}
+
+torch::Tensor connected_components(const torch::Tensor& points_in, const torch::Tensor& labels_in,
+                                   double radius) {
+  const auto points = points_in.to(torch::kFloat64).contiguous();
+  const auto labels = labels_in.to(torch::kInt64).contiguous();
+  const int64_t n = points.size(0);
+  const double* p = points.data_ptr<double>();
+  const int64_t* lab = labels.data_ptr<int64_t>();
+  auto result = torch::full({n}, -1, labels.options());
+  const double cell = dyco::cell_size(radius);
+
+  // Bucket valid points into cells; every cell is internally connected.
+  CellTable table(n);
+  std::vector<int64_t> cell_of(n, -1);
+  for (int64_t i = 0; i < n; ++i) {
+    if (lab[i] < 0) continue;
+    const CellKey key{lab[i], static_cast<int64_t>(std::floor(p[3 * i] / cell)),
+                      static_cast<int64_t>(std::floor(p[3 * i + 1] / cell)),
+                      static_cast<int64_t>(std::floor(p[3 * i + 2] / cell))};
+    cell_of[i] = table.find(key, true);
+  }
+  // Renumber cells in lexicographic key order: neighbour search below is a merge-join.
+  const int64_t num_cells = static_cast<int64_t>(table.keys().size());
+  std::vector<int64_t> by_key(num_cells), rank(num_cells);
+  std::iota(by_key.begin(), by_key.end(), 0);
+  std::sort(by_key.begin(), by_key.end(), [&](int64_t a, int64_t b) {
+    return table.keys()[a] < table.keys()[b];
+  });
+  std::vector<CellKey> keys(num_cells);
+  for (int64_t c = 0; c < num_cells; ++c) {
+    rank[by_key[c]] = c;
+    keys[c] = table.keys()[by_key[c]];
+  }
+  // Group the coordinates by cell (counting sort) for cache-friendly pair checks.
+  std::vector<int64_t> start(num_cells + 1, 0);
+  for (int64_t i = 0; i < n; ++i)
+    if (cell_of[i] >= 0) ++start[(cell_of[i] = rank[cell_of[i]]) + 1];
+  for (int64_t c = 0; c < num_cells; ++c) start[c + 1] += start[c];
+  std::vector<double> grouped(3 * start[num_cells]);
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t i = 0; i < n; ++i)
+    if (cell_of[i] >= 0) std::copy(p + 3 * i, p + 3 * i + 3, &grouped[3 * fill[cell_of[i]]++]);
+
+  // Link neighbouring cells (half of the 5x5x5 neighbourhood) that have a close point pair.
+  // For a row offset (dx, dy) the cells z-2..z+2 of that row are contiguous in key order, and
+  // adding an offset preserves that order: each row offset is one merge-join over the cells.
+  UnionFind sets(num_cells);
+  const double radius_sq = radius * radius;
+  const int r = dyco::kNeighbourReach;
+  for (int dx = 0; dx <= r; ++dx)
+    for (int dy = -r; dy <= r; ++dy) {
+      if (dx == 0 && dy < 0) continue;
+      const int z_from = (dx == 0 && dy == 0) ? 1 : -r;  // row (0,0): only cells above
+      int64_t b = 0;
+      for (int64_t a = 0; a < num_cells; ++a) {
+        const CellKey& ka = keys[a];
+        const CellKey first{ka.label, ka.x + dx, ka.y + dy, ka.z + z_from};
+        while (b < num_cells && keys[b] < first) ++b;
+        for (int64_t c = b; c < num_cells; ++c) {
+          const CellKey& kc = keys[c];
+          if (kc.label != ka.label || kc.x != first.x || kc.y != first.y || kc.z > ka.z + r) break;
+          if (sets.find(a) != sets.find(c) &&
+              cells_touch(grouped.data(), start[a], start[a + 1], start[c], start[c + 1],
+                          radius_sq))
+            sets.unite(a, c);
+        }
+      }
+    }
+  // Number components by their smallest point index.
+  std::vector<int64_t> component_of_root(num_cells, -1);
+  int64_t next = 0;
+  int64_t* res = result.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    if (cell_of[i] < 0) continue;
+    const int64_t root = sets.find(cell_of[i]);
+    if (component_of_root[root] < 0) component_of_root[root] = next++;
+    res[i] = component_of_root[root];
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------- mask IoU / NMS
+
+struct PackedMasks {
+  int64_t words;
+  std::vector<uint64_t> bits;  // (K, words)
+  std::vector<int64_t> area;
+};
+
+PackedMasks pack_masks(const torch::Tensor& masks_in) {
+  const auto masks = masks_in.contiguous();
+  const int64_t k = masks.size(0), n = masks.size(1);
+  PackedMasks packed{(n + 63) / 64, {}, std::vector<int64_t>(k, 0)};
+  packed.bits.assign(k * packed.words, 0);
+  const bool* m = masks.data_ptr<bool>();
+  at::parallel_for(0, k, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t r = k0; r < k1; ++r) {
+      uint64_t* row = packed.bits.data() + r * packed.words;
+      for (int64_t i = 0; i < n; ++i)
+        if (m[r * n + i]) row[i >> 6] |= uint64_t{1} << (i & 63);
+      for (int64_t w = 0; w < packed.words; ++w) packed.area[r] += __builtin_popcountll(row[w]);
+    }
+  });
+  return packed;
+}
+
+float packed_iou(const PackedMasks& pm, int64_t a, int64_t b) {
+  const uint64_t* ra = pm.bits.data() + a * pm.words;
+  const uint64_t* rb = pm.bits.data() + b * pm.words;
+  int64_t inter = 0;
+  for (int64_t w = 0; w < pm.words; ++w) inter += __builtin_popcountll(ra[w] & rb[w]);
+  const int64_t uni = pm.area[a] + pm.area[b] - inter;
+  return uni > 0 ? static_cast<float>(static_cast<double>(inter) / static_cast<double>(uni))
+                 : 0.0f;
+}
+
+torch::Tensor mask_iou(const torch::Tensor& masks) {
+  const int64_t k = masks.size(0);
+  const PackedMasks pm = pack_masks(masks);
+  auto out = torch::empty({k, k}, torch::TensorOptions().dtype(torch::kFloat32));
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, k, 1, [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1; ++a)
+      for (int64_t b = a; b < k; ++b) o[a * k + b] = o[b * k + a] = packed_iou(pm, a, b);
+  });
+  return out;
+}
+
+torch::Tensor mask_nms(const torch::Tensor& masks, const torch::Tensor& scores_in,
+                       double iou_threshold) {
+  const int64_t k = masks.size(0);
+  const auto scores = scores_in.to(torch::kFloat64).contiguous();
+  const double* s = scores.data_ptr<double>();
+  std::vector<int64_t> order(k);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s[a] > s[b]; });
+  const PackedMasks pm = pack_masks(masks);
+  // IoU is float32 and compared with the threshold in float32, exactly as the reference.
+  const float threshold = static_cast<float>(iou_threshold);
+  std::vector<char> suppressed(k, 0);
+  std::vector<int64_t> kept;
+  for (int64_t i = 0; i < k; ++i) {
+    if (suppressed[i]) continue;
+    kept.push_back(order[i]);
+    for (int64_t j = i + 1; j < k; ++j)
+      if (!suppressed[j] && packed_iou(pm, order[i], order[j]) > threshold) suppressed[j] = 1;
+  }
+  return torch::tensor(kept, torch::TensorOptions().dtype(torch::kInt64));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "dyco_ops C++ CPU kernels";
+  m.def("voxelize", &voxelize, "unique voxels (lexicographic) and point -> voxel index");
+  m.def("scatter_mean", &scatter_mean, "segment mean (+ counts)");
+  m.def("scatter_max", &scatter_max, "segment max, empty segments 0");
+  m.def("connected_components", &connected_components, "radius graph components per label");
+  m.def("mask_iou", &mask_iou, "pairwise IoU of bool masks");
+  m.def("mask_nms", &mask_nms, "greedy mask NMS, kept indices in score order");
+}
