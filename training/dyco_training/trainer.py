@@ -81,6 +81,9 @@ class ScheduleConfig:
 @dataclass
 class LoopConfig:
     iterations: int = _range(1000, 1, 100_000_000)
+    # Wall-clock budget: training stops after this many minutes and the lr schedule runs over
+    # whichever of iterations / minutes ends first (0 = iterations only).
+    max_minutes: float = _range(0.0, 0.0, 1e6)
     batch_size: int = _range(1, 1, 1024, "scenes per iteration per process")
     prepare_iters: int = _range(0, 0, 100_000_000, "mask losses off before this iteration")
     device: str = _choices("auto", ("auto", "cpu", "cuda"))
@@ -262,11 +265,13 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
                 weight_decay=cfg.weight_decay)
 
 
-def lr_factor(step: int, total: int, cfg: ScheduleConfig) -> float:
-    """Multiplier on the base lr at `step` (linear warm-up, then cosine / poly / constant)."""
+def lr_factor(step: int, total: int, cfg: ScheduleConfig, time_progress: float = 0.0) -> float:
+    """Multiplier on the base lr at `step` (linear warm-up, then cosine / poly / constant).
+    `time_progress` (elapsed / time budget) moves the schedule on when time runs out first."""
     if step < cfg.warmup_iters:
         return (step + 1) / cfg.warmup_iters
     progress = min(1.0, (step - cfg.warmup_iters) / max(1, total - cfg.warmup_iters))
+    progress = max(progress, min(1.0, time_progress))
     if cfg.name == "cosine":
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.name == "poly":
@@ -324,8 +329,12 @@ class Trainer:
                 find_unused_parameters=loop.find_unused_parameters,
             )
         self.optimizer = make_optimizer(self.model, cfg.optim)
+        self.elapsed = 0.0  # training seconds so far (kept across resumes)
+        self.shared_time_progress = 0.0  # rank 0's, so every rank uses the same lr
+        self._clock_start = time.perf_counter()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, loop.iterations, cfg.schedule))
+            self.optimizer,
+            lambda s: lr_factor(s, loop.iterations, cfg.schedule, self.shared_time_progress))
         self.use_amp = loop.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
@@ -340,6 +349,23 @@ class Trainer:
             cfg.loss, mask_bce_weight=0.0, mask_dice_weight=0.0, score_weight=0.0)
         if resume:
             self.load_state(resume)
+
+    def seconds(self) -> float:
+        return self.elapsed + time.perf_counter() - self._clock_start
+
+    def time_progress(self) -> float:
+        budget = self.cfg.train.max_minutes * 60.0
+        return self.seconds() / budget if budget > 0 else 0.0
+
+    def out_of_time(self) -> bool:
+        """Same answer (and lr) on every rank: rank 0's clock decides."""
+        if self.cfg.train.max_minutes <= 0:
+            return False
+        progress = torch.tensor([self.time_progress()], dtype=torch.float64)
+        if self.info.enabled:
+            torch.distributed.broadcast(progress, 0)
+        self.shared_time_progress = float(progress.item())
+        return self.shared_time_progress >= 1.0
 
     # ---- data ----
     def _scenes_for(self, step: int) -> list[Scene]:
@@ -423,6 +449,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
+            "elapsed": self.seconds(),
             "config": yaml.safe_dump(self.cfg.source, sort_keys=False),
         }
 
@@ -448,6 +475,9 @@ class Trainer:
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.elapsed = float(state.get("elapsed", 0.0))
+        self._clock_start = time.perf_counter()
+        self.out_of_time()  # the restored schedule sees the restored clock
         log.info("resumed from %s at iteration %d", path, self.step)
 
     # ---- export ----
@@ -488,14 +518,14 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, desc="train", unit="it",
                    disable=not (main and cfg.log.progress))
         window: list[dict[str, float]] = []
-        start = time.perf_counter()
-        last = start
-        while self.step < total:
+        last = time.perf_counter()
+        while self.step < total and not self.out_of_time():
             values = self.train_step(self.batch_for(self.step))
             window.append(values)
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss_total']:.3f}")
-            if self.step % cfg.log.every == 0 or self.step == total:
+            if self.step % cfg.log.every == 0 or self.step == total or (
+                    cfg.train.max_minutes and self.time_progress() >= 1.0):
                 row = {k: float(np.nanmean([w[k] for w in window])) for k in window[0]}
                 row = average_scalars(row, self.info)
                 now = time.perf_counter()
@@ -512,8 +542,7 @@ class Trainer:
         result: dict[str, Any] = {"val": metrics, "steps": self.step}
         if main:
             self.save_state()
-            seconds = time.perf_counter() - start
-            result["checkpoint"] = str(self.export(metrics, seconds))
+            result["checkpoint"] = str(self.export(metrics, self.seconds()))
             png = self.logger.plot()
             if png is not None and cfg.export.curves_png:
                 Path(cfg.export.curves_png).parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,113 @@
+"""Augmentation: known answers for each transform and the crop's budget/label alignment."""
+
+import numpy as np
+import pytest
+from dyco_training.augment import (
+    AugmentConfig,
+    augment_scene,
+    crop_to_budget,
+    elastic_distortion,
+    linear_transform,
+    rotation_z,
+)
+
+
+def _cloud(n=2000, seed=0, size=(4.0, 3.0, 2.5)):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, 3)) * np.asarray(size)).astype(np.float32)
+
+
+def _pairwise(x):
+    return np.linalg.norm(x[:, None] - x[None], axis=-1)
+
+
+def test_rotation_about_z_keeps_distances_and_height():
+    xyz = _cloud(200)
+    rotated = xyz @ rotation_z(1.234)
+    np.testing.assert_allclose(_pairwise(rotated), _pairwise(xyz), atol=1e-5)
+    np.testing.assert_allclose(rotated[:, 2], xyz[:, 2], atol=1e-6)
+    # A quarter turn maps the x axis onto +-y (row-vector convention: xyz @ R).
+    np.testing.assert_allclose(np.abs(np.array([[1.0, 0, 0]]) @ rotation_z(np.pi / 2)),
+                               [[0, 1, 0]], atol=1e-12)
+
+
+def test_rigid_chain_without_jitter_or_scale_is_an_isometry():
+    cfg = AugmentConfig(scale_min=1.0, scale_max=1.0, matrix_jitter_std=0.0, flip_x_prob=1.0)
+    m = linear_transform(cfg, np.random.default_rng(3))
+    np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(m) == pytest.approx(-1.0)  # a mirror (flip) and a rotation
+
+
+def test_scaling_scales_distances_by_the_drawn_factor():
+    cfg = AugmentConfig(scale_min=1.5, scale_max=1.5, matrix_jitter_std=0.0, flip_x_prob=0.0)
+    xyz = _cloud(100)
+    out = xyz @ linear_transform(cfg, np.random.default_rng(0))
+    np.testing.assert_allclose(_pairwise(out), 1.5 * _pairwise(xyz), rtol=1e-5, atol=1e-5)
+
+
+def test_elastic_is_smooth_and_bounded():
+    rng = np.random.default_rng(1)
+    xyz = _cloud(5000, size=(3.0, 3.0, 2.0))
+    magnitude = 0.8
+    shift = elastic_distortion(xyz, 0.12, magnitude, rng) - xyz
+    assert np.abs(shift).max() > 0.01  # it does move points
+    # Bounded: each component is magnitude * a convex combination of blurred N(0,1) values;
+    # two 3-tap box blurs per axis shrink the std to ~0.11, so 6 sigma is ~0.7 * magnitude.
+    assert np.abs(shift).max() < 0.7 * magnitude
+    # Smooth: points 5 mm apart move almost together (far less than the shift itself).
+    near = xyz + np.float32(0.005)
+    shift_near = elastic_distortion(np.vstack([xyz, near]), 0.12, magnitude,
+                                    np.random.default_rng(7)) - np.vstack([xyz, near])
+    diff = np.abs(shift_near[:5000] - shift_near[5000:])
+    # Piecewise-linear on a 12 cm grid: a 5 mm step changes the shift by ~5/120 of the
+    # neighbouring cells' difference, so on average only a few % of the typical shift.
+    assert diff.mean() < 0.15 * np.abs(shift_near[:5000]).mean()
+    assert diff.max() < 0.5 * np.abs(shift_near[:5000]).max()
+
+
+def test_crop_respects_budget_and_keeps_a_box():
+    xyz = _cloud(20000, size=(8.0, 6.0, 2.5))
+    rows = crop_to_budget(xyz, 5000, np.random.default_rng(0))
+    assert 0 < len(rows) <= 5000
+    assert len(np.unique(rows)) == len(rows)
+    # Every point inside the kept xy box is kept (a box region, not a random subsample).
+    lo, hi = xyz[rows, :2].min(0), xyz[rows, :2].max(0)
+    inside = np.all((xyz[:, :2] >= lo) & (xyz[:, :2] <= hi), axis=1)
+    assert set(np.flatnonzero(inside)) == set(rows.tolist())
+
+
+def test_crop_keeps_everything_under_budget_and_rejects_bad_budget():
+    xyz = _cloud(100)
+    np.testing.assert_array_equal(crop_to_budget(xyz, 100, np.random.default_rng(0)),
+                                  np.arange(100))
+    with pytest.raises(ValueError, match="max_points"):
+        crop_to_budget(xyz, 0, np.random.default_rng(0))
+
+
+def test_augment_scene_keeps_labels_aligned_with_points():
+    xyz = _cloud(8000, size=(6.0, 6.0, 2.5))
+    rgb = np.random.default_rng(2).integers(0, 256, (8000, 3)).astype(np.uint8)
+    cfg = AugmentConfig(max_points=3000, scale_min=1.0, scale_max=1.0, matrix_jitter_std=0.0,
+                        elastic_prob=0.0)
+    out_xyz, out_rgb, rows = augment_scene(xyz, rgb, cfg, np.random.default_rng(5))
+    assert len(out_xyz) == len(out_rgb) == len(rows) <= 3000
+    np.testing.assert_array_equal(out_rgb, rgb[rows].astype(np.float32))  # no colour jitter
+    # Rigid transform: distances between kept points are the originals' distances.
+    sample = np.arange(0, len(rows), max(1, len(rows) // 150))
+    np.testing.assert_allclose(_pairwise(out_xyz[sample]), _pairwise(xyz[rows][sample]),
+                               atol=1e-4)
+    assert np.allclose(out_xyz.min(0), 0.0)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"augment\.flip_x_prob"):
+        AugmentConfig.from_dict({"flip_x_prob": 2.0})
+    with pytest.raises(ValueError, match=r"augment\.elastic\[1\]\.granularity"):
+        AugmentConfig.from_dict({"elastic": [{"granularity": 0.1, "magnitude": 0.1},
+                                             {"granularity": -1.0, "magnitude": 0.1}]})
+    with pytest.raises(ValueError, match="scale_min"):
+        AugmentConfig.from_dict({"scale_min": 1.2, "scale_max": 1.1})
+    with pytest.raises(ValueError, match="unknown"):
+        AugmentConfig.from_dict({"flip_y_prob": 0.5})
+    cfg = AugmentConfig.from_dict({"elastic": [{"granularity": 0.2, "magnitude": 0.5}]})
+    assert len(cfg.elastic) == 1 and cfg.elastic[0].granularity == 0.2

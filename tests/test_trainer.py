@@ -1,0 +1,172 @@
+"""Trainer: config validation, schedules, staged mask losses, learning, resume, logs."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dyco_training.trainer import (
+    ScheduleConfig,
+    Trainer,
+    load_train_config,
+    lr_factor,
+    train_config_from_dict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SCANS = Path("/work/shared/data/scannet50k")
+
+
+def tiny_config(**overrides) -> dict:
+    cfg = {
+        "model_config": str(REPO / "config/model/tiny_test.yaml"),
+        "data": {"real_repeat": 0, "generated_rooms": 2, "generated_points": 6000,
+                 "val_split": "none"},
+        "augment": {"max_points": 5000},
+        "train": {"iterations": 4, "threads": 1, "seed": 3},
+        "log": {"every": 1, "save_every": 2, "progress": False},
+    }
+    for key, value in overrides.items():
+        cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.update(
+            {key: value})
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"optim": {"name": "sgd"}}, "optim.name"),
+        ({"optim": {"lr": -1.0}}, "optim.lr"),
+        ({"train": {"iterations": 0}}, "train.iterations"),
+        ({"schedule": {"name": "step"}}, "schedule.name"),
+        ({"data": {"train_scans": "scene0001_00"}}, "data.train_scans"),
+        ({"model": {"backbone": {"width": 0}}}, "backbone.width"),
+        ({"augment": {"scale_min": "big"}}, "augment.scale_min"),
+        ({"learning_rate": 0.1}, "learning_rate"),
+        ({"train": {"epochs": 3}}, "train.epochs"),
+    ],
+)
+def test_bad_config_errors_name_the_key(patch, key):
+    cfg = tiny_config()
+    for section, value in patch.items():
+        if isinstance(value, dict) and isinstance(cfg.get(section), dict):
+            cfg[section] = {**cfg[section], **value}
+        else:
+            cfg[section] = value
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        train_config_from_dict(cfg)
+
+
+def test_shipped_config_loads_and_is_m16():
+    cfg = load_train_config(REPO / "config/train/shipped.yaml")
+    assert cfg.model.backbone.width == 16
+    assert cfg.export.checkpoint.endswith("dyco3d_scannet_m16.safetensors")
+    assert cfg.train.prepare_iters < cfg.train.iterations
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_train_config(tmp_path / "nope.yaml")
+
+
+def test_schedules():
+    cosine = ScheduleConfig(name="cosine", warmup_iters=10, min_lr_ratio=0.1)
+    assert lr_factor(0, 110, cosine) == pytest.approx(0.1)  # warm-up: 1/10
+    assert lr_factor(9, 110, cosine) == pytest.approx(1.0)
+    assert lr_factor(10, 110, cosine) == pytest.approx(1.0)
+    assert lr_factor(60, 110, cosine) == pytest.approx(0.55)  # half-way: mean of 1 and 0.1
+    assert lr_factor(110, 110, cosine) == pytest.approx(0.1)
+    poly = ScheduleConfig(name="poly", power=2.0)
+    assert lr_factor(50, 100, poly) == pytest.approx(0.25)
+    assert lr_factor(100, 100, poly) == pytest.approx(0.0)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def _mask_branch_grad(trainer: Trainer) -> float:
+    return sum(float(p.grad.abs().sum()) for p in trainer.model.kernel_generator.parameters()
+               if p.grad is not None)
+
+
+def test_mask_losses_are_off_during_the_prepare_iterations(tmp_path):
+    trainer = Trainer(train_config_from_dict(tiny_config(train={"prepare_iters": 1})),
+                      out_dir=tmp_path)
+    batch = trainer.batch_for(0)
+    trainer.train_step(batch)
+    assert _mask_branch_grad(trainer) == 0.0  # mask branch untouched in the prepare stage
+    trainer.train_step(batch)
+    assert _mask_branch_grad(trainer) > 0.0
+
+
+def test_a_few_steps_reduce_the_loss_on_one_scene(tmp_path):
+    cfg = tiny_config(optim={"lr": 0.01}, schedule={"name": "constant"},
+                      augment={"enabled": False, "max_points": 6000})
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    batch = trainer.batch_for(0)
+    losses = [trainer.train_step(batch)["loss_total"] for _ in range(8)]
+    assert np.mean(losses[-2:]) < 0.92 * np.mean(losses[:2]), losses
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = train_config_from_dict(tiny_config(optim={"grad_clip": 5.0}))
+    first = Trainer(cfg, out_dir=tmp_path / "a")
+    for _ in range(2):
+        first.train_step(first.batch_for(first.step))
+    state = first.save_state()
+    # The state is plain tensors/containers: loadable with weights_only=True.
+    assert torch.load(state, weights_only=True)["step"] == 2
+    first.train_step(first.batch_for(first.step))
+
+    resumed = Trainer(copy.deepcopy(cfg), out_dir=tmp_path / "b", resume=state)
+    assert resumed.step == 2
+    assert resumed.scheduler.last_epoch == 2
+    resumed.train_step(resumed.batch_for(resumed.step))
+    for (name, a), b in zip(first.model.state_dict().items(),
+                            resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=f"{name} differs after resume", atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_resume_rejects_a_non_state_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"weights": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="not a training state"):
+        Trainer(train_config_from_dict(tiny_config()), out_dir=tmp_path, resume=bad)
+
+
+def test_run_writes_logs_curves_state_and_checkpoint(tmp_path):
+    from dyco_perception.checkpoint import load_checkpoint
+
+    trainer = Trainer(train_config_from_dict(tiny_config()), out_dir=tmp_path)
+    result = trainer.run()
+    assert result["steps"] == 4
+    rows = (tmp_path / "train.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 5  # header + one row per iteration
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == 4
+    state, card = load_checkpoint(result["checkpoint"])
+    assert card.training["iterations"] == 4
+    assert card.training["data"]["generated_rooms"] == 2
+    assert card.training["git_commit"]
+    assert set(state) == set(trainer.model.state_dict())
+
+
+def test_validate_reports_benchmark_metrics(tmp_path):
+    from dyco_training.room_generator import generate_room
+
+    trainer = Trainer(train_config_from_dict(tiny_config()), out_dir=tmp_path)
+    metrics = trainer.validate([generate_room(5, 6000)])
+    assert {"AP", "AP50", "AP25", "per_class", "class_agnostic", "seconds_per_scan"} <= set(
+        metrics)
+    assert trainer.model.training  # validation hands the model back in training mode
