@@ -1,0 +1,130 @@
+"""Checkpoints: round trip, card checks, shape checks, and refusal to unpickle code."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dyco_perception import classes
+from dyco_perception.checkpoint import (
+    CARD_KEY,
+    ModelCard,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from dyco_perception.config import ModelConfig
+from dyco_perception.model import DyCo3D
+
+TINY = ModelConfig.from_dict({"backbone": {"width": 4, "levels": 3}, "transformer": {"heads": 2}})
+
+
+def test_round_trip_keeps_weights_and_card(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DyCo3D(TINY)
+    card = ModelCard.for_config(TINY, training={"epochs": 3})
+    path = save_checkpoint(tmp_path / "m.safetensors", model, card)
+    state, loaded = load_checkpoint(path)
+    assert loaded.training == {"epochs": 3}
+    assert loaded.config == TINY
+    assert loaded.classes == list(classes.SEMANTIC_CLASSES)
+    rebuilt = build_model(state, loaded)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name
+
+
+def test_card_json_carries_the_documented_fields(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    path = save_checkpoint(tmp_path / "m.safetensors", DyCo3D(TINY), ModelCard.for_config(TINY))
+    with safe_open(str(path), framework="pt") as f:
+        card = json.loads(f.metadata()[CARD_KEY])
+    assert card["nyu40_ids"] == list(classes.NYU40_IDS)
+    assert card["voxel_size"] == TINY.voxel.voxel_size and card["use_rgb"] is True
+    assert card["thresholds"]["nms_iou"] == TINY.inference.nms_iou
+
+
+def _write_with_card(path: Path, model: torch.nn.Module, card: dict) -> None:
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={CARD_KEY: json.dumps(card)})
+
+
+def _card_dict() -> dict:
+    return json.loads(ModelCard.for_config(TINY).to_json())
+
+
+def test_other_class_list_is_refused(tmp_path: Path) -> None:
+    card = _card_dict()
+    card["classes"] = list(reversed(card["classes"]))
+    _write_with_card(tmp_path / "m.safetensors", DyCo3D(TINY), card)
+    with pytest.raises(ValueError, match="classes"):
+        load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_invalid_config_in_card_is_refused(tmp_path: Path) -> None:
+    card = _card_dict()
+    card["model_config"]["backbone"]["levels"] = 99
+    _write_with_card(tmp_path / "m.safetensors", DyCo3D(TINY), card)
+    with pytest.raises(ValueError, match="backbone.levels"):
+        load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_weight_shape_mismatch_names_the_tensor(tmp_path: Path) -> None:
+    wider = ModelConfig.from_dict({"backbone": {"width": 6, "levels": 3},
+                                   "transformer": {"heads": 2}})
+    _write_with_card(tmp_path / "m.safetensors", DyCo3D(wider), _card_dict())
+    state, card = load_checkpoint(tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match=r"backbone\.input_conv\.weight has shape"):
+        build_model(state, card)
+
+
+def test_missing_card_and_garbage_file_are_refused(tmp_path: Path) -> None:
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ValueError, match="model_card"):
+        load_checkpoint(tmp_path / "plain.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="safetensors"):
+        load_checkpoint(tmp_path / "junk.safetensors")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Exploit.marker),))
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    _Exploit.marker = str(marker)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": {}, CARD_KEY: _Exploit()}, f, protocol=2)
+    torch.save({"state_dict": {}, CARD_KEY: _Exploit()}, tmp_path / "evil2.pt")
+    for candidate in (path, tmp_path / "evil2.pt"):
+        with pytest.raises(ValueError, match="refused"):
+            load_checkpoint(candidate)
+    assert not marker.exists()
+
+
+def test_pt_checkpoint_with_plain_tensors_loads(tmp_path: Path) -> None:
+    model = DyCo3D(TINY)
+    torch.save({"state_dict": model.state_dict(), CARD_KEY: ModelCard.for_config(TINY).to_json()},
+               tmp_path / "ok.pt")
+    state, card = load_checkpoint(tmp_path / "ok.pt")
+    build_model(state, card)
+
+
+def test_random_checkpoint_cli_writes_a_loadable_file(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[1] / "config" / "model" / "tiny_test.yaml"
+    out = tmp_path / "random.safetensors"
+    subprocess.run([sys.executable, "-m", "dyco_perception.checkpoint", "--random", str(out),
+                    "--config", str(config)], check=True, capture_output=True)
+    state, card = load_checkpoint(out)
+    assert card.training["random_weights"] is True
+    build_model(state, card)

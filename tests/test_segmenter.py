@@ -1,0 +1,163 @@
+"""Segmenter: input handling (bad, degenerate, huge), result contract, determinism."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dyco_perception.checkpoint import ModelCard, save_checkpoint
+from dyco_perception.config import ModelConfig
+from dyco_perception.model import DyCo3D
+from dyco_perception.segmenter import Segmenter
+
+TINY = {"backbone": {"width": 4, "levels": 3, "backend": "torch"}, "transformer": {"heads": 2},
+        "grouping": {"min_points": 5}, "inference": {"min_instance_points": 5,
+                                                     "score_threshold": 0.0}}
+
+
+def make_segmenter(**overrides: dict) -> Segmenter:
+    torch.manual_seed(0)
+    data = {**TINY, **overrides}
+    return Segmenter.from_model(DyCo3D(ModelConfig.from_dict(data)), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    return make_segmenter()
+
+
+@pytest.fixture(scope="module")
+def cloud() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(0, 2, (3000, 3)).astype(np.float32)
+    rgb = rng.integers(0, 256, (3000, 3), dtype=np.uint8)
+    return xyz, rgb
+
+
+def check_contract(result, n: int) -> None:
+    assert result.semantic.shape == (n,) and result.semantic.dtype == np.int64
+    assert result.instance.shape == (n,) and result.instance.dtype == np.int32
+    assert result.score.shape == (n,) and result.score.dtype == np.float32
+    ids = sorted(set(result.instance.tolist()) - {0})
+    assert ids == [inst.id for inst in result.instances] == list(range(1, len(ids) + 1))
+    for inst in result.instances:
+        assert np.array_equal(np.flatnonzero(result.instance == inst.id), inst.point_indices)
+        assert inst.num_points == len(inst.point_indices)
+        assert np.all(result.score[inst.point_indices] == np.float32(inst.score))
+    assert (result.score[result.instance == 0] == 0).all()
+
+
+def test_result_contract_and_float64_input(segmenter, cloud) -> None:
+    xyz, rgb = cloud
+    result = segmenter.segment(xyz.astype(np.float64), rgb)
+    check_contract(result, len(xyz))
+    assert result.num_dropped_points == 0
+    assert (result.semantic >= 0).all() and (result.semantic < 20).all()
+    assert {"backbone", "grouping", "decoding", "postprocess", "total"} <= set(result.timings)
+    same = segmenter.segment(xyz, rgb)
+    assert np.array_equal(same.semantic, result.semantic)
+
+
+def test_instances_found_on_a_real_scan_are_consistent(segmenter, scannet_dir: Path) -> None:
+    scan = np.load(scannet_dir / "scene0001_00.npz")
+    result = segmenter.segment(scan["xyz"][:20000], scan["rgb"][:20000])
+    check_contract(result, 20000)
+    for inst in result.instances:
+        pts = scan["xyz"][:20000][inst.point_indices]
+        np.testing.assert_allclose(inst.box_center, (pts.min(0) + pts.max(0)) / 2, atol=1e-5)
+        np.testing.assert_allclose(inst.centroid, pts.mean(0), atol=1e-4)
+
+
+def test_same_input_same_output(segmenter, cloud) -> None:
+    xyz, rgb = cloud
+    a, b = segmenter.segment(xyz, rgb), segmenter.segment(xyz.copy(), rgb.copy())
+    assert np.array_equal(a.semantic, b.semantic)
+    assert np.array_equal(a.instance, b.instance)
+    assert np.array_equal(a.score, b.score)
+
+
+def test_non_finite_rows_are_dropped_and_counted(segmenter, cloud) -> None:
+    xyz, rgb = cloud
+    bad = xyz.copy()
+    bad[[3, 10]] = np.nan
+    bad[20, 1] = np.inf
+    result = segmenter.segment(bad, rgb)
+    check_contract(result, len(xyz))
+    assert result.num_dropped_points == 3
+    assert (result.semantic[[3, 10, 20]] == -1).all()
+    assert (result.instance[[3, 10, 20]] == 0).all()
+    assert (np.delete(result.semantic, [3, 10, 20]) >= 0).all()
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_empty_and_single_point_clouds(segmenter, n: int) -> None:
+    result = segmenter.segment(np.zeros((n, 3), np.float32), np.zeros((n, 3), np.uint8))
+    check_contract(result, n)
+    assert result.instances == []
+
+
+def test_all_identical_points_and_all_nan(segmenter) -> None:
+    result = segmenter.segment(np.ones((500, 3)), np.full((500, 3), 0.5))
+    check_contract(result, 500)
+    assert len(set(result.semantic.tolist())) == 1  # one voxel: one prediction
+    nan = segmenter.segment(np.full((4, 3), np.nan), np.zeros((4, 3), np.uint8))
+    assert nan.num_dropped_points == 4 and (nan.semantic == -1).all()
+
+
+@pytest.mark.parametrize(
+    ("xyz", "rgb", "fragment"),
+    [
+        (np.zeros((5, 2)), np.zeros((5, 3), np.uint8), r"shape \(N, 3\)"),
+        (np.zeros((5, 3), np.int32), np.zeros((5, 3), np.uint8), "float32/float64"),
+        ([[0.0, 0.0, 0.0]], np.zeros((1, 3), np.uint8), "numpy array"),
+        (np.zeros((5, 3)), None, "uses colour"),
+        (np.zeros((5, 3)), np.zeros((4, 3), np.uint8), r"rgb must have shape \(5, 3\)"),
+        (np.zeros((5, 3)), np.zeros((5, 3), np.int64), "uint8"),
+        (np.zeros((5, 3)), np.full((5, 3), 200.0), "0..1"),
+        (np.zeros((5, 3)), np.full((5, 3), -0.1), "0..1"),
+    ],
+)
+def test_bad_input_raises_a_specific_value_error(segmenter, xyz, rgb, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        segmenter.segment(xyz, rgb)
+
+
+def test_xyz_only_model_accepts_no_rgb() -> None:
+    seg = make_segmenter(voxel={"use_rgb": False, "use_xyz": True})
+    result = seg.segment(np.random.default_rng(1).uniform(0, 1, (400, 3)))
+    check_contract(result, 400)
+
+
+def test_voxel_cap_coarsens_with_a_warning(cloud) -> None:
+    seg = make_segmenter(voxel={"max_voxels": 1000})
+    xyz, rgb = cloud
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = seg.segment(xyz, rgb)
+    assert any("max_voxels" in str(w.message) for w in caught)
+    assert result.voxel_size > 0.02
+    cells = np.floor(xyz / result.voxel_size).astype(np.int64)
+    assert len(np.unique(cells, axis=0)) <= 1000
+    check_contract(result, len(xyz))
+
+
+def test_from_checkpoint_matches_from_model(tmp_path: Path, segmenter, cloud) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", segmenter.model,
+                           ModelCard.for_config(segmenter.cfg))
+    loaded = Segmenter.from_checkpoint(path, device="cpu", backend="torch")
+    xyz, rgb = cloud
+    assert np.array_equal(loaded.segment(xyz, rgb).semantic, segmenter.segment(xyz, rgb).semantic)
+
+
+def test_unknown_backend_and_device_are_refused(tmp_path: Path, segmenter) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", segmenter.model,
+                           ModelCard.for_config(segmenter.cfg))
+    with pytest.raises(ValueError, match="backend"):
+        Segmenter.from_checkpoint(path, device="cpu", backend="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            Segmenter.from_checkpoint(path, device="cuda")
