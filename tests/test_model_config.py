@@ -51,8 +51,9 @@ def test_out_of_range_message_gives_allowed_range() -> None:
 def test_yaml_round_trip(tmp_path: Path) -> None:
     import yaml
 
-    cfg = ModelConfig.from_dict({"backbone": {"width": 8, "levels": 3}, "transformer":
-                                 {"heads": 2}})
+    cfg = ModelConfig.from_dict(
+        {"backbone": {"width": 8, "levels": 3}, "transformer": {"heads": 2}}
+    )
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert load_model_config(path) == cfg

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-
 from dyco_perception.classes import IGNORE_LABEL
-from dyco_perception.config import InferenceConfig, MaskHeadConfig, ModelConfig
 from dyco_perception.model import DyCo3D
 from dyco_perception.model.dynamic_head import decode_masks, run_dynamic_head, split_head_params
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
@@ -15,8 +12,13 @@ from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import devoxelize, voxelize
 from dyco_training.losses import compute_losses
 
-TINY = {"backbone": {"width": 4, "levels": 3, "backend": "torch"},
-        "transformer": {"heads": 2}, "grouping": {"min_points": 5}}
+from dyco_perception.config import InferenceConfig, MaskHeadConfig, ModelConfig
+
+TINY = {
+    "backbone": {"width": 4, "levels": 3, "backend": "torch"},
+    "transformer": {"heads": 2},
+    "grouping": {"min_points": 5},
+}
 
 
 def box_points(centre: tuple[float, float, float], n: int, half: float, seed: int) -> torch.Tensor:
@@ -50,8 +52,9 @@ def test_two_separated_boxes_give_two_groups_and_stuff_is_skipped() -> None:
     b = box_points((3, 0, 0.5), 150, 0.2, 1)
     wall = box_points((1.5, 2, 1), 300, 0.5, 2)
     xyz = torch.cat([a, b, wall])
-    centre = torch.cat([torch.tensor([0, 0, 0.5]).expand(200, 3),
-                        torch.tensor([3, 0, 0.5]).expand(150, 3), wall])
+    centre = torch.cat(
+        [torch.tensor([0, 0, 0.5]).expand(200, 3), torch.tensor([3, 0, 0.5]).expand(150, 3), wall]
+    )
     offsets = centre - xyz  # perfect offsets collapse each box onto its centre
     semantic = torch.cat([torch.full((350,), 4), torch.zeros(300, dtype=torch.long)])
     batch = torch.zeros(len(xyz), dtype=torch.long)
@@ -93,11 +96,24 @@ def test_hand_built_dynamic_head_reproduces_a_known_mask() -> None:
     params = torch.cat([w1.flatten(), b1, w2.flatten(), b2])[None]
     assert params.shape[1] == c_in * hidden + hidden + hidden + 1
     xyz = torch.tensor([[-1.0, 0, 0], [-0.3, 0, 0], [0.3, 0, 0], [1.0, 0, 0], [9.0, 0, 0]])
-    proposals = Proposals(torch.arange(4), torch.zeros(4, dtype=torch.long),
-                          torch.tensor([3]), torch.tensor([0]), torch.tensor([0]))
-    decoded = decode_masks(proposals, params, torch.zeros(5, 1), xyz,
-                           torch.zeros(5, dtype=torch.long), None, margin=0.5, hidden=hidden,
-                           use_relative_position=True)
+    proposals = Proposals(
+        torch.arange(4),
+        torch.zeros(4, dtype=torch.long),
+        torch.tensor([3]),
+        torch.tensor([0]),
+        torch.tensor([0]),
+    )
+    decoded = decode_masks(
+        proposals,
+        params,
+        torch.zeros(5, 1),
+        xyz,
+        torch.zeros(5, dtype=torch.long),
+        None,
+        margin=0.5,
+        hidden=hidden,
+        use_relative_position=True,
+    )
     assert decoded.point_index.tolist() == [0, 1, 2, 3]  # the far point is outside the box
     assert (decoded.logits.sigmoid() > 0.5).tolist() == [False, False, True, True]
     w = split_head_params(params, c_in, hidden)
@@ -107,12 +123,26 @@ def test_hand_built_dynamic_head_reproduces_a_known_mask() -> None:
 
 def test_category_aware_decoding_skips_other_classes() -> None:
     xyz = torch.zeros(4, 3)
-    proposals = Proposals(torch.arange(2), torch.zeros(2, dtype=torch.long),
-                          torch.tensor([7]), torch.tensor([0]), torch.tensor([0]))
+    proposals = Proposals(
+        torch.arange(2),
+        torch.zeros(2, dtype=torch.long),
+        torch.tensor([7]),
+        torch.tensor([0]),
+        torch.tensor([0]),
+    )
     params = torch.zeros(1, ModelConfig().dynamic_head_params)
     semantic = torch.tensor([7, 7, 2, 7])
-    decoded = decode_masks(proposals, params, torch.zeros(4, 16), xyz,
-                           torch.zeros(4, dtype=torch.long), semantic, 0.1, 16, True)
+    decoded = decode_masks(
+        proposals,
+        params,
+        torch.zeros(4, 16),
+        xyz,
+        torch.zeros(4, dtype=torch.long),
+        semantic,
+        0.1,
+        16,
+        True,
+    )
     assert decoded.point_index.tolist() == [0, 1, 3]
 
 
@@ -128,27 +158,44 @@ def _outputs_with_masks(mask_rows: list[list[int]], num_points: int, classes: li
 
     k = len(mask_rows)
     semantic_logits = torch.zeros(num_points, 20)
-    proposals = Proposals(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                          torch.tensor(classes), torch.zeros(k, dtype=torch.long),
-                          torch.zeros(k, dtype=torch.long))
-    return {"masks": DecodedMasks(torch.cat(logits), torch.cat(points), torch.cat(ids)),
-            "proposals": proposals, "semantic_logits": semantic_logits,
-            "score_logits": torch.tensor([2.0, 1.0, 0.0][:k])}
+    proposals = Proposals(
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.tensor(classes),
+        torch.zeros(k, dtype=torch.long),
+        torch.zeros(k, dtype=torch.long),
+    )
+    return {
+        "masks": DecodedMasks(torch.cat(logits), torch.cat(points), torch.cat(ids)),
+        "proposals": proposals,
+        "semantic_logits": semantic_logits,
+        "score_logits": torch.tensor([2.0, 1.0, 0.0][:k]),
+    }
 
 
 def test_nms_removes_a_duplicate_and_keeps_a_distinct_instance() -> None:
-    outputs = _outputs_with_masks([list(range(0, 60)), list(range(2, 60)), list(range(70, 130))],
-                                  150, [4, 4, 5])
-    infer = InferenceConfig(min_instance_points=10, score_threshold=0.0, score_mode="learned",
-                            score_with_class_prob=False)
+    outputs = _outputs_with_masks(
+        [list(range(0, 60)), list(range(2, 60)), list(range(70, 130))], 150, [4, 4, 5]
+    )
+    infer = InferenceConfig(
+        min_instance_points=10,
+        score_threshold=0.0,
+        score_mode="learned",
+        score_with_class_prob=False,
+    )
     final = select_instances(outputs, 150, MaskHeadConfig(), infer)
     assert final.class_id.tolist() == [4, 5]  # proposal 1 (IoU 0.97 with 0) is suppressed
     assert torch.equal(final.point_instance[:60], torch.ones(60, dtype=torch.int32))
     assert torch.equal(final.point_instance[70:130], torch.full((60,), 2, dtype=torch.int32))
     assert (final.point_instance[130:] == 0).all() and (final.point_instance[60:70] == 0).all()
     assert final.point_score[0] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
-    loose = InferenceConfig(nms_iou=0.99, min_instance_points=10, score_threshold=0.0,
-                            score_mode="learned", score_with_class_prob=False)
+    loose = InferenceConfig(
+        nms_iou=0.99,
+        min_instance_points=10,
+        score_threshold=0.0,
+        score_mode="learned",
+        score_with_class_prob=False,
+    )
     assert select_instances(outputs, 150, MaskHeadConfig(), loose).class_id.numel() == 2
     # The duplicate survives NMS at 0.99 but owns only 0 points after overlap resolution.
 
@@ -159,10 +206,16 @@ def _scene_batch(n: int = 1500) -> tuple[torch.Tensor, ...]:
     floor = torch.rand(n - 2 * (n // 3), 3, generator=torch.Generator().manual_seed(2)) * 3
     floor[:, 2] = 0
     xyz = torch.cat([chair, table, floor])
-    semantic = torch.cat([torch.full((n // 3,), 4), torch.full((n // 3,), 6),
-                          torch.ones(len(floor), dtype=torch.long)])
-    instance = torch.cat([torch.zeros(n // 3), torch.ones(n // 3),
-                          torch.full((len(floor),), IGNORE_LABEL)]).long()
+    semantic = torch.cat(
+        [
+            torch.full((n // 3,), 4),
+            torch.full((n // 3,), 6),
+            torch.ones(len(floor), dtype=torch.long),
+        ]
+    )
+    instance = torch.cat(
+        [torch.zeros(n // 3), torch.ones(n // 3), torch.full((len(floor),), IGNORE_LABEL)]
+    ).long()
     rgb = torch.rand(len(xyz), 3, generator=torch.Generator().manual_seed(3)) * 2 - 1
     return xyz, rgb, semantic, instance
 
@@ -175,21 +228,32 @@ def test_gradients_reach_every_parameter() -> None:
     rgb, semantic, instance = (torch.cat([t, t]) for t in (rgb, semantic, instance))
     batch = torch.repeat_interleave(torch.tensor([0, 1]), len(xyz) // 2)
     out = model(xyz, rgb, batch, semantic, instance)
-    losses = compute_losses(out, {"xyz": xyz, "semantic": semantic, "instance": instance,
-                                  "batch": batch})
-    assert set(losses) >= {"semantic_ce", "offset_l1", "offset_dir", "mask_bce", "mask_dice",
-                           "score", "total"}
+    losses = compute_losses(
+        out, {"xyz": xyz, "semantic": semantic, "instance": instance, "batch": batch}
+    )
+    assert set(losses) >= {
+        "semantic_ce",
+        "offset_l1",
+        "offset_dir",
+        "mask_bce",
+        "mask_dice",
+        "score",
+        "total",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     losses["total"].backward()
-    dead = [n for n, p in model.named_parameters()
-            if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0]
+    dead = [
+        n
+        for n, p in model.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+    ]
     assert dead == []
 
 
 def test_offset_loss_is_zero_for_perfect_offsets() -> None:
     from dyco_training.losses import offset_losses
 
-    xyz, _, semantic, instance = _scene_batch(300)
+    xyz, _, _, instance = _scene_batch(300)
     gt_id = torch.where(instance >= 0, instance, torch.full_like(instance, -1))
     centroid = torch.stack([xyz[gt_id == g].mean(0) for g in range(2)])
     offsets = torch.zeros_like(xyz)
@@ -210,3 +274,32 @@ def test_eval_forward_is_deterministic() -> None:
     assert torch.equal(a["masks"].logits, b["masks"].logits)
 
 
+def test_candidate_index_equals_brute_force_box_and_class_filter() -> None:
+    gen = torch.Generator().manual_seed(5)
+    xyz = torch.rand(3000, 3, generator=gen) * 4 - 2
+    batch = torch.randint(0, 2, (3000,), generator=gen)
+    semantic = torch.randint(0, 4, (3000,), generator=gen)
+    members = torch.randperm(3000, generator=gen)[:400]
+    proposal_id = torch.randint(0, 12, (400,), generator=gen)
+    proposal_id[:12] = torch.arange(12)
+    k = 12
+    proposals = Proposals(
+        members,
+        proposal_id,
+        torch.randint(0, 4, (k,), generator=gen),
+        batch[members[:12]],
+        torch.zeros(k, dtype=torch.long),
+    )
+    params = torch.randn(k, ModelConfig().dynamic_head_params, generator=gen)
+    for sem in (semantic, None):
+        decoded = decode_masks(
+            proposals, params, torch.zeros(3000, 16), xyz, batch, sem, 0.3, 16, True
+        )
+        for p in range(k):
+            pts = xyz[members[proposal_id == p]]
+            lo, hi = pts.min(0).values - 0.3, pts.max(0).values + 0.3
+            want = ((xyz >= lo) & (xyz <= hi)).all(1) & (batch == proposals.batch[p])
+            if sem is not None:
+                want &= sem == proposals.class_id[p]
+            got = decoded.point_index[decoded.proposal_id == p]
+            assert sorted(got.tolist()) == want.nonzero().squeeze(1).tolist()

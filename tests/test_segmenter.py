@@ -8,15 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from dyco_perception.checkpoint import ModelCard, save_checkpoint
-from dyco_perception.config import ModelConfig
 from dyco_perception.model import DyCo3D
 from dyco_perception.segmenter import Segmenter
 
-TINY = {"backbone": {"width": 4, "levels": 3, "backend": "torch"}, "transformer": {"heads": 2},
-        "grouping": {"min_points": 5}, "inference": {"min_instance_points": 5,
-                                                     "score_threshold": 0.0}}
+from dyco_perception.config import ModelConfig
+
+TINY = {
+    "backbone": {"width": 4, "levels": 3, "backend": "torch"},
+    "transformer": {"heads": 2},
+    "grouping": {"min_points": 5},
+    "inference": {"min_instance_points": 5, "score_threshold": 0.0},
+}
 
 
 def make_segmenter(**overrides: dict) -> Segmenter:
@@ -146,16 +149,18 @@ def test_voxel_cap_coarsens_with_a_warning(cloud) -> None:
 
 
 def test_from_checkpoint_matches_from_model(tmp_path: Path, segmenter, cloud) -> None:
-    path = save_checkpoint(tmp_path / "m.safetensors", segmenter.model,
-                           ModelCard.for_config(segmenter.cfg))
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", segmenter.model, ModelCard.for_config(segmenter.cfg)
+    )
     loaded = Segmenter.from_checkpoint(path, device="cpu", backend="torch")
     xyz, rgb = cloud
     assert np.array_equal(loaded.segment(xyz, rgb).semantic, segmenter.segment(xyz, rgb).semantic)
 
 
 def test_unknown_backend_and_device_are_refused(tmp_path: Path, segmenter) -> None:
-    path = save_checkpoint(tmp_path / "m.safetensors", segmenter.model,
-                           ModelCard.for_config(segmenter.cfg))
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", segmenter.model, ModelCard.for_config(segmenter.cfg)
+    )
     with pytest.raises(ValueError, match="backend"):
         Segmenter.from_checkpoint(path, device="cpu", backend="tpu")
     if not torch.cuda.is_available():

@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from dyco_perception.config import ModelConfig
 from dyco_perception.model import DyCo3D
 from dyco_perception.model.voxelizer import point_features, voxelize
 from dyco_perception.sparse import SparseConv, SparseVoxels, spconv_available
+
+from dyco_perception.config import ModelConfig
 
 needs_spconv = pytest.mark.skipif(not spconv_available(), reason="spconv.pytorch not importable")
 SIDE = 12
 
 
-def random_voxels(num: int = 600, channels: int = 3, batch_size: int = 2, seed: int = 0
-                  ) -> SparseVoxels:
+def random_voxels(
+    num: int = 600, channels: int = 3, batch_size: int = 2, seed: int = 0
+) -> SparseVoxels:
     gen = torch.Generator().manual_seed(seed)
     coords = torch.randint(0, SIDE, (num, 4), generator=gen)
     coords[:, 0] = torch.randint(0, batch_size, (num,), generator=gen)
@@ -44,8 +45,12 @@ def sample(grid: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 def conv_weight_as_dense(layer: SparseConv) -> torch.Tensor:
     """Neutral (k^3, in, out) -> conv3d layout (out, in, k, k, k)."""
     k = layer.kernel_size
-    return layer.weight.detach().double().reshape(k, k, k, layer.in_channels,
-                                                  layer.out_channels).permute(4, 3, 0, 1, 2)
+    return (
+        layer.weight.detach()
+        .double()
+        .reshape(k, k, k, layer.in_channels, layer.out_channels)
+        .permute(4, 3, 0, 1, 2)
+    )
 
 
 def test_submanifold_conv_matches_dense_conv_at_active_voxels() -> None:
@@ -100,8 +105,11 @@ def test_backends_agree_on_random_voxels_forward_and_backward(kinds: list[str]) 
             y = layer(y)
         order = torch.argsort(_coord_key(y.coords))
         (y.features[order] * torch.arange(y.features.numel()).view_as(y.features)).sum().backward()
-        results[backend] = (y.coords[order], y.features[order].detach(),
-                            [layer.weight.grad.clone() for layer in layers])
+        results[backend] = (
+            y.coords[order],
+            y.features[order].detach(),
+            [layer.weight.grad.clone() for layer in layers],
+        )
     (c_t, f_t, g_t), (c_s, f_s, g_s) = results["torch"], results["spconv"]
     assert torch.equal(c_t, c_s)
     torch.testing.assert_close(f_t, f_s, atol=1e-5, rtol=1e-5)

@@ -72,8 +72,14 @@ class ModelCard:
             raise ValueError(f"model card is not valid JSON: {exc}") from exc
         if not isinstance(data, dict) or "model_config" not in data:
             raise ValueError("model card must be a JSON object with a 'model_config' entry")
-        known = {"model_config", "classes", "nyu40_ids", "training", "code_version",
-                 "format_version"}
+        known = {
+            "model_config",
+            "classes",
+            "nyu40_ids",
+            "training",
+            "code_version",
+            "format_version",
+        }
         card = cls(**{k: v for k, v in data.items() if k in known})
         card.check()
         return card
@@ -82,8 +88,7 @@ class ModelCard:
         """Refuse cards that do not fit this code (class list, format, config)."""
         if self.format_version != FORMAT_VERSION:
             raise ValueError(
-                f"checkpoint format_version {self.format_version}; this code reads "
-                f"{FORMAT_VERSION}"
+                f"checkpoint format_version {self.format_version}; this code reads {FORMAT_VERSION}"
             )
         if list(self.classes) != list(classes.SEMANTIC_CLASSES):
             raise ValueError(
@@ -133,7 +138,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
     if CARD_KEY not in metadata:
@@ -181,8 +186,7 @@ def build_model(state: dict[str, torch.Tensor], card: ModelCard) -> torch.nn.Mod
     return model
 
 
-def write_random_checkpoint(out: str | Path, cfg: ModelConfig | None = None, seed: int = 0
-                            ) -> Path:
+def write_random_checkpoint(out: str | Path, cfg: ModelConfig | None = None, seed: int = 0) -> Path:
     """A random-weight checkpoint with the real card (training info says so)."""
     from dyco_perception.model import DyCo3D
 
@@ -195,8 +199,12 @@ def write_random_checkpoint(out: str | Path, cfg: ModelConfig | None = None, see
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--random", metavar="OUT", required=True,
-                        help="write a random-weight checkpoint to OUT (.safetensors)")
+    parser.add_argument(
+        "--random",
+        metavar="OUT",
+        required=True,
+        help="write a random-weight checkpoint to OUT (.safetensors)",
+    )
     parser.add_argument("--config", help="model config YAML (default: built-in defaults)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

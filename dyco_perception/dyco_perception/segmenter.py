@@ -63,8 +63,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class Segmenter:
-    def __init__(self, model: DyCo3D, card: ModelCard, device: str | torch.device = "auto",
-                 backend: str | None = None):
+    def __init__(
+        self,
+        model: DyCo3D,
+        card: ModelCard,
+        device: str | torch.device = "auto",
+        backend: str | None = None,
+    ):
         self.device = resolve_device(device)
         self.card = card
         self.model = model.to(self.device).eval()
@@ -73,14 +78,16 @@ class Segmenter:
         self.cfg = model.cfg
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", backend: str = "auto"
-                        ) -> Segmenter:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", backend: str = "auto"
+    ) -> Segmenter:
         state, card = load_checkpoint(path)
         return cls(build_model(state, card), card, device, backend)
 
     @classmethod
-    def from_model(cls, model: DyCo3D, card: ModelCard | None = None,
-                   device: str | torch.device | None = None) -> Segmenter:
+    def from_model(
+        cls, model: DyCo3D, card: ModelCard | None = None, device: str | torch.device | None = None
+    ) -> Segmenter:
         card = card or ModelCard.for_config(model.cfg)
         device = device or next(model.parameters()).device
         return cls(model, card, device)
@@ -105,15 +112,17 @@ class Segmenter:
             log.warning("dropped %d points with NaN/inf values", result.num_dropped_points)
         timings = {"preprocess": time.perf_counter() - start}
         if keep.size:
-            self._run(xyz32[keep], None if rgb_unit is None else rgb_unit[keep], keep, result,
-                      timings)
+            self._run(
+                xyz32[keep], None if rgb_unit is None else rgb_unit[keep], keep, result, timings
+            )
         timings["total"] = time.perf_counter() - start
         result.timings = timings
         return result
 
     # ---- input checks ---------------------------------------------------------------------
-    def _check_input(self, xyz: np.ndarray, rgb: np.ndarray | None
-                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    def _check_input(
+        self, xyz: np.ndarray, rgb: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         if not isinstance(xyz, np.ndarray):
             raise ValueError(f"xyz must be a numpy array, got {type(xyz).__name__}")
         if xyz.ndim != 2 or xyz.shape[1] != 3:
@@ -160,14 +169,22 @@ class Segmenter:
         while _count_voxels(xyz, size) > v.max_voxels:
             size *= v.oversize_growth
         if size != v.voxel_size:
-            message = (f"cloud exceeds voxel.max_voxels={v.max_voxels} at {v.voxel_size} m; "
-                       f"voxelizing at {size:.4f} m instead")
+            message = (
+                f"cloud exceeds voxel.max_voxels={v.max_voxels} at {v.voxel_size} m; "
+                f"voxelizing at {size:.4f} m instead"
+            )
             warnings.warn(message, RuntimeWarning, stacklevel=3)
             log.warning(message)
         return size
 
-    def _run(self, xyz: np.ndarray, rgb: np.ndarray | None, keep: np.ndarray,
-             result: SegmentationResult, timings: dict[str, float]) -> None:
+    def _run(
+        self,
+        xyz: np.ndarray,
+        rgb: np.ndarray | None,
+        keep: np.ndarray,
+        result: SegmentationResult,
+        timings: dict[str, float],
+    ) -> None:
         t0 = time.perf_counter()
         points = torch.from_numpy(xyz).to(self.device)
         colours = None if rgb is None else torch.from_numpy(rgb).to(self.device)
@@ -181,8 +198,9 @@ class Segmenter:
         result.semantic[keep] = outputs["semantic_logits"].argmax(1).cpu().numpy()
         result.instance[keep] = final.point_instance.cpu().numpy()
         result.score[keep] = final.point_score.cpu().numpy()
-        result.instances = _describe(result, final.class_id.cpu().numpy(),
-                                     final.score.cpu().numpy(), xyz, keep)
+        result.instances = _describe(
+            result, final.class_id.cpu().numpy(), final.score.cpu().numpy(), xyz, keep
+        )
         timings["postprocess"] = time.perf_counter() - t1
 
 
@@ -193,22 +211,33 @@ def _count_voxels(xyz: torch.Tensor, voxel_size: float) -> int:
     return int(torch.unique(key).numel())
 
 
-def _describe(result: SegmentationResult, class_ids: np.ndarray, scores: np.ndarray,
-              xyz: np.ndarray, keep: np.ndarray) -> list[Instance]:
+def _describe(
+    result: SegmentationResult,
+    class_ids: np.ndarray,
+    scores: np.ndarray,
+    xyz: np.ndarray,
+    keep: np.ndarray,
+) -> list[Instance]:
     instances = []
     kept_instance = result.instance[keep]
     order = np.argsort(kept_instance, kind="stable")
     bounds = np.searchsorted(kept_instance[order], np.arange(1, len(class_ids) + 2))
     for k in range(len(class_ids)):
-        local = order[bounds[k]:bounds[k + 1]]
+        local = order[bounds[k] : bounds[k + 1]]
         pts = xyz[local]
         lo, hi = pts.min(0), pts.max(0)
         class_id = int(class_ids[k])
-        instances.append(Instance(
-            id=k + 1, class_id=class_id, class_name=classes.SEMANTIC_CLASSES[class_id],
-            score=float(scores[k]), point_indices=keep[local].astype(np.int64),
-            box_center=((lo + hi) / 2).astype(np.float32),
-            box_size=(hi - lo).astype(np.float32),
-            centroid=pts.mean(0).astype(np.float32), num_points=int(local.size),
-        ))
+        instances.append(
+            Instance(
+                id=k + 1,
+                class_id=class_id,
+                class_name=classes.SEMANTIC_CLASSES[class_id],
+                score=float(scores[k]),
+                point_indices=keep[local].astype(np.int64),
+                box_center=((lo + hi) / 2).astype(np.float32),
+                box_size=(hi - lo).astype(np.float32),
+                centroid=pts.mean(0).astype(np.float32),
+                num_points=int(local.size),
+            )
+        )
     return instances

@@ -12,8 +12,8 @@ from typing import Any
 import dyco_ops
 import torch
 import torch.nn.functional as F
-
 from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
+
 from dyco_perception.config import _build, _range
 
 
@@ -54,9 +54,12 @@ def compute_losses(
     losses.update(offset_losses(outputs["offsets"], targets["xyz"], gt_id, num_gt))
     losses.update(mask_losses(outputs, gt_id, num_gt, cfg))
     weights = {
-        "semantic_ce": cfg.semantic_weight, "semantic_dice": cfg.semantic_dice_weight,
-        "offset_l1": cfg.offset_l1_weight, "offset_dir": cfg.offset_dir_weight,
-        "mask_bce": cfg.mask_bce_weight, "mask_dice": cfg.mask_dice_weight,
+        "semantic_ce": cfg.semantic_weight,
+        "semantic_dice": cfg.semantic_dice_weight,
+        "offset_l1": cfg.offset_l1_weight,
+        "offset_dir": cfg.offset_dir_weight,
+        "mask_bce": cfg.mask_bce_weight,
+        "mask_dice": cfg.mask_dice_weight,
         "score": cfg.score_weight,
     }
     losses["total"] = sum(weights[name] * losses[name] for name in weights)
@@ -109,8 +112,9 @@ def offset_losses(
     return {"offset_l1": l1, "offset_dir": -cosine.mean()}
 
 
-def match_proposals(proposals: Any, gt_id: torch.Tensor, num_gt: int
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def match_proposals(
+    proposals: Any, gt_id: torch.Tensor, num_gt: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Best-IoU GT instance of each proposal: (gt index or -1, IoU, GT sizes)."""
     k = proposals.num
     gt_size = torch.bincount(gt_id[gt_id >= 0], minlength=num_gt)
@@ -129,8 +133,9 @@ def match_proposals(proposals: Any, gt_id: torch.Tensor, num_gt: int
     return best, best_iou, gt_size
 
 
-def mask_losses(outputs: dict, gt_id: torch.Tensor, num_gt: int, cfg: LossConfig
-                ) -> dict[str, torch.Tensor]:
+def mask_losses(
+    outputs: dict, gt_id: torch.Tensor, num_gt: int, cfg: LossConfig
+) -> dict[str, torch.Tensor]:
     masks, proposals, score_logits = outputs["masks"], outputs["proposals"], outputs["score_logits"]
     zero = _zero(masks.logits) + _zero(score_logits)
     if proposals.num == 0 or masks.logits.numel() == 0:
@@ -145,17 +150,21 @@ def mask_losses(outputs: dict, gt_id: torch.Tensor, num_gt: int, cfg: LossConfig
     if train_pair.any():
         bce = F.binary_cross_entropy_with_logits(masks.logits[train_pair], target[train_pair])
         inter = _segment_sum(probs * target, masks.proposal_id, k)
-        denom = _segment_sum(probs, masks.proposal_id, k) + _segment_sum(target, masks.proposal_id, k)
+        denom = _segment_sum(probs, masks.proposal_id, k) + _segment_sum(
+            target, masks.proposal_id, k
+        )
         dice = (1 - (2 * inter + 1) / (denom + 1))[matched].mean()
     else:
         bce, dice = zero, zero
-    score = _score_loss(score_logits, probs.detach(), target, masks.proposal_id, best, gt_size,
-                        matched, cfg)
+    score = _score_loss(
+        score_logits, probs.detach(), target, masks.proposal_id, best, gt_size, matched, cfg
+    )
     return {"mask_bce": bce, "mask_dice": dice, "score": score}
 
 
-def _score_loss(score_logits, probs, target, proposal_id, best, gt_size, matched, cfg
-                ) -> torch.Tensor:
+def _score_loss(
+    score_logits, probs, target, proposal_id, best, gt_size, matched, cfg
+) -> torch.Tensor:
     """BCE of the score head against the (soft) IoU of the predicted mask with its GT."""
     k = score_logits.shape[0]
     pred = (probs > 0.5).float()

@@ -24,7 +24,9 @@ from dyco_perception.sparse import SparseConv, resolve_backend
 
 def _mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(c_in, hidden), nn.BatchNorm1d(hidden, eps=1e-4), nn.ReLU(),
+        nn.Linear(c_in, hidden),
+        nn.BatchNorm1d(hidden, eps=1e-4),
+        nn.ReLU(),
         nn.Linear(hidden, c_out),
     )
 
@@ -63,7 +65,10 @@ class DyCo3D(nn.Module):
             )
 
         self.backbone = SparseUNet(
-            cfg.voxel.in_channels, m, cfg.backbone.levels, cfg.backbone.blocks_per_level,
+            cfg.voxel.in_channels,
+            m,
+            cfg.backbone.levels,
+            cfg.backbone.blocks_per_level,
             bottleneck if t.enabled else None,
         )
         self.semantic_head = _mlp(m, m, cfg.num_classes)
@@ -97,8 +102,9 @@ class DyCo3D(nn.Module):
         cfg = self.cfg
         clock = _Clock(timings, xyz.device)
         features = point_features(xyz, rgb, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
-        vox = voxelize(xyz, features, batch, voxel_size or cfg.voxel.voxel_size,
-                       cfg.backbone.levels)
+        vox = voxelize(
+            xyz, features, batch, voxel_size or cfg.voxel.voxel_size, cfg.backbone.levels
+        )
         clock.lap("voxelize")
         voxel_out = self.backbone(vox.voxels).features
         clock.lap("backbone")
@@ -111,8 +117,9 @@ class DyCo3D(nn.Module):
         clock.lap("heads")
         proposals = self._proposals(xyz, offsets, semantic_pred, batch, gt_semantic, gt_instance)
         clock.lap("grouping")
-        masks, score_logits = self._decode(proposals, point_feat, mask_features, xyz, batch,
-                                           semantic_pred)
+        masks, score_logits = self._decode(
+            proposals, point_feat, mask_features, xyz, batch, semantic_pred
+        )
         clock.lap("decoding")
         return {
             "semantic_logits": semantic_logits,
@@ -123,15 +130,15 @@ class DyCo3D(nn.Module):
             "num_voxels": int(vox.voxels.coords.shape[0]),
         }
 
-    def _proposals(self, xyz, offsets, semantic_pred, batch, gt_semantic, gt_instance
-                   ) -> Proposals:
+    def _proposals(self, xyz, offsets, semantic_pred, batch, gt_semantic, gt_instance) -> Proposals:
         g = self.cfg.grouping
         use_pred = not self.training or g.train_proposals in ("pred", "both")
         use_gt = self.training and g.train_proposals in ("gt", "both")
         proposals = Proposals.empty(xyz.device)
         if use_pred:
-            proposals = cluster_proposals(xyz, offsets, semantic_pred, batch, g.radius,
-                                          g.min_points)
+            proposals = cluster_proposals(
+                xyz, offsets, semantic_pred, batch, g.radius, g.min_points
+            )
         if use_gt:
             if gt_instance is None or gt_semantic is None:
                 raise ValueError("training with GT proposals needs gt_semantic and gt_instance")
@@ -141,16 +148,23 @@ class DyCo3D(nn.Module):
             proposals = select_proposals(proposals, keep.sort().values)
         return proposals
 
-    def _decode(self, proposals, point_feat, mask_features, xyz, batch, semantic_pred
-                ) -> tuple[DecodedMasks, torch.Tensor]:
+    def _decode(
+        self, proposals, point_feat, mask_features, xyz, batch, semantic_pred
+    ) -> tuple[DecodedMasks, torch.Tensor]:
         mh = self.cfg.mask_head
         pooled = self.kernel_generator.pool(point_feat, proposals)
         params = self.kernel_generator(pooled)
         category_aware = mh.category_aware_train if self.training else mh.category_aware
         masks = decode_masks(
-            proposals, params, mask_features, xyz, batch,
+            proposals,
+            params,
+            mask_features,
+            xyz,
+            batch,
             semantic_pred if category_aware else None,
-            mh.box_margin, mh.hidden, mh.use_relative_position,
+            mh.box_margin,
+            mh.hidden,
+            mh.use_relative_position,
         )
         score_logits = self.score_head(pooled).squeeze(1)
         return masks, score_logits

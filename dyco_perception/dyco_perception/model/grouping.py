@@ -38,8 +38,12 @@ def _stuff_mask(labels: torch.Tensor) -> torch.Tensor:
 
 
 def cluster_proposals(
-    xyz: torch.Tensor, offsets: torch.Tensor, semantic: torch.Tensor, batch: torch.Tensor,
-    radius: float, min_points: int,
+    xyz: torch.Tensor,
+    offsets: torch.Tensor,
+    semantic: torch.Tensor,
+    batch: torch.Tensor,
+    radius: float,
+    min_points: int,
 ) -> Proposals:
     """Connected components of same-class, same-scene points within `radius` after shifting.
 
@@ -67,7 +71,10 @@ def gt_proposals(
 
 
 def _from_segments(
-    segment: torch.Tensor, semantic: torch.Tensor, batch: torch.Tensor, min_points: int,
+    segment: torch.Tensor,
+    semantic: torch.Tensor,
+    batch: torch.Tensor,
+    min_points: int,
     source: int,
 ) -> Proposals:
     rows = (segment >= 0).nonzero().squeeze(1)
@@ -110,8 +117,11 @@ def select_proposals(p: Proposals, keep: torch.Tensor) -> Proposals:
     new_id[keep] = torch.arange(keep.numel(), device=keep.device)
     member = new_id[p.proposal_id] >= 0
     return Proposals(
-        p.point_index[member], new_id[p.proposal_id[member]],
-        p.class_id[keep], p.batch[keep], p.source[keep],
+        p.point_index[member],
+        new_id[p.proposal_id[member]],
+        p.class_id[keep],
+        p.batch[keep],
+        p.source[keep],
     )
 
 

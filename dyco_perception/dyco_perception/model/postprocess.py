@@ -24,8 +24,9 @@ def _segment_sum(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.T
     return values.new_zeros(num).index_add(0, index, values)
 
 
-def proposal_scores(outputs: dict, mask_cfg: MaskHeadConfig, cfg: InferenceConfig
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def proposal_scores(
+    outputs: dict, mask_cfg: MaskHeadConfig, cfg: InferenceConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(in-mask flag per decoded pair, score per proposal)."""
     masks, proposals = outputs["masks"], outputs["proposals"]
     k = proposals.num
@@ -36,28 +37,35 @@ def proposal_scores(outputs: dict, mask_cfg: MaskHeadConfig, cfg: InferenceConfi
     if cfg.score_with_class_prob:
         class_prob = outputs["semantic_logits"].softmax(1)
         pair_prob = class_prob[masks.point_index, proposals.class_id[masks.proposal_id]]
-        mask_score = mask_score * _segment_sum(pair_prob * inside, masks.proposal_id, k) / (
-            count.clamp_min(1)
+        mask_score = (
+            mask_score
+            * _segment_sum(pair_prob * inside, masks.proposal_id, k)
+            / (count.clamp_min(1))
         )
     learned = outputs["score_logits"].sigmoid()
     score = {"mask": mask_score, "learned": learned, "mask_x_learned": mask_score * learned}
     return inside, score[cfg.score_mode]
 
 
-def select_instances(outputs: dict, num_points: int, mask_cfg: MaskHeadConfig,
-                     cfg: InferenceConfig) -> InstanceMasks:
+def select_instances(
+    outputs: dict, num_points: int, mask_cfg: MaskHeadConfig, cfg: InferenceConfig
+) -> InstanceMasks:
     """Final instances of a single-scene forward (model in eval mode)."""
     masks, proposals = outputs["masks"], outputs["proposals"]
     device = outputs["semantic_logits"].device
     point_instance = torch.zeros(num_points, dtype=torch.int32, device=device)
     point_score = torch.zeros(num_points, dtype=torch.float32, device=device)
-    empty = InstanceMasks(torch.zeros(0, dtype=torch.long, device=device),
-                          torch.zeros(0, device=device), point_instance, point_score)
+    empty = InstanceMasks(
+        torch.zeros(0, dtype=torch.long, device=device),
+        torch.zeros(0, device=device),
+        point_instance,
+        point_score,
+    )
     if proposals.num == 0:
         return empty
     inside, score = proposal_scores(outputs, mask_cfg, cfg)
     count = torch.bincount(masks.proposal_id[inside], minlength=proposals.num)
-    candidates = ((count >= cfg.min_instance_points) & (score >= cfg.score_threshold))
+    candidates = (count >= cfg.min_instance_points) & (score >= cfg.score_threshold)
     candidates = candidates.nonzero().squeeze(1)
     if candidates.numel() == 0:
         return empty
@@ -77,19 +85,21 @@ def select_instances(outputs: dict, num_points: int, mask_cfg: MaskHeadConfig,
     point_instance[columns] = final.to(torch.int32)
     final_scores = torch.cat([score.new_zeros(1), score[chosen].float()])
     point_score[columns] = final_scores[final.long()]
-    return InstanceMasks(proposals.class_id[chosen], score[chosen].float(), point_instance,
-                         point_score)
+    return InstanceMasks(
+        proposals.class_id[chosen], score[chosen].float(), point_instance, point_score
+    )
 
 
-def _dense_masks(masks, inside: torch.Tensor, candidates: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _dense_masks(
+    masks, inside: torch.Tensor, candidates: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(K', N') bool masks over only the points some candidate covers (bounded memory)."""
-    row_of = torch.full((int(masks.proposal_id.max()) + 1,), -1, dtype=torch.long,
-                        device=inside.device)
+    row_of = torch.full(
+        (int(masks.proposal_id.max()) + 1,), -1, dtype=torch.long, device=inside.device
+    )
     row_of[candidates] = torch.arange(candidates.numel(), device=inside.device)
     use = inside & (row_of[masks.proposal_id] >= 0)
     columns, col = torch.unique(masks.point_index[use], return_inverse=True)
-    dense = torch.zeros(candidates.numel(), columns.numel(), dtype=torch.bool,
-                        device=inside.device)
+    dense = torch.zeros(candidates.numel(), columns.numel(), dtype=torch.bool, device=inside.device)
     dense[row_of[masks.proposal_id[use]], col] = True
     return dense, columns

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
 from torch import nn
 
 from dyco_perception.sparse import SparseVoxels
@@ -19,16 +18,29 @@ class BottleneckTransformer(nn.Module):
     voxels skip it (logged) instead of running out of memory.
     """
 
-    def __init__(self, channels: int, layers: int, heads: int, ffn_ratio: float,
-                 dropout: float, max_tokens: int):
+    def __init__(
+        self,
+        channels: int,
+        layers: int,
+        heads: int,
+        ffn_ratio: float,
+        dropout: float,
+        max_tokens: int,
+    ):
         super().__init__()
         self.max_tokens = max_tokens
-        self.position = nn.Sequential(nn.Linear(3, channels), nn.ReLU(), nn.Linear(channels, channels))
+        self.position = nn.Sequential(
+            nn.Linear(3, channels), nn.ReLU(), nn.Linear(channels, channels)
+        )
         self.layers = nn.ModuleList(
             [
                 nn.TransformerEncoderLayer(
-                    channels, heads, int(channels * ffn_ratio), dropout,
-                    batch_first=True, norm_first=True,
+                    channels,
+                    heads,
+                    int(channels * ffn_ratio),
+                    dropout,
+                    batch_first=True,
+                    norm_first=True,
                 )
                 for _ in range(layers)
             ]
@@ -41,8 +53,11 @@ class BottleneckTransformer(nn.Module):
             if rows.numel() == 0:
                 continue
             if rows.numel() > self.max_tokens:
-                log.warning("transformer skipped: %d bottleneck voxels > max_tokens=%d",
-                            rows.numel(), self.max_tokens)
+                log.warning(
+                    "transformer skipped: %d bottleneck voxels > max_tokens=%d",
+                    rows.numel(),
+                    self.max_tokens,
+                )
                 continue
             pos = x.coords[rows, 1:].to(out.dtype)
             pos = (pos - pos.mean(0)) / 8.0  # bottleneck units; keeps the embedding input small

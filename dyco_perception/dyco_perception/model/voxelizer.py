@@ -18,8 +18,11 @@ class Voxelized:
 
 
 def point_features(
-    xyz: torch.Tensor, rgb: torch.Tensor | None, batch: torch.Tensor,
-    use_rgb: bool, use_xyz: bool,
+    xyz: torch.Tensor,
+    rgb: torch.Tensor | None,
+    batch: torch.Tensor,
+    use_rgb: bool,
+    use_xyz: bool,
 ) -> torch.Tensor:
     """Network input per point: rgb in [-1, 1] and/or xyz relative to its scene's mean."""
     parts = []
@@ -37,8 +40,11 @@ def point_features(
 
 
 def voxelize(
-    xyz: torch.Tensor, features: torch.Tensor, batch: torch.Tensor,
-    voxel_size: float, levels: int,
+    xyz: torch.Tensor,
+    features: torch.Tensor,
+    batch: torch.Tensor,
+    voxel_size: float,
+    levels: int,
 ) -> Voxelized:
     """Voxelize each scene of the batch; voxel features are the mean of their points'.
 
@@ -58,8 +64,9 @@ def voxelize(
         cell = grid[rows]
         cell = cell - cell.min(0).values
         voxel_coords, point_to_voxel = dyco_ops.voxelize(cell)
-        coords_all.append(torch.cat([voxel_coords.new_full((len(voxel_coords), 1), b),
-                                     voxel_coords.long()], 1))
+        coords_all.append(
+            torch.cat([voxel_coords.new_full((len(voxel_coords), 1), b), voxel_coords.long()], 1)
+        )
         p2v[rows] = point_to_voxel.long() + offset
         offset += len(voxel_coords)
     coords = torch.cat(coords_all) if coords_all else grid.new_zeros((0, 4))

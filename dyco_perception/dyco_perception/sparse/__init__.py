@@ -9,7 +9,7 @@ into spconv's layout at call time, so one state_dict serves both.
 
 from __future__ import annotations
 
-from dyco_perception.sparse.tensor import SparseVoxels, resolve_backend, spconv_available
 from dyco_perception.sparse.conv import SparseConv
+from dyco_perception.sparse.tensor import SparseVoxels, resolve_backend, spconv_available
 
 __all__ = ["SparseConv", "SparseVoxels", "resolve_backend", "spconv_available"]

@@ -92,7 +92,7 @@ class SparseConv(nn.Module):
 
 def _to_spconv_layout(weight: torch.Tensor, k: int) -> torch.Tensor:
     """(k^3, in, out) -> spconv's KRSC layout (out, k, k, k, in)."""
-    volume, c_in, c_out = weight.shape
+    _, c_in, c_out = weight.shape
     return weight.reshape(k, k, k, c_in, c_out).permute(4, 0, 1, 2, 3).contiguous()
 
 
@@ -110,4 +110,6 @@ def _make_spconv_module(
         return spc.SparseConv3d(
             c_in, c_out, 2, stride=2, bias=False, indice_key=f"down{stride}", algo=algo
         )
-    return spc.SparseInverseConv3d(c_in, c_out, 2, bias=False, indice_key=f"down{stride}", algo=algo)
+    return spc.SparseInverseConv3d(
+        c_in, c_out, 2, bias=False, indice_key=f"down{stride}", algo=algo
+    )

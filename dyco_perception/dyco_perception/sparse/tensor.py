@@ -38,9 +38,7 @@ class SparseVoxels:
 def pack_keys(coords: torch.Tensor) -> torch.Tensor:
     """Hash (V,4) int64 coords to unique, order-preserving int64 keys (axes shifted by +1)."""
     b, x, y, z = coords.long().unbind(1)
-    return (
-        (b << (3 * AXIS_BITS)) | ((x + 1) << (2 * AXIS_BITS)) | ((y + 1) << AXIS_BITS) | (z + 1)
-    )
+    return (b << (3 * AXIS_BITS)) | ((x + 1) << (2 * AXIS_BITS)) | ((y + 1) << AXIS_BITS) | (z + 1)
 
 
 def unpack_keys(keys: torch.Tensor) -> torch.Tensor:
@@ -68,7 +66,7 @@ def spconv_available() -> bool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import spconv.pytorch  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+    except Exception:
         return False
     return True
 
