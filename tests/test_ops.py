@@ -350,3 +350,14 @@ def test_native_ops_on_real_scan(device: str) -> None:
     merged = masks | masks[torch.randperm(len(masks), generator=_gen(6)).to(device)]
     kept = dyco_ops.mask_nms(merged, scores, 0.3, backend="native")
     _assert_same_ints(kept, dyco_ops.mask_nms(merged, scores, 0.3, backend="torch"))
+
+
+# ----------------------------------------------------------------------------- CUDA sources
+
+
+def test_cuda_sources_compile_with_nvcc() -> None:
+    from dyco_ops import check_cuda
+
+    if check_cuda.find_nvcc() is None:
+        pytest.skip("nvcc not found (no CUDA toolkit): the .cu compile check cannot run here")
+    check_cuda.check(cu_only=True)  # raises RuntimeError with nvcc's output on failure

@@ -1,0 +1,389 @@
+// CUDA kernels of dyco_ops, written for correctness first (atomics, brute force per cell pair).
+// Semantics are defined by dyco_ops/reference.py; inputs are validated by dyco_ops/ops.py.
+// Built with --fmad=false so squared distances round exactly as on the CPU.
+// Only ATen + the CUDA runtime are included (no c10/cuda headers) so that the file also
+// compiles against CPU torch for CI; the caller passes the current stream and sets the device.
+#include <ATen/ATen.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <limits>
+#include <tuple>
+
+#include "common.h"
+
+namespace dyco_cuda {
+namespace {
+
+constexpr int kThreads = 256;
+using ull = unsigned long long;
+
+int64_t blocks_for(int64_t n) { return (n + kThreads - 1) / kThreads; }
+
+cudaStream_t as_stream(int64_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
+
+void check_launch() {
+  const cudaError_t err = cudaGetLastError();
+  TORCH_CHECK(err == cudaSuccess, "dyco_ops CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+// ---------------------------------------------------------------- voxelize
+
+// Open-addressing insert: each slot is claimed by the first point (its representative) that
+// lands there; a point whose coordinates equal the representative's shares its slot.
+__global__ void insert_points(const int64_t* __restrict__ coords, int64_t n, int64_t* slot_owner,
+                              int64_t capacity, int64_t* __restrict__ point_slot) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const int64_t x = coords[3 * i], y = coords[3 * i + 1], z = coords[3 * i + 2];
+  uint64_t slot = dyco::hash4(x, y, z, 0) & (capacity - 1);
+  while (true) {
+    const ull prev = atomicCAS(reinterpret_cast<ull*>(slot_owner + slot), static_cast<ull>(-1),
+                               static_cast<ull>(i));
+    const int64_t owner = prev == static_cast<ull>(-1) ? i : static_cast<int64_t>(prev);
+    if (coords[3 * owner] == x && coords[3 * owner + 1] == y && coords[3 * owner + 2] == z) {
+      point_slot[i] = static_cast<int64_t>(slot);
+      return;
+    }
+    slot = (slot + 1) & (capacity - 1);
+  }
+}
+
+// Permutation sorting rows of `columns` (R, D) lexicographically: stable sorts, last key first.
+at::Tensor lexicographic_order(const at::Tensor& columns) {
+  auto order = at::arange(columns.size(0), columns.options().dtype(at::kLong));
+  for (int64_t d = columns.size(1) - 1; d >= 0; --d) {
+    const auto key = columns.select(1, d).index_select(0, order);
+    const auto perm = std::get<1>(key.sort(/*stable=*/true, /*dim=*/0, /*descending=*/false));
+    order = order.index_select(0, perm);
+  }
+  return order;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> voxelize(const at::Tensor& coords_in, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const auto coords = coords_in.to(at::kLong).contiguous();
+  const int64_t n = coords.size(0);
+  const int64_t capacity = dyco::table_capacity(n);
+  auto slot_owner = at::full({capacity}, -1, coords.options());
+  auto point_slot = at::empty({n}, coords.options());
+  if (n > 0) {
+    insert_points<<<blocks_for(n), kThreads, 0, stream>>>(
+        coords.data_ptr<int64_t>(), n, slot_owner.data_ptr<int64_t>(), capacity,
+        point_slot.data_ptr<int64_t>());
+    check_launch();
+  }
+  const auto occupied = at::nonzero(slot_owner >= 0).squeeze(1);
+  const auto voxels = coords.index_select(0, slot_owner.index_select(0, occupied));
+  const auto order = lexicographic_order(voxels);
+  auto slot_rank = at::full({capacity}, -1, coords.options());
+  slot_rank.index_copy_(0, occupied.index_select(0, order),
+                        at::arange(order.size(0), coords.options()));
+  return {voxels.index_select(0, order), slot_rank.index_select(0, point_slot)};
+}
+
+// ---------------------------------------------------------------- scatter reductions
+
+namespace {
+
+template <typename scalar_t>
+__global__ void scatter_add_rows(const scalar_t* __restrict__ values,
+                                 const int64_t* __restrict__ index, int64_t n, int64_t ch,
+                                 scalar_t* out) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= n * ch) return;
+  const int64_t i = t / ch, c = t % ch;
+  atomicAdd(out + index[i] * ch + c, values[t]);
+}
+
+template <typename scalar_t>
+__global__ void divide_rows(scalar_t* out, const int64_t* __restrict__ counts, int64_t segments,
+                            int64_t ch) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= segments * ch) return;
+  const int64_t count = counts[t / ch];
+  out[t] = count > 0 ? out[t] / static_cast<scalar_t>(count) : scalar_t(0);
+}
+
+// Atomic max through compare-and-swap on the bit pattern; NaN wins, as in torch.amax.
+__device__ void atomic_max_value(float* address, float value) {
+  int* bits = reinterpret_cast<int*>(address);
+  int old = *bits;
+  while (true) {
+    const float current = __int_as_float(old);
+    if (isnan(current) || !(isnan(value) || value > current)) return;
+    const int seen = atomicCAS(bits, old, __float_as_int(value));
+    if (seen == old) return;
+    old = seen;
+  }
+}
+
+__device__ void atomic_max_value(double* address, double value) {
+  ull* bits = reinterpret_cast<ull*>(address);
+  ull old = *bits;
+  while (true) {
+    const double current = __longlong_as_double(static_cast<long long>(old));
+    if (isnan(current) || !(isnan(value) || value > current)) return;
+    const ull seen = atomicCAS(bits, old, static_cast<ull>(__double_as_longlong(value)));
+    if (seen == old) return;
+    old = seen;
+  }
+}
+
+template <typename scalar_t>
+__global__ void scatter_max_rows(const scalar_t* __restrict__ values,
+                                 const int64_t* __restrict__ index, int64_t n, int64_t ch,
+                                 scalar_t* out) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= n * ch) return;
+  atomic_max_value(out + index[t / ch] * ch + t % ch, values[t]);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> scatter_mean(const at::Tensor& values, const at::Tensor& index,
+                                                int64_t num_segments, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const int64_t n = values.size(0), ch = values.size(1);
+  auto out = at::zeros({num_segments, ch}, values.options());
+  const auto counts = at::bincount(index, {}, num_segments);
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "scatter_mean_cuda", [&] {
+    if (n * ch > 0) {
+      scatter_add_rows<scalar_t><<<blocks_for(n * ch), kThreads, 0, stream>>>(
+          values.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), n, ch,
+          out.data_ptr<scalar_t>());
+      check_launch();
+    }
+    if (num_segments * ch > 0) {
+      divide_rows<scalar_t><<<blocks_for(num_segments * ch), kThreads, 0, stream>>>(
+          out.data_ptr<scalar_t>(), counts.data_ptr<int64_t>(), num_segments, ch);
+      check_launch();
+    }
+  });
+  return {out, counts};
+}
+
+at::Tensor scatter_max(const at::Tensor& values, const at::Tensor& index, int64_t num_segments,
+                       int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const int64_t n = values.size(0), ch = values.size(1);
+  auto out = at::full({num_segments, ch}, -std::numeric_limits<double>::infinity(),
+                      values.options());
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "scatter_max_cuda", [&] {
+    if (n * ch > 0) {
+      scatter_max_rows<scalar_t><<<blocks_for(n * ch), kThreads, 0, stream>>>(
+          values.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), n, ch,
+          out.data_ptr<scalar_t>());
+      check_launch();
+    }
+  });
+  const auto filled = at::bincount(index, {}, num_segments).gt(0).unsqueeze(1);
+  return at::where(filled, out, at::zeros_like(out));
+}
+
+// ---------------------------------------------------------------- connected components
+
+namespace {
+
+struct Cell {
+  int64_t label, x, y, z;
+};
+
+__device__ int compare_cells(const Cell& a, const Cell& b) {
+  if (a.label != b.label) return a.label < b.label ? -1 : 1;
+  if (a.x != b.x) return a.x < b.x ? -1 : 1;
+  if (a.y != b.y) return a.y < b.y ? -1 : 1;
+  if (a.z != b.z) return a.z < b.z ? -1 : 1;
+  return 0;
+}
+
+// Index of `target` among the lexicographically sorted cells (rows of `cells`), or -1.
+__device__ int64_t find_cell(const int64_t* __restrict__ cells, int64_t num_cells,
+                             const Cell& target) {
+  int64_t lo = 0, hi = num_cells;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    const int64_t* row = cells + 4 * mid;
+    const int cmp = compare_cells(Cell{row[0], row[1], row[2], row[3]}, target);
+    if (cmp == 0) return mid;
+    if (cmp < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return -1;
+}
+
+__device__ int64_t find_root(int64_t* parent, int64_t x) {
+  while (true) {
+    const int64_t p = *static_cast<volatile int64_t*>(parent + x);
+    if (p == x) return x;
+    x = p;
+  }
+}
+
+// Lock-free union: a root only ever changes to a smaller index, so no cycle can form.
+__device__ void unite(int64_t* parent, int64_t a, int64_t b) {
+  while (true) {
+    a = find_root(parent, a);
+    b = find_root(parent, b);
+    if (a == b) return;
+    if (a < b) {
+      const int64_t t = a;
+      a = b;
+      b = t;
+    }
+    if (atomicCAS(reinterpret_cast<ull*>(parent + a), static_cast<ull>(a), static_cast<ull>(b)) ==
+        static_cast<ull>(a))
+      return;
+  }
+}
+
+// One thread per (cell, neighbour offset) over half of the 5x5x5 neighbourhood.
+__global__ void link_cells(const int64_t* __restrict__ cells, const int64_t* __restrict__ start,
+                           const double* __restrict__ grouped, int64_t num_cells,
+                           double radius_sq, int64_t* parent) {
+  constexpr int kSide = 2 * dyco::kNeighbourReach + 1;
+  constexpr int kHalf = (kSide * kSide * kSide - 1) / 2;
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= num_cells * kHalf) return;
+  const int64_t a = t / kHalf;
+  // Offsets kHalf+1 .. 2*kHalf in row-major order over the cube are those after (0,0,0).
+  const int code = static_cast<int>(t % kHalf) + kHalf + 1;
+  const int dx = code / (kSide * kSide) - dyco::kNeighbourReach;
+  const int dy = (code / kSide) % kSide - dyco::kNeighbourReach;
+  const int dz = code % kSide - dyco::kNeighbourReach;
+  const int64_t* row = cells + 4 * a;
+  const int64_t b = find_cell(cells, num_cells, Cell{row[0], row[1] + dx, row[2] + dy, row[3] + dz});
+  if (b < 0) return;
+  for (int64_t i = start[a]; i < start[a + 1]; ++i) {
+    for (int64_t j = start[b]; j < start[b + 1]; ++j) {
+      const double ddx = grouped[3 * i] - grouped[3 * j];
+      const double ddy = grouped[3 * i + 1] - grouped[3 * j + 1];
+      const double ddz = grouped[3 * i + 2] - grouped[3 * j + 2];
+      if (ddx * ddx + ddy * ddy + ddz * ddz <= radius_sq) {
+        unite(parent, a, b);
+        return;
+      }
+    }
+  }
+}
+
+__global__ void flatten_roots(int64_t* parent, int64_t n) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) parent[i] = find_root(parent, i);
+}
+
+}  // namespace
+
+at::Tensor connected_components(const at::Tensor& points_in, const at::Tensor& labels_in,
+                                double radius, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const auto labels = labels_in.to(at::kLong);
+  auto result = at::full({labels.size(0)}, -1, labels.options());
+  const auto valid = at::nonzero(labels >= 0).squeeze(1);
+  if (valid.size(0) == 0) return result;
+  const auto points = points_in.to(at::kDouble).index_select(0, valid);
+  // Rows (label, cx, cy, cz), sorted lexicographically.
+  const auto grid = at::floor(points / dyco::cell_size(radius)).to(at::kLong);
+  const auto keys = at::cat({labels.index_select(0, valid).unsqueeze(1), grid}, 1);
+  const auto order = lexicographic_order(keys);
+  const auto sorted_keys = keys.index_select(0, order);
+  const auto grouped = points.index_select(0, order).contiguous();
+  const auto is_new = at::ones({order.size(0)}, labels.options().dtype(at::kBool));
+  if (order.size(0) > 1)
+    is_new.slice(0, 1).copy_(
+        sorted_keys.slice(0, 1).ne(sorted_keys.slice(0, 0, order.size(0) - 1)).any(1));
+  const auto first_rows = at::nonzero(is_new).squeeze(1);
+  const auto cells = sorted_keys.index_select(0, first_rows).contiguous();
+  const int64_t num_cells = cells.size(0);
+  const auto start = at::cat({first_rows, at::full({1}, order.size(0), first_rows.options())});
+  auto parent = at::arange(num_cells, labels.options());
+  constexpr int kSide = 2 * dyco::kNeighbourReach + 1;
+  const int64_t threads = num_cells * ((kSide * kSide * kSide - 1) / 2);
+  link_cells<<<blocks_for(threads), kThreads, 0, stream>>>(
+      cells.data_ptr<int64_t>(), start.data_ptr<int64_t>(), grouped.data_ptr<double>(),
+      num_cells, radius * radius, parent.data_ptr<int64_t>());
+  check_launch();
+  flatten_roots<<<blocks_for(num_cells), kThreads, 0, stream>>>(parent.data_ptr<int64_t>(),
+                                                                   num_cells);
+  check_launch();
+  // Number components by their smallest original point index.
+  const auto cell_of_row = at::cumsum(is_new.to(at::kLong), 0) - 1;
+  const auto root_of_row = parent.index_select(0, cell_of_row);
+  const auto original = valid.index_select(0, order);
+  auto first_index = at::full({num_cells}, std::numeric_limits<int64_t>::max(), labels.options());
+  first_index.scatter_reduce_(0, root_of_row, original, "amin", /*include_self=*/true);
+  const auto component =
+      std::get<1>(at::_unique2(first_index.index_select(0, root_of_row), true, true, false));
+  result.index_copy_(0, original, component);
+  return result;
+}
+
+// ---------------------------------------------------------------- mask IoU
+
+namespace {
+
+__global__ void pack_bits(const bool* __restrict__ masks, int64_t k, int64_t n, int64_t words,
+                          ull* __restrict__ bits) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= k * words) return;
+  const int64_t row = t / words, word = t % words;
+  ull value = 0;
+  for (int b = 0; b < 64; ++b) {
+    const int64_t col = word * 64 + b;
+    if (col < n && masks[row * n + col]) value |= 1ULL << b;
+  }
+  bits[t] = value;
+}
+
+// One block per (a, b) pair: popcount of the AND over all words, then IoU into both cells.
+__global__ void pair_iou(const ull* __restrict__ bits, const int64_t* __restrict__ area,
+                         int64_t k, int64_t words, float* __restrict__ iou) {
+  const int64_t a = blockIdx.x, b = blockIdx.y;
+  if (b < a) return;
+  __shared__ long long partial[kThreads];
+  long long count = 0;
+  for (int64_t w = threadIdx.x; w < words; w += blockDim.x)
+    count += __popcll(bits[a * words + w] & bits[b * words + w]);
+  partial[threadIdx.x] = count;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const long long inter = partial[0];
+    const long long uni = area[a] + area[b] - inter;
+    const float value =
+        uni > 0 ? static_cast<float>(static_cast<double>(inter) / static_cast<double>(uni)) : 0.f;
+    iou[a * k + b] = value;
+    iou[b * k + a] = value;
+  }
+}
+
+}  // namespace
+
+at::Tensor mask_iou(const at::Tensor& masks_in, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const auto masks = masks_in.contiguous();
+  const int64_t k = masks.size(0), n = masks.size(1);
+  const int64_t words = (n + 63) / 64;
+  auto iou = at::zeros({k, k}, masks.options().dtype(at::kFloat));
+  if (k == 0) return iou;
+  auto bits = at::empty({k, std::max<int64_t>(words, 1)}, masks.options().dtype(at::kLong));
+  const auto area = masks.sum({1}, /*keepdim=*/false, at::kLong).contiguous();
+  if (words > 0) {
+    pack_bits<<<blocks_for(k * words), kThreads, 0, stream>>>(
+        masks.data_ptr<bool>(), k, n, words, reinterpret_cast<ull*>(bits.data_ptr<int64_t>()));
+    check_launch();
+  }
+  const dim3 grid(static_cast<unsigned>(k), static_cast<unsigned>(k));
+  pair_iou<<<grid, kThreads, 0, stream>>>(reinterpret_cast<const ull*>(bits.data_ptr<int64_t>()),
+                                           area.data_ptr<int64_t>(), k, words,
+                                           iou.data_ptr<float>());
+  check_launch();
+  return iou;
+}
+
+}  // namespace dyco_cuda

@@ -32,7 +32,7 @@ DEVICE_EXTENSION = {"cpu": "dyco_ops_cpu", "cuda": "dyco_ops_cuda"}
 
 @dataclass(frozen=True)
 class LoadResult:
-    module: ModuleType | None
+    module: ModuleType | CudaKernels | None
     reason: str
     path: str
 
@@ -66,6 +66,23 @@ def _import_library(name: str, path: Path) -> ModuleType:
     return module
 
 
+class CudaKernels:
+    """The CUDA module with each call run on the tensor's device and current stream."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str):
+        kernel = getattr(self._module, name)
+
+        def call(first: torch.Tensor, *args: object) -> object:
+            with torch.cuda.device(first.device):
+                stream = torch.cuda.current_stream(first.device).cuda_stream
+                return kernel(first, *args, stream)
+
+        return call
+
+
 @functools.cache
 def load(name: str) -> LoadResult:
     """Load one prebuilt extension if it exists and matches the current sources."""
@@ -78,12 +95,15 @@ def load(name: str) -> LoadResult:
     if not stamp.exists() or stamp.read_text().strip() != sources_digest(name):
         return LoadResult(None, "stale build (sources or torch changed; rebuild)", str(path))
     try:
-        return LoadResult(_import_library(name, path), "loaded", str(path))
+        module = _import_library(name, path)
     except (ImportError, OSError) as err:
         return LoadResult(None, f"failed to load: {err}", str(path))
+    if name == "dyco_ops_cuda":
+        module = CudaKernels(module)
+    return LoadResult(module, "loaded", str(path))
 
 
-def module_for(device: torch.device) -> ModuleType | None:
+def module_for(device: torch.device) -> ModuleType | CudaKernels | None:
     """The native module serving tensors on `device`, or None."""
     name = DEVICE_EXTENSION.get(device.type)
     return None if name is None else load(name).module
