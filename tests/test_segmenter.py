@@ -166,3 +166,12 @@ def test_unknown_backend_and_device_are_refused(tmp_path: Path, segmenter) -> No
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             Segmenter.from_checkpoint(path, device="cuda")
+
+
+def test_segment_leaves_a_training_model_in_training_mode(cloud) -> None:
+    model = DyCo3D(ModelConfig.from_dict(TINY)).train()
+    seg = Segmenter.from_model(model)
+    xyz, rgb = cloud
+    a = seg.segment(xyz, rgb)
+    assert model.training
+    assert np.array_equal(a.semantic, seg.segment(xyz, rgb).semantic)  # BN used running stats

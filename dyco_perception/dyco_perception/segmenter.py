@@ -7,7 +7,8 @@ Input handling: xyz float64 is cast to float32; rows with NaN/inf in xyz (or rgb
 and counted (their outputs: semantic -1, instance 0, score 0). Empty clouds, single points and
 identical points give valid (possibly empty) results. Clouds whose voxel count exceeds
 `voxel.max_voxels` are voxelized coarser (logged warning) so memory stays bounded. The same
-input gives the same output (eval mode, no randomness; CPU kernels are deterministic).
+input gives the same output (eval mode, no randomness; CPU kernels are deterministic; on
+CUDA, atomic adds make results equal only up to float rounding).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Segmenter:
     ):
         self.device = resolve_device(device)
         self.card = card
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device)
         if backend is not None:
             self.model.set_backend(backend)
         self.cfg = model.cfg
@@ -112,7 +113,7 @@ class Segmenter:
             log.warning("dropped %d points with NaN/inf values", result.num_dropped_points)
         timings = {"preprocess": time.perf_counter() - start}
         if keep.size:
-            self._run(
+            self._run_in_eval_mode(
                 xyz32[keep], None if rgb_unit is None else rgb_unit[keep], keep, result, timings
             )
         timings["total"] = time.perf_counter() - start
@@ -176,6 +177,15 @@ class Segmenter:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
             log.warning(message)
         return size
+
+    def _run_in_eval_mode(self, *args) -> None:
+        # Eval mode for inference, restored afterwards: a trainer may pass its own model.
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self._run(*args)
+        finally:
+            self.model.train(was_training)
 
     def _run(
         self,

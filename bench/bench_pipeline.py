@@ -1,0 +1,147 @@
+"""Segmenter speed and memory on real scans: median seconds per stage, end to end, peak RSS.
+
+    python bench/bench_pipeline.py [--checkpoint PATH] [--sizes 50000 250000 1000000]
+                                   [--backends torch spconv] [--repeats 3] [--threads N]
+
+Clouds: real scannet50k scans (50k points each); larger sizes tile several scans side by side
+(x/y offsets, so objects stay separate). Each (size, backend) runs in its own process so peak
+RSS is that run's alone. Without --checkpoint the default model (config/model/dyco3d_m16.yaml,
+m=16, 7 levels) gets random weights: the backbone costs the same, but random heads make many
+more proposals than a trained model, so grouping/decoding times are pessimistic.
+Targets (2-core CPU): 50k points <= 1.0 s end to end; 1M points <= 20 s and <= 4 GB RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCANS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scannet50k"
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "model" / "dyco3d_m16.yaml"
+STAGES = ("preprocess", "voxelize", "backbone", "heads", "grouping", "decoding", "postprocess")
+
+
+def tiled_cloud(num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """`num_points` points from real scans laid out on a grid (1 m gaps between rooms)."""
+    files = sorted(SCANS.glob("scene*.npz"))
+    if not files:
+        raise SystemExit(f"no scans at {SCANS}")
+    xyz_parts, rgb_parts, total, i = [], [], 0, 0
+    while total < num_points:
+        scan = np.load(files[i % len(files)])
+        xyz = scan["xyz"] - scan["xyz"].min(0)
+        xyz = xyz + np.array([(i % 5) * 12.0, (i // 5) * 12.0, 0.0], dtype=np.float32)
+        take = min(len(xyz), num_points - total)
+        xyz_parts.append(xyz[:take])
+        rgb_parts.append(scan["rgb"][:take])
+        total += take
+        i += 1
+    return np.concatenate(xyz_parts), np.concatenate(rgb_parts)
+
+
+def run_child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from dyco_perception.checkpoint import write_random_checkpoint
+    from dyco_perception.segmenter import Segmenter
+
+    from dyco_perception.config import load_model_config
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint = f"/tmp/bench_pipeline_random_{os.getpid()}.safetensors"
+        write_random_checkpoint(checkpoint, load_model_config(CONFIG))
+    seg = Segmenter.from_checkpoint(checkpoint, device="cpu", backend=args.child_backend)
+    xyz, rgb = tiled_cloud(args.child_size)
+    seg.segment(xyz[:20000], rgb[:20000])  # warm-up (allocator, lazy imports)
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        result = seg.segment(xyz, rgb)
+        timings = dict(result.timings)
+        timings["wall"] = time.perf_counter() - start
+        runs.append(timings)
+    median = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "median": median,
+                "peak_rss_gb": peak_kib / 2**20,
+                "instances": len(result.instances),
+                "voxel_size": result.voxel_size,
+                "points": len(xyz),
+            }
+        )
+    )
+    if args.checkpoint is None:
+        os.remove(checkpoint)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 250_000, 1_000_000])
+    parser.add_argument("--backends", nargs="+", default=["torch", "spconv"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-backend", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_size:
+        run_child(args)
+        return
+    load = os.getloadavg()[0]
+    print(
+        f"cores: {os.cpu_count()}, torch threads: {args.threads}, load average at start: "
+        f"{load:.1f}, weights: {args.checkpoint or 'random (default m=16, 7 levels)'}\n"
+    )
+    header = ["points", "backend", *STAGES, "end to end", "peak RSS GB", "instances"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for size in args.sizes:
+        for backend in args.backends:
+            command = [
+                sys.executable,
+                __file__,
+                "--child-size",
+                str(size),
+                "--child-backend",
+                backend,
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ]
+            if args.checkpoint:
+                command += ["--checkpoint", args.checkpoint]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                print(f"| {size} | {backend} | failed: {done.stderr.strip().splitlines()[-1]} |")
+                continue
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            m = row["median"]
+            cells = [
+                f"{row['points']:,}",
+                backend,
+                *(f"{m.get(s, 0.0):.3f}" for s in STAGES),
+                f"{m['wall']:.3f}",
+                f"{row['peak_rss_gb']:.2f}",
+                str(row["instances"]),
+            ]
+            print("| " + " | ".join(cells) + " |", flush=True)
+    print(f"\nload average at end: {os.getloadavg()[0]:.1f} (other processes share the cores)")
+
+
+if __name__ == "__main__":
+    main()
