@@ -303,3 +303,18 @@ def test_candidate_index_equals_brute_force_box_and_class_filter() -> None:
                 want &= sem == proposals.class_id[p]
             got = decoded.point_index[decoded.proposal_id == p]
             assert sorted(got.tolist()) == want.nonzero().squeeze(1).tolist()
+
+
+def test_mixed_precision_forward_backward_under_autocast() -> None:
+    """The trainer uses autocast on GPU; CPU bfloat16 autocast exercises the same dtype mix."""
+    torch.manual_seed(0)
+    model = DyCo3D(ModelConfig.from_dict(TINY)).train()
+    xyz, rgb, semantic, instance = _scene_batch()
+    batch = torch.zeros(len(xyz), dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(xyz, rgb, batch, semantic, instance)
+        targets = {"xyz": xyz, "semantic": semantic, "instance": instance, "batch": batch}
+        losses = compute_losses(out, targets)
+    losses["total"].backward()
+    assert torch.isfinite(losses["total"])
+    assert model.backbone.input_conv.weight.grad.abs().sum() > 0

@@ -76,7 +76,9 @@ def subm_conv(x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
 
 def down_conv(x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
     pairs, out_coords = down_pairs(x)
-    out = x.features.new_zeros(out_coords.shape[0], weight.shape[2])
+    out = x.features.new_zeros(
+        out_coords.shape[0], weight.shape[2], dtype=_product_dtype(x, weight)
+    )
     for index, (rows_in, rows_out) in enumerate(pairs):
         if rows_in.numel():
             out.index_add_(0, rows_out, x.features.index_select(0, rows_in) @ weight[index])
@@ -91,8 +93,15 @@ def up_conv(x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
         raise ValueError(f"up conv from stride {x.stride}: no down conv at stride {fine_stride}")
     pairs, _ = x.cache[("down", fine_stride)]
     fine_coords, fine_shape = x.cache[("level", fine_stride)]
-    out = x.features.new_zeros(fine_coords.shape[0], weight.shape[2])
+    out = x.features.new_zeros(
+        fine_coords.shape[0], weight.shape[2], dtype=_product_dtype(x, weight)
+    )
     for index, (rows_fine, rows_coarse) in enumerate(pairs):
         if rows_fine.numel():
             out.index_add_(0, rows_fine, x.features.index_select(0, rows_coarse) @ weight[index])
     return SparseVoxels(out, fine_coords, fine_stride, fine_shape, x.batch_size, x.cache)
+
+
+def _product_dtype(x: SparseVoxels, weight: torch.Tensor) -> torch.dtype:
+    """dtype of features @ weight (differs from both under autocast)."""
+    return (x.features[:0] @ weight[0]).dtype
