@@ -18,17 +18,55 @@ using Triple = std::array<int64_t, 3>;
 
 // ---------------------------------------------------------------- voxelize
 
-std::tuple<torch::Tensor, torch::Tensor> voxelize(const torch::Tensor& coords_in) {
-  TORCH_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 3, "coords must be (N, 3)");
-  const auto coords = coords_in.to(torch::kInt64).contiguous();
-  const int64_t n = coords.size(0);
-  const int64_t* c = coords.data_ptr<int64_t>();
-  // Open addressing: slot -> voxel id in first-seen order.
+// Fast path: coordinates packed into one int64 (extent permits), keys stored in the table.
+bool voxelize_packed(const int64_t* c, int64_t n, int64_t* inv, std::vector<Triple>& sorted) {
+  Triple lo{c[0], c[1], c[2]}, hi = lo;
+  for (int64_t i = 0; i < n; ++i)
+    for (int d = 0; d < 3; ++d) {
+      lo[d] = std::min(lo[d], c[3 * i + d]);
+      hi[d] = std::max(hi[d], c[3 * i + d]);
+    }
+  // Spans below 2^20 each keep the packed key below 2^60 (unsigned: no overflow on the span).
+  for (int d = 0; d < 3; ++d)
+    if (static_cast<uint64_t>(hi[d]) - static_cast<uint64_t>(lo[d]) >= (uint64_t{1} << 20))
+      return false;
+  const int64_t sy = hi[1] - lo[1] + 1, sz = hi[2] - lo[2] + 1;
+  const int64_t cap = dyco::table_capacity(n);
+  std::vector<int64_t> slot_key(cap, -1), slot_id(cap);
+  std::vector<int64_t> unique_keys;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t key =
+        ((c[3 * i] - lo[0]) * sy + (c[3 * i + 1] - lo[1])) * sz + (c[3 * i + 2] - lo[2]);
+    uint64_t slot = dyco::mix64(static_cast<uint64_t>(key)) & (cap - 1);
+    while (slot_key[slot] >= 0 && slot_key[slot] != key) slot = (slot + 1) & (cap - 1);
+    if (slot_key[slot] < 0) {
+      slot_key[slot] = key;
+      slot_id[slot] = static_cast<int64_t>(unique_keys.size());
+      unique_keys.push_back(key);
+    }
+    inv[i] = slot_id[slot];
+  }
+  // Packed keys order like (x, y, z) tuples: sorting them sorts the voxels lexicographically.
+  const int64_t v = static_cast<int64_t>(unique_keys.size());
+  std::vector<int64_t> order(v), rank(v);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int64_t a, int64_t b) { return unique_keys[a] < unique_keys[b]; });
+  sorted.resize(v);
+  for (int64_t r = 0; r < v; ++r) {
+    const int64_t key = unique_keys[order[r]];
+    rank[order[r]] = r;
+    sorted[r] = {key / (sy * sz) + lo[0], (key / sz) % sy + lo[1], key % sz + lo[2]};
+  }
+  for (int64_t i = 0; i < n; ++i) inv[i] = rank[inv[i]];
+  return true;
+}
+
+// General path: any int64 coordinates, triples compared in the table.
+void voxelize_triples(const int64_t* c, int64_t n, int64_t* inv, std::vector<Triple>& sorted) {
   const int64_t cap = dyco::table_capacity(n);
   std::vector<int64_t> table(cap, -1);
   std::vector<Triple> voxels;
-  auto inverse = torch::empty({n}, coords.options());
-  int64_t* inv = inverse.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
     const Triple key{c[3 * i], c[3 * i + 1], c[3 * i + 2]};
     uint64_t slot = dyco::hash4(key[0], key[1], key[2], 0) & (cap - 1);
@@ -39,20 +77,31 @@ std::tuple<torch::Tensor, torch::Tensor> voxelize(const torch::Tensor& coords_in
     }
     inv[i] = table[slot];
   }
-  // Renumber voxels in lexicographic order.
   const int64_t v = static_cast<int64_t>(voxels.size());
-  std::vector<int64_t> order(v);
+  std::vector<int64_t> order(v), rank(v);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),
             [&](int64_t a, int64_t b) { return voxels[a] < voxels[b]; });
-  std::vector<int64_t> rank(v);
-  auto out = torch::empty({v, 3}, coords.options());
-  int64_t* o = out.data_ptr<int64_t>();
+  sorted.resize(v);
   for (int64_t r = 0; r < v; ++r) {
     rank[order[r]] = r;
-    std::copy(voxels[order[r]].begin(), voxels[order[r]].end(), o + 3 * r);
+    sorted[r] = voxels[order[r]];
   }
   for (int64_t i = 0; i < n; ++i) inv[i] = rank[inv[i]];
+}
+
+std::tuple<torch::Tensor, torch::Tensor> voxelize(const torch::Tensor& coords_in) {
+  TORCH_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 3, "coords must be (N, 3)");
+  const auto coords = coords_in.to(torch::kInt64).contiguous();
+  const int64_t n = coords.size(0);
+  auto inverse = torch::empty({n}, coords.options());
+  std::vector<Triple> sorted;
+  const int64_t* c = coords.data_ptr<int64_t>();
+  int64_t* inv = inverse.data_ptr<int64_t>();
+  if (n > 0 && !voxelize_packed(c, n, inv, sorted)) voxelize_triples(c, n, inv, sorted);
+  const int64_t v = static_cast<int64_t>(sorted.size());
+  auto out = torch::empty({v, 3}, coords.options());
+  std::copy(sorted.begin(), sorted.end(), reinterpret_cast<Triple*>(out.data_ptr<int64_t>()));
   return {out, inverse};
 }
 
