@@ -3,7 +3,23 @@
 // Built with --fmad=false so squared distances round exactly as on the CPU.
 // Only ATen + the CUDA runtime are included (no c10/cuda headers) so that the file also
 // compiles against CPU torch for CI; the caller passes the current stream and sets the device.
-#include <ATen/ATen.h>
+// Per-op headers instead of <ATen/ATen.h>: several times faster to compile.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/_unique2.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/bincount.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/cumsum.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/floor.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
