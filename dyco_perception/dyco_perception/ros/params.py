@@ -1,0 +1,231 @@
+"""The node's parameters: one table of name, default, description, range and check.
+
+`config/segment.yaml` holds the same defaults for launch files; `NodeSettings.from_values` turns
+a {name: value} dict into validated settings (ValueError naming the parameter otherwise), used
+both at start and by the on-set-parameters callback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SHIPPED_CHECKPOINT = "checkpoints/dyco3d_scannet_m16.safetensors"
+OUTPUTS = ("cloud", "instances", "markers", "class_map", "diagnostics")
+RELIABILITY = ("reliable", "best_effort")
+DURABILITY = ("volatile", "transient_local")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False  # changes need a restart (model, QoS, publishers)
+    float_range: tuple[float, float] | None = None
+    int_range: tuple[int, int] | None = None
+    check: Callable[[Any], str | None] | None = None  # returns the reason when invalid
+    constraints: str = ""
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {list(choices)}, got {v!r}"
+
+
+def _check_device(value: str) -> str | None:
+    return None if _DEVICE.match(value) else f"must be auto, cpu, cuda or cuda:N, got {value!r}"
+
+
+def _check_outputs(values: list[str]) -> str | None:
+    unknown = [v for v in values if v not in OUTPUTS]
+    return f"unknown outputs {unknown}; choose from {list(OUTPUTS)}" if unknown else None
+
+
+def _check_vector(size: int) -> Callable[[Any], str | None]:
+    def check(values: list[float]) -> str | None:
+        if len(values) != size or not all(math.isfinite(v) for v in values):
+            return f"must be {size} finite numbers, got {list(values)}"
+        return None
+
+    return check
+
+
+def _check_rotation(values: list[float]) -> str | None:
+    reason = _check_vector(4)(values)
+    if reason is None and abs(float(np.linalg.norm(values)) - 1.0) > 1e-3:
+        return f"must be a unit quaternion (x, y, z, w), got norm {np.linalg.norm(values):.4f}"
+    return reason
+
+
+SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "checkpoint",
+        SHIPPED_CHECKPOINT,
+        "Model checkpoint (.safetensors). Relative paths are tried against the working "
+        "directory, the package share directory and the repository.",
+        read_only=True,
+        check=lambda v: None if v.strip() else "must name a checkpoint file",
+    ),
+    ParamSpec(
+        "device",
+        "auto",
+        "Inference device: auto (CUDA when available), cpu, cuda or cuda:N.",
+        read_only=True,
+        check=_check_device,
+        constraints="auto | cpu | cuda | cuda:N",
+    ),
+    ParamSpec(
+        "qos.reliability",
+        "reliable",
+        "Input subscription reliability (reliable or best_effort).",
+        read_only=True,
+        check=_one_of(RELIABILITY),
+        constraints="reliable | best_effort",
+    ),
+    ParamSpec(
+        "qos.durability",
+        "volatile",
+        "Input subscription durability; transient_local also receives a latched map.",
+        read_only=True,
+        check=_one_of(DURABILITY),
+        constraints="volatile | transient_local",
+    ),
+    ParamSpec(
+        "qos.depth",
+        5,
+        "Input subscription history depth (the worker keeps only the newest cloud).",
+        True,
+        int_range=(1, 100),
+    ),
+    ParamSpec(
+        "score_threshold",
+        0.1,
+        "Instances scoring lower are not published (applied after the model's own threshold).",
+        float_range=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "min_instance_points",
+        50,
+        "Instances with fewer points are not published.",
+        int_range=(1, 1_000_000),
+    ),
+    ParamSpec(
+        "max_points",
+        2_000_000,
+        "Clouds with more points are rejected (bounds memory and latency).",
+        int_range=(1, 100_000_000),
+    ),
+    ParamSpec(
+        "input_frame",
+        "",
+        "Frame the static transform applies to; clouds in another frame are rejected. "
+        "Empty: any frame.",
+    ),
+    ParamSpec(
+        "target_frame",
+        "",
+        "Frame of the outputs. Empty: the input frame, untransformed.",
+    ),
+    ParamSpec(
+        "static_transform.translation",
+        [0.0, 0.0, 0.0],
+        "Translation (m) of the input frame in the target frame (x, y, z).",
+        check=_check_vector(3),
+    ),
+    ParamSpec(
+        "static_transform.rotation",
+        [0.0, 0.0, 0.0, 1.0],
+        "Rotation of the input frame in the target frame as a unit quaternion (x, y, z, w).",
+        check=_check_rotation,
+    ),
+    ParamSpec(
+        "outputs",
+        list(OUTPUTS),
+        f"Outputs to publish, any of {list(OUTPUTS)}.",
+        read_only=True,
+        check=_check_outputs,
+    ),
+    ParamSpec(
+        "publish_point_indices",
+        False,
+        "Fill dyco_msgs/Instance.point_indices (row indices into the labelled cloud).",
+    ),
+    ParamSpec(
+        "diagnostics_period",
+        1.0,
+        "Seconds between diagnostics messages.",
+        read_only=True,
+        float_range=(0.1, 60.0),
+    ),
+)
+SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """The reason `value` is invalid for parameter `name`, or None when it is fine."""
+    spec = SPECS_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.float_range and not spec.float_range[0] <= value <= spec.float_range[1]:
+        return f"must lie in [{spec.float_range[0]}, {spec.float_range[1]}], got {value}"
+    if spec.int_range and not spec.int_range[0] <= value <= spec.int_range[1]:
+        return f"must lie in [{spec.int_range[0]}, {spec.int_range[1]}], got {value}"
+    return spec.check(value) if spec.check else None
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A validated snapshot of the parameters (the worker reads one snapshot per cloud)."""
+
+    checkpoint: str
+    device: str
+    reliability: str
+    durability: str
+    depth: int
+    score_threshold: float
+    min_instance_points: int
+    max_points: int
+    input_frame: str
+    target_frame: str
+    translation: tuple[float, float, float]
+    rotation: tuple[float, float, float, float]
+    outputs: tuple[str, ...]
+    publish_point_indices: bool
+    diagnostics_period: float
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> NodeSettings:
+        for name, value in values.items():
+            reason = check_value(name, value)
+            if reason:
+                raise ValueError(f"parameter '{name}' {reason}")
+        get = values.__getitem__
+        return cls(
+            checkpoint=str(get("checkpoint")),
+            device=str(get("device")),
+            reliability=str(get("qos.reliability")),
+            durability=str(get("qos.durability")),
+            depth=int(get("qos.depth")),
+            score_threshold=float(get("score_threshold")),
+            min_instance_points=int(get("min_instance_points")),
+            max_points=int(get("max_points")),
+            input_frame=str(get("input_frame")),
+            target_frame=str(get("target_frame")),
+            translation=tuple(float(v) for v in get("static_transform.translation")),
+            rotation=tuple(float(v) for v in get("static_transform.rotation")),
+            outputs=tuple(get("outputs")),
+            publish_point_indices=bool(get("publish_point_indices")),
+            diagnostics_period=float(get("diagnostics_period")),
+        )
+
+    @property
+    def transforms(self) -> bool:
+        """True when clouds are moved into a target frame (a non-identity static transform)."""
+        identity = self.translation == (0.0, 0.0, 0.0) and self.rotation == (0.0, 0.0, 0.0, 1.0)
+        return bool(self.target_frame) and not identity

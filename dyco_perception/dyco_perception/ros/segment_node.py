@@ -1,0 +1,384 @@
+"""`segment_node`: PointCloud2 in, labelled cloud + instances + markers + diagnostics out.
+
+    segment_node --ros-args --params-file config/segment.yaml -r cloud_in:=/map_cloud
+
+Inference runs on a worker thread on the newest cloud only: a cloud that arrives while another
+waits replaces it and is counted as dropped, so the queue never grows. Bad clouds are logged
+once each, counted by reason in the diagnostics, and never stop the node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from dyco_msgs.msg import ClassMap, InstanceArray
+from dyco_perception import classes
+from dyco_perception import pointcloud2 as pc2
+from dyco_perception.ros import outputs
+from dyco_perception.ros.params import SPECS, NodeSettings, check_value
+
+TOPIC_IN = "cloud_in"
+TOPIC_CLOUD = "segmentation/cloud"
+TOPIC_INSTANCES = "segmentation/instances"
+TOPIC_MARKERS = "segmentation/markers"
+TOPIC_CLASS_MAP = "segmentation/class_map"
+TOPIC_DIAGNOSTICS = "/diagnostics"
+GREY = 128
+
+
+class StartupError(RuntimeError):
+    """A configuration or checkpoint problem that stops the node before it runs."""
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """An absolute checkpoint path: as given, else relative to the working directory, the
+    package share directory, or the repository this module lives in."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        return candidate
+    roots = [Path.cwd()]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        roots.append(Path(get_package_share_directory("dyco_perception")))
+    except (ImportError, LookupError, ValueError):
+        pass
+    roots.append(Path(__file__).resolve().parents[3])  # repo root (source or symlink install)
+    for root in roots:
+        if (root / candidate).is_file():
+            return root / candidate
+    tried = ", ".join(str(root / candidate) for root in roots)
+    raise StartupError(f"checkpoint '{path}' not found (tried {tried})")
+
+
+def _descriptor(spec: Any) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(
+        description=spec.description,
+        read_only=spec.read_only,
+        additional_constraints=spec.constraints,
+    )
+    if spec.float_range:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=spec.float_range[0], to_value=spec.float_range[1])
+        ]
+    if spec.int_range:
+        descriptor.integer_range = [
+            IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1], step=1)
+        ]
+    return descriptor
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class SegmentNode(Node):
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__("segment_node", **node_kwargs)
+        self._lock = threading.Condition()
+        self._pending: PointCloud2 | None = None
+        self._stopping = False
+        self.counts: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
+        self._warned_no_rgb = False
+        self.settings = self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._load_model()
+        self._make_publishers()
+        self._subscription = self.create_subscription(
+            PointCloud2, TOPIC_IN, self._on_cloud, self._input_qos()
+        )
+        self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="segmentation", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: {self._checkpoint.name} on {self.segmenter.device}, input "
+            f"'{self._subscription.topic_name}', outputs {list(self.settings.outputs)}"
+        )
+
+    # ---- parameters -------------------------------------------------------------------------
+    def _declare_parameters(self) -> NodeSettings:
+        values = {}
+        for spec in SPECS:
+            try:
+                parameter = self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            except Exception as exc:  # rclpy raises several types; all mean a bad start value
+                raise StartupError(f"parameter '{spec.name}': {exc}") from exc
+            values[spec.name] = parameter.value
+        try:
+            return NodeSettings.from_values(values)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+
+    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        values = {name: self.get_parameter(name).value for name in (s.name for s in SPECS)}
+        for parameter in parameters:
+            reason = check_value(parameter.name, parameter.value)
+            if reason:
+                return SetParametersResult(
+                    successful=False, reason=f"parameter '{parameter.name}' {reason}"
+                )
+            values[parameter.name] = parameter.value
+        try:
+            settings = NodeSettings.from_values(values)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self._lock:
+            self.settings = settings
+        return SetParametersResult(successful=True)
+
+    def _input_qos(self) -> QoSProfile:
+        s = self.settings
+        return QoSProfile(
+            depth=s.depth,
+            reliability=ReliabilityPolicy.RELIABLE
+            if s.reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL
+            if s.durability == "transient_local"
+            else DurabilityPolicy.VOLATILE,
+        )
+
+    # ---- model and publishers ---------------------------------------------------------------
+    def _load_model(self) -> None:
+        from dyco_perception.segmenter import Segmenter
+
+        self._checkpoint = resolve_checkpoint(self.settings.checkpoint)
+        try:
+            self.segmenter = Segmenter.from_checkpoint(
+                self._checkpoint, device=self.settings.device
+            )
+        except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+            raise StartupError(f"cannot load checkpoint {self._checkpoint}: {exc}") from exc
+
+    def _make_publishers(self) -> None:
+        wanted = set(self.settings.outputs)
+        results = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+
+        def make(name: str, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
+            return self.create_publisher(msg_type, topic, qos) if name in wanted else None
+
+        self._cloud_pub = make("cloud", PointCloud2, TOPIC_CLOUD, results)
+        self._instances_pub = make("instances", InstanceArray, TOPIC_INSTANCES, results)
+        self._markers_pub = make("markers", MarkerArray, TOPIC_MARKERS, results)
+        self._diagnostics_pub = make("diagnostics", DiagnosticArray, TOPIC_DIAGNOSTICS, results)
+        class_map_pub = make("class_map", ClassMap, TOPIC_CLASS_MAP, latched)
+        if class_map_pub is not None:
+            class_map_pub.publish(
+                ClassMap(
+                    class_names=list(self.segmenter.card.classes),
+                    instance_class_ids=list(classes.INSTANCE_CLASS_IDS),
+                    model_name=self._checkpoint.name,
+                    model_sha256=_sha256(self._checkpoint),
+                )
+            )
+        self._class_map_pub = class_map_pub
+
+    # ---- input ------------------------------------------------------------------------------
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        with self._lock:
+            self.counts["received"] += 1
+            if self._pending is not None:
+                self.counts["dropped"] += 1
+            self._pending = msg
+            self._lock.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                msg, self._pending = self._pending, None
+                settings = self.settings
+            self._process(msg, settings)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self.counts["rejected"] += 1
+            self.counts[f"rejected_{reason}"] += 1
+        self.get_logger().warning(f"rejected cloud ({reason}): {detail}")
+        self._publish_diagnostics()
+
+    def _read(self, msg: PointCloud2, settings: NodeSettings) -> pc2.Points | None:
+        try:
+            points = pc2.read_msg(msg)
+        except pc2.CloudError as exc:
+            reason = "empty" if "empty" in str(exc) else "malformed"
+            self._reject(reason, str(exc))
+            return None
+        if points.num_points > settings.max_points:
+            self._reject(
+                "too_large", f"{points.num_points} points exceed max_points={settings.max_points}"
+            )
+            return None
+        if settings.input_frame and msg.header.frame_id != settings.input_frame:
+            self._reject(
+                "wrong_frame",
+                f"frame '{msg.header.frame_id}' is not input_frame '{settings.input_frame}'",
+            )
+            return None
+        if settings.transforms:
+            points.xyz = pc2.transform_xyz(points.xyz, settings.translation, settings.rotation)
+        return points
+
+    def _colours(self, points: pc2.Points) -> np.ndarray | None:
+        if points.rgb is not None or not self.segmenter.card.use_rgb:
+            return points.rgb
+        if not self._warned_no_rgb:
+            self.get_logger().warning("cloud has no colour; the model uses colour: using grey")
+            self._warned_no_rgb = True
+        return np.full((points.num_points, 3), GREY, dtype=np.uint8)
+
+    def _process(self, msg: PointCloud2, settings: NodeSettings) -> None:
+        start = time.perf_counter()
+        points = self._read(msg, settings)
+        if points is None:
+            return
+        try:
+            result = self.segmenter.segment(points.xyz, self._colours(points))
+        except (ValueError, RuntimeError) as exc:  # e.g. out of memory: skip this cloud
+            with self._lock:
+                self.counts["failed"] += 1
+            self.get_logger().error(
+                f"segmentation failed on a {points.num_points}-point cloud: {exc}"
+            )
+            return
+        inference_time = time.perf_counter() - start
+        labelled = outputs.filter_instances(
+            result,
+            points.xyz,
+            settings.score_threshold,
+            settings.min_instance_points,
+            points.height,
+        )
+        header = msg.header
+        if settings.target_frame:
+            header.frame_id = settings.target_frame
+        self._publish(header, labelled, inference_time, settings)
+        self.get_logger().info(
+            f"segmented {points.num_points} points: {len(labelled.instances)} instances, "
+            f"{inference_time:.2f} s inference, {time.perf_counter() - start:.2f} s total"
+        )
+        with self._lock:
+            self.counts["processed"] += 1
+            self._last = {
+                "processing_time": time.perf_counter() - start,
+                "inference_time": inference_time,
+                "num_points": points.num_points,
+                "num_instances": len(labelled.instances),
+            }
+            self.counts["processing_time_total_ms"] += int(1000 * self._last["processing_time"])
+        self._publish_diagnostics()
+
+    def _publish(
+        self, header: Any, labelled: outputs.Labelled, inference_time: float, s: NodeSettings
+    ) -> None:
+        if self._instances_pub is not None:
+            msg = outputs.instance_array_msg(
+                header, labelled, inference_time, s.publish_point_indices
+            )
+            self._instances_pub.publish(msg)
+        if self._markers_pub is not None:
+            self._markers_pub.publish(outputs.markers_msg(header, labelled))
+        if self._cloud_pub is not None:
+            self._cloud_pub.publish(outputs.labelled_cloud_msg(header, labelled))
+
+    # ---- diagnostics ------------------------------------------------------------------------
+    def diagnostics(self) -> DiagnosticStatus:
+        with self._lock:
+            counts, last = dict(self.counts), dict(self._last)
+        processed = counts.get("processed", 0)
+        mean_ms = counts.get("processing_time_total_ms", 0) / processed if processed else 0.0
+        values = {
+            "device": str(self.segmenter.device),
+            "checkpoint": str(self._checkpoint),
+            "received": counts.get("received", 0),
+            "processed": processed,
+            "dropped": counts.get("dropped", 0),
+            "rejected": counts.get("rejected", 0),
+            "failed": counts.get("failed", 0),
+            "mean_processing_time_ms": round(mean_ms, 1),
+            "last_processing_time_ms": round(1000 * last.get("processing_time", 0.0), 1),
+            "last_num_points": int(last.get("num_points", 0)),
+            "last_num_instances": int(last.get("num_instances", 0)),
+        }
+        values.update({k: v for k, v in counts.items() if k.startswith("rejected_")})
+        level = DiagnosticStatus.OK
+        message = "ok" if processed else "waiting for clouds"
+        if counts.get("failed") or counts.get("rejected"):
+            level, message = DiagnosticStatus.WARN, "some clouds were rejected or failed"
+        return DiagnosticStatus(
+            level=level,
+            name="dyco_perception: segment_node",
+            message=message,
+            hardware_id=str(self.segmenter.device),
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
+
+    def _publish_diagnostics(self) -> None:
+        if self._diagnostics_pub is None:
+            return
+        stamp = self.get_clock().now().to_msg()
+        msg = DiagnosticArray(status=[self.diagnostics()])
+        msg.header.stamp = stamp
+        self._diagnostics_pub.publish(msg)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._worker.join(timeout=30)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    try:
+        node = SegmentNode()
+    except StartupError as exc:
+        print(f"segment_node: error: {exc}", file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

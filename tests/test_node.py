@@ -1,0 +1,256 @@
+"""segment_node in its own process over real DDS: outputs, bad input, parameters, dropping.
+
+One node (random-weight tiny model, model score threshold 0 so that it finds instances) serves
+the whole module; the test talks to it through SegmentationClient.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+
+from builtin_interfaces.msg import Time
+from dyco_perception.ros import outputs
+from dyco_perception.ros.client import SegmentationClient, stamp_key
+from dyco_perception.ros.process import node_command, start_node, stop_node
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker
+
+from dyco_perception import pointcloud2 as pc2
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO_ROOT / "config" / "model" / "tiny_test.yaml"
+INPUT_TOPIC = "/test_node/cloud_in"
+MAX_POINTS = 30_000
+_stamp = [1_000]
+
+
+def write_test_checkpoint(path: Path) -> Path:
+    """Random tiny model whose own score threshold is 0, so it reports its instances."""
+    from dyco_perception.checkpoint import write_random_checkpoint
+
+    from dyco_perception.config import load_model_config
+
+    cfg = load_model_config(TINY_CONFIG)
+    cfg.inference.score_threshold = 0.0
+    cfg.inference.max_instances = 32
+    return write_random_checkpoint(path, cfg, seed=0)
+
+
+def next_header(frame: str = "camera") -> Header:
+    _stamp[0] += 1
+    return Header(stamp=Time(sec=_stamp[0], nanosec=500), frame_id=frame)
+
+
+def make_cloud(xyz: np.ndarray, rgb: np.ndarray | None, frame: str = "camera"):
+    columns = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+    if rgb is not None:
+        columns["rgb"] = pc2.pack_rgb(rgb)
+    layout, data = pc2.write_cloud(columns)
+    return outputs.to_cloud_msg(next_header(frame), layout, data, True)
+
+
+@pytest.fixture(scope="module")
+def room():
+    from dyco_training.room_generator import generate_room
+
+    return generate_room(seed=3, num_points=4000)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("node")
+    checkpoint = write_test_checkpoint(tmp / "tiny.safetensors")
+    process = start_node(
+        overrides={
+            "checkpoint": str(checkpoint),
+            "device": "cpu",
+            "score_threshold": 0.0,
+            "min_instance_points": 1,
+            "max_points": MAX_POINTS,
+            "publish_point_indices": True,
+            "diagnostics_period": 0.5,
+            "qos.depth": 10,  # every burst cloud reaches the node, which must drop all but one
+        },
+        remaps={"cloud_in": INPUT_TOPIC},
+        log_path=tmp / "node.log",
+    )
+    client = SegmentationClient(input_topic=INPUT_TOPIC, client_name="test_node_client")
+    try:
+        if not client.wait_for_node(timeout=90):
+            pytest.fail(f"node did not come up: {(tmp / 'node.log').read_text()[-2000:]}")
+        yield process, client
+    finally:
+        client.close()
+        stop_node(process)
+
+
+def segment(client: SegmentationClient, msg, timeout: float = 60.0):
+    key = client.publish(msg)
+    result = client.wait_for_result(key, timeout=timeout)
+    assert result is not None, "no result from the node"
+    return result
+
+
+@pytest.fixture(scope="module")
+def scan(scannet_dir):
+    """8000 points of a real scan (enough for the test model to report instances)."""
+    with np.load(scannet_dir / "scene0001_00.npz") as data:
+        pick = np.random.default_rng(0).choice(len(data["xyz"]), 8_000, replace=False)
+        return data["xyz"][pick], data["rgb"][pick]
+
+
+def test_real_scan_gives_consistent_cloud_instances_and_markers(node, scan) -> None:
+    process, client = node
+    xyz, rgb = scan
+    msg = make_cloud(xyz, rgb)
+    result = segment(client, msg)
+    cloud, instances, markers = (result.messages[k] for k in ("cloud", "instances", "markers"))
+
+    assert [f.name for f in cloud.fields] == list(outputs.LABELLED_FIELDS)
+    assert cloud.header.frame_id == "camera" and stamp_key(cloud.header) == stamp_key(msg.header)
+    records = pc2.read_structured(pc2.CloudLayout.of(cloud), cloud.data)
+    np.testing.assert_array_equal(pc2.read_msg(cloud).xyz, xyz)
+    ids = [inst.id for inst in instances.instances]
+    assert ids, "the score-threshold-0 test model should report instances on a real scan"
+    assert ids == list(range(1, len(ids) + 1))
+    assert set(np.unique(records["instance"])) - {0} == set(ids)
+    scores = [inst.score for inst in instances.instances]
+    assert scores == sorted(scores, reverse=True)
+    assert instances.num_points == len(xyz)
+    colours = pc2.read_msg(cloud).rgb
+    for inst in instances.instances:
+        mine = np.flatnonzero(records["instance"] == inst.id)
+        assert inst.num_points == mine.size
+        assert list(inst.point_indices) == mine.tolist()
+        lo, hi = xyz[mine].min(0), xyz[mine].max(0)
+        box = [inst.box_center.x, inst.box_center.y, inst.box_center.z]
+        np.testing.assert_allclose(box, (lo + hi) / 2, atol=1e-5)
+        assert np.all(records["label"][mine] >= 0)
+        assert len(np.unique(colours[mine], axis=0)) == 1  # one palette colour per instance
+        np.testing.assert_allclose(records["score"][mine], inst.score, rtol=1e-6)
+    assert len(markers.markers) == 1 + 2 * len(ids)
+    assert markers.markers[0].action == Marker.DELETEALL
+    boxes = [m for m in markers.markers if m.type == Marker.LINE_LIST]
+    assert sorted(m.id for m in boxes) == ids and all(len(m.points) == 24 for m in boxes)
+    assert client.class_map is not None and len(client.class_map.class_names) == 20
+    assert process.poll() is None
+
+
+def _bad_clouds(room):
+    empty = make_cloud(room.xyz[:0], room.rgb[:0])
+    no_z = make_cloud(room.xyz, room.rgb)
+    no_z.fields = [f for f in no_z.fields if f.name != "z"]
+    wrong_type = make_cloud(room.xyz, room.rgb)
+    wrong_type.fields[0].datatype = pc2.UINT32
+    truncated = make_cloud(room.xyz, room.rgb)
+    truncated.data = truncated.data[:-5]
+    big = np.zeros((MAX_POINTS + 1, 3), np.float32)
+    too_large = make_cloud(big, None)
+    return {
+        "empty": empty,
+        "malformed_missing_z": no_z,
+        "malformed_wrong_type": wrong_type,
+        "malformed_truncated": truncated,
+        "too_large": too_large,
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty", "malformed_missing_z", "malformed_wrong_type", "malformed_truncated", "too_large"],
+)
+def test_bad_cloud_is_counted_and_the_next_cloud_is_processed(node, room, case: str) -> None:
+    process, client = node
+    reason = "malformed" if case.startswith("malformed") else case
+    before = client.counter("rejected"), client.counter(f"rejected_{reason}")
+    client.publish(_bad_clouds(room)[case])
+    assert client.wait_until(lambda: client.counter("rejected") == before[0] + 1, 20), (
+        f"rejected counter did not increase for {case}: {client.diagnostics}"
+    )
+    assert client.counter(f"rejected_{reason}") == before[1] + 1
+    assert process.poll() is None, "the node died on bad input"
+    result = segment(client, make_cloud(room.xyz, room.rgb))
+    assert result.messages["instances"].num_points == len(room.xyz)
+
+
+def test_valid_parameter_change_applies_and_invalid_ones_are_refused(node, scan) -> None:
+    _, client = node
+    [ok] = client.set_parameters({"score_threshold": 0.99})
+    assert ok.successful
+    strict = segment(client, make_cloud(*scan)).messages["instances"]
+    assert all(inst.score >= 0.99 for inst in strict.instances)
+    assert client.set_parameters({"score_threshold": 0.0})[0].successful
+    relaxed = segment(client, make_cloud(*scan)).messages["instances"]
+    assert len(relaxed.instances) > len(strict.instances)
+
+    refusals = {
+        "score_threshold": 1.5,
+        "max_points": 0,
+        "device": "cpu",  # read-only: needs a restart
+        "static_transform.rotation": [0.0, 0.0, 0.0, 2.0],
+        "static_transform.translation": [1.0, 2.0],
+    }
+    for name, value in refusals.items():
+        [result] = client.set_parameters({name: value})
+        assert not result.successful, f"{name}={value} was accepted"
+        assert result.reason, f"{name}: refused without a reason"
+    [result] = client.set_parameters({"static_transform.rotation": [0.0, 0.0, 0.0, 2.0]})
+    assert "unit quaternion" in result.reason
+
+
+def test_static_transform_moves_outputs_into_the_target_frame(node, room) -> None:
+    _, client = node
+    half = float(np.sqrt(0.5))  # 90 degrees about z
+    changes = {
+        "target_frame": "map",
+        "static_transform.translation": [1.0, 2.0, 3.0],
+        "static_transform.rotation": [0.0, 0.0, half, half],
+    }
+    assert all(r.successful for r in client.set_parameters(changes))
+    try:
+        cloud = segment(client, make_cloud(room.xyz, room.rgb)).messages["cloud"]
+    finally:
+        client.set_parameters({"target_frame": "", "static_transform.translation": [0.0] * 3})
+    assert cloud.header.frame_id == "map"
+    expected = np.stack([-room.xyz[:, 1], room.xyz[:, 0], room.xyz[:, 2]], 1)
+    expected += np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(pc2.read_msg(cloud).xyz, expected, atol=1e-4)
+
+
+def test_clouds_arriving_while_busy_replace_the_pending_one(node, room) -> None:
+    _, client = node
+    dropped = client.counter("dropped")
+    burst = [make_cloud(room.xyz, room.rgb) for _ in range(5)]
+    keys = [client.publish(msg) for msg in burst]
+    assert client.wait_for_result(keys[-1], timeout=90) is not None, "newest cloud not processed"
+    assert client.wait_until(lambda: client.counter("dropped") > dropped, 10)
+    processed = [k for k in keys if client.results[k].messages]
+    assert len(processed) < len(keys)
+
+
+def _start_fails(tmp_path: Path, overrides: dict) -> str:
+    command = node_command(REPO_ROOT / "config" / "segment.yaml", overrides)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0, f"node started despite {overrides}"
+    return done.stdout + done.stderr
+
+
+def test_bad_checkpoint_or_parameter_stops_the_start_with_a_reason(tmp_path: Path) -> None:
+    garbage = tmp_path / "broken.safetensors"
+    garbage.write_bytes(b"this is not a checkpoint")
+    assert "broken.safetensors" in _start_fails(tmp_path, {"checkpoint": str(garbage)})
+    missing = _start_fails(tmp_path, {"checkpoint": str(tmp_path / "absent.safetensors")})
+    assert "not found" in missing
+    bad_device = _start_fails(tmp_path, {"checkpoint": str(garbage), "device": "tpu"})
+    assert "device" in bad_device
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
