@@ -105,12 +105,14 @@ class SegmentationClient:
         }
         types = {"cloud": PointCloud2, "instances": InstanceArray, "markers": MarkerArray}
         for kind, msg_type in types.items():
-            self.node.create_subscription(
+            subscription = self.node.create_subscription(
                 msg_type, self.topics[kind], self._result_callback(kind), reliable
             )
-        self.node.create_subscription(
+            self.topics[kind] = subscription.topic_name  # fully qualified, for the output bag
+        subscription = self.node.create_subscription(
             ClassMap, self.topics["class_map"], self._on_class_map, latched
         )
+        self.topics["class_map"] = subscription.topic_name
         self.node.create_subscription(
             DiagnosticArray, self.topics["diagnostics"], self._on_diagnostics, reliable
         )
