@@ -309,7 +309,7 @@ def test_mixed_precision_forward_backward_under_autocast() -> None:
     """The trainer uses autocast on GPU; CPU bfloat16 autocast exercises the same dtype mix."""
     torch.manual_seed(0)
     model = DyCo3D(ModelConfig.from_dict(TINY)).train()
-    xyz, rgb, semantic, instance = _scene_batch()
+    xyz, rgb, semantic, instance = _scene_batch(600)
     batch = torch.zeros(len(xyz), dtype=torch.long)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(xyz, rgb, batch, semantic, instance)

@@ -125,7 +125,6 @@ def _coord_key(coords: torch.Tensor) -> torch.Tensor:
 def test_backends_agree_on_a_real_scan_with_the_default_unet(scannet_dir: Path) -> None:
     """One set of weights (default m=16, 7 levels, transformer) in both backends, real scan."""
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = DyCo3D(ModelConfig()).eval()
     scan = np.load(scannet_dir / "scene0001_00.npz")
     xyz = torch.from_numpy(scan["xyz"])
