@@ -305,6 +305,8 @@ class SegmentNode(Node):
     def _publish(
         self, header: Any, labelled: outputs.Labelled, inference_time: float, s: NodeSettings
     ) -> None:
+        if self._cloud_pub is not None:  # first: the largest and the one latency is measured on
+            self._cloud_pub.publish(outputs.labelled_cloud_msg(header, labelled))
         if self._instances_pub is not None:
             msg = outputs.instance_array_msg(
                 header, labelled, inference_time, s.publish_point_indices
@@ -312,8 +314,6 @@ class SegmentNode(Node):
             self._instances_pub.publish(msg)
         if self._markers_pub is not None:
             self._markers_pub.publish(outputs.markers_msg(header, labelled))
-        if self._cloud_pub is not None:
-            self._cloud_pub.publish(outputs.labelled_cloud_msg(header, labelled))
 
     # ---- diagnostics ------------------------------------------------------------------------
     def diagnostics(self) -> DiagnosticStatus:
