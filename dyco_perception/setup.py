@@ -16,6 +16,8 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),
+        (f"share/{PACKAGE}/checkpoints", glob("checkpoints/*.safetensors")),
+        (f"share/{PACKAGE}/demo/demo_rooms", glob("demo/demo_rooms/*")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
