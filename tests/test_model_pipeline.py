@@ -318,3 +318,16 @@ def test_mixed_precision_forward_backward_under_autocast() -> None:
     losses["total"].backward()
     assert torch.isfinite(losses["total"])
     assert model.backbone.input_conv.weight.grad.abs().sum() > 0
+
+
+def test_training_forward_survives_a_single_voxel_at_the_coarsest_level() -> None:
+    """A tiny cropped scene leaves one voxel (one row) for BatchNorm at the deepest level."""
+    from dyco_perception.model.unet import BatchNorm1d
+
+    norm = BatchNorm1d(4).train()
+    one_row = torch.randn(1, 4)
+    out = norm(one_row)
+    expected = (one_row - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    assert torch.allclose(out, expected * norm.weight + norm.bias)
+    two_rows = torch.randn(2, 4)
+    assert torch.allclose(norm(two_rows).mean(0), torch.zeros(4), atol=1e-5)

@@ -17,7 +17,7 @@ from dyco_perception.model.grouping import (
     select_proposals,
 )
 from dyco_perception.model.transformer import BottleneckTransformer
-from dyco_perception.model.unet import SparseUNet
+from dyco_perception.model.unet import BatchNorm1d, SparseUNet
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
 from dyco_perception.sparse import SparseConv, resolve_backend
 
@@ -25,7 +25,7 @@ from dyco_perception.sparse import SparseConv, resolve_backend
 def _mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(c_in, hidden),
-        nn.BatchNorm1d(hidden, eps=1e-4),
+        BatchNorm1d(hidden, eps=1e-4),
         nn.ReLU(),
         nn.Linear(hidden, c_out),
     )

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+from torch import Tensor, nn
 
 from dyco_perception.sparse import SparseConv, SparseVoxels
+
+
+class BatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm that falls back to its running statistics for a single row in training.
+
+    A cropped training scene can shrink to one voxel at the coarsest level (or one point),
+    where batch statistics do not exist; torch's BatchNorm raises there.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] < 2:
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
 
 
 class SparseBNReLU(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.norm = nn.BatchNorm1d(channels, eps=1e-4, momentum=0.1)
+        self.norm = BatchNorm1d(channels, eps=1e-4, momentum=0.1)
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         return x.with_features(nn.functional.relu(self.norm(x.features)))
