@@ -1,4 +1,4 @@
-"""ament_python package: the ROS-free core (dyco_perception.*) and its rclpy shell (dyco_perception.ros)."""
+"""ament_python package: the ROS-free core (dyco_perception.*) and its rclpy shell (.ros)."""
 
 from glob import glob
 
@@ -23,7 +23,7 @@ setup(
     zip_safe=True,
     maintainer="dyco_perception developers",
     maintainer_email="dev@dyco-perception.invalid",
-    description="3D instance segmentation of accumulated point-cloud maps (DyCo3D) as a ROS 2 node.",
+    description="3D instance segmentation of point-cloud maps (DyCo3D) as a ROS 2 node.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

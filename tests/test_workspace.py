@@ -47,7 +47,7 @@ def test_node_executable_is_where_ros2_run_looks() -> None:
     assert os.access(lib_dir / "segment_node", os.X_OK)
 
 
-def _message_fields_equal(received, expected) -> None:  # noqa: ANN001
+def _message_fields_equal(received, expected) -> None:
     """Recursively compares every field of two ROS messages, naming the first difference."""
     for field in expected.get_fields_and_field_types():
         got, want = getattr(received, field), getattr(expected, field)
@@ -76,7 +76,7 @@ def publisher_process():
     process.wait(timeout=10)
 
 
-def test_messages_round_trip_between_processes_over_dds(publisher_process) -> None:  # noqa: ANN001
+def test_messages_round_trip_between_processes_over_dds(publisher_process) -> None:
     rclpy.init()
     node = rclpy.create_node("sample_message_receiver")
     qos = QoSProfile(
