@@ -170,3 +170,22 @@ def test_validate_reports_benchmark_metrics(tmp_path):
     assert {"AP", "AP50", "AP25", "per_class", "class_agnostic", "seconds_per_scan"} <= set(
         metrics)
     assert trainer.model.training  # validation hands the model back in training mode
+
+
+def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
+    from dyco_training.augment import AugmentConfig
+    from dyco_training.datasets import make_scene
+    from dyco_training.trainer import augment_spanning
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    xyz = rng.random((n, 3)).astype(np.float32) * np.array([6.0, 1.0, 1.0], np.float32)
+    scene = make_scene(xyz, np.zeros((n, 3), np.uint8), np.zeros(n), np.zeros(n), "strip")
+    cfg = AugmentConfig(max_points=1000, rotate_z=False, elastic_prob=0.0,
+                        matrix_jitter_std=0.0, scale_min=1.0, scale_max=1.0)
+    # A 1000-point crop of a 6 m strip spans metres: fine for a 1 m bottleneck voxel, never
+    # for one larger than the whole strip.
+    out, _, rows = augment_spanning(scene, cfg, rng, min_extent=1.0)
+    assert np.ptp(out, axis=0).max() > 1.0 and len(rows) <= 1000
+    with pytest.raises(ValueError, match="bottleneck voxel"):
+        augment_spanning(scene, cfg, rng, min_extent=6.5)

@@ -234,12 +234,30 @@ def build_pool(cfg: DataConfig) -> list[Scene]:
     return pool
 
 
+MAX_CROP_TRIES = 20
+
+
+def augment_spanning(scene: Scene, augment: AugmentConfig, rng: np.random.Generator,
+                     min_extent: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """augment_scene, redrawn until the crop spans more than `min_extent` metres along some
+    axis: a crop inside one bottleneck voxel leaves BatchNorm a single value (a crash)."""
+    for _ in range(MAX_CROP_TRIES):
+        xyz, rgb, rows = augment_scene(scene.xyz, scene.rgb, augment, rng)
+        if len(xyz) and float(np.ptp(xyz, axis=0).max()) > min_extent:
+            return xyz, rgb, rows
+    raise ValueError(
+        f"scene {scene.name}: {MAX_CROP_TRIES} crops of augment.max_points="
+        f"{augment.max_points} all fit inside one bottleneck voxel ({min_extent:.2f} m); "
+        "raise augment.max_points or lower model backbone.levels / voxel_size"
+    )
+
+
 def make_batch(scenes: list[Scene], augment: AugmentConfig, rng: np.random.Generator,
-               device: torch.device) -> dict[str, torch.Tensor]:
+               device: torch.device, min_extent: float = 0.0) -> dict[str, torch.Tensor]:
     """Augment + crop each scene and concatenate them with a per-point scene index."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xyz", "rgb", "sem", "inst", "batch")}
     for b, scene in enumerate(scenes):
-        xyz, rgb, rows = augment_scene(scene.xyz, scene.rgb, augment, rng)
+        xyz, rgb, rows = augment_spanning(scene, augment, rng, min_extent)
         parts["xyz"].append(xyz)
         parts["rgb"].append(rgb / 127.5 - 1.0)
         parts["sem"].append(scene.semantic[rows])
@@ -380,7 +398,9 @@ class Trainer:
 
     def batch_for(self, step: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.cfg.train.seed, self.info.rank, step])
-        return make_batch(self._scenes_for(step), self.cfg.augment, rng, self.device)
+        model = self.cfg.model
+        bottleneck = model.voxel.voxel_size * 2 ** (model.backbone.levels - 1)
+        return make_batch(self._scenes_for(step), self.cfg.augment, rng, self.device, bottleneck)
 
     # ---- one iteration ----
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
