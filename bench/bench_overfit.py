@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--val-every", type=int, default=20)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"),
+                        help="cosine runs over --iterations")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/bench_overfit")
     args = parser.parse_args()
@@ -43,7 +45,7 @@ def main() -> None:
                  "val_scans": [args.scan], "val_split": "none"},
         "augment": {"enabled": False, "max_points": 1_000_000},
         "optim": {"lr": args.lr},
-        "schedule": {"name": "constant"},
+        "schedule": {"name": args.schedule, "min_lr_ratio": 0.05},
         "train": {"iterations": args.iterations, "threads": args.threads},
         "log": {"every": 5, "save_every": 10_000, "progress": False, "tensorboard": False},
     })

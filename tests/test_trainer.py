@@ -189,3 +189,17 @@ def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
     assert np.ptp(out, axis=0).max() > 1.0 and len(rows) <= 1000
     with pytest.raises(ValueError, match="bottleneck voxel"):
         augment_spanning(scene, cfg, rng, min_extent=6.5)
+
+
+@pytest.mark.skipif(not SCANS.is_dir(), reason=f"{SCANS} (real ScanNet scans) is absent")
+def test_a_few_steps_reduce_the_loss_on_one_real_scan(tmp_path):
+    cfg = tiny_config(
+        data={"scans_dir": str(SCANS), "train_scans": ["scene0001_00"], "train_split": "all",
+              "real_repeat": 1, "generated_rooms": 0},
+        optim={"lr": 0.01}, schedule={"name": "constant"},
+        augment={"enabled": False, "max_points": 8000},
+    )
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    batch = trainer.batch_for(0)
+    losses = [trainer.train_step(batch)["loss_total"] for _ in range(8)]
+    assert np.mean(losses[-2:]) < 0.92 * np.mean(losses[:2]), losses
