@@ -15,7 +15,7 @@ from dyco_perception.ros import bags
 from dyco_perception.ros.demo import DEMO_BAG, choose_checkpoint
 from dyco_perception.ros.make_bag import write_scan_bag
 from dyco_perception.ros.params import SHIPPED_CHECKPOINT
-from dyco_perception.ros.process import package_file
+from dyco_perception.ros.resources import package_file
 
 from tests.test_node import write_test_checkpoint
 

@@ -25,6 +25,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import String
 
 from dyco_perception import pointcloud2 as pc2
+from dyco_perception.ros.resources import package_file
 
 CLOUD_TOPIC = "/cloud_in"
 GT_TOPIC = "/ground_truth"
@@ -34,12 +35,7 @@ _DYCO_MSGS = ("Instance", "InstanceArray", "ClassMap")
 
 
 def _msg_dir() -> Path:
-    repo = Path(__file__).resolve().parents[3] / "dyco_msgs" / "msg"
-    if repo.is_dir():
-        return repo
-    from ament_index_python.packages import get_package_share_directory
-
-    return Path(get_package_share_directory("dyco_msgs")) / "msg"
+    return package_file("msg", package="dyco_msgs")
 
 
 def typestore() -> Any:

@@ -24,7 +24,8 @@ from dyco_perception.ros import bags, replay
 from dyco_perception.ros.client import SegmentationClient
 from dyco_perception.ros.outputs import instance_colours
 from dyco_perception.ros.params import SHIPPED_CHECKPOINT
-from dyco_perception.ros.process import package_file, start_node, stop_node
+from dyco_perception.ros.process import start_node, stop_node
+from dyco_perception.ros.resources import package_file
 
 DEMO_BAG = "demo/demo_rooms"
 INPUT_TOPIC = "/dyco_demo/cloud_in"

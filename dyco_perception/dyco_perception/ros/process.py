@@ -9,23 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def package_file(relative: str) -> Path:
-    """A file shipped with the package (config/, demo/, checkpoints/): the repository copy,
-    else the installed share directory's."""
-    candidates = [REPO_ROOT / relative]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("dyco_perception")) / relative)
-    except (ImportError, LookupError, ValueError):
-        pass
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    return candidates[0]
+from dyco_perception.ros.resources import package_file
 
 
 def node_executable() -> str:

@@ -37,6 +37,7 @@ from dyco_perception import classes
 from dyco_perception import pointcloud2 as pc2
 from dyco_perception.ros import outputs
 from dyco_perception.ros.params import SPECS, NodeSettings, check_value
+from dyco_perception.ros.resources import package_file, search_roots
 
 TOPIC_IN = "cloud_in"
 TOPIC_CLOUD = "segmentation/cloud"
@@ -52,24 +53,13 @@ class StartupError(RuntimeError):
 
 
 def resolve_checkpoint(path: str) -> Path:
-    """An absolute checkpoint path: as given, else relative to the working directory, the
-    package share directory, or the repository this module lives in."""
-    candidate = Path(path).expanduser()
-    if candidate.is_absolute():
-        return candidate
-    roots = [Path.cwd()]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        roots.append(Path(get_package_share_directory("dyco_perception")))
-    except (ImportError, LookupError, ValueError):
-        pass
-    roots.append(Path(__file__).resolve().parents[3])  # repo root (source or symlink install)
-    for root in roots:
-        if (root / candidate).is_file():
-            return root / candidate
-    tried = ", ".join(str(root / candidate) for root in roots)
-    raise StartupError(f"checkpoint '{path}' not found (tried {tried})")
+    """An existing checkpoint path: as given, else relative to the working directory, the
+    repository or the package share directory."""
+    found = package_file(path, cwd=True)
+    if not found.is_file():
+        tried = ", ".join(str(root / path) for root in search_roots(cwd=True))
+        raise StartupError(f"checkpoint '{path}' not found (tried {tried})")
+    return found
 
 
 def _descriptor(spec: Any) -> ParameterDescriptor:
