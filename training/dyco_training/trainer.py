@@ -356,6 +356,7 @@ class Trainer:
         self.use_amp = loop.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
+        self.code_version = git_commit()  # at the start: the code that does the training
         self.pool = build_pool(cfg.data)
         self.real_names = sorted({s.name for s in self.pool[: len(self.pool)
                                                           - cfg.data.generated_rooms]})
@@ -525,7 +526,7 @@ class Trainer:
             "device": str(self.device),
             "weights_dtype": self.cfg.export.dtype,
             "val_metrics": metrics,
-            "git_commit": git_commit(),
+            "git_commit": self.code_version,
         })
         return save_checkpoint(path, model, card)
 
