@@ -30,25 +30,38 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--val-every", type=int, default=20)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--schedule", default="cosine", choices=("cosine", "constant"),
-                        help="cosine runs over --iterations")
+    parser.add_argument(
+        "--schedule",
+        default="cosine",
+        choices=("cosine", "constant"),
+        help="cosine runs over --iterations",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/bench_overfit")
     args = parser.parse_args()
     if not SCANS.is_dir():
         raise SystemExit(f"{SCANS} is absent: this bench needs the real scans")
-    cfg = train_config_from_dict({
-        "model_config": args.model_config,
-        "model": {"voxel": {"voxel_size": args.voxel_size, "use_xyz": args.use_xyz},
-                  "grouping": {"radius": args.radius}},
-        "data": {"scans_dir": str(SCANS), "train_scans": [args.scan], "train_split": "all",
-                 "val_scans": [args.scan], "val_split": "none"},
-        "augment": {"enabled": False, "max_points": 1_000_000},
-        "optim": {"lr": args.lr},
-        "schedule": {"name": args.schedule, "min_lr_ratio": 0.05},
-        "train": {"iterations": args.iterations, "threads": args.threads},
-        "log": {"every": 5, "save_every": 10_000, "progress": False, "tensorboard": False},
-    })
+    cfg = train_config_from_dict(
+        {
+            "model_config": args.model_config,
+            "model": {
+                "voxel": {"voxel_size": args.voxel_size, "use_xyz": args.use_xyz},
+                "grouping": {"radius": args.radius},
+            },
+            "data": {
+                "scans_dir": str(SCANS),
+                "train_scans": [args.scan],
+                "train_split": "all",
+                "val_scans": [args.scan],
+                "val_split": "none",
+            },
+            "augment": {"enabled": False, "max_points": 1_000_000},
+            "optim": {"lr": args.lr},
+            "schedule": {"name": args.schedule, "min_lr_ratio": 0.05},
+            "train": {"iterations": args.iterations, "threads": args.threads},
+            "log": {"every": 5, "save_every": 10_000, "progress": False, "tensorboard": False},
+        }
+    )
     trainer = Trainer(cfg, out_dir=args.out)
     print(f"scan {args.scan}, backend {trainer.model.backend}, threads {torch.get_num_threads()}")
     print(f"{'iter':>5} {'minutes':>8} {'loss':>8} {'AP':>6} {'AP50':>6} {'AP25':>6}")
@@ -59,8 +72,11 @@ def main() -> None:
         minutes = (time.perf_counter() - start) / 60
         if trainer.step % args.val_every == 0 or minutes > args.minutes:
             m = trainer.validate()
-            print(f"{trainer.step:5d} {minutes:8.2f} {loss:8.3f} {m['AP'] or 0:6.3f} "
-                  f"{m['AP50'] or 0:6.3f} {m['AP25'] or 0:6.3f}", flush=True)
+            print(
+                f"{trainer.step:5d} {minutes:8.2f} {loss:8.3f} {m['AP'] or 0:6.3f} "
+                f"{m['AP50'] or 0:6.3f} {m['AP25'] or 0:6.3f}",
+                flush=True,
+            )
             if (m["AP50"] or 0) >= 0.9 or minutes > args.minutes:
                 break
     print(f"training state: {trainer.save_state()}")

@@ -27,8 +27,9 @@ def test_rotation_about_z_keeps_distances_and_height():
     np.testing.assert_allclose(_pairwise(rotated), _pairwise(xyz), atol=1e-5)
     np.testing.assert_allclose(rotated[:, 2], xyz[:, 2], atol=1e-6)
     # A quarter turn maps the x axis onto +-y (row-vector convention: xyz @ R).
-    np.testing.assert_allclose(np.abs(np.array([[1.0, 0, 0]]) @ rotation_z(np.pi / 2)),
-                               [[0, 1, 0]], atol=1e-12)
+    np.testing.assert_allclose(
+        np.abs(np.array([[1.0, 0, 0]]) @ rotation_z(np.pi / 2)), [[0, 1, 0]], atol=1e-12
+    )
 
 
 def test_rigid_chain_without_jitter_or_scale_is_an_isometry():
@@ -56,8 +57,9 @@ def test_elastic_is_smooth_and_bounded():
     assert np.abs(shift).max() < 0.7 * magnitude
     # Smooth: points 5 mm apart move almost together (far less than the shift itself).
     near = xyz + np.float32(0.005)
-    shift_near = elastic_distortion(np.vstack([xyz, near]), 0.12, magnitude,
-                                    np.random.default_rng(7)) - np.vstack([xyz, near])
+    shift_near = elastic_distortion(
+        np.vstack([xyz, near]), 0.12, magnitude, np.random.default_rng(7)
+    ) - np.vstack([xyz, near])
     diff = np.abs(shift_near[:5000] - shift_near[5000:])
     # Piecewise-linear on a 12 cm grid: a 5 mm step changes the shift by ~5/120 of the
     # neighbouring cells' difference, so on average only a few % of the typical shift.
@@ -78,8 +80,9 @@ def test_crop_respects_budget_and_keeps_a_box():
 
 def test_crop_keeps_everything_under_budget_and_rejects_bad_budget():
     xyz = _cloud(100)
-    np.testing.assert_array_equal(crop_to_budget(xyz, 100, np.random.default_rng(0)),
-                                  np.arange(100))
+    np.testing.assert_array_equal(
+        crop_to_budget(xyz, 100, np.random.default_rng(0)), np.arange(100)
+    )
     with pytest.raises(ValueError, match="max_points"):
         crop_to_budget(xyz, 0, np.random.default_rng(0))
 
@@ -87,15 +90,15 @@ def test_crop_keeps_everything_under_budget_and_rejects_bad_budget():
 def test_augment_scene_keeps_labels_aligned_with_points():
     xyz = _cloud(8000, size=(6.0, 6.0, 2.5))
     rgb = np.random.default_rng(2).integers(0, 256, (8000, 3)).astype(np.uint8)
-    cfg = AugmentConfig(max_points=3000, scale_min=1.0, scale_max=1.0, matrix_jitter_std=0.0,
-                        elastic_prob=0.0)
+    cfg = AugmentConfig(
+        max_points=3000, scale_min=1.0, scale_max=1.0, matrix_jitter_std=0.0, elastic_prob=0.0
+    )
     out_xyz, out_rgb, rows = augment_scene(xyz, rgb, cfg, np.random.default_rng(5))
     assert len(out_xyz) == len(out_rgb) == len(rows) <= 3000
     np.testing.assert_array_equal(out_rgb, rgb[rows].astype(np.float32))  # no colour jitter
     # Rigid transform: distances between kept points are the originals' distances.
     sample = np.arange(0, len(rows), max(1, len(rows) // 150))
-    np.testing.assert_allclose(_pairwise(out_xyz[sample]), _pairwise(xyz[rows][sample]),
-                               atol=1e-4)
+    np.testing.assert_allclose(_pairwise(out_xyz[sample]), _pairwise(xyz[rows][sample]), atol=1e-4)
     assert np.allclose(out_xyz.min(0), 0.0)
 
 
@@ -103,8 +106,14 @@ def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match=r"augment\.flip_x_prob"):
         AugmentConfig.from_dict({"flip_x_prob": 2.0})
     with pytest.raises(ValueError, match=r"augment\.elastic\[1\]\.granularity"):
-        AugmentConfig.from_dict({"elastic": [{"granularity": 0.1, "magnitude": 0.1},
-                                             {"granularity": -1.0, "magnitude": 0.1}]})
+        AugmentConfig.from_dict(
+            {
+                "elastic": [
+                    {"granularity": 0.1, "magnitude": 0.1},
+                    {"granularity": -1.0, "magnitude": 0.1},
+                ]
+            }
+        )
     with pytest.raises(ValueError, match="scale_min"):
         AugmentConfig.from_dict({"scale_min": 1.2, "scale_max": 1.1})
     with pytest.raises(ValueError, match="unknown"):

@@ -18,13 +18,20 @@ REPO = Path(__file__).resolve().parents[1]
 def _write_config(tmp_path: Path, **extra) -> Path:
     cfg = {
         "model_config": str(REPO / "config/model/tiny_test.yaml"),
-        "data": {"real_repeat": 0, "generated_rooms": 1, "generated_points": 5000,
-                 "val_split": "none"},
+        "data": {
+            "real_repeat": 0,
+            "generated_rooms": 1,
+            "generated_points": 5000,
+            "val_split": "none",
+        },
         "augment": {"max_points": 4000},
         "train": {"iterations": 2, "threads": 1},
         "log": {"every": 1, "save_every": 1, "progress": False, "tensorboard": False},
-        "export": {"checkpoint": str(tmp_path / "ckpt" / "tiny.safetensors"),
-                   "dtype": "float16", "curves_png": str(tmp_path / "ckpt" / "curves.png")},
+        "export": {
+            "checkpoint": str(tmp_path / "ckpt" / "tiny.safetensors"),
+            "dtype": "float16",
+            "curves_png": str(tmp_path / "ckpt" / "curves.png"),
+        },
         **extra,
     }
     path = tmp_path / "train.yaml"
@@ -59,8 +66,10 @@ def test_train_writes_fp16_checkpoint_with_model_card(trained):
 def test_resume_from_cli_continues_to_more_iterations(trained, tmp_path):
     config = _write_config(tmp_path, train={"iterations": 3, "threads": 1})
     run = trained / "run"
-    assert train_main(["--config", str(config), "--out", str(run),
-                       "--resume", str(run / "state.pt")]) == 0
+    assert (
+        train_main(["--config", str(config), "--out", str(run), "--resume", str(run / "state.pt")])
+        == 0
+    )
     rows = (run / "train.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1.0", "2.0", "3.0"]
 
@@ -70,13 +79,22 @@ def test_evaluate_cli_writes_metrics_json(trained, tmp_path, capsys):
     for seed in (11, 12):
         save_scene_npz(generate_room(seed, 5000), scans / f"room{seed}.npz")
     out = tmp_path / "metrics.json"
-    code = evaluate_main(["--checkpoint", str(trained / "ckpt" / "tiny.safetensors"),
-                          "--scans", str(scans), "--device", "cpu", "--json", str(out),
-                          "--no-progress"])
+    code = evaluate_main(
+        [
+            "--checkpoint",
+            str(trained / "ckpt" / "tiny.safetensors"),
+            "--scans",
+            str(scans),
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     metrics = json.loads(out.read_text())
-    assert {"AP", "AP50", "AP25", "per_class", "class_agnostic", "seconds_per_scan"} <= set(
-        metrics)
+    assert {"AP", "AP50", "AP25", "per_class", "class_agnostic", "seconds_per_scan"} <= set(metrics)
     assert set(metrics["class_agnostic"]) == {"AP", "AP50", "AP25"}
     assert metrics["scans"] == ["room11", "room12"] and metrics["seconds_per_scan"] > 0
     assert "class-agnostic" in capsys.readouterr().out
@@ -97,6 +115,7 @@ def test_console_scripts_are_installed():
     bin_dir = Path(sys.executable).parent
     for name in ("dyco-train", "dyco-evaluate"):
         assert (bin_dir / name).is_file(), f"{name} missing: run make setup"
-    out = subprocess.run([str(bin_dir / "dyco-evaluate"), "--help"], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [str(bin_dir / "dyco-evaluate"), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "--checkpoint" in out.stdout

@@ -10,7 +10,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-WORKER = '''
+WORKER = """
 import json, sys
 from pathlib import Path
 import torch
@@ -29,14 +29,18 @@ torch.save({"rank": trainer.info.rank, "world": trainer.info.world_size,
             "initial": initial, "params": flat(), "seen": seen},
            out / f"rank{trainer.info.rank}.pt")
 trainer.close()
-'''
+"""
 
 
 def test_torchrun_two_ranks_shard_scenes_and_keep_parameters_in_sync(tmp_path):
     cfg = {
         "model_config": str(REPO / "config/model/tiny_test.yaml"),
-        "data": {"real_repeat": 0, "generated_rooms": 4, "generated_points": 4000,
-                 "val_split": "none"},
+        "data": {
+            "real_repeat": 0,
+            "generated_rooms": 4,
+            "generated_points": 4000,
+            "val_split": "none",
+        },
         "augment": {"max_points": 3000},
         "optim": {"lr": 0.01},
         "train": {"iterations": 2, "threads": 1, "device": "cpu"},
@@ -45,9 +49,21 @@ def test_torchrun_two_ranks_shard_scenes_and_keep_parameters_in_sync(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(script), json.dumps(cfg), str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            json.dumps(cfg),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

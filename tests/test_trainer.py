@@ -21,15 +21,20 @@ SCANS = Path("/work/shared/data/scannet50k")
 def tiny_config(**overrides) -> dict:
     cfg = {
         "model_config": str(REPO / "config/model/tiny_test.yaml"),
-        "data": {"real_repeat": 0, "generated_rooms": 2, "generated_points": 6000,
-                 "val_split": "none"},
+        "data": {
+            "real_repeat": 0,
+            "generated_rooms": 2,
+            "generated_points": 6000,
+            "val_split": "none",
+        },
         "augment": {"max_points": 5000},
         "train": {"iterations": 4, "threads": 1, "seed": 3},
         "log": {"every": 1, "save_every": 2, "progress": False},
     }
     for key, value in overrides.items():
         cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.update(
-            {key: value})
+            {key: value}
+        )
     return cfg
 
 
@@ -94,13 +99,17 @@ def test_schedules():
 
 
 def _mask_branch_grad(trainer: Trainer) -> float:
-    return sum(float(p.grad.abs().sum()) for p in trainer.model.kernel_generator.parameters()
-               if p.grad is not None)
+    return sum(
+        float(p.grad.abs().sum())
+        for p in trainer.model.kernel_generator.parameters()
+        if p.grad is not None
+    )
 
 
 def test_mask_losses_are_off_during_the_prepare_iterations(tmp_path):
-    trainer = Trainer(train_config_from_dict(tiny_config(train={"prepare_iters": 1})),
-                      out_dir=tmp_path)
+    trainer = Trainer(
+        train_config_from_dict(tiny_config(train={"prepare_iters": 1})), out_dir=tmp_path
+    )
     batch = trainer.batch_for(0)
     trainer.train_step(batch)
     assert _mask_branch_grad(trainer) == 0.0  # mask branch untouched in the prepare stage
@@ -109,8 +118,11 @@ def test_mask_losses_are_off_during_the_prepare_iterations(tmp_path):
 
 
 def test_a_few_steps_reduce_the_loss_on_one_scene(tmp_path):
-    cfg = tiny_config(optim={"lr": 0.01}, schedule={"name": "constant"},
-                      augment={"enabled": False, "max_points": 6000})
+    cfg = tiny_config(
+        optim={"lr": 0.01},
+        schedule={"name": "constant"},
+        augment={"enabled": False, "max_points": 6000},
+    )
     trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
     batch = trainer.batch_for(0)
     losses = [trainer.train_step(batch)["loss_total"] for _ in range(8)]
@@ -131,10 +143,10 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.step == 2
     assert resumed.scheduler.last_epoch == 2
     resumed.train_step(resumed.batch_for(resumed.step))
-    for (name, a), b in zip(first.model.state_dict().items(),
-                            resumed.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=f"{name} differs after resume", atol=1e-5,
-                                   rtol=1e-4)
+    for (name, a), b in zip(
+        first.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=f"{name} differs after resume", atol=1e-5, rtol=1e-4)
 
 
 def test_resume_rejects_a_non_state_file(tmp_path):
@@ -167,8 +179,7 @@ def test_validate_reports_benchmark_metrics(tmp_path):
 
     trainer = Trainer(train_config_from_dict(tiny_config()), out_dir=tmp_path)
     metrics = trainer.validate([generate_room(5, 6000)])
-    assert {"AP", "AP50", "AP25", "per_class", "class_agnostic", "seconds_per_scan"} <= set(
-        metrics)
+    assert {"AP", "AP50", "AP25", "per_class", "class_agnostic", "seconds_per_scan"} <= set(metrics)
     assert trainer.model.training  # validation hands the model back in training mode
 
 
@@ -181,8 +192,14 @@ def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
     n = 4000
     xyz = rng.random((n, 3)).astype(np.float32) * np.array([6.0, 1.0, 1.0], np.float32)
     scene = make_scene(xyz, np.zeros((n, 3), np.uint8), np.zeros(n), np.zeros(n), "strip")
-    cfg = AugmentConfig(max_points=1000, rotate_z=False, elastic_prob=0.0,
-                        matrix_jitter_std=0.0, scale_min=1.0, scale_max=1.0)
+    cfg = AugmentConfig(
+        max_points=1000,
+        rotate_z=False,
+        elastic_prob=0.0,
+        matrix_jitter_std=0.0,
+        scale_min=1.0,
+        scale_max=1.0,
+    )
     # A 1000-point crop of a 6 m strip spans metres: fine for a 1 m bottleneck voxel, never
     # for one larger than the whole strip.
     out, _, rows = augment_spanning(scene, cfg, rng, min_extent=1.0)
@@ -194,9 +211,15 @@ def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
 @pytest.mark.skipif(not SCANS.is_dir(), reason=f"{SCANS} (real ScanNet scans) is absent")
 def test_a_few_steps_reduce_the_loss_on_one_real_scan(tmp_path):
     cfg = tiny_config(
-        data={"scans_dir": str(SCANS), "train_scans": ["scene0001_00"], "train_split": "all",
-              "real_repeat": 1, "generated_rooms": 0},
-        optim={"lr": 0.01}, schedule={"name": "constant"},
+        data={
+            "scans_dir": str(SCANS),
+            "train_scans": ["scene0001_00"],
+            "train_split": "all",
+            "real_repeat": 1,
+            "generated_rooms": 0,
+        },
+        optim={"lr": 0.01},
+        schedule={"name": "constant"},
         augment={"enabled": False, "max_points": 8000},
     )
     trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)

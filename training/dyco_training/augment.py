@@ -90,8 +90,10 @@ def elastic_distortion(
             noise = convolve1d(noise, box, axis=axis, mode="constant")
     axes = [np.arange(n) * granularity + lo[i] - granularity for i, n in enumerate(cells)]
     shift = np.stack(
-        [RegularGridInterpolator(axes, noise[c], bounds_error=False, fill_value=0.0)(xyz)
-         for c in range(3)],
+        [
+            RegularGridInterpolator(axes, noise[c], bounds_error=False, fill_value=0.0)(xyz)
+            for c in range(3)
+        ],
         axis=1,
     )
     return (xyz + shift * magnitude).astype(xyz.dtype)

@@ -16,8 +16,13 @@ from typing import Any
 from dyco_training.datasets import list_npz_scans, load_npz_scene
 
 
-def evaluate_checkpoint(checkpoint: str | Path, scans: list[Path], device: str = "auto",
-                        backend: str = "auto", progress: bool = True) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    scans: list[Path],
+    device: str = "auto",
+    backend: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Benchmark metrics of `checkpoint` over `scans` plus seconds_per_scan."""
     from dyco_perception.segmenter import Segmenter
     from tqdm import tqdm
@@ -50,13 +55,18 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines = [f"{'class':<24}{'AP':>7}{'AP50':>7}{'AP25':>7}"]
     for name, (ap, ap50, ap25) in metrics["per_class"].items():
         lines.append(f"{name:<24}{_fmt(ap):>7}{_fmt(ap50):>7}{_fmt(ap25):>7}")
-    lines.append(f"{'average':<24}{_fmt(metrics['AP']):>7}{_fmt(metrics['AP50']):>7}"
-                 f"{_fmt(metrics['AP25']):>7}")
+    lines.append(
+        f"{'average':<24}{_fmt(metrics['AP']):>7}{_fmt(metrics['AP50']):>7}"
+        f"{_fmt(metrics['AP25']):>7}"
+    )
     agn = metrics["class_agnostic"]
-    lines.append(f"{'class-agnostic':<24}{_fmt(agn['AP']):>7}{_fmt(agn['AP50']):>7}"
-                 f"{_fmt(agn['AP25']):>7}")
-    lines.append(f"{len(metrics['scans'])} scans, {metrics['seconds_per_scan']:.3f} s/scan "
-                 f"on {metrics['device']}")
+    lines.append(
+        f"{'class-agnostic':<24}{_fmt(agn['AP']):>7}{_fmt(agn['AP50']):>7}{_fmt(agn['AP25']):>7}"
+    )
+    lines.append(
+        f"{len(metrics['scans'])} scans, {metrics['seconds_per_scan']:.3f} s/scan "
+        f"on {metrics['device']}"
+    )
     return "\n".join(lines)
 
 
@@ -64,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dyco-evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help=".safetensors checkpoint")
     parser.add_argument("--scans", required=True, help="folder of npz scans (scannet50k format)")
-    parser.add_argument("--split", choices=("train", "val"),
-                        help="only this split of the folder (scannet50k room split)")
+    parser.add_argument(
+        "--split",
+        choices=("train", "val"),
+        help="only this split of the folder (scannet50k room split)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "spconv"))
     parser.add_argument("--json", help="write the metrics to this JSON file")
@@ -75,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         scans = list_npz_scans(args.scans, args.split)
         if not scans:
             raise ValueError(f"no .npz scans in {args.scans}")
-        metrics = evaluate_checkpoint(args.checkpoint, scans, args.device, args.backend,
-                                      progress=not args.no_progress)
+        metrics = evaluate_checkpoint(
+            args.checkpoint, scans, args.device, args.backend, progress=not args.no_progress
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"dyco-evaluate: {exc}", file=sys.stderr)
         return 2

@@ -126,8 +126,12 @@ class TrainConfig:
 
 
 _SECTIONS = {
-    "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
-    "train": LoopConfig, "log": LogConfig, "export": ExportConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": LoopConfig,
+    "log": LogConfig,
+    "export": ExportConfig,
 }
 _TOP_KEYS = {"model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
 
@@ -215,8 +219,9 @@ def load_scans(cfg: DataConfig, split: str, names: list[str]) -> list[Scene]:
     """Real scans of one split (or the named ones); [] for split 'none' without names."""
     if split == "none" and not names:
         return []
-    paths = list_npz_scans(cfg.scans_dir, None if split in ("all", "none") else split,
-                           names or None)
+    paths = list_npz_scans(
+        cfg.scans_dir, None if split in ("all", "none") else split, names or None
+    )
     return [load_npz_scene(p) for p in paths]
 
 
@@ -227,8 +232,10 @@ def build_pool(cfg: DataConfig) -> list[Scene]:
     if cfg.generated_rooms:
         from dyco_training.room_generator import generate_room
 
-        pool += [generate_room(cfg.generated_seed + i, cfg.generated_points)
-                 for i in range(cfg.generated_rooms)]
+        pool += [
+            generate_room(cfg.generated_seed + i, cfg.generated_points)
+            for i in range(cfg.generated_rooms)
+        ]
     if not pool:
         raise ValueError("data: the training pool is empty (no real scans and no generated rooms)")
     return pool
@@ -237,8 +244,9 @@ def build_pool(cfg: DataConfig) -> list[Scene]:
 MAX_CROP_TRIES = 20
 
 
-def augment_spanning(scene: Scene, augment: AugmentConfig, rng: np.random.Generator,
-                     min_extent: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def augment_spanning(
+    scene: Scene, augment: AugmentConfig, rng: np.random.Generator, min_extent: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """augment_scene, redrawn until the crop spans more than `min_extent` metres along some
     axis: a crop inside one bottleneck voxel leaves BatchNorm a single value (a crash)."""
     for _ in range(MAX_CROP_TRIES):
@@ -252,8 +260,13 @@ def augment_spanning(scene: Scene, augment: AugmentConfig, rng: np.random.Genera
     )
 
 
-def make_batch(scenes: list[Scene], augment: AugmentConfig, rng: np.random.Generator,
-               device: torch.device, min_extent: float = 0.0) -> dict[str, torch.Tensor]:
+def make_batch(
+    scenes: list[Scene],
+    augment: AugmentConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    min_extent: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """Augment + crop each scene and concatenate them with a per-point scene index."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xyz", "rgb", "sem", "inst", "batch")}
     for b, scene in enumerate(scenes):
@@ -279,8 +292,9 @@ def make_batch(scenes: list[Scene], augment: AugmentConfig, rng: np.random.Gener
 
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     kind = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return kind(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                weight_decay=cfg.weight_decay)
+    return kind(
+        model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+    )
 
 
 def lr_factor(step: int, total: int, cfg: ScheduleConfig, time_progress: float = 0.0) -> float:
@@ -307,11 +321,19 @@ def resolve_train_device(name: str, info: DistInfo) -> torch.device:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True)
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -323,13 +345,17 @@ def git_commit() -> str:
 class Trainer:
     """Builds everything from a TrainConfig; `run()` trains and returns the final metrics."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None,
-                 resume: str | Path | None = None):
+    def __init__(
+        self, cfg: TrainConfig, out_dir: str | Path | None = None, resume: str | Path | None = None
+    ):
         self.cfg = cfg
         self.out_dir = Path(out_dir or cfg.out_dir)
         loop = cfg.train
-        wanted = "cuda" if loop.device == "cuda" or (
-            loop.device == "auto" and torch.cuda.is_available()) else "cpu"
+        wanted = (
+            "cuda"
+            if loop.device == "cuda" or (loop.device == "auto" and torch.cuda.is_available())
+            else "cpu"
+        )
         self.info = init_distributed(wanted)
         self.device = resolve_train_device(loop.device, self.info)
         if self.device.type == "cuda":
@@ -343,7 +369,8 @@ class Trainer:
         self.net: torch.nn.Module = self.model
         if self.info.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=loop.find_unused_parameters,
             )
         self.optimizer = make_optimizer(self.model, cfg.optim)
@@ -352,20 +379,27 @@ class Trainer:
         self._clock_start = time.perf_counter()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: lr_factor(s, loop.iterations, cfg.schedule, self.shared_time_progress))
+            lambda s: lr_factor(s, loop.iterations, cfg.schedule, self.shared_time_progress),
+        )
         self.use_amp = loop.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self.code_version = git_commit()  # at the start: the code that does the training
         self.pool = build_pool(cfg.data)
-        self.real_names = sorted({s.name for s in self.pool[: len(self.pool)
-                                                          - cfg.data.generated_rooms]})
-        self.val_scenes = load_scans(cfg.data, cfg.data.val_split, cfg.data.val_scans) \
-            if self.info.is_main else []
-        self.logger = RunLogger(self.out_dir, enabled=self.info.is_main,
-                                tensorboard=cfg.log.tensorboard)
+        self.real_names = sorted(
+            {s.name for s in self.pool[: len(self.pool) - cfg.data.generated_rooms]}
+        )
+        self.val_scenes = (
+            load_scans(cfg.data, cfg.data.val_split, cfg.data.val_scans)
+            if self.info.is_main
+            else []
+        )
+        self.logger = RunLogger(
+            self.out_dir, enabled=self.info.is_main, tensorboard=cfg.log.tensorboard
+        )
         self.prepare_loss = dataclasses.replace(
-            cfg.loss, mask_bce_weight=0.0, mask_dice_weight=0.0, score_weight=0.0)
+            cfg.loss, mask_bce_weight=0.0, mask_dice_weight=0.0, score_weight=0.0
+        )
         if resume:
             self.load_state(resume)
 
@@ -392,8 +426,9 @@ class Trainer:
         chosen = []
         for j in range(self.cfg.train.batch_size):
             position = step * self.cfg.train.batch_size + j
-            shard = shard_indices(len(self.pool), position // per_rank, self.cfg.train.seed,
-                                  self.info)
+            shard = shard_indices(
+                len(self.pool), position // per_rank, self.cfg.train.seed, self.info
+            )
             chosen.append(self.pool[shard[position % per_rank]])
         return chosen
 
@@ -408,20 +443,24 @@ class Trainer:
         self.net.train()
         loss_cfg = self.prepare_loss if self.step < self.cfg.train.prepare_iters else self.cfg.loss
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
-            outputs = self.net(batch["xyz"], batch["rgb"], batch["batch"],
-                               batch["semantic"], batch["instance"])
+            outputs = self.net(
+                batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
+            )
             losses = compute_losses(outputs, batch, loss_cfg)
         total = losses["total"]
         if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite loss at iteration {self.step}: "
-                                     f"{ {k: float(v) for k, v in losses.items()} }")
+            raise FloatingPointError(
+                f"non-finite loss at iteration {self.step}: "
+                f"{ {k: float(v) for k, v in losses.items()} }"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         grad_norm = None
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                             self.cfg.optim.grad_clip))
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -510,24 +549,27 @@ class Trainer:
         if self.cfg.export.dtype == "float16":
             model = copy.deepcopy(self.model).cpu().half()
         data = self.cfg.data
-        card = ModelCard.for_config(self.cfg.model, training={
-            "data": {
-                "real_scans": self.real_names,
-                "real_repeat": data.real_repeat,
-                "generated_rooms": data.generated_rooms,
-                "generated_points": data.generated_points,
-                "val_scans": [s.name for s in self.val_scenes],
-                "scans_dir": data.scans_dir,
+        card = ModelCard.for_config(
+            self.cfg.model,
+            training={
+                "data": {
+                    "real_scans": self.real_names,
+                    "real_repeat": data.real_repeat,
+                    "generated_rooms": data.generated_rooms,
+                    "generated_points": data.generated_points,
+                    "val_scans": [s.name for s in self.val_scenes],
+                    "scans_dir": data.scans_dir,
+                },
+                "config": self.cfg.source,
+                "iterations": self.step,
+                "world_size": self.info.world_size,
+                "train_seconds": round(seconds, 1),
+                "device": str(self.device),
+                "weights_dtype": self.cfg.export.dtype,
+                "val_metrics": metrics,
+                "git_commit": self.code_version,
             },
-            "config": self.cfg.source,
-            "iterations": self.step,
-            "world_size": self.info.world_size,
-            "train_seconds": round(seconds, 1),
-            "device": str(self.device),
-            "weights_dtype": self.cfg.export.dtype,
-            "val_metrics": metrics,
-            "git_commit": self.code_version,
-        })
+        )
         return save_checkpoint(path, model, card)
 
     # ---- the loop ----
@@ -536,8 +578,13 @@ class Trainer:
 
         cfg, main = self.cfg, self.info.is_main
         total = cfg.train.iterations
-        bar = tqdm(total=total, initial=self.step, desc="train", unit="it",
-                   disable=not (main and cfg.log.progress))
+        bar = tqdm(
+            total=total,
+            initial=self.step,
+            desc="train",
+            unit="it",
+            disable=not (main and cfg.log.progress),
+        )
         window: list[dict[str, float]] = []
         last = time.perf_counter()
         while self.step < total and not self.out_of_time():
@@ -545,8 +592,11 @@ class Trainer:
             window.append(values)
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss_total']:.3f}")
-            if self.step % cfg.log.every == 0 or self.step == total or (
-                    cfg.train.max_minutes and self.time_progress() >= 1.0):
+            if (
+                self.step % cfg.log.every == 0
+                or self.step == total
+                or (cfg.train.max_minutes and self.time_progress() >= 1.0)
+            ):
                 row = {k: float(np.nanmean([w[k] for w in window])) for k in window[0]}
                 row = average_scalars(row, self.info)
                 now = time.perf_counter()
