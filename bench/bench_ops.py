@@ -2,7 +2,7 @@
 
 python bench/bench_ops.py [--device cpu|cuda] [--threads 1] [--sizes 50000 1000000]
 
-Clouds are real scans from /work/shared/data/scannet50k when present (the 1M cloud tiles 20
+Clouds are real scans from ../shared/data/scannet50k when present (the 1M cloud tiles 20
 scans side by side, so the point density stays realistic), else uniform random rooms.
 """
 
@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import dyco_ops
 import numpy as np
 import torch
+from dyco_training.datasets import SCANNET50K_DIR
 
-SCANS = Path("/work/shared/data/scannet50k")
+SCANS = SCANNET50K_DIR
 FEATURES = 32
 MASKS = 100
 

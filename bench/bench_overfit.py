@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from dyco_training.datasets import SCANNET50K_DIR
 from dyco_training.trainer import Trainer, train_config_from_dict
 
-SCANS = Path("/work/shared/data/scannet50k")
+SCANS = SCANNET50K_DIR
 
 
 def main() -> None:

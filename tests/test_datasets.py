@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from dyco_training.datasets import (
     IGNORE,
+    SCANNET50K_DIR,
     list_npz_scans,
     list_s3dis_rooms,
     load_npz_scene,
@@ -22,7 +23,7 @@ from dyco_training.datasets import (
 
 from dyco_perception import classes
 
-SCANNET50K = Path("/work/shared/data/scannet50k")
+SCANNET50K = SCANNET50K_DIR
 needs_scannet = pytest.mark.skipif(
     not SCANNET50K.is_dir(), reason=f"real scans not found at {SCANNET50K}"
 )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from dyco_training.cli_eval import eval_vectors_main
+from dyco_training.datasets import EVAL_VECTORS_DIR
 from dyco_training.evaluation import (
     InstanceEvaluator,
     InstancePredictions,
@@ -19,9 +19,7 @@ from dyco_training.evaluation import (
 
 from dyco_perception import classes
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "eval_vectors"
-if not VECTORS.is_dir():
-    VECTORS = Path("/work/shared/eval_vectors")
+VECTORS = EVAL_VECTORS_DIR
 EXPECTED = VECTORS / "expected.json"
 CASES = sorted(json.loads(EXPECTED.read_text())) if EXPECTED.is_file() else []
 needs_vectors = pytest.mark.skipif(

@@ -18,8 +18,9 @@ except ImportError:  # not pip-installed (e.g. before `make setup`): use the sou
     import dyco_ops
 
 from dyco_ops import native, reference
+from dyco_training.datasets import SCANNET50K_DIR
 
-SCANS = Path("/work/shared/data/scannet50k")
+SCANS = SCANNET50K_DIR
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 

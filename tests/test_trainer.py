@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dyco_training.datasets import SCANNET50K_DIR
 from dyco_training.trainer import (
     ScheduleConfig,
     Trainer,
@@ -15,7 +16,7 @@ from dyco_training.trainer import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SCANS = Path("/work/shared/data/scannet50k")
+SCANS = SCANNET50K_DIR
 
 
 def tiny_config(**overrides) -> dict:

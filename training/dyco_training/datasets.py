@@ -23,6 +23,11 @@ import numpy as np
 
 from dyco_perception import classes
 
+# ../shared beside the repository: the licensed data stays there and is never copied in.
+SHARED_DIR = Path(__file__).resolve().parents[2].parent / "shared"
+SCANNET50K_DIR = SHARED_DIR / "data" / "scannet50k"
+EVAL_VECTORS_DIR = SHARED_DIR / "eval_vectors"
+
 log = logging.getLogger(__name__)
 
 IGNORE = classes.IGNORE_LABEL

@@ -27,7 +27,7 @@ import yaml
 
 from dyco_perception.config import ModelConfig, _build, _choices, _range
 from dyco_training.augment import AugmentConfig, augment_scene
-from dyco_training.datasets import Scene, list_npz_scans, load_npz_scene
+from dyco_training.datasets import SCANNET50K_DIR, Scene, list_npz_scans, load_npz_scene
 from dyco_training.distributed import (
     DistInfo,
     average_scalars,
@@ -49,7 +49,7 @@ MASK_LOSS_TERMS = ("mask_bce", "mask_dice", "score")
 
 @dataclass
 class DataConfig:
-    scans_dir: str = "/work/shared/data/scannet50k"
+    scans_dir: str = str(SCANNET50K_DIR)
     train_split: str = _choices("train", ("train", "val", "all"))
     val_split: str = _choices("val", ("train", "val", "none"))
     train_scans: list = field(default_factory=list)  # names; empty = the whole split
@@ -219,9 +219,10 @@ def load_scans(cfg: DataConfig, split: str, names: list[str]) -> list[Scene]:
     """Real scans of one split (or the named ones); [] for split 'none' without names."""
     if split == "none" and not names:
         return []
-    paths = list_npz_scans(
-        cfg.scans_dir, None if split in ("all", "none") else split, names or None
-    )
+    scans_dir = Path(cfg.scans_dir)
+    if not scans_dir.is_absolute() and not scans_dir.exists():
+        scans_dir = REPO_ROOT / scans_dir  # configs name ../shared relative to the repository
+    paths = list_npz_scans(scans_dir, None if split in ("all", "none") else split, names or None)
     return [load_npz_scene(p) for p in paths]
 
 
