@@ -32,9 +32,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument(
         "--schedule",
-        default="cosine",
+        default="constant",
         choices=("cosine", "constant"),
-        help="cosine runs over --iterations",
+        help="cosine runs over --iterations (constant reached the higher AP50 here)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="/tmp/bench_overfit")
