@@ -1,7 +1,7 @@
 """Model configuration: dataclasses with YAML loading and strict validation.
 
 Every method choice of the network and the inference pipeline is a field here. Each field
-declares its allowed range (`_range`) or choices (`_choices`) in its metadata; loading rejects
+declares its allowed range (`ranged`) or choices (`choice`) in its metadata; loading rejects
 unknown keys, wrong types and out-of-range values with a ValueError that names the key.
 """
 
@@ -17,24 +17,24 @@ from typing import Any
 import yaml
 
 
-def _range(default: Any, lo: float, hi: float, doc: str = "") -> Any:
+def ranged(default: Any, lo: float, hi: float, doc: str = "") -> Any:
     """A numeric field with inclusive bounds [lo, hi]."""
     return field(default=default, metadata={"range": (lo, hi), "doc": doc})
 
 
-def _choices(default: Any, choices: tuple[Any, ...], doc: str = "") -> Any:
+def choice(default: Any, choices: tuple[Any, ...], doc: str = "") -> Any:
     return field(default=default, metadata={"choices": choices, "doc": doc})
 
 
 @dataclass
 class VoxelConfig:
-    voxel_size: float = _range(0.02, 1e-3, 1.0, "voxel edge length in metres")
+    voxel_size: float = ranged(0.02, 1e-3, 1.0, "voxel edge length in metres")
     use_rgb: bool = True
     use_xyz: bool = False
     # Beyond this many voxels the scene is voxelized coarser (bounded memory), with a warning.
-    max_voxels: int = _range(1_500_000, 1_000, 100_000_000)
+    max_voxels: int = ranged(1_500_000, 1_000, 100_000_000)
     # Factor by which the voxel size grows per step while the scene exceeds max_voxels.
-    oversize_growth: float = _range(1.25, 1.01, 4.0)
+    oversize_growth: float = ranged(1.25, 1.01, 4.0)
 
     @property
     def in_channels(self) -> int:
@@ -43,61 +43,61 @@ class VoxelConfig:
 
 @dataclass
 class BackboneConfig:
-    width: int = _range(16, 1, 256, "m: channels of level 1; level i has i*m")
-    levels: int = _range(7, 1, 10)
-    blocks_per_level: int = _range(2, 1, 8)
-    backend: str = _choices("auto", ("auto", "torch", "spconv"))
+    width: int = ranged(16, 1, 256, "m: channels of level 1; level i has i*m")
+    levels: int = ranged(7, 1, 10)
+    blocks_per_level: int = ranged(2, 1, 8)
+    backend: str = choice("auto", ("auto", "torch", "spconv"))
 
 
 @dataclass
 class TransformerConfig:
     enabled: bool = True
-    layers: int = _range(1, 1, 8)
-    heads: int = _range(4, 1, 32)
-    ffn_ratio: float = _range(2.0, 0.5, 8.0)
-    dropout: float = _range(0.0, 0.0, 0.9)
+    layers: int = ranged(1, 1, 8)
+    heads: int = ranged(4, 1, 32)
+    ffn_ratio: float = ranged(2.0, 0.5, 8.0)
+    dropout: float = ranged(0.0, 0.0, 0.9)
     # Cap on bottleneck tokens per scene (attention is quadratic); beyond it attention is skipped.
-    max_tokens: int = _range(8192, 16, 1_000_000)
+    max_tokens: int = ranged(8192, 16, 1_000_000)
 
 
 @dataclass
 class GroupingConfig:
     # PointGroup / DyCo3D cluster on shifted coordinates with a 3 cm ball.
-    radius: float = _range(0.03, 1e-3, 1.0, "ball radius (m) on shifted coordinates")
-    min_points: int = _range(50, 1, 1_000_000, "smallest cluster kept as a proposal")
+    radius: float = ranged(0.03, 1e-3, 1.0, "ball radius (m) on shifted coordinates")
+    min_points: int = ranged(50, 1, 1_000_000, "smallest cluster kept as a proposal")
     # Training: "pred" = clusters from predictions (DyCo3D), "gt" = GT instances (faster start),
     # "both" = the union.
-    train_proposals: str = _choices("both", ("pred", "gt", "both"))
-    max_train_proposals: int = _range(128, 1, 10_000)
+    train_proposals: str = choice("both", ("pred", "gt", "both"))
+    max_train_proposals: int = ranged(128, 1, 10_000)
 
 
 @dataclass
 class MaskHeadConfig:
-    mask_channels: int = _range(16, 1, 128, "channels of the mask-feature head")
-    hidden: int = _range(16, 1, 128, "width of the dynamic head's hidden layer")
+    mask_channels: int = ranged(16, 1, 128, "channels of the mask-feature head")
+    hidden: int = ranged(16, 1, 128, "width of the dynamic head's hidden layer")
     use_relative_position: bool = True
-    pooling: str = _choices("mean", ("mean", "max"))
-    controller_hidden: int = _range(64, 1, 1024)
+    pooling: str = choice("mean", ("mean", "max"))
+    controller_hidden: int = ranged(64, 1, 1024)
     # Decode each proposal only on points inside its box grown by this margin (m).
-    box_margin: float = _range(0.3, 0.0, 100.0)
+    box_margin: float = ranged(0.3, 0.0, 100.0)
     category_aware: bool = True
     category_aware_train: bool = False
-    mask_threshold: float = _range(0.5, 0.0, 1.0)
+    mask_threshold: float = ranged(0.5, 0.0, 1.0)
 
 
 @dataclass
 class InferenceConfig:
-    nms_iou: float = _range(0.3, 0.0, 1.0)
-    min_instance_points: int = _range(50, 1, 1_000_000)
-    score_threshold: float = _range(0.09, 0.0, 1.0)
-    score_mode: str = _choices("mask", ("mask", "learned", "mask_x_learned"))
+    nms_iou: float = ranged(0.3, 0.0, 1.0)
+    min_instance_points: int = ranged(50, 1, 1_000_000)
+    score_threshold: float = ranged(0.09, 0.0, 1.0)
+    score_mode: str = choice("mask", ("mask", "learned", "mask_x_learned"))
     score_with_class_prob: bool = True
-    max_instances: int = _range(256, 1, 100_000)
+    max_instances: int = ranged(256, 1, 100_000)
 
 
 @dataclass
 class ModelConfig:
-    num_classes: int = _range(20, 2, 1000)
+    num_classes: int = ranged(20, 2, 1000)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
@@ -117,11 +117,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return _build(cls, data, "")._check_consistency()
+        return build_config(cls, data, "")._check_consistency()
 
     def validate(self) -> ModelConfig:
         """Re-check every field (after manual edits); returns self."""
-        _build(ModelConfig, self.to_dict(), "")
+        build_config(ModelConfig, self.to_dict(), "")
         return self._check_consistency()
 
     def _check_consistency(self) -> ModelConfig:
@@ -144,7 +144,7 @@ def load_model_config(path: str | Path) -> ModelConfig:
     return ModelConfig.from_dict(data)
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_config(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -159,7 +159,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         key = prefix + name
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
-            kwargs[name] = _build(kind, value, key + ".")
+            kwargs[name] = build_config(kind, value, key + ".")
         else:
             kwargs[name] = _check_value(key, value, kind, fields[name].metadata)
     return cls(**kwargs)

@@ -15,14 +15,14 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 from scipy.ndimage import convolve1d
 
-from dyco_perception.config import _build, _range
+from dyco_perception.config import build_config, ranged
 
 
 @dataclass
 class ElasticScale:
     # PointGroup (scale 50 voxels/m): granularity 6 and 20 voxels, magnitude 40 and 160 voxels.
-    granularity: float = _range(0.12, 1e-3, 100.0, "noise grid spacing (m)")
-    magnitude: float = _range(0.8, 0.0, 100.0, "factor on the smoothed noise (m)")
+    granularity: float = ranged(0.12, 1e-3, 100.0, "noise grid spacing (m)")
+    magnitude: float = ranged(0.8, 0.0, 100.0, "factor on the smoothed noise (m)")
 
 
 def _pointgroup_elastic() -> list[ElasticScale]:
@@ -32,28 +32,29 @@ def _pointgroup_elastic() -> list[ElasticScale]:
 @dataclass
 class AugmentConfig:
     enabled: bool = True
-    flip_x_prob: float = _range(0.5, 0.0, 1.0, "probability of mirroring x")
+    flip_x_prob: float = ranged(0.5, 0.0, 1.0, "probability of mirroring x")
     rotate_z: bool = True
-    scale_min: float = _range(0.9, 0.01, 100.0)
-    scale_max: float = _range(1.1, 0.01, 100.0)
+    scale_min: float = ranged(0.9, 0.01, 100.0)
+    scale_max: float = ranged(1.1, 0.01, 100.0)
     # PointGroup multiplies xyz by (I + N(0, 0.1)): a small random linear distortion.
-    matrix_jitter_std: float = _range(0.1, 0.0, 1.0)
-    point_jitter_std: float = _range(0.0, 0.0, 1.0, "per-point Gaussian noise (m)")
-    elastic_prob: float = _range(1.0, 0.0, 1.0)
+    matrix_jitter_std: float = ranged(0.1, 0.0, 1.0)
+    point_jitter_std: float = ranged(0.0, 0.0, 1.0, "per-point Gaussian noise (m)")
+    elastic_prob: float = ranged(1.0, 0.0, 1.0)
     elastic: list = field(default_factory=_pointgroup_elastic)
-    colour_jitter_std: float = _range(0.0, 0.0, 255.0, "per-point RGB noise (0..255 units)")
-    max_points: int = _range(250_000, 10, 100_000_000, "crop budget")
+    colour_jitter_std: float = ranged(0.0, 0.0, 255.0, "per-point RGB noise (0..255 units)")
+    max_points: int = ranged(250_000, 10, 100_000_000, "crop budget")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
         data = dict(data)
         scales = data.pop("elastic", None)
-        cfg = _build(cls, data, "augment.")
+        cfg = build_config(cls, data, "augment.")
         if scales is not None:
             if not isinstance(scales, list):
                 raise ValueError("augment.elastic: expected a list of {granularity, magnitude}")
             cfg.elastic = [
-                _build(ElasticScale, s, f"augment.elastic[{i}].") for i, s in enumerate(scales)
+                build_config(ElasticScale, s, f"augment.elastic[{i}].")
+                for i, s in enumerate(scales)
             ]
         if cfg.scale_min > cfg.scale_max:
             raise ValueError("augment.scale_min must be <= augment.scale_max")

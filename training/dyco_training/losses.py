@@ -14,27 +14,27 @@ import torch
 import torch.nn.functional as F
 from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
 
-from dyco_perception.config import _build, _range
+from dyco_perception.config import build_config, ranged
 
 
 @dataclass
 class LossConfig:
-    semantic_weight: float = _range(1.0, 0.0, 100.0)
-    semantic_dice_weight: float = _range(0.0, 0.0, 100.0, "0 turns the semantic dice off")
-    offset_l1_weight: float = _range(1.0, 0.0, 100.0)
-    offset_dir_weight: float = _range(1.0, 0.0, 100.0)
-    mask_bce_weight: float = _range(1.0, 0.0, 100.0)
-    mask_dice_weight: float = _range(1.0, 0.0, 100.0)
-    score_weight: float = _range(0.5, 0.0, 100.0)
+    semantic_weight: float = ranged(1.0, 0.0, 100.0)
+    semantic_dice_weight: float = ranged(0.0, 0.0, 100.0, "0 turns the semantic dice off")
+    offset_l1_weight: float = ranged(1.0, 0.0, 100.0)
+    offset_dir_weight: float = ranged(1.0, 0.0, 100.0)
+    mask_bce_weight: float = ranged(1.0, 0.0, 100.0)
+    mask_dice_weight: float = ranged(1.0, 0.0, 100.0)
+    score_weight: float = ranged(0.5, 0.0, 100.0)
     # A proposal trains the mask head only if its best GT instance overlaps it this much.
-    min_match_iou: float = _range(0.25, 0.0, 1.0)
+    min_match_iou: float = ranged(0.25, 0.0, 1.0)
     # Score target: 0 below score_low IoU, 1 above score_high, linear between (PointGroup).
-    score_low: float = _range(0.25, 0.0, 1.0)
-    score_high: float = _range(0.75, 0.0, 1.0)
+    score_low: float = ranged(0.25, 0.0, 1.0)
+    score_high: float = ranged(0.75, 0.0, 1.0)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LossConfig:
-        cfg = _build(cls, data, "loss.")
+        cfg = build_config(cls, data, "loss.")
         if cfg.score_low >= cfg.score_high:
             raise ValueError("loss.score_low must be < loss.score_high")
         return cfg

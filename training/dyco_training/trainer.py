@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 
-from dyco_perception.config import ModelConfig, _build, _choices, _range
+from dyco_perception.config import ModelConfig, build_config, choice, ranged
 from dyco_training.augment import AugmentConfig, augment_scene
 from dyco_training.datasets import SCANNET50K_DIR, Scene, list_npz_scans, load_npz_scene
 from dyco_training.distributed import (
@@ -50,54 +50,54 @@ MASK_LOSS_TERMS = ("mask_bce", "mask_dice", "score")
 @dataclass
 class DataConfig:
     scans_dir: str = str(SCANNET50K_DIR)
-    train_split: str = _choices("train", ("train", "val", "all"))
-    val_split: str = _choices("val", ("train", "val", "none"))
+    train_split: str = choice("train", ("train", "val", "all"))
+    val_split: str = choice("val", ("train", "val", "none"))
     train_scans: list = field(default_factory=list)  # names; empty = the whole split
     val_scans: list = field(default_factory=list)
-    real_repeat: int = _range(1, 0, 1000, "copies of each real scan per epoch of the pool")
-    generated_rooms: int = _range(0, 0, 100_000, "procedural rooms added to the pool")
-    generated_points: int = _range(50_000, 1_000, 10_000_000)
-    generated_seed: int = _range(1000, 0, 2**31 - 1)
+    real_repeat: int = ranged(1, 0, 1000, "copies of each real scan per epoch of the pool")
+    generated_rooms: int = ranged(0, 0, 100_000, "procedural rooms added to the pool")
+    generated_points: int = ranged(50_000, 1_000, 10_000_000)
+    generated_seed: int = ranged(1000, 0, 2**31 - 1)
 
 
 @dataclass
 class OptimConfig:
-    name: str = _choices("adam", ("adam", "adamw"))
-    lr: float = _range(1e-3, 1e-7, 1.0)
-    weight_decay: float = _range(0.0, 0.0, 1.0)
-    beta1: float = _range(0.9, 0.0, 0.9999)
-    beta2: float = _range(0.999, 0.0, 0.99999)
-    grad_clip: float = _range(0.0, 0.0, 1e6, "max gradient norm; 0 = off")
+    name: str = choice("adam", ("adam", "adamw"))
+    lr: float = ranged(1e-3, 1e-7, 1.0)
+    weight_decay: float = ranged(0.0, 0.0, 1.0)
+    beta1: float = ranged(0.9, 0.0, 0.9999)
+    beta2: float = ranged(0.999, 0.0, 0.99999)
+    grad_clip: float = ranged(0.0, 0.0, 1e6, "max gradient norm; 0 = off")
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = _choices("cosine", ("cosine", "poly", "constant"))
-    warmup_iters: int = _range(0, 0, 10_000_000)
-    min_lr_ratio: float = _range(0.0, 0.0, 1.0, "final lr / lr (cosine)")
-    power: float = _range(0.9, 0.0, 10.0, "poly exponent")
+    name: str = choice("cosine", ("cosine", "poly", "constant"))
+    warmup_iters: int = ranged(0, 0, 10_000_000)
+    min_lr_ratio: float = ranged(0.0, 0.0, 1.0, "final lr / lr (cosine)")
+    power: float = ranged(0.9, 0.0, 10.0, "poly exponent")
 
 
 @dataclass
 class LoopConfig:
-    iterations: int = _range(1000, 1, 100_000_000)
+    iterations: int = ranged(1000, 1, 100_000_000)
     # Wall-clock budget: training stops after this many minutes and the lr schedule runs over
     # whichever of iterations / minutes ends first (0 = iterations only).
-    max_minutes: float = _range(0.0, 0.0, 1e6)
-    batch_size: int = _range(1, 1, 1024, "scenes per iteration per process")
-    prepare_iters: int = _range(0, 0, 100_000_000, "mask losses off before this iteration")
-    device: str = _choices("auto", ("auto", "cpu", "cuda"))
+    max_minutes: float = ranged(0.0, 0.0, 1e6)
+    batch_size: int = ranged(1, 1, 1024, "scenes per iteration per process")
+    prepare_iters: int = ranged(0, 0, 100_000_000, "mask losses off before this iteration")
+    device: str = choice("auto", ("auto", "cpu", "cuda"))
     amp: bool = True  # float16 autocast, used only on CUDA
-    threads: int = _range(0, 0, 1024, "torch CPU threads; 0 = torch's default")
-    seed: int = _range(0, 0, 2**31 - 1)
+    threads: int = ranged(0, 0, 1024, "torch CPU threads; 0 = torch's default")
+    seed: int = ranged(0, 0, 2**31 - 1)
     find_unused_parameters: bool = True
 
 
 @dataclass
 class LogConfig:
-    every: int = _range(10, 1, 1_000_000, "iterations between log rows")
-    val_every: int = _range(0, 0, 100_000_000, "iterations between validations; 0 = end only")
-    save_every: int = _range(100, 1, 100_000_000, "iterations between training-state saves")
+    every: int = ranged(10, 1, 1_000_000, "iterations between log rows")
+    val_every: int = ranged(0, 0, 100_000_000, "iterations between validations; 0 = end only")
+    save_every: int = ranged(100, 1, 100_000_000, "iterations between training-state saves")
     tensorboard: bool = True
     progress: bool = True
 
@@ -105,7 +105,7 @@ class LogConfig:
 @dataclass
 class ExportConfig:
     checkpoint: str = ""  # .safetensors path; empty = <out>/model.safetensors
-    dtype: str = _choices("float32", ("float32", "float16"))
+    dtype: str = choice("float32", ("float32", "float16"))
     curves_png: str = ""  # extra copy of the curves PNG (e.g. next to the checkpoint)
 
 
@@ -183,7 +183,7 @@ def train_config_from_dict(data: dict[str, Any], base: Path | None = None) -> Tr
         raise ValueError(f"model: {exc}") from exc
     sections = {}
     for name, cls in _SECTIONS.items():
-        sections[name] = _build(cls, data.get(name) or {}, f"{name}.")
+        sections[name] = build_config(cls, data.get(name) or {}, f"{name}.")
     sections["data"].train_scans = _string_list(sections["data"].train_scans, "data.train_scans")
     sections["data"].val_scans = _string_list(sections["data"].val_scans, "data.val_scans")
     out_dir = data.get("out_dir", "runs/train")
