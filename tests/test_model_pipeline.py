@@ -263,6 +263,22 @@ def test_offset_loss_is_zero_for_perfect_offsets() -> None:
     assert losses["offset_dir"].item() == pytest.approx(-1.0, abs=1e-4)
 
 
+def test_mask_losses_of_a_crop_without_thing_instances_are_finite_zeros() -> None:
+    # A training crop can hold proposals but no thing GT (only walls and floor): every
+    # proposal is unmatched, so mask terms vanish and the score target is 0 (no index error).
+    from dyco_training.losses import LossConfig, mask_losses
+
+    outputs = _outputs_with_masks([[0, 1, 2], [3, 4]], 10, [4, 6])
+    outputs["masks"].logits.requires_grad_(True)
+    outputs["score_logits"].requires_grad_(True)
+    no_things = torch.full((10,), -1, dtype=torch.long)
+    losses = mask_losses(outputs, no_things, 0, LossConfig())
+    assert losses["mask_bce"].item() == 0.0 and losses["mask_dice"].item() == 0.0
+    assert torch.isfinite(losses["score"]) and losses["score"].item() > 0  # pushes scores to 0
+    losses["score"].backward()
+    assert outputs["score_logits"].grad is not None
+
+
 def test_eval_forward_is_deterministic() -> None:
     torch.manual_seed(0)
     model = DyCo3D(ModelConfig.from_dict(TINY)).eval()

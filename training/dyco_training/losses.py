@@ -170,7 +170,9 @@ def _score_loss(
     pred = (probs > 0.5).float()
     inter = _segment_sum(pred * target, proposal_id, k)
     pred_size = _segment_sum(pred, proposal_id, k)
-    gt = torch.where(matched, gt_size[best.clamp_min(0)].float(), torch.zeros_like(pred_size))
+    # A crop without thing instances has no GT sizes to index: every proposal is unmatched.
+    size_of_best = gt_size[best.clamp_min(0)] if gt_size.numel() else torch.zeros_like(best)
+    gt = torch.where(matched, size_of_best.float(), torch.zeros_like(pred_size))
     iou = inter / (pred_size + gt - inter).clamp_min(1)
     soft = ((iou - cfg.score_low) / (cfg.score_high - cfg.score_low)).clamp(0, 1)
     return F.binary_cross_entropy_with_logits(score_logits, soft * matched.float())
