@@ -2,9 +2,9 @@
 
     python bench/bench_overfit.py [--scan scene0001_00] [--iterations 200] [--minutes 10]
 
-Trains the model (config/model/dyco3d_m16.yaml by default, at the shipped 4 cm voxels) on one
-scan without augmentation and validates on the same scan; stops when AP50 >= 0.9 or the time
-is up.
+Trains the shipped model (the `model_config` and `model` overrides of
+config/train/shipped.yaml: 4 cm voxels, xyz features, 6 cm grouping ball) on one scan without
+augmentation and validates on the same scan; stops when AP50 >= 0.9 or the time is up.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import time
 
 import torch
+import yaml
 from dyco_training.datasets import SCANNET50K_DIR
 from dyco_training.trainer import Trainer, train_config_from_dict
 
@@ -22,10 +23,9 @@ SCANS = SCANNET50K_DIR
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scan", default="scene0001_00")
-    parser.add_argument("--model-config", default="config/model/dyco3d_m16.yaml")
-    parser.add_argument("--voxel-size", type=float, default=0.04)
-    parser.add_argument("--radius", type=float, default=0.06, help="grouping ball (m)")
-    parser.add_argument("--use-xyz", action="store_true", help="coordinates as input features")
+    parser.add_argument(
+        "--train-config", default="config/train/shipped.yaml", help="its model settings are used"
+    )
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--val-every", type=int, default=20)
@@ -41,13 +41,12 @@ def main() -> None:
     args = parser.parse_args()
     if not SCANS.is_dir():
         raise SystemExit(f"{SCANS} is absent: this bench needs the real scans")
+    with open(args.train_config, encoding="utf-8") as f:
+        shipped = yaml.safe_load(f)
     cfg = train_config_from_dict(
         {
-            "model_config": args.model_config,
-            "model": {
-                "voxel": {"voxel_size": args.voxel_size, "use_xyz": args.use_xyz},
-                "grouping": {"radius": args.radius},
-            },
+            "model_config": shipped.get("model_config", ""),
+            "model": shipped.get("model") or {},
             "data": {
                 "scans_dir": str(SCANS),
                 "train_scans": [args.scan],

@@ -200,6 +200,24 @@ def test_nms_removes_a_duplicate_and_keeps_a_distinct_instance() -> None:
     # The duplicate survives NMS at 0.99 but owns only 0 points after overlap resolution.
 
 
+def test_class_from_mask_takes_the_mean_thing_class_of_the_mask_points() -> None:
+    # Two masks grouped as class 4 (chair). Mask 0's points are mostly table (6) with a wall
+    # (1) majority that must be ignored; mask 1's are chair. "cluster" keeps 4 for both.
+    outputs = _outputs_with_masks([list(range(0, 40)), list(range(50, 90))], 100, [4, 4])
+    logits = outputs["semantic_logits"]
+    logits[0:25, 1] = 9.0  # wall: a stuff class, never an instance's class
+    logits[25:40, 6] = 9.0
+    logits[0:25, 6] = 4.0  # table is the best thing class on the wall points too
+    logits[50:90, 4] = 9.0
+    infer = InferenceConfig(min_instance_points=10, score_threshold=0.0, class_source="mask")
+    by_mask = select_instances(outputs, 100, MaskHeadConfig(), infer)
+    assert sorted(by_mask.class_id.tolist()) == [4, 6]
+    # The score carries the chosen class's mean probability: the chair mask ranks first.
+    assert by_mask.class_id[0] == 4 and by_mask.score[0] > by_mask.score[1]
+    infer.class_source = "cluster"
+    assert select_instances(outputs, 100, MaskHeadConfig(), infer).class_id.tolist() == [4, 4]
+
+
 def _scene_batch(n: int = 1500) -> tuple[torch.Tensor, ...]:
     chair = box_points((0, 0, 0.4), n // 3, 0.25, 0)
     table = box_points((2, 0, 0.4), n // 3, 0.4, 1)

@@ -92,6 +92,9 @@ class InferenceConfig:
     score_threshold: float = ranged(0.09, 0.0, 1.0)
     score_mode: str = choice("mask", ("mask", "learned", "mask_x_learned"))
     score_with_class_prob: bool = True
+    # "cluster": the class its cluster was grouped under; "mask": the thing class with the highest
+    # mean probability over the decoded mask (robust when the clusters' semantics are noisy).
+    class_source: str = choice("cluster", ("cluster", "mask"))
     max_instances: int = ranged(256, 1, 100_000)
 
 

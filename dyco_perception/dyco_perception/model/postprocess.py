@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dyco_ops
 import torch
 
+from dyco_perception.classes import STUFF_CLASS_IDS
 from dyco_perception.config import InferenceConfig, MaskHeadConfig
 
 
@@ -26,25 +27,43 @@ def _segment_sum(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.T
 
 def proposal_scores(
     outputs: dict, mask_cfg: MaskHeadConfig, cfg: InferenceConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(in-mask flag per decoded pair, score per proposal)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(in-mask flag per decoded pair, score per proposal, class per proposal)."""
     masks, proposals = outputs["masks"], outputs["proposals"]
     k = proposals.num
     probs = masks.logits.sigmoid()
     inside = probs > mask_cfg.mask_threshold
-    count = _segment_sum(inside.float(), masks.proposal_id, k)
-    mask_score = _segment_sum(probs * inside, masks.proposal_id, k) / count.clamp_min(1)
+    count = _segment_sum(inside.float(), masks.proposal_id, k).clamp_min(1)
+    mask_score = _segment_sum(probs * inside, masks.proposal_id, k) / count
+    class_prob = outputs["semantic_logits"].softmax(1)
+    if cfg.class_source == "mask":
+        mean_prob = mean_class_probs(class_prob, masks.point_index, masks.proposal_id, inside, k)
+        mask_class_prob, class_id = mean_prob.max(1)
+    else:
+        class_id = proposals.class_id
+        pair_prob = class_prob[masks.point_index, class_id[masks.proposal_id]]
+        mask_class_prob = _segment_sum(pair_prob * inside, masks.proposal_id, k) / count
     if cfg.score_with_class_prob:
-        class_prob = outputs["semantic_logits"].softmax(1)
-        pair_prob = class_prob[masks.point_index, proposals.class_id[masks.proposal_id]]
-        mask_score = (
-            mask_score
-            * _segment_sum(pair_prob * inside, masks.proposal_id, k)
-            / (count.clamp_min(1))
-        )
+        mask_score = mask_score * mask_class_prob
     learned = outputs["score_logits"].sigmoid()
     score = {"mask": mask_score, "learned": learned, "mask_x_learned": mask_score * learned}
-    return inside, score[cfg.score_mode]
+    return inside, score[cfg.score_mode], class_id
+
+
+def mean_class_probs(
+    class_prob: torch.Tensor,
+    point_index: torch.Tensor,
+    proposal_id: torch.Tensor,
+    inside: torch.Tensor,
+    num: int,
+) -> torch.Tensor:
+    """(K, C) mean class probabilities over each mask's points, stuff classes zeroed (an
+    instance is never a wall or a floor)."""
+    rows = inside.nonzero().squeeze(1)
+    sums = class_prob.new_zeros(num, class_prob.shape[1])
+    sums.index_add_(0, proposal_id[rows], class_prob[point_index[rows]])
+    sums[:, list(STUFF_CLASS_IDS)] = 0
+    return sums / torch.bincount(proposal_id[rows], minlength=num).clamp_min(1)[:, None]
 
 
 def select_instances(
@@ -63,7 +82,7 @@ def select_instances(
     )
     if proposals.num == 0:
         return empty
-    inside, score = proposal_scores(outputs, mask_cfg, cfg)
+    inside, score, class_id = proposal_scores(outputs, mask_cfg, cfg)
     count = torch.bincount(masks.proposal_id[inside], minlength=proposals.num)
     candidates = (count >= cfg.min_instance_points) & (score >= cfg.score_threshold)
     candidates = candidates.nonzero().squeeze(1)
@@ -85,9 +104,7 @@ def select_instances(
     point_instance[columns] = final.to(torch.int32)
     final_scores = torch.cat([score.new_zeros(1), score[chosen].float()])
     point_score[columns] = final_scores[final.long()]
-    return InstanceMasks(
-        proposals.class_id[chosen], score[chosen].float(), point_instance, point_score
-    )
+    return InstanceMasks(class_id[chosen], score[chosen].float(), point_instance, point_score)
 
 
 def _dense_masks(
