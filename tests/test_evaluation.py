@@ -167,6 +167,39 @@ def test_evaluate_predictions_takes_semantic_ids_and_instance_lists() -> None:
     assert math.isclose(result["AP50"], (1 + 1 / 3) / 2)
 
 
+def test_class_hypotheses_let_a_mislabelled_mask_count_for_its_runner_up_class() -> None:
+    from types import SimpleNamespace
+
+    from dyco_training.evaluation import class_hypotheses
+
+    chair, table = classes.SEMANTIC_CLASSES.index("chair"), classes.SEMANTIC_CLASSES.index("table")
+    semantic = np.array([chair] * 150 + [table] * 120)
+    instance = np.array([1] * 150 + [2] * 120)
+    sure, unsure = np.zeros(classes.NUM_SEMANTIC_CLASSES), np.zeros(classes.NUM_SEMANTIC_CLASSES)
+    sure[[chair, table]] = [0.9, 0.1]
+    unsure[[chair, table]] = [0.6, 0.4]
+    # Both masks are right, both called chair; the table's runner-up class is table.
+    predicted = [
+        SimpleNamespace(class_id=chair, score=0.9, point_indices=np.arange(150), class_probs=sure),
+        SimpleNamespace(
+            class_id=chair, score=0.8, point_indices=np.arange(150, 270), class_probs=unsure
+        ),
+    ]
+    single = class_hypotheses(predicted, 1)
+    assert single.labels.tolist() == [chair, chair]
+    double = class_hypotheses(predicted, 2)
+    assert double.labels.tolist() == [chair, table, chair, table]
+    assert double.scores.tolist() == pytest.approx([0.9, 0.1, 0.8, 0.8 * 0.4 / 0.6])
+    one = evaluate_predictions([(semantic, instance, single)])
+    two = evaluate_predictions([(semantic, instance, double)])
+    assert one["per_class"]["table"][1] == 0.0
+    assert two["per_class"]["table"][1] == pytest.approx(1.0)
+    # Each class's false copy ranks below its true mask, so neither class loses precision.
+    assert two["per_class"]["chair"][1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="class hypotheses"):
+        class_hypotheses(predicted, 0)
+
+
 def test_benchmark_gt_ids_makes_stuff_and_ignore_void() -> None:
     semantic = np.array([0, 1, 4, 4, -100, 4])
     instance = np.array([3, 4, 1, 1, 2, 0])

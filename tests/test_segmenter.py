@@ -12,6 +12,7 @@ from dyco_perception.checkpoint import ModelCard, save_checkpoint
 from dyco_perception.model import DyCo3D
 from dyco_perception.segmenter import Segmenter
 
+from dyco_perception import classes
 from dyco_perception.config import ModelConfig
 
 TINY = {
@@ -51,6 +52,10 @@ def check_contract(result, n: int) -> None:
         assert np.array_equal(np.flatnonzero(result.instance == inst.id), inst.point_indices)
         assert inst.num_points == len(inst.point_indices)
         assert np.all(result.score[inst.point_indices] == np.float32(inst.score))
+        probs = inst.class_probs
+        assert probs.shape == (classes.NUM_SEMANTIC_CLASSES,) and probs.dtype == np.float32
+        assert (probs >= 0).all() and probs.sum() <= 1 + 1e-5
+        assert (probs[list(classes.STUFF_CLASS_IDS)] == 0).all()
     assert (result.score[result.instance == 0] == 0).all()
 
 

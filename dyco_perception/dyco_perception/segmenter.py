@@ -25,7 +25,7 @@ import torch
 from dyco_perception import classes
 from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
 from dyco_perception.model import DyCo3D
-from dyco_perception.model.postprocess import select_instances
+from dyco_perception.model.postprocess import InstanceMasks, select_instances
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class Instance:
     box_size: np.ndarray  # (3,) float32
     centroid: np.ndarray  # (3,) float32, mean of the points
     num_points: int
+    # (num_classes,) float32: mean class probabilities over the mask (stuff classes 0): how sure
+    # the class is, and the runner-up classes (`class_hypotheses`).
+    class_probs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 @dataclass
@@ -208,9 +211,7 @@ class Segmenter:
         result.semantic[keep] = outputs["semantic_logits"].argmax(1).cpu().numpy()
         result.instance[keep] = final.point_instance.cpu().numpy()
         result.score[keep] = final.point_score.cpu().numpy()
-        result.instances = _describe(
-            result, final.class_id.cpu().numpy(), final.score.cpu().numpy(), xyz, keep
-        )
+        result.instances = _describe(result, final, xyz, keep)
         timings["postprocess"] = time.perf_counter() - t1
 
 
@@ -222,12 +223,10 @@ def _count_voxels(xyz: torch.Tensor, voxel_size: float) -> int:
 
 
 def _describe(
-    result: SegmentationResult,
-    class_ids: np.ndarray,
-    scores: np.ndarray,
-    xyz: np.ndarray,
-    keep: np.ndarray,
+    result: SegmentationResult, final: InstanceMasks, xyz: np.ndarray, keep: np.ndarray
 ) -> list[Instance]:
+    class_ids, scores = final.class_id.cpu().numpy(), final.score.cpu().numpy()
+    class_probs = final.class_probs.cpu().numpy()
     instances = []
     kept_instance = result.instance[keep]
     order = np.argsort(kept_instance, kind="stable")
@@ -248,6 +247,7 @@ def _describe(
                 box_size=(hi - lo).astype(np.float32),
                 centroid=pts.mean(0).astype(np.float32),
                 num_points=int(local.size),
+                class_probs=class_probs[k],
             )
         )
     return instances

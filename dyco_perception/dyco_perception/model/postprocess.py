@@ -17,6 +17,7 @@ class InstanceMasks:
 
     class_id: torch.Tensor  # (K,) int64
     score: torch.Tensor  # (K,) float32
+    class_probs: torch.Tensor  # (K, C) mean class probabilities over the mask, stuff zeroed
     point_instance: torch.Tensor  # (N,) int32, 1..K or 0
     point_score: torch.Tensor  # (N,) float32, the owning instance's score or 0
 
@@ -27,8 +28,9 @@ def _segment_sum(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.T
 
 def proposal_scores(
     outputs: dict, mask_cfg: MaskHeadConfig, cfg: InferenceConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(in-mask flag per decoded pair, score per proposal, class per proposal)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(in-mask flag per decoded pair, score, class and (K, C) mean class probabilities per
+    proposal)."""
     masks, proposals = outputs["masks"], outputs["proposals"]
     k = proposals.num
     probs = masks.logits.sigmoid()
@@ -36,8 +38,8 @@ def proposal_scores(
     count = _segment_sum(inside.float(), masks.proposal_id, k).clamp_min(1)
     mask_score = _segment_sum(probs * inside, masks.proposal_id, k) / count
     class_prob = outputs["semantic_logits"].softmax(1)
+    mean_prob = mean_class_probs(class_prob, masks.point_index, masks.proposal_id, inside, k)
     if cfg.class_source == "mask":
-        mean_prob = mean_class_probs(class_prob, masks.point_index, masks.proposal_id, inside, k)
         mask_class_prob, class_id = mean_prob.max(1)
     else:
         class_id = proposals.class_id
@@ -47,7 +49,7 @@ def proposal_scores(
         mask_score = mask_score * mask_class_prob
     learned = outputs["score_logits"].sigmoid()
     score = {"mask": mask_score, "learned": learned, "mask_x_learned": mask_score * learned}
-    return inside, score[cfg.score_mode], class_id
+    return inside, score[cfg.score_mode], class_id, mean_prob
 
 
 def mean_class_probs(
@@ -74,15 +76,17 @@ def select_instances(
     device = outputs["semantic_logits"].device
     point_instance = torch.zeros(num_points, dtype=torch.int32, device=device)
     point_score = torch.zeros(num_points, dtype=torch.float32, device=device)
+    num_classes = outputs["semantic_logits"].shape[1]
     empty = InstanceMasks(
         torch.zeros(0, dtype=torch.long, device=device),
         torch.zeros(0, device=device),
+        torch.zeros(0, num_classes, device=device),
         point_instance,
         point_score,
     )
     if proposals.num == 0:
         return empty
-    inside, score, class_id = proposal_scores(outputs, mask_cfg, cfg)
+    inside, score, class_id, class_probs = proposal_scores(outputs, mask_cfg, cfg)
     count = torch.bincount(masks.proposal_id[inside], minlength=proposals.num)
     candidates = (count >= cfg.min_instance_points) & (score >= cfg.score_threshold)
     candidates = candidates.nonzero().squeeze(1)
@@ -104,7 +108,13 @@ def select_instances(
     point_instance[columns] = final.to(torch.int32)
     final_scores = torch.cat([score.new_zeros(1), score[chosen].float()])
     point_score[columns] = final_scores[final.long()]
-    return InstanceMasks(class_id[chosen], score[chosen].float(), point_instance, point_score)
+    return InstanceMasks(
+        class_id[chosen],
+        score[chosen].float(),
+        class_probs[chosen].float(),
+        point_instance,
+        point_score,
+    )
 
 
 def _dense_masks(
