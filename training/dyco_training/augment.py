@@ -20,13 +20,15 @@ from dyco_perception.config import build_config, ranged
 
 @dataclass
 class ElasticScale:
-    # PointGroup (scale 50 voxels/m): granularity 6 and 20 voxels, magnitude 40 and 160 voxels.
-    granularity: float = ranged(0.12, 1e-3, 100.0, "noise grid spacing (m)")
+    # PointGroup (scale 50 voxels/m): granularity 6 and 20 voxels, magnitude 40 and 160 voxels;
+    # its noise grid spans +-(cells-1)*granularity, i.e. a spacing of twice the granularity
+    # (12 and 40 voxels = 0.24 and 0.8 m), which is what this field is.
+    granularity: float = ranged(0.24, 1e-3, 100.0, "noise grid spacing (m)")
     magnitude: float = ranged(0.8, 0.0, 100.0, "factor on the smoothed noise (m)")
 
 
 def _pointgroup_elastic() -> list[ElasticScale]:
-    return [ElasticScale(0.12, 0.8), ElasticScale(0.4, 3.2)]
+    return [ElasticScale(0.24, 0.8), ElasticScale(0.8, 3.2)]
 
 
 @dataclass
