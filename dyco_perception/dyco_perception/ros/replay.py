@@ -133,11 +133,13 @@ def play(
 
 
 def write_output_bag(client: SegmentationClient, out: str | Path) -> int:
-    """The node's outputs the client received, with their receive times."""
+    """The node's outputs the client received so far, with their receive times; returns how
+    many were written."""
+    received = list(client.recorded)  # a snapshot: the client's spin thread keeps appending
     with bags.BagWriter(out) as writer:
-        for topic, time_ns, msg in client.recorded:
+        for topic, time_ns, msg in received:
             writer.write(topic, msg, time_ns)
-    return len(client.recorded)
+    return len(received)
 
 
 def format_report(report: ReplayReport) -> str:
