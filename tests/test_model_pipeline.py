@@ -32,8 +32,9 @@ def test_voxelize_devoxelize_round_trip() -> None:
     batch = torch.randint(0, 2, (500,), generator=gen)
     features = torch.randn(500, 2, generator=gen)
     vox = voxelize(xyz, features, batch, 0.05, levels=3)
-    cells = torch.floor(xyz / 0.05).long()
-    # Points share a voxel exactly when they share scene and cell.
+    scene_min = torch.stack([xyz[batch == b].min(0).values for b in range(2)])
+    cells = torch.floor((xyz - scene_min[batch]) / 0.05).long()
+    # Points share a voxel exactly when they share scene and cell (grid at the scene's corner).
     key = batch * 10**6 + (cells[:, 0] + 50) * 10**4 + (cells[:, 1] + 50) * 100 + cells[:, 2] + 50
     assert len(torch.unique(key)) == vox.voxels.coords.shape[0]
     same_voxel = vox.point_to_voxel[:, None] == vox.point_to_voxel[None, :]
@@ -45,6 +46,19 @@ def test_voxelize_devoxelize_round_trip() -> None:
         torch.testing.assert_close(back[rows][0], features[rows].mean(0))
     assert torch.equal(vox.voxels.coords[vox.point_to_voxel, 0], batch)
     assert all(s % 4 == 0 for s in vox.voxels.spatial_shape)  # divisible for 3 levels
+
+
+def test_voxelization_ignores_where_the_cloud_sits() -> None:
+    # Training crops start at the origin; a robot's map can sit anywhere. Both must voxelize
+    # alike, or a model fitted to one grid phase sees another at inference.
+    gen = torch.Generator().manual_seed(2)
+    xyz = torch.rand(400, 3, generator=gen) * 0.5
+    batch = torch.zeros(400, dtype=torch.long)
+    features = torch.randn(400, 2, generator=gen)
+    here = voxelize(xyz, features, batch, 0.04, levels=3)
+    there = voxelize(xyz + torch.tensor([3.013, -7.021, 0.517]), features, batch, 0.04, levels=3)
+    assert torch.equal(here.point_to_voxel, there.point_to_voxel)
+    assert torch.equal(here.voxels.coords, there.voxels.coords)
 
 
 def test_two_separated_boxes_give_two_groups_and_stuff_is_skipped() -> None:

@@ -54,22 +54,23 @@ def voxelize(
     num_scenes = int(batch.max()) + 1 if batch.numel() else 1
     if num_scenes > MAX_BATCH:
         raise ValueError(f"batch of {num_scenes} scenes exceeds {MAX_BATCH}")
-    grid = torch.floor(xyz / voxel_size).long()
     coords_all, p2v = [], torch.empty_like(batch)
     offset = 0
     for b in range(num_scenes):
         rows = (batch == b).nonzero().squeeze(1)
         if rows.numel() == 0:
             continue
-        cell = grid[rows]
-        cell = cell - cell.min(0).values
+        # The grid starts at the scene's min corner, so voxels do not depend on where the
+        # cloud sits in the world (and inference voxelizes exactly as training crops do).
+        local = xyz[rows] - xyz[rows].min(0).values
+        cell = torch.floor(local / voxel_size).long()
         voxel_coords, point_to_voxel = dyco_ops.voxelize(cell)
         coords_all.append(
             torch.cat([voxel_coords.new_full((len(voxel_coords), 1), b), voxel_coords.long()], 1)
         )
         p2v[rows] = point_to_voxel.long() + offset
         offset += len(voxel_coords)
-    coords = torch.cat(coords_all) if coords_all else grid.new_zeros((0, 4))
+    coords = torch.cat(coords_all) if coords_all else batch.new_zeros((0, 4))
     extents = (coords[:, 1:].amax(0) + 1).tolist() if coords.numel() else [1, 1, 1]
     extent = max(extents)
     if extent > MAX_AXIS:
