@@ -1,6 +1,6 @@
 """Overfit one real scan: prints the loss / AP50 curve (learning works end to end).
 
-    python bench/bench_overfit.py [--scan scene0001_00] [--minutes 10] [--lr 3e-3]
+    python bench/bench_overfit.py [--scan scene0001_00] [--minutes 10] [--lr 1e-2]
 
 Trains the shipped model (the `model_config` and `model` overrides of
 config/train/shipped.yaml: 4 cm voxels, xyz features, 6 cm grouping ball) on one scan without
@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--val-every", type=int, default=50)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    # One scan without augmentation: a high lr fits it ~2x faster than the 2e-3 of real training.
+    parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument(
         "--schedule",
         default="cosine",
