@@ -62,10 +62,10 @@ def resolve_checkpoint(path: str) -> Path:
     return found
 
 
-def _descriptor(spec: Any) -> ParameterDescriptor:
+def _descriptor(spec: Any, read_only: bool) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(
         description=spec.description,
-        read_only=spec.read_only,
+        read_only=read_only,
         additional_constraints=spec.constraints,
     )
     if spec.float_range:
@@ -87,25 +87,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class SegmentNode(Node):
-    def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__("segment_node", **node_kwargs)
+class SegmentationCore:
+    """The node's logic, shared by `SegmentNode` (plain: everything in __init__) and
+    `ManagedSegmentNode` (lifecycle: the same steps in its transitions). Mixed into an rclpy
+    Node, whose methods (create_publisher, get_logger, ...) it uses."""
+
+    # The plain node cannot apply a new model, device, QoS or outputs at run time; the managed
+    # node can while unconfigured, so it declares them writable and checks its state instead.
+    RESTART_PARAMETERS_READ_ONLY = True
+
+    def _init_state(self) -> None:
         self._lock = threading.Condition()
         self._pending: PointCloud2 | None = None
         self._stopping = False
         self.counts: Counter[str] = Counter()
         self._last: dict[str, float] = {}
         self._warned_no_rgb = False
-        self.settings = self._declare_parameters()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._load_model()
-        self._make_publishers()
+        self._output_publishers: list[Any] = []
+
+    def _start_input(self) -> None:
+        """Subscribe to clouds and publish diagnostics periodically."""
         self._subscription = self.create_subscription(
             PointCloud2, TOPIC_IN, self._on_cloud, self._input_qos()
         )
-        self.create_timer(self.settings.diagnostics_period, self._publish_diagnostics)
+        self._diagnostics_timer = self.create_timer(
+            self.settings.diagnostics_period, self._publish_diagnostics
+        )
+
+    def _start_worker(self) -> None:
+        self._stopping = False
         self._worker = threading.Thread(target=self._work, name="segmentation", daemon=True)
         self._worker.start()
+
+    def _log_ready(self) -> None:
         self.get_logger().info(
             f"ready: {self._checkpoint.name} on {self.segmenter.device}, input "
             f"'{self._subscription.topic_name}', outputs {list(self.settings.outputs)}"
@@ -115,8 +129,9 @@ class SegmentNode(Node):
     def _declare_parameters(self) -> NodeSettings:
         values = {}
         for spec in SPECS:
+            descriptor = _descriptor(spec, spec.read_only and self.RESTART_PARAMETERS_READ_ONLY)
             try:
-                parameter = self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+                parameter = self.declare_parameter(spec.name, spec.default, descriptor)
             except Exception as exc:  # rclpy raises several types; all mean a bad start value
                 raise StartupError(f"parameter '{spec.name}': {exc}") from exc
             values[spec.name] = parameter.value
@@ -125,8 +140,11 @@ class SegmentNode(Node):
         except ValueError as exc:
             raise StartupError(str(exc)) from exc
 
+    def _parameter_values(self) -> dict[str, Any]:
+        return {spec.name: self.get_parameter(spec.name).value for spec in SPECS}
+
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
-        values = {name: self.get_parameter(name).value for name in (s.name for s in SPECS)}
+        values = self._parameter_values()
         for parameter in parameters:
             reason = check_value(parameter.name, parameter.value)
             if reason:
@@ -176,15 +194,24 @@ class SegmentNode(Node):
         )
 
         def make(name: str, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
-            return self.create_publisher(msg_type, topic, qos) if name in wanted else None
+            if name not in wanted:
+                return None
+            publisher = self._create_output_publisher(msg_type, topic, qos)
+            self._output_publishers.append(publisher)
+            return publisher
 
         self._cloud_pub = make("cloud", PointCloud2, TOPIC_CLOUD, results)
         self._instances_pub = make("instances", InstanceArray, TOPIC_INSTANCES, results)
         self._markers_pub = make("markers", MarkerArray, TOPIC_MARKERS, results)
         self._diagnostics_pub = make("diagnostics", DiagnosticArray, TOPIC_DIAGNOSTICS, results)
-        class_map_pub = make("class_map", ClassMap, TOPIC_CLASS_MAP, latched)
-        if class_map_pub is not None:
-            class_map_pub.publish(
+        self._class_map_pub = make("class_map", ClassMap, TOPIC_CLASS_MAP, latched)
+
+    def _create_output_publisher(self, msg_type: Any, topic: str, qos: QoSProfile) -> Any:
+        return self.create_publisher(msg_type, topic, qos)
+
+    def _publish_class_map(self) -> None:
+        if self._class_map_pub is not None:
+            self._class_map_pub.publish(
                 ClassMap(
                     class_names=list(self.segmenter.card.classes),
                     instance_class_ids=list(classes.INSTANCE_CLASS_IDS),
@@ -192,7 +219,6 @@ class SegmentNode(Node):
                     model_sha256=_sha256(self._checkpoint),
                 )
             )
-        self._class_map_pub = class_map_pub
 
     # ---- input ------------------------------------------------------------------------------
     def _on_cloud(self, msg: PointCloud2) -> None:
@@ -354,6 +380,22 @@ class SegmentNode(Node):
             self._stopping = True
             self._lock.notify()
         self._worker.join(timeout=30)
+
+
+class SegmentNode(SegmentationCore, Node):
+    """The plain node: loads the model, publishes and subscribes as it is constructed."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        Node.__init__(self, "segment_node", **node_kwargs)
+        self._init_state()
+        self.settings = self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._load_model()
+        self._make_publishers()
+        self._publish_class_map()
+        self._start_input()
+        self._start_worker()
+        self._log_ready()
 
 
 def main(args: list[str] | None = None) -> None:
