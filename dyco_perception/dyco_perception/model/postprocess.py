@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dyco_ops
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from dyco_perception.classes import STUFF_CLASS_IDS
@@ -71,7 +72,11 @@ def mean_class_probs(
 def select_instances(
     outputs: dict, num_points: int, mask_cfg: MaskHeadConfig, cfg: InferenceConfig
 ) -> InstanceMasks:
-    """Final instances of a single-scene forward (model in eval mode)."""
+    """Final instances of a single-scene forward (model in eval mode).
+
+    Everything works on the decoded (point, proposal) pairs: memory and time grow with the
+    pairs, not with proposals x points as a dense (K, N) mask would.
+    """
     masks, proposals = outputs["masks"], outputs["proposals"]
     device = outputs["semantic_logits"].device
     point_instance = torch.zeros(num_points, dtype=torch.int32, device=device)
@@ -88,26 +93,21 @@ def select_instances(
         return empty
     inside, score, class_id, class_probs = proposal_scores(outputs, mask_cfg, cfg)
     count = torch.bincount(masks.proposal_id[inside], minlength=proposals.num)
-    candidates = (count >= cfg.min_instance_points) & (score >= cfg.score_threshold)
-    candidates = candidates.nonzero().squeeze(1)
-    if candidates.numel() == 0:
+    is_candidate = (count >= cfg.min_instance_points) & (score >= cfg.score_threshold)
+    if not bool(is_candidate.any()):
         return empty
-    dense, columns = _dense_masks(masks, inside, candidates)
-    kept = dyco_ops.mask_nms(dense, score[candidates].float(), cfg.nms_iou)
-    kept = kept[: cfg.max_instances]
-    # Lowest score first, so a point covered twice ends with the higher-scoring instance.
-    owner = torch.full((columns.numel(),), -1, dtype=torch.long, device=device)
-    for rank in range(kept.numel() - 1, -1, -1):
-        owner[dense[kept[rank]]] = rank
+    pairs = inside & is_candidate[masks.proposal_id]
+    point, proposal = masks.point_index[pairs], masks.proposal_id[pairs]
+    kept = sparse_mask_nms(point, proposal, score, cfg.nms_iou)[: cfg.max_instances]
+    owner = assign_points(point, proposal, kept, num_points)
     sizes = torch.bincount(owner[owner >= 0], minlength=kept.numel())
     survivors = (sizes >= cfg.min_instance_points).nonzero().squeeze(1)
     new_id = torch.zeros(kept.numel() + 1, dtype=torch.int32, device=device)
     new_id[survivors] = torch.arange(1, survivors.numel() + 1, dtype=torch.int32, device=device)
-    final = new_id[owner.clamp_min(0)] * (owner >= 0)
-    chosen = candidates[kept[survivors]]
-    point_instance[columns] = final.to(torch.int32)
+    point_instance[:] = new_id[owner.clamp_min(0)] * (owner >= 0)
+    chosen = kept[survivors]
     final_scores = torch.cat([score.new_zeros(1), score[chosen].float()])
-    point_score[columns] = final_scores[final.long()]
+    point_score[:] = final_scores[point_instance.long()]
     return InstanceMasks(
         class_id[chosen],
         score[chosen].float(),
@@ -117,16 +117,71 @@ def select_instances(
     )
 
 
-def _dense_masks(
-    masks, inside: torch.Tensor, candidates: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K', N') bool masks over only the points some candidate covers (bounded memory)."""
-    row_of = torch.full(
-        (int(masks.proposal_id.max()) + 1,), -1, dtype=torch.long, device=inside.device
+def sparse_mask_nms(
+    point_index: torch.Tensor, mask_id: torch.Tensor, scores: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    """Greedy mask NMS over (point, mask) membership pairs; the same result as
+    `ops.mask_nms` on the dense (K, N) masks of the masks that have pairs.
+
+    Masks are visited by descending score (ties: lower id first); a mask whose IoU with a kept
+    one exceeds `iou_threshold` is dropped. Returns the kept mask ids in that order. Only
+    masks sharing a point get an IoU (a sparse K x K product), so the cost follows the pairs.
+    """
+    present = torch.unique(mask_id)
+    if present.numel() == 0:
+        return present
+    order = present[torch.sort(scores[present], descending=True, stable=True).indices]
+    rank = torch.full_like(scores, -1, dtype=torch.long)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    overlapping = _overlapping_pairs(
+        point_index.cpu().numpy(), rank[mask_id].cpu().numpy(), order.numel(), iou_threshold
     )
-    row_of[candidates] = torch.arange(candidates.numel(), device=inside.device)
-    use = inside & (row_of[masks.proposal_id] >= 0)
-    columns, col = torch.unique(masks.point_index[use], return_inverse=True)
-    dense = torch.zeros(candidates.numel(), columns.numel(), dtype=torch.bool, device=inside.device)
-    dense[row_of[masks.proposal_id[use]], col] = True
-    return dense, columns
+    kept = _greedy_keep(overlapping, order.numel())
+    return order[torch.from_numpy(kept).to(order.device)]
+
+
+def _overlapping_pairs(
+    point: np.ndarray, rank: np.ndarray, num_masks: int, iou_threshold: float
+) -> sp.csr_matrix:
+    """Upper-triangular (a < b) bool matrix of the mask pairs with IoU > threshold."""
+    membership = sp.csr_matrix(
+        (np.ones(point.size, np.int64), (rank, point)), shape=(num_masks, int(point.max()) + 1)
+    )
+    membership.data[:] = 1  # a repeated (point, mask) pair counts once
+    area = np.asarray(membership.sum(1)).ravel()
+    inter = sp.triu(membership @ membership.T, k=1).tocoo()
+    union = area[inter.row] + area[inter.col] - inter.data
+    # IoU rounded to float32 before the comparison, exactly as the dense kernels compare it.
+    iou = torch.from_numpy(inter.data / union).float()
+    over = (iou > iou_threshold).numpy()
+    shape = (num_masks, num_masks)
+    return sp.csr_matrix((over[over], (inter.row[over], inter.col[over])), shape=shape)
+
+
+def _greedy_keep(overlapping: sp.csr_matrix, num_masks: int) -> np.ndarray:
+    """Ranks kept by greedy suppression in rank order (rows list the higher ranks they drop)."""
+    suppressed = np.zeros(num_masks, dtype=bool)
+    kept = []
+    indptr, indices = overlapping.indptr, overlapping.indices
+    for r in range(num_masks):  # loops over masks, not points
+        if suppressed[r]:
+            continue
+        kept.append(r)
+        suppressed[indices[indptr[r] : indptr[r + 1]]] = True
+    return np.asarray(kept, dtype=np.int64)
+
+
+def assign_points(
+    point_index: torch.Tensor, mask_id: torch.Tensor, kept: torch.Tensor, num_points: int
+) -> torch.Tensor:
+    """(num_points,) position in `kept` of the first kept mask covering each point, -1 if
+    none: a point covered twice goes to the higher-scoring instance."""
+    device = point_index.device
+    lookup = torch.full((int(mask_id.max()) + 1,), -1, dtype=torch.long, device=device)
+    lookup[kept] = torch.arange(kept.numel(), device=device)
+    position = lookup[mask_id]
+    covered = position >= 0
+    owner = torch.full((num_points,), kept.numel(), dtype=torch.long, device=device)
+    owner.scatter_reduce_(0, point_index[covered], position[covered], "amin")
+    owner[owner == kept.numel()] = -1
+    return owner
