@@ -11,15 +11,39 @@ from dyco_perception.config import ModelConfig, load_model_config
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "config" / "model"
 
 
-@pytest.mark.parametrize("name", ["dyco3d_m16.yaml", "tiny_test.yaml"])
+@pytest.mark.parametrize("name", ["dyco3d_m16.yaml", "dyco3d_paper.yaml", "tiny_test.yaml"])
 def test_shipped_model_configs_load(name: str) -> None:
     cfg = load_model_config(CONFIG_DIR / name)
     assert cfg.num_classes == 20
 
 
-def test_default_dynamic_head_has_337_parameters() -> None:
-    # DyCo3D: (16 mask features + 3 relative xyz) -> 16 -> 1 with biases.
-    assert ModelConfig().dynamic_head_params == 19 * 16 + 16 + 16 * 1 + 1 == 337
+@pytest.mark.parametrize(
+    ("mask_channels", "hidden", "layers", "expected"),
+    [
+        (8, 8, 3, 177),  # the paper's example, Eq. 3: (8+3)*8+8 + 8*8+8 + 8*1+1
+        (16, 16, 2, 337),  # the released code: (16+3)*16+16 + 16*1+1
+        (16, 16, 1, 20),  # a single 1x1 conv: 19*1+1
+        (8, 4, 4, (11 * 4 + 4) + 2 * (4 * 4 + 4) + (4 + 1)),
+    ],
+)
+def test_decoder_parameter_count_follows_eq3(mask_channels, hidden, layers, expected) -> None:
+    cfg = ModelConfig.from_dict(
+        {"mask_head": {"mask_channels": mask_channels, "hidden": hidden, "layers": layers}}
+    )
+    assert cfg.dynamic_head_params == expected
+
+
+def test_paper_config_is_the_paper() -> None:
+    cfg = load_model_config(CONFIG_DIR / "dyco3d_paper.yaml")
+    assert cfg.voxel.voxel_size == 0.02
+    assert (cfg.backbone.width, cfg.backbone.levels, cfg.backbone.blocks_per_level) == (16, 7, 2)
+    assert (cfg.transformer.layers, cfg.transformer.position) == (2, "relative")
+    assert (cfg.mask_head.generator, cfg.mask_head.grid_size) == ("grid", 14)
+    assert cfg.dynamic_head_params == 177
+    assert cfg.mask_head.category_aware and cfg.mask_head.category_aware_train
+    assert cfg.grouping.train_proposals == "pred"
+    assert (cfg.grouping.radius, cfg.grouping.min_points) == (0.03, 50)
+    assert cfg.inference.nms_iou == 0.3
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model import DyCo3D
-from dyco_perception.model.dynamic_head import decode_masks, run_dynamic_head, split_head_params
+from dyco_perception.model.dynamic_head import decode_masks, run_decoder, split_decoder_params
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import devoxelize, voxelize
@@ -117,6 +117,7 @@ def test_hand_built_dynamic_head_reproduces_a_known_mask() -> None:
         torch.tensor([0]),
         torch.tensor([0]),
     )
+    sizes = [(c_in, hidden), (hidden, 1)]
     decoded = decode_masks(
         proposals,
         params,
@@ -124,14 +125,15 @@ def test_hand_built_dynamic_head_reproduces_a_known_mask() -> None:
         xyz,
         torch.zeros(5, dtype=torch.long),
         None,
+        num_classes=20,
         margin=0.5,
-        hidden=hidden,
+        layer_sizes=sizes,
         use_relative_position=True,
     )
     assert decoded.point_index.tolist() == [0, 1, 2, 3]  # the far point is outside the box
     assert (decoded.logits.sigmoid() > 0.5).tolist() == [False, False, True, True]
-    w = split_head_params(params, c_in, hidden)
-    direct = run_dynamic_head(torch.tensor([[0.0, 1.0, 0, 0]]), *(t[0] for t in w))
+    layers = split_decoder_params(params, sizes)
+    direct = run_decoder(torch.tensor([[0.0, 1.0, 0, 0]]), [(w[0], b[0]) for w, b in layers])
     assert direct.item() == pytest.approx(9.5)
 
 
@@ -153,8 +155,9 @@ def test_category_aware_decoding_skips_other_classes() -> None:
         xyz,
         torch.zeros(4, dtype=torch.long),
         semantic,
+        20,
         0.1,
-        16,
+        ModelConfig().decoder_layer_sizes,
         True,
     )
     assert decoded.point_index.tolist() == [0, 1, 3]
@@ -341,7 +344,16 @@ def test_candidate_index_equals_brute_force_box_and_class_filter() -> None:
     params = torch.randn(k, ModelConfig().dynamic_head_params, generator=gen)
     for sem in (semantic, None):
         decoded = decode_masks(
-            proposals, params, torch.zeros(3000, 16), xyz, batch, sem, 0.3, 16, True
+            proposals,
+            params,
+            torch.zeros(3000, 16),
+            xyz,
+            batch,
+            sem,
+            20,
+            0.3,
+            ModelConfig().decoder_layer_sizes,
+            True,
         )
         for p in range(k):
             pts = xyz[members[proposal_id == p]]

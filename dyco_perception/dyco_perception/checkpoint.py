@@ -27,6 +27,13 @@ from dyco_perception.config import ModelConfig, load_model_config
 
 CARD_KEY = "model_card"
 FORMAT_VERSION = 1
+# Config keys added after format 1 was frozen, with the value that reproduces the network of a
+# card written before them (a missing key must not silently turn an old checkpoint into the
+# paper model, whose weights differ).
+KEYS_ADDED_LATER = {
+    "transformer": {"position": "absolute"},
+    "mask_head": {"layers": 2, "generator": "pooled_mlp"},
+}
 
 
 @dataclass
@@ -44,7 +51,7 @@ class ModelCard:
 
     @property
     def config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.model_config)
+        return ModelConfig.from_dict(_with_keys_added_later(self.model_config))
 
     @property
     def voxel_size(self) -> float:
@@ -103,6 +110,15 @@ class ModelCard:
                 f"model_config.num_classes={cfg.num_classes} but the card lists "
                 f"{len(self.classes)} classes"
             )
+
+
+def _with_keys_added_later(model_config: dict[str, Any]) -> dict[str, Any]:
+    filled = {key: dict(value) if isinstance(value, dict) else value
+              for key, value in model_config.items()}
+    for section, defaults in KEYS_ADDED_LATER.items():
+        if isinstance(filled.get(section), dict):
+            filled[section] = {**defaults, **filled[section]}
+    return filled
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard) -> Path:

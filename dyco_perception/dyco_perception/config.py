@@ -8,6 +8,7 @@ unknown keys, wrong types and out-of-range values with a ValueError that names t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,12 +53,19 @@ class BackboneConfig:
 @dataclass
 class TransformerConfig:
     enabled: bool = True
-    layers: int = ranged(1, 1, 8)
+    layers: int = ranged(2, 1, 8, "self-attention + feed-forward layers (DyCo3D: 2)")
     heads: int = ranged(4, 1, 32)
     ffn_ratio: float = ranged(2.0, 0.5, 8.0)
     dropout: float = ranged(0.0, 0.0, 0.9)
-    # Cap on bottleneck tokens per scene (attention is quadratic); beyond it attention is skipped.
-    max_tokens: int = ranged(8192, 16, 1_000_000)
+    # "relative": a learned per-head attention bias indexed by the clipped integer offset between
+    # two bottleneck voxels (the paper's relative position encoding); "absolute": an MLP of the
+    # voxel position added to the tokens (checkpoints before the paper model).
+    position: str = choice("relative", ("relative", "absolute"))
+    relative_clip: int = ranged(8, 1, 64, "largest |offset| (bottleneck voxels) with its own bias")
+    # Attention is quadratic: a scene with more bottleneck voxels than this attends within
+    # spatial windows of `window` bottleneck voxels a side (chunked to max_tokens) instead.
+    max_tokens: int = ranged(2048, 16, 1_000_000)
+    window: int = ranged(8, 1, 1024, "window edge in bottleneck voxels for large scenes")
 
 
 @dataclass
@@ -73,11 +81,18 @@ class GroupingConfig:
 
 @dataclass
 class MaskHeadConfig:
-    mask_channels: int = ranged(16, 1, 128, "channels of the mask-feature head")
-    hidden: int = ranged(16, 1, 128, "width of the dynamic head's hidden layer")
+    mask_channels: int = ranged(16, 1, 128, "D': channels of the mask-feature head")
+    hidden: int = ranged(16, 1, 128, "width of the instance decoder's hidden layers")
+    layers: int = ranged(3, 1, 8, "1x1 conv layers of the instance decoder (paper Eq. 3: 3)")
     use_relative_position: bool = True
+    # "grid" (DyCo3D section 3.3): each cluster on a grid_size^3 grid of mean backbone features,
+    # two 3x3x3 sparse convs, global pooling, MLP. "pooled_mlp": pool the cluster's backbone
+    # features, then the MLP (faster, our earlier checkpoints).
+    generator: str = choice("grid", ("grid", "pooled_mlp"))
+    grid_size: int = ranged(14, 2, 64, "g: cells per cluster side (paper: 14)")
+    generator_channels: int = ranged(32, 1, 512, "channels of the generator's sparse convs")
     pooling: str = choice("mean", ("mean", "max"))
-    controller_hidden: int = ranged(64, 1, 1024)
+    controller_hidden: int = ranged(64, 1, 1024, "hidden width of the generator's MLP")
     # Decode each proposal only on points inside its box grown by this margin (m).
     box_margin: float = ranged(0.3, 0.0, 100.0)
     category_aware: bool = True
@@ -109,11 +124,17 @@ class ModelConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     @property
+    def decoder_layer_sizes(self) -> list[tuple[int, int]]:
+        """(in, out) of each 1x1 conv of the instance decoder: D'(+3) -> H -> ... -> H -> 1."""
+        mh = self.mask_head
+        c_in = mh.mask_channels + 3 * int(mh.use_relative_position)
+        dims = [c_in] + [mh.hidden] * (mh.layers - 1) + [1]
+        return list(itertools.pairwise(dims))
+
+    @property
     def dynamic_head_params(self) -> int:
-        """Parameters of one generated head: (C+3)->H->1 with biases (337 for 16/16)."""
-        c_in = self.mask_head.mask_channels + 3 * int(self.mask_head.use_relative_position)
-        h = self.mask_head.hidden
-        return c_in * h + h + h + 1
+        """Weights + biases of one generated decoder (Eq. 3: 177 for D'=H=8, 3 layers)."""
+        return sum(c_in * c_out + c_out for c_in, c_out in self.decoder_layer_sizes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

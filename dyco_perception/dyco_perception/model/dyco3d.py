@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from dyco_perception.config import ModelConfig
-from dyco_perception.model.dynamic_head import DecodedMasks, KernelGenerator, decode_masks
+from dyco_perception.model.dynamic_head import (
+    DecodedMasks,
+    GridKernelGenerator,
+    PooledKernelGenerator,
+    decode_masks,
+)
 from dyco_perception.model.grouping import (
     Proposals,
     cluster_proposals,
@@ -29,6 +34,20 @@ def _mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
         nn.ReLU(),
         nn.Linear(hidden, c_out),
     )
+
+
+def _kernel_generator(cfg: ModelConfig) -> nn.Module:
+    mh, m = cfg.mask_head, cfg.backbone.width
+    if mh.generator == "grid":
+        return GridKernelGenerator(
+            m,
+            mh.generator_channels,
+            mh.controller_hidden,
+            cfg.dynamic_head_params,
+            mh.grid_size,
+            mh.pooling,
+        )
+    return PooledKernelGenerator(m, mh.controller_hidden, cfg.dynamic_head_params, mh.pooling)
 
 
 class _Clock:
@@ -61,7 +80,15 @@ class DyCo3D(nn.Module):
 
         def bottleneck(channels: int) -> nn.Module:
             return BottleneckTransformer(
-                channels, t.layers, t.heads, t.ffn_ratio, t.dropout, t.max_tokens
+                channels,
+                t.layers,
+                t.heads,
+                t.ffn_ratio,
+                t.dropout,
+                t.max_tokens,
+                t.position,
+                t.relative_clip,
+                t.window,
             )
 
         self.backbone = SparseUNet(
@@ -74,10 +101,9 @@ class DyCo3D(nn.Module):
         self.semantic_head = _mlp(m, m, cfg.num_classes)
         self.offset_head = _mlp(m, m, 3)
         self.mask_feature_head = _mlp(m, m, cfg.mask_head.mask_channels)
-        self.kernel_generator = KernelGenerator(
-            m, cfg.mask_head.controller_hidden, cfg.dynamic_head_params, cfg.mask_head.pooling
-        )
-        self.score_head = nn.Sequential(nn.Linear(m, m), nn.ReLU(), nn.Linear(m, 1))
+        self.kernel_generator = _kernel_generator(cfg)
+        c = self.kernel_generator.out_channels
+        self.score_head = nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, 1))
         self.set_backend(cfg.backbone.backend)
 
     def set_backend(self, backend: str) -> str:
@@ -128,7 +154,15 @@ class DyCo3D(nn.Module):
             "masks": masks,
             "score_logits": score_logits,
             "num_voxels": int(vox.voxels.coords.shape[0]),
+            "diagnostics": {"transformer": self._transformer_mode()},
         }
+
+    def _transformer_mode(self) -> str:
+        """What the bottleneck attention did in the last forward: off, global or windowed."""
+        for module in self.modules():
+            if isinstance(module, BottleneckTransformer):
+                return module.last_mode
+        return "off"
 
     def _proposals(self, xyz, offsets, semantic_pred, batch, gt_semantic, gt_instance) -> Proposals:
         g = self.cfg.grouping
@@ -152,8 +186,7 @@ class DyCo3D(nn.Module):
         self, proposals, point_feat, mask_features, xyz, batch, semantic_pred
     ) -> tuple[DecodedMasks, torch.Tensor]:
         mh = self.cfg.mask_head
-        pooled = self.kernel_generator.pool(point_feat, proposals)
-        params = self.kernel_generator(pooled)
+        params, pooled = self.kernel_generator(point_feat, xyz, proposals)
         category_aware = mh.category_aware_train if self.training else mh.category_aware
         masks = decode_masks(
             proposals,
@@ -162,8 +195,9 @@ class DyCo3D(nn.Module):
             xyz,
             batch,
             semantic_pred if category_aware else None,
+            self.cfg.num_classes,
             mh.box_margin,
-            mh.hidden,
+            self.cfg.decoder_layer_sizes,
             mh.use_relative_position,
         )
         score_logits = self.score_head(pooled).squeeze(1)

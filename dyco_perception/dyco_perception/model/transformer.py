@@ -1,22 +1,40 @@
-"""Light-weight transformer on the bottleneck voxels (self-attention within each scene)."""
+"""The light-weight transformer on the bottleneck voxels (DyCo3D section 3.2).
+
+Self-attention layers, each followed by a feed-forward layer, within each scene. Position is
+encoded relatively: every head adds a learned bias for the integer offset between two
+bottleneck voxels, one table per axis (offsets clipped to +-relative_clip), so attention
+depends on where tokens are relative to each other, not on where the scene sits.
+
+Attention is quadratic in the token count. A scene with more than `max_tokens` bottleneck voxels
+(a big map) attends within spatial windows of `window` voxels a side, each cut into chunks of
+at most `max_tokens` (a window that dense is rare: bottleneck voxels cover surfaces). What ran
+is kept in `last_mode` ("off", "global" or "windowed") for the model's diagnostics.
+"""
 
 from __future__ import annotations
 
-import logging
-
+import torch
 from torch import nn
 
 from dyco_perception.sparse import SparseVoxels
 
-log = logging.getLogger(__name__)
+
+class RelativePositionBias(nn.Module):
+    """(T,3) integer coords -> (heads, T, T) attention bias from per-axis offset tables."""
+
+    def __init__(self, heads: int, clip: int):
+        super().__init__()
+        self.clip = clip
+        self.tables = nn.Parameter(torch.zeros(3, 2 * clip + 1, heads))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        offset = (coords[:, None, :] - coords[None, :, :]).clamp(-self.clip, self.clip) + self.clip
+        bias = sum(self.tables[axis][offset[..., axis]] for axis in range(3))
+        return bias.permute(2, 0, 1)
 
 
 class BottleneckTransformer(nn.Module):
-    """Pre-LN encoder layers over the coarsest voxels, with a learned xyz position embedding.
-
-    Attention is quadratic in the token count; scenes with more than `max_tokens` bottleneck
-    voxels skip it (logged) instead of running out of memory.
-    """
+    """Pre-LN encoder layers over the coarsest voxels of each scene."""
 
     def __init__(
         self,
@@ -26,12 +44,19 @@ class BottleneckTransformer(nn.Module):
         ffn_ratio: float,
         dropout: float,
         max_tokens: int,
+        position: str = "relative",
+        relative_clip: int = 8,
+        window: int = 8,
     ):
         super().__init__()
-        self.max_tokens = max_tokens
-        self.position = nn.Sequential(
-            nn.Linear(3, channels), nn.ReLU(), nn.Linear(channels, channels)
-        )
+        self.heads, self.max_tokens, self.window = heads, max_tokens, window
+        self.relative = position == "relative"
+        if self.relative:
+            self.position = RelativePositionBias(heads, relative_clip)
+        else:
+            self.position = nn.Sequential(
+                nn.Linear(3, channels), nn.ReLU(), nn.Linear(channels, channels)
+            )
         self.layers = nn.ModuleList(
             [
                 nn.TransformerEncoderLayer(
@@ -45,24 +70,43 @@ class BottleneckTransformer(nn.Module):
                 for _ in range(layers)
             ]
         )
+        self.last_mode = "off"
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         out = x.features
+        modes = set()
         for b in range(x.batch_size):
             rows = (x.coords[:, 0] == b).nonzero().squeeze(1)
             if rows.numel() == 0:
                 continue
-            if rows.numel() > self.max_tokens:
-                log.warning(
-                    "transformer skipped: %d bottleneck voxels > max_tokens=%d",
-                    rows.numel(),
-                    self.max_tokens,
-                )
-                continue
-            pos = x.coords[rows, 1:].to(out.dtype)
-            pos = (pos - pos.mean(0)) / 8.0  # bottleneck units; keeps the embedding input small
-            tokens = (out[rows] + self.position(pos)).unsqueeze(0)
-            for layer in self.layers:
-                tokens = layer(tokens)
-            out = out.index_copy(0, rows, tokens.squeeze(0))
+            groups = [rows] if rows.numel() <= self.max_tokens else self._windows(x.coords, rows)
+            modes.add("global" if len(groups) == 1 else "windowed")
+            for group in groups:
+                out = out.index_copy(0, group, self._attend(out[group], x.coords[group, 1:]))
+        self.last_mode = "windowed" if "windowed" in modes else modes.pop() if modes else "off"
         return x.with_features(out)
+
+    def _attend(self, tokens: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        mask = None
+        if self.relative:
+            mask = self.position(coords).to(tokens.dtype)  # (heads, T, T) = (batch*heads, T, T)
+        else:
+            pos = coords.to(tokens.dtype)
+            pos = (pos - pos.mean(0)) / 8.0  # bottleneck units; keeps the embedding input small
+            tokens = tokens + self.position(pos)
+        tokens = tokens.unsqueeze(0)
+        for layer in self.layers:
+            tokens = layer(tokens, src_mask=mask)
+        return tokens.squeeze(0)
+
+    def _windows(self, coords: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Rows grouped by window cell, each group split into chunks of <= max_tokens."""
+        cell = coords[rows, 1:] // self.window
+        key = (cell[:, 0] * 65536 + cell[:, 1]) * 65536 + cell[:, 2]
+        order = torch.argsort(key, stable=True)
+        rows, key = rows[order], key[order]
+        _, counts = torch.unique_consecutive(key, return_counts=True)
+        groups = []
+        for window_rows in torch.split(rows, counts.tolist()):
+            groups.extend(torch.split(window_rows, self.max_tokens))
+        return groups
