@@ -27,4 +27,4 @@ train-shipped: setup
 	@$(ACTIVATE) && dyco-train --config config/train/shipped.yaml
 
 clean:
-	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log cuda_ops/build
+	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log cuda_ops/dyco_ops/_build

@@ -36,11 +36,11 @@ SCANS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scannet50k"
 
 def load_scenes(scans: Path, limit: int) -> list:
     if scans.is_dir():
-        from dyco_training.datasets import load_npz_scene
+        from dyco_perception.scenes import load_npz_scene
 
         return [load_npz_scene(p) for p in sorted(scans.glob("*.npz"))[:limit]]
     print(f"{scans} absent: using generated rooms")
-    from dyco_training.room_generator import generate_room
+    from dyco_perception.room_generator import generate_room
 
     return [generate_room(seed) for seed in range(limit)]
 

@@ -1,4 +1,4 @@
-"""Reference (pure torch) vs native time of every dyco_ops kernel at 50k and 1M points.
+"""Reference (pure torch) vs native (dyco_ops) time of every op at 50k and 1M points.
 
 python bench/bench_ops.py [--device cpu|cuda] [--threads 1] [--sizes 50000 1000000]
 
@@ -12,10 +12,11 @@ import argparse
 import time
 from collections.abc import Callable
 
-import dyco_ops
 import numpy as np
 import torch
 from dyco_training.datasets import SCANNET50K_DIR
+
+from dyco_perception import ops as dyco_ops
 
 SCANS = SCANNET50K_DIR
 FEATURES = 32

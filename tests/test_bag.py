@@ -18,7 +18,7 @@ from dyco_perception import pointcloud2 as pc2
 
 @pytest.fixture(scope="module")
 def rooms():
-    from dyco_training.room_generator import generate_room
+    from dyco_perception.room_generator import generate_room
 
     return [generate_room(seed, num_points=3000) for seed in (1, 2)]
 
@@ -62,7 +62,7 @@ def test_make_bag_cli_on_real_scans(tmp_path: Path, scannet_dir: Path) -> None:
     make_bag_main(["--scans", str(scannet_dir), "--limit", "2", "--out", str(out)])
     scans = bags.read_scan_bag(out)
     assert len(scans) == 2 and all(s.num_points == 50_000 for s in scans)
-    from dyco_training.datasets import load_npz_scene
+    from dyco_perception.scenes import load_npz_scene
 
     first = load_npz_scene(sorted(scannet_dir.glob("*.npz"))[0])
     np.testing.assert_array_equal(scans[0].instance, first.instance)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dyco_perception.scenes import make_scene
 from dyco_training.baseline import (
     DEFAULT_CONFIG,
     BaselineConfig,
@@ -15,7 +16,6 @@ from dyco_training.baseline import (
     segment,
     tune,
 )
-from dyco_training.datasets import make_scene
 
 CHAIR, TABLE, WALL, FLOOR = 4, 6, 0, 1
 

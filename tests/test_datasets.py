@@ -7,17 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dyco_perception.scenes import IGNORE, load_npz_scene, make_scene, save_scene_npz
 from dyco_training.datasets import (
-    IGNORE,
     SCANNET50K_DIR,
     list_npz_scans,
     list_s3dis_rooms,
-    load_npz_scene,
     load_pointgroup_pth,
     load_s3dis_room,
     load_scene,
-    make_scene,
-    save_scene_npz,
     split_names,
 )
 

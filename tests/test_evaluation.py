@@ -7,15 +7,15 @@ import math
 
 import numpy as np
 import pytest
-from dyco_training.cli_eval import eval_vectors_main
-from dyco_training.datasets import EVAL_VECTORS_DIR
-from dyco_training.evaluation import (
+from dyco_perception.evaluation import (
     InstanceEvaluator,
     InstancePredictions,
     benchmark_gt_ids,
     evaluate_case,
     evaluate_predictions,
 )
+from dyco_training.cli_eval import eval_vectors_main
+from dyco_training.datasets import EVAL_VECTORS_DIR
 
 from dyco_perception import classes
 
@@ -170,7 +170,7 @@ def test_evaluate_predictions_takes_semantic_ids_and_instance_lists() -> None:
 def test_class_hypotheses_let_a_mislabelled_mask_count_for_its_runner_up_class() -> None:
     from types import SimpleNamespace
 
-    from dyco_training.evaluation import class_hypotheses
+    from dyco_perception.evaluation import class_hypotheses
 
     chair, table = classes.SEMANTIC_CLASSES.index("chair"), classes.SEMANTIC_CLASSES.index("table")
     semantic = np.array([chair] * 150 + [table] * 120)

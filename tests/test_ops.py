@@ -1,32 +1,25 @@
-"""dyco_ops: references vs independent oracles, native kernels vs references, nvcc compile check."""
+"""Ops: the core's pure-PyTorch references vs independent oracles, the native kernels
+(dyco_ops) vs those references, nvcc compile check."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from dyco_perception.ops import reference
+from dyco_training.datasets import SCANNET50K_DIR
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
-try:
-    import dyco_ops
-except ImportError:  # not pip-installed (e.g. before `make setup`): use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cuda_ops"))
-    import dyco_ops
-
-from dyco_ops import native, reference
-from dyco_training.datasets import SCANNET50K_DIR
+from dyco_perception import ops
 
 SCANS = SCANNET50K_DIR
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _native_or_skip(device: str) -> None:
-    if not dyco_ops.native_available(device):
-        reason = native.reason_for(torch.device(device))
+    if not ops.native_available(device):
+        reason = ops.backend_info()[torch.device(device).type]["reason"]
         pytest.skip(f"native {device} kernels not loaded: {reason}")
 
 
@@ -192,18 +185,18 @@ _ZERO_LABELS = torch.zeros(2, dtype=torch.int64)
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: dyco_ops.voxelize(torch.zeros((4, 3))), "integer"),
-        (lambda: dyco_ops.voxelize(torch.zeros((4, 2), dtype=torch.int64)), r"\(N, 3\)"),
-        (lambda: dyco_ops.scatter_mean(torch.zeros((3, 2)), torch.tensor([0, 1, 5]), 5), r"\[0, 5"),
-        (lambda: dyco_ops.scatter_max(torch.zeros((3, 2)), torch.tensor([0, 1]), 5), "shape"),
-        (lambda: dyco_ops.scatter_mean(torch.zeros(3), torch.tensor([0, 1, 2]), 5), r"\(N, C\)"),
-        (lambda: dyco_ops.scatter_mean(torch.zeros((1, 2)), torch.tensor([0]), -1), "num_segm"),
-        (lambda: dyco_ops.connected_components(torch.zeros((2, 3)), torch.zeros(2), 0.1), "integ"),
-        (lambda: dyco_ops.connected_components(torch.zeros((2, 3)), _ZERO_LABELS, 0.0), "radius"),
-        (lambda: dyco_ops.connected_components(_NAN_POINT, _ZERO_LABELS[:1], 0.1), "finite"),
-        (lambda: dyco_ops.mask_iou(torch.zeros((2, 3))), "bool"),
-        (lambda: dyco_ops.mask_nms(_BOOL_MASKS, torch.zeros(3), 0.5), "scores"),
-        (lambda: dyco_ops.mask_iou(_BOOL_MASKS, backend="gpu"), "backend"),
+        (lambda: ops.voxelize(torch.zeros((4, 3))), "integer"),
+        (lambda: ops.voxelize(torch.zeros((4, 2), dtype=torch.int64)), r"\(N, 3\)"),
+        (lambda: ops.scatter_mean(torch.zeros((3, 2)), torch.tensor([0, 1, 5]), 5), r"\[0, 5"),
+        (lambda: ops.scatter_max(torch.zeros((3, 2)), torch.tensor([0, 1]), 5), "shape"),
+        (lambda: ops.scatter_mean(torch.zeros(3), torch.tensor([0, 1, 2]), 5), r"\(N, C\)"),
+        (lambda: ops.scatter_mean(torch.zeros((1, 2)), torch.tensor([0]), -1), "num_segm"),
+        (lambda: ops.connected_components(torch.zeros((2, 3)), torch.zeros(2), 0.1), "integ"),
+        (lambda: ops.connected_components(torch.zeros((2, 3)), _ZERO_LABELS, 0.0), "radius"),
+        (lambda: ops.connected_components(_NAN_POINT, _ZERO_LABELS[:1], 0.1), "finite"),
+        (lambda: ops.mask_iou(torch.zeros((2, 3))), "bool"),
+        (lambda: ops.mask_nms(_BOOL_MASKS, torch.zeros(3), 0.5), "scores"),
+        (lambda: ops.mask_iou(_BOOL_MASKS, backend="gpu"), "backend"),
     ],
 )
 def test_bad_input_raises_value_error(call, match: str) -> None:
@@ -212,18 +205,18 @@ def test_bad_input_raises_value_error(call, match: str) -> None:
 
 
 def test_backend_info_reports_each_device() -> None:
-    info = dyco_ops.backend_info()
+    info = ops.backend_info()
     for device_type in ("cpu", "cuda"):
         assert isinstance(info[device_type]["native"], bool)
         assert info[device_type]["reason"]
-    assert info["cpu"]["native"] == dyco_ops.native_available("cpu")
+    assert info["cpu"]["native"] == ops.native_available("cpu")
 
 
 def test_native_backend_errors_clearly_when_missing() -> None:
-    if dyco_ops.native_available("cpu"):
+    if ops.native_available("cpu"):
         pytest.skip("native cpu kernels are built; the missing-build error cannot occur")
     with pytest.raises(RuntimeError, match="native backend unavailable"):
-        dyco_ops.mask_iou(torch.zeros((2, 3), dtype=torch.bool), backend="native")
+        ops.mask_iou(torch.zeros((2, 3), dtype=torch.bool), backend="native")
 
 
 # ----------------------------------------------------------------------------- native vs reference
@@ -246,8 +239,8 @@ def test_native_voxelize_matches_reference(device: str, n: int) -> None:
         torch.randint(-(2**45), 2**45, (n, 3), generator=g) // 7 * 7,  # huge extent
     ):
         coords = coords.to(device)
-        got_voxels, got_inverse = dyco_ops.voxelize(coords, backend="native")
-        voxels, inverse = dyco_ops.voxelize(coords, backend="torch")
+        got_voxels, got_inverse = ops.voxelize(coords, backend="native")
+        voxels, inverse = ops.voxelize(coords, backend="torch")
         _assert_same_ints(got_voxels, voxels)
         _assert_same_ints(got_inverse, inverse)
 
@@ -265,7 +258,7 @@ def test_native_scatter_matches_torch(device: str, n: int, op: str, dtype: torch
     values[:, 3:] = values[:, 3:].mul(2).round()  # includes exact zeros
     values = values.to(device).requires_grad_(True)
     index = torch.randint(0, segments, (n,), generator=g).to(device)
-    fn = dyco_ops.scatter_mean if op == "mean" else dyco_ops.scatter_max
+    fn = ops.scatter_mean if op == "mean" else ops.scatter_max
     got = fn(values, index, segments + 2, backend="native")
     expected = _torch_scatter(values, index, segments + 2, op)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -295,8 +288,8 @@ def test_native_connected_components_matches_reference(device: str, n: int) -> N
     _native_or_skip(device)
     for points, labels, radius in _components_cases(n):
         points, labels = points.to(device), labels.to(device)
-        got = dyco_ops.connected_components(points, labels, radius, backend="native")
-        expected = dyco_ops.connected_components(points, labels, radius, backend="torch")
+        got = ops.connected_components(points, labels, radius, backend="native")
+        expected = ops.connected_components(points, labels, radius, backend="torch")
         _assert_same_ints(got, expected)
 
 
@@ -311,12 +304,12 @@ def test_native_mask_iou_and_nms_match_reference(device: str, k: int, n: int) ->
         masks[3] = masks[0]
     scores = torch.randint(0, 6, (k,), generator=g).float()
     masks, scores = masks.to(device), scores.to(device)
-    iou = dyco_ops.mask_iou(masks, backend="native")
+    iou = ops.mask_iou(masks, backend="native")
     assert iou.dtype == torch.float32 and iou.device == masks.device
-    torch.testing.assert_close(iou, dyco_ops.mask_iou(masks, backend="torch"), rtol=0, atol=1e-6)
+    torch.testing.assert_close(iou, ops.mask_iou(masks, backend="torch"), rtol=0, atol=1e-6)
     for threshold in (0.0, 0.25, 0.5, 1.0):
-        got = dyco_ops.mask_nms(masks, scores, threshold, backend="native")
-        _assert_same_ints(got, dyco_ops.mask_nms(masks, scores, threshold, backend="torch"))
+        got = ops.mask_nms(masks, scores, threshold, backend="native")
+        _assert_same_ints(got, ops.mask_nms(masks, scores, threshold, backend="torch"))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -332,32 +325,32 @@ def test_native_ops_on_real_scan(device: str) -> None:
     instance = torch.from_numpy(scan["instance"].astype(np.int64)).to(device)
 
     coords = torch.floor(xyz / 0.02).long()
-    voxels, inverse = dyco_ops.voxelize(coords, backend="native")
-    ref_voxels, ref_inverse = dyco_ops.voxelize(coords, backend="torch")
+    voxels, inverse = ops.voxelize(coords, backend="native")
+    ref_voxels, ref_inverse = ops.voxelize(coords, backend="torch")
     _assert_same_ints(voxels, ref_voxels)
     _assert_same_ints(inverse, ref_inverse)
-    for fn in (dyco_ops.scatter_mean, dyco_ops.scatter_max):
+    for fn in (ops.scatter_mean, ops.scatter_max):
         got = fn(rgb, inverse, len(voxels), backend="native")
         torch.testing.assert_close(got, fn(rgb, inverse, len(voxels), backend="torch"))
 
-    components = dyco_ops.connected_components(xyz, semantic, 0.03, backend="native")
-    _assert_same_ints(components, dyco_ops.connected_components(xyz, semantic, 0.03, "torch"))
+    components = ops.connected_components(xyz, semantic, 0.03, backend="native")
+    _assert_same_ints(components, ops.connected_components(xyz, semantic, 0.03, "torch"))
 
     masks = instance[None, :] == torch.unique(instance)[:, None]
     scores = torch.rand(len(masks), generator=_gen(5)).to(device)
-    iou = dyco_ops.mask_iou(masks, backend="native")
-    torch.testing.assert_close(iou, dyco_ops.mask_iou(masks, backend="torch"), rtol=0, atol=1e-6)
+    iou = ops.mask_iou(masks, backend="native")
+    torch.testing.assert_close(iou, ops.mask_iou(masks, backend="torch"), rtol=0, atol=1e-6)
     # Overlapping candidates: instance masks unioned with random other instances.
     merged = masks | masks[torch.randperm(len(masks), generator=_gen(6)).to(device)]
-    kept = dyco_ops.mask_nms(merged, scores, 0.3, backend="native")
-    _assert_same_ints(kept, dyco_ops.mask_nms(merged, scores, 0.3, backend="torch"))
+    kept = ops.mask_nms(merged, scores, 0.3, backend="native")
+    _assert_same_ints(kept, ops.mask_nms(merged, scores, 0.3, backend="torch"))
 
 
 # ----------------------------------------------------------------------------- CUDA sources
 
 
 def test_cuda_sources_compile_with_nvcc() -> None:
-    from dyco_ops import check_cuda
+    check_cuda = pytest.importorskip("dyco_ops.check_cuda", reason="dyco_ops not installed")
 
     if check_cuda.find_nvcc() is None:
         pytest.skip("nvcc not found (no CUDA toolkit): the .cu compile check cannot run here")

@@ -24,7 +24,7 @@ INPUT_TOPIC = "/test_replay/cloud_in"
 @pytest.fixture(scope="module")
 def scenes(scannet_dir):
     """Two real scans cut to 8000 points each (fast on the test model)."""
-    from dyco_training.datasets import load_npz_scene, make_scene
+    from dyco_perception.scenes import load_npz_scene, make_scene
 
     out = []
     for name in ("scene0009_00", "scene0010_00"):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dyco_perception.room_generator import generate_room
+from dyco_perception.scenes import save_scene_npz
 from dyco_training.cli_evaluate import main as evaluate_main
 from dyco_training.cli_train import main as train_main
-from dyco_training.datasets import save_scene_npz
-from dyco_training.room_generator import generate_room
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -181,7 +181,7 @@ def test_run_writes_logs_curves_state_and_checkpoint(tmp_path):
 
 
 def test_validate_reports_benchmark_metrics(tmp_path):
-    from dyco_training.room_generator import generate_room
+    from dyco_perception.room_generator import generate_room
 
     trainer = Trainer(train_config_from_dict(tiny_config()), out_dir=tmp_path)
     metrics = trainer.validate([generate_room(5, 6000)])
@@ -190,8 +190,8 @@ def test_validate_reports_benchmark_metrics(tmp_path):
 
 
 def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
+    from dyco_perception.scenes import make_scene
     from dyco_training.augment import AugmentConfig
-    from dyco_training.datasets import make_scene
     from dyco_training.trainer import augment_spanning
 
     rng = np.random.default_rng(0)

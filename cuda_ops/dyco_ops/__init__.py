@@ -1,27 +1,6 @@
-"""dyco_ops: hot non-convolution ops of the DyCo3D pipeline.
+"""dyco_ops: native (C++ CPU, CUDA) kernels of the DyCo3D pipeline's hot non-convolution ops.
 
-Each op runs a prebuilt native kernel (C++ on CPU, CUDA on GPU) when available, else the
-pure-PyTorch reference in `dyco_ops.reference`. Build the kernels with `python -m dyco_ops.build`.
+An optional speed-up: `dyco_perception.ops` validates inputs and calls these kernels when they
+are built (`python -m dyco_ops.build`), else its own pure-PyTorch implementations, which define
+the semantics the kernels must reproduce. The C++/CUDA sources ship as package data (csrc/).
 """
-
-from dyco_ops.ops import (
-    backend_info,
-    connected_components,
-    mask_iou,
-    mask_nms,
-    native_available,
-    scatter_max,
-    scatter_mean,
-    voxelize,
-)
-
-__all__ = [
-    "backend_info",
-    "connected_components",
-    "mask_iou",
-    "mask_nms",
-    "native_available",
-    "scatter_max",
-    "scatter_mean",
-    "voxelize",
-]

@@ -18,9 +18,9 @@ from types import ModuleType
 
 import torch
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-CSRC_DIR = PACKAGE_ROOT / "csrc"
-BUILD_DIR = Path(os.environ.get("DYCO_OPS_BUILD_DIR", PACKAGE_ROOT / "build"))
+PACKAGE_DIR = Path(__file__).resolve().parent
+CSRC_DIR = PACKAGE_DIR / "csrc"  # package data: an installed wheel can build too
+BUILD_DIR = Path(os.environ.get("DYCO_OPS_BUILD_DIR", PACKAGE_DIR / "_build"))
 
 # Extension name -> its source files (relative to CSRC_DIR).
 EXTENSIONS: dict[str, list[str]] = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dyco_perception import classes
-from dyco_training.datasets import Scene, make_scene
+from dyco_perception.scenes import Scene, make_scene
 
 SEM = {name: i for i, name in enumerate(classes.SEMANTIC_CLASSES)}
 POSITION_NOISE_M = 0.005

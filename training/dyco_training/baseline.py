@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from dyco_perception.evaluation import InstanceEvaluator, benchmark_gt_ids
+from dyco_perception.scenes import Scene, load_npz_scene
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from dyco_training.datasets import Scene, list_npz_scans, load_npz_scene
-from dyco_training.evaluation import InstanceEvaluator, benchmark_gt_ids
+from dyco_training.datasets import list_npz_scans
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "baseline.yaml"
 _RANSAC_SAMPLE = 8000

@@ -22,7 +22,7 @@ def _max_deviation(expected: dict, got: dict) -> float:
 
 
 def eval_vectors_main(argv: list[str] | None = None) -> int:
-    from dyco_training.evaluation import evaluate_case
+    from dyco_perception.evaluation import evaluate_case
 
     parser = argparse.ArgumentParser(
         prog="dyco-eval-vectors",
@@ -52,10 +52,9 @@ def eval_vectors_main(argv: list[str] | None = None) -> int:
 
 
 def generate_rooms_main(argv: list[str] | None = None) -> int:
+    from dyco_perception.room_generator import generate_room
+    from dyco_perception.scenes import save_scene_npz
     from tqdm import tqdm
-
-    from dyco_training.datasets import save_scene_npz
-    from dyco_training.room_generator import generate_room
 
     parser = argparse.ArgumentParser(
         prog="dyco-generate-rooms",

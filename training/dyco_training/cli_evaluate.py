@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dyco_training.datasets import list_npz_scans, load_npz_scene
+from dyco_perception.scenes import load_npz_scene
+
+from dyco_training.datasets import list_npz_scans
 
 
 def evaluate_checkpoint(
@@ -27,10 +29,9 @@ def evaluate_checkpoint(
     hypotheses: int = 1,
 ) -> dict[str, Any]:
     """Benchmark metrics of `checkpoint` over `scans` plus seconds_per_scan."""
+    from dyco_perception.evaluation import class_hypotheses, evaluate_predictions
     from dyco_perception.segmenter import Segmenter
     from tqdm import tqdm
-
-    from dyco_training.evaluation import class_hypotheses, evaluate_predictions
 
     if not scans:
         raise ValueError("no scans to evaluate")

@@ -1,7 +1,8 @@
-"""Scene readers for every data source training and evaluation use, all returning ``Scene``.
+"""Scene readers for every data source training uses, all returning `scenes.Scene` (core).
 
-Sources: the scannet50k npz format (also what the room generator writes), ScanNet as
-preprocessed by PointGroup (``*_inst_nostuff.pth``), and S3DIS ``Area_N/<room>/Annotations``.
+Sources: the scannet50k npz format (read by the core, `dyco_perception.scenes`, which the bag
+tools use too), ScanNet as preprocessed by PointGroup (``*_inst_nostuff.pth``), and S3DIS
+``Area_N/<room>/Annotations``; plus the train/val split of the scannet50k scans.
 
 S3DIS -> ScanNet class mapping (S3DIS has 13 classes; ScanNet's NYU40 labels decide):
     wall -> wall, floor -> floor, chair -> chair, table -> table, door -> door,
@@ -16,10 +17,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from dyco_perception.scenes import IGNORE, Scene, load_npz_scene, make_scene
 
 from dyco_perception import classes
 
@@ -30,9 +31,7 @@ EVAL_VECTORS_DIR = SHARED_DIR / "eval_vectors"
 
 log = logging.getLogger(__name__)
 
-IGNORE = classes.IGNORE_LABEL
 VAL_ROOMS: tuple[str, ...] = ("scene0009", "scene0010")
-_STUFF = np.asarray(classes.STUFF_CLASS_IDS)
 
 S3DIS_TO_SEMANTIC: dict[str, int] = {
     name: classes.SEMANTIC_CLASSES.index(target)
@@ -48,101 +47,6 @@ S3DIS_TO_SEMANTIC: dict[str, int] = {
     }.items()
 }
 S3DIS_IGNORED: tuple[str, ...] = ("ceiling", "beam", "column", "board", "clutter", "stairs")
-
-
-@dataclass
-class Scene:
-    """One labelled scan: semantic ids 0..19 (-100 ignore), instance ids 1..K (0 = none)."""
-
-    xyz: np.ndarray  # float32 (N, 3), metres, z up
-    rgb: np.ndarray  # uint8 (N, 3)
-    semantic: np.ndarray  # int64 (N,)
-    instance: np.ndarray  # int64 (N,)
-    name: str
-
-    def __post_init__(self) -> None:
-        n = len(self.xyz)
-        shapes = {
-            "xyz": (self.xyz.shape, (n, 3)),
-            "rgb": (self.rgb.shape, (n, 3)),
-            "semantic": (self.semantic.shape, (n,)),
-            "instance": (self.instance.shape, (n,)),
-        }
-        for field_name, (have, want) in shapes.items():
-            if have != want:
-                raise ValueError(f"scene {self.name}: {field_name} has shape {have}, need {want}")
-        if not np.all(np.isfinite(self.xyz)):
-            raise ValueError(f"scene {self.name}: xyz contains NaN or inf")
-
-    @property
-    def num_points(self) -> int:
-        return len(self.xyz)
-
-    @property
-    def num_instances(self) -> int:
-        return int(np.unique(self.instance[self.instance > 0]).size)
-
-
-def make_scene(
-    xyz: np.ndarray, rgb: np.ndarray, semantic: np.ndarray, instance: np.ndarray, name: str
-) -> Scene:
-    """Build a Scene with the project's conventions enforced: instances of stuff and ignored
-    points become 0 and the rest are renumbered 1..K in order of their original id."""
-    semantic = np.asarray(semantic, dtype=np.int64)
-    instance = np.asarray(instance, dtype=np.int64)
-    if semantic.size and (semantic.max() >= classes.NUM_SEMANTIC_CLASSES):
-        raise ValueError(f"scene {name}: semantic id {semantic.max()} outside 0..19")
-    bad = (semantic < 0) & (semantic != IGNORE)
-    if np.any(bad):
-        raise ValueError(f"scene {name}: semantic ids must be 0..19 or {IGNORE}")
-    no_instance = (instance <= 0) | (semantic == IGNORE) | np.isin(semantic, _STUFF)
-    kept = np.where(no_instance, 0, instance)
-    _, renumbered = np.unique(kept, return_inverse=True)
-    instance = renumbered.reshape(-1) + (0 if np.any(kept == 0) else 1)
-    return Scene(
-        xyz=np.ascontiguousarray(xyz, dtype=np.float32),
-        rgb=np.ascontiguousarray(rgb, dtype=np.uint8),
-        semantic=semantic,
-        instance=instance.astype(np.int64),
-        name=name,
-    )
-
-
-# --- scannet50k npz ---------------------------------------------------------------------------
-
-_NPZ_KEYS = ("xyz", "rgb", "sem_nyu40", "instance")
-
-
-def load_npz_scene(path: str | Path) -> Scene:
-    """Read one scan in the scannet50k npz format."""
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in _NPZ_KEYS if k not in data.files]
-        if missing:
-            raise ValueError(f"{path}: not a scannet50k scan, missing arrays {missing}")
-        xyz, rgb, nyu, instance = (data[k] for k in _NPZ_KEYS)
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"{path}: rgb must be uint8, got {rgb.dtype}")
-    return make_scene(xyz, rgb, classes.nyu40_to_semantic(nyu), instance, path.stem)
-
-
-def save_scene_npz(scene: Scene, path: str | Path) -> Path:
-    """Write a Scene in the scannet50k format (NYU40 ids; ignored points get NYU40 0)."""
-    path = Path(path)
-    if scene.instance.size and scene.instance.max() > np.iinfo(np.uint16).max:
-        raise ValueError(f"scene {scene.name}: too many instances for uint16")
-    ignored = scene.semantic == IGNORE
-    nyu = classes.semantic_to_nyu40(np.where(ignored, 0, scene.semantic))
-    nyu = np.where(ignored, 0, nyu)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        path,
-        xyz=scene.xyz.astype(np.float32),
-        rgb=scene.rgb.astype(np.uint8),
-        sem_nyu40=nyu.astype(np.uint16),
-        instance=scene.instance.astype(np.uint16),
-    )
-    return path
 
 
 def room_of(name: str) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import dyco_ops
 import torch
 import torch.nn.functional as F
 from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
 
+from dyco_perception import ops as dyco_ops
 from dyco_perception.config import build_config, ranged
 
 

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from dyco_perception.scenes import Scene, load_npz_scene
 
 from dyco_perception.config import ModelConfig, build_config, choice, ranged
 from dyco_training.augment import AugmentConfig, augment_scene
-from dyco_training.datasets import SCANNET50K_DIR, Scene, list_npz_scans, load_npz_scene
+from dyco_training.datasets import SCANNET50K_DIR, list_npz_scans
 from dyco_training.distributed import (
     DistInfo,
     average_scalars,
@@ -231,7 +232,7 @@ def build_pool(cfg: DataConfig) -> list[Scene]:
     real = load_scans(cfg, cfg.train_split, cfg.train_scans) if cfg.real_repeat else []
     pool = real * cfg.real_repeat
     if cfg.generated_rooms:
-        from dyco_training.room_generator import generate_room
+        from dyco_perception.room_generator import generate_room
 
         pool += [
             generate_room(cfg.generated_seed + i, cfg.generated_points)
@@ -475,9 +476,8 @@ class Trainer:
     # ---- validation ----
     def validate(self, scenes: list[Scene] | None = None) -> dict[str, Any]:
         """Benchmark AP / AP50 / AP25 of the current model on the val scans (main rank)."""
+        from dyco_perception.evaluation import evaluate_predictions
         from dyco_perception.segmenter import Segmenter
-
-        from dyco_training.evaluation import evaluate_predictions
 
         scenes = self.val_scenes if scenes is None else scenes
         if not scenes:

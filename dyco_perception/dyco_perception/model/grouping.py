@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dyco_ops
 import torch
 
+from dyco_perception import ops as dyco_ops
 from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dyco_ops
 import torch
 
+from dyco_perception import ops as dyco_ops
 from dyco_perception.sparse import SparseVoxels
 from dyco_perception.sparse.tensor import MAX_AXIS, MAX_BATCH
 

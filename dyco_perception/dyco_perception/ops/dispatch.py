@@ -1,7 +1,7 @@
 """Public ops: input validation, then the native kernel or the pure-PyTorch reference.
 
-backend: "auto" = native if built for the tensor's device, else reference; "native" = native or
-RuntimeError; "torch" = reference.
+backend: "auto" = native if `dyco_ops` is installed and built for the tensor's device, else
+reference; "native" = native or RuntimeError; "torch" = reference.
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from types import ModuleType
 
 import torch
 
-from dyco_ops import native, reference
+from dyco_perception.ops import reference
+
+try:  # the native kernels are an optional speed-up (package dyco_ops, cuda_ops/)
+    from dyco_ops import native
+except ImportError:
+    native = None
+
+NOT_INSTALLED = "dyco_ops not installed (pip install cuda_ops/, then python -m dyco_ops.build)"
 
 BACKENDS = ("auto", "native", "torch")
 NATIVE_FLOAT_DTYPES = (torch.float32, torch.float64)
@@ -23,11 +30,19 @@ def _select(device: torch.device, backend: str, supported: bool = True) -> Modul
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
         return None
-    module = native.module_for(device) if supported else None
+    module = _native_module(device) if supported else None
     if module is None and backend == "native":
-        why = native.reason_for(device) if supported else "dtype not supported by native kernels"
+        why = _native_reason(device) if supported else "dtype not supported by native kernels"
         raise RuntimeError(f"dyco_ops native backend unavailable on {device.type}: {why}")
     return module
+
+
+def _native_module(device: torch.device) -> ModuleType | None:
+    return None if native is None else native.module_for(device)
+
+
+def _native_reason(device: torch.device) -> str:
+    return NOT_INSTALLED if native is None else native.reason_for(device)
 
 
 def _require_tensor(name: str, value: object) -> torch.Tensor:
@@ -227,11 +242,14 @@ def native_available(device: str | torch.device | None = None) -> bool:
     """True when native kernels are loaded for `device` (default: cuda if present, else cpu)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return native.module_for(torch.device(device)) is not None
+    return _native_module(torch.device(device)) is not None
 
 
 def backend_info() -> dict:
     """Per device type: whether native kernels are loaded, why not, and from where."""
+    if native is None:
+        missing = {"native": False, "reason": NOT_INSTALLED, "library": None}
+        return {"build_dir": None, "cpu": dict(missing), "cuda": dict(missing)}
     info: dict = {"build_dir": str(native.BUILD_DIR)}
     for device_type, name in native.DEVICE_EXTENSION.items():
         result = native.load(name)

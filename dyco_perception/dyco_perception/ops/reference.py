@@ -1,8 +1,8 @@
-"""Pure-PyTorch reference implementations of every dyco_ops kernel.
+"""Pure-PyTorch implementations of every op: what runs without the native kernels.
 
-These define the semantics the native kernels must reproduce exactly (integer outputs) or to
-1e-5 (float outputs). They are vectorised (no Python loop over points) and run on any device.
-Inputs are assumed validated by the public wrappers in `dyco_ops.ops`.
+These define the semantics the native kernels (package dyco_ops) must reproduce exactly (integer
+outputs) or to 1e-5 (float outputs). They are vectorised (no Python loop over points) and run on
+any device. Inputs are assumed validated by the public wrappers in `dyco_perception.ops`.
 """
 
 from __future__ import annotations

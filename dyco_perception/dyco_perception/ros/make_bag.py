@@ -62,7 +62,7 @@ def write_scan_bag(
 
 
 def _scan_scenes(sources: list[str], limit: int | None) -> Iterator[Any]:
-    from dyco_training.datasets import load_npz_scene
+    from dyco_perception.scenes import load_npz_scene
 
     paths: list[Path] = []
     for source in map(Path, sources):
@@ -79,7 +79,7 @@ def _scan_scenes(sources: list[str], limit: int | None) -> Iterator[Any]:
 
 
 def _room_scenes(count: int, seed: int, points: int) -> Iterator[Any]:
-    from dyco_training.room_generator import generate_room
+    from dyco_perception.room_generator import generate_room
 
     for k in range(count):
         yield generate_room(seed + k, num_points=points)

@@ -87,7 +87,7 @@ def predictions_of(result: Result) -> tuple[np.ndarray, dict[str, Any]]:
 
 def evaluate(report: ReplayReport) -> dict[str, Any] | None:
     """ScanNet AP over the scans that have ground truth and a result."""
-    from dyco_training.evaluation import evaluate_predictions
+    from dyco_perception.evaluation import evaluate_predictions
 
     scenes = []
     for scan in report.scans:
