@@ -1,0 +1,525 @@
+"""Persistent object map: the instances of successive (growing) maps -> objects with stable ids.
+
+    object_map = ObjectMap(ObjectMapConfig(confirm_after=2))
+    update = object_map.update([Observation.of_instance(i, xyz) for i in instances], xyz, stamp)
+    update.object_ids  # one per observation, stable across maps
+
+ROS-free (numpy + scipy). Each update associates the new map's instances with the known objects:
+- similarity = max(voxel IoU, axis-aligned box IoU). The voxel IoU only counts the instance's
+  voxels inside the previous map: a growing map reveals more of an object, and the part that is
+  new cannot disagree with what was seen before.
+- class-aware: the Bhattacharyya coefficient of the two class distributions must pass a gate, and
+  it weighs the cost (1 - similarity * class similarity);
+- an optimal one-to-one assignment (scipy's linear_sum_assignment), gated by `min_overlap`.
+Splits and merges (see README "Objects that keep their identity"):
+- split: an object none of whose parts passed the gate takes its largest part when that part lies
+  mostly (`part_containment`) inside it; the other parts become new tentative objects, recorded
+  as split from it, confirmed only if the split persists;
+- merge: an object found mostly inside an instance matched to another object is "merged into"
+  it; it counts a miss, so a persistent merge retires it while a one-map merge gives it back its
+  id when the parts reappear.
+Misses: an unmatched object whose voxels the new map covers (`observed_fraction`) counts a miss
+and retires after `retire_after` in a row; one outside the new map (cropped, windowed) is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from dyco_perception.config import build_config, ranged
+
+_NO_MATCH = 1e6
+_KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)
+
+
+@dataclass
+class ObjectMapConfig:
+    voxel_size: float = ranged(0.1, 0.01, 1.0, "edge (m) of the voxels overlap is measured on")
+    min_overlap: float = ranged(
+        0.2, 0.01, 1.0, "gate: least similarity (max of voxel and box IoU) of a match"
+    )
+    min_class_similarity: float = ranged(
+        0.2, 0.0, 1.0, "gate: least Bhattacharyya coefficient of the class distributions"
+    )
+    confirm_after: int = ranged(2, 1, 100, "observations that confirm a new object")
+    retire_after: int = ranged(
+        3, 1, 1000, "misses in a row (its region re-observed, it not found) that retire an object"
+    )
+    observed_fraction: float = ranged(
+        0.5, 0.0, 1.0, "share of an object's voxels a map must contain to re-observe its region"
+    )
+    part_containment: float = ranged(
+        0.6, 0.0, 1.0, "split/merge: share of the smaller side's voxels inside the larger"
+    )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], prefix: str = "objects.") -> ObjectMapConfig:
+        """Validated config; ValueError names the key (unknown, wrong type, out of range)."""
+        return build_config(cls, data, prefix)
+
+
+def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """Sorted unique int64 keys of the voxels the points fall in (non-finite rows ignored)."""
+    xyz = np.asarray(xyz, np.float64)
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    cells = np.floor(xyz / voxel_size).astype(np.int64) + (1 << (_KEY_BITS - 1))
+    keys = (cells[:, 0] << (2 * _KEY_BITS)) | (cells[:, 1] << _KEY_BITS) | cells[:, 2]
+    return np.unique(keys)
+
+
+def _distribution(probs: np.ndarray | None, class_id: int, num_classes: int) -> np.ndarray:
+    """A probability vector: the given probabilities normalized, else one-hot on class_id."""
+    out = np.zeros(num_classes, np.float64)
+    if probs is not None and len(probs) == num_classes and float(np.sum(probs)) > 0:
+        out[:] = np.clip(probs, 0.0, None)
+        return out / out.sum()
+    out[class_id] = 1.0
+    return out
+
+
+@dataclass
+class Observation:
+    """One instance of one map, in the map frame."""
+
+    class_id: int
+    score: float
+    points: np.ndarray  # (P, 3) float
+    class_probs: np.ndarray | None = None  # (C,) mean class probabilities; None: one-hot
+    instance_id: int = 0  # its id in that map (kept for evaluation and the messages)
+
+    @classmethod
+    def of_instance(cls, instance: Any, xyz: np.ndarray) -> Observation:
+        """From a segmenter.Instance (or anything with its fields) and the map's points."""
+        probs = getattr(instance, "class_probs", None)
+        return cls(
+            class_id=int(instance.class_id),
+            score=float(instance.score),
+            points=np.asarray(xyz)[np.asarray(instance.point_indices)],
+            class_probs=None if probs is None or len(probs) == 0 else np.asarray(probs),
+            instance_id=int(instance.id),
+        )
+
+
+@dataclass
+class MapObject:
+    """An object of the map with its fused evidence."""
+
+    id: int
+    class_evidence: np.ndarray  # (C,) score-weighted sum of the observations' distributions
+    score_sum: float
+    num_observations: int
+    first_seen: int  # stamp (ns) of the first map it was seen in
+    last_seen: int
+    points: np.ndarray  # latest observation: the accumulated map only grows
+    voxels: np.ndarray
+    box_min: np.ndarray
+    box_max: np.ndarray
+    confirmed: bool = False
+    num_misses: int = 0  # in a row
+    total_misses: int = 0
+    instance_id: int = 0  # id in the newest map, 0 when not seen in it
+    merged_into: int = 0  # the object whose instance covered it in the newest map
+    split_from: int = 0  # the object it was a part of when it was created
+
+    @property
+    def class_probs(self) -> np.ndarray:
+        return self.class_evidence / max(float(self.class_evidence.sum()), 1e-12)
+
+    @property
+    def class_id(self) -> int:
+        return int(np.argmax(self.class_evidence))
+
+    @property
+    def score(self) -> float:
+        return self.score_sum / self.num_observations
+
+    @property
+    def confidence(self) -> float:
+        """Mean score times the share of re-observations that found it."""
+        return self.score * self.num_observations / (self.num_observations + self.total_misses)
+
+    @property
+    def num_points(self) -> int:
+        return len(self.points)
+
+    @property
+    def box_center(self) -> np.ndarray:
+        return (self.box_min + self.box_max) / 2
+
+    @property
+    def box_size(self) -> np.ndarray:
+        return self.box_max - self.box_min
+
+    @property
+    def centroid(self) -> np.ndarray:
+        return self.points.mean(axis=0)
+
+
+@dataclass
+class ObjectUpdate:
+    """What one map update did."""
+
+    object_ids: list[int]  # per observation, in the order given
+    created: list[int] = field(default_factory=list)
+    confirmed: list[int] = field(default_factory=list)  # newly confirmed
+    retired: list[int] = field(default_factory=list)
+    merged: dict[int, int] = field(default_factory=dict)  # absorbed object -> absorbing object
+    split: dict[int, int] = field(default_factory=dict)  # new object -> object it came from
+    seconds: float = 0.0
+
+
+class ObjectMapError(ValueError):
+    """An update the map cannot take (another frame, an older stamp)."""
+
+
+@dataclass
+class _Candidates:
+    """The new map's instances prepared for association."""
+
+    observations: list[Observation]
+    voxels: list[np.ndarray]
+    known_voxels: list[np.ndarray]  # the part inside the previous map
+    box_min: np.ndarray  # (K, 3)
+    box_max: np.ndarray
+    probs: np.ndarray  # (K, C)
+
+
+def _pair_intersections(
+    left: list[np.ndarray], right: list[np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
+    """(len(left), len(right)) counts of shared keys; each array holds unique keys."""
+    counts = np.zeros(shape, np.int64)
+    if not left or not right or not shape[0] or not shape[1]:
+        return counts
+    keys = np.concatenate(left)
+    owner = np.repeat(np.arange(len(left)), [len(k) for k in left])
+    order = np.argsort(keys, kind="stable")
+    keys, owner = keys[order], owner[order]
+    probe = np.concatenate(right)
+    probe_owner = np.repeat(np.arange(len(right)), [len(k) for k in right])
+    lo = np.searchsorted(keys, probe, "left")
+    hits = np.searchsorted(keys, probe, "right") - lo
+    total = int(hits.sum())
+    if total == 0:
+        return counts
+    # Every (probe, matching key) pair: a key may belong to several objects (touching objects).
+    starts = np.repeat(lo - (np.cumsum(hits) - hits), hits)
+    rows = owner[starts + np.arange(total)]
+    cols = np.repeat(probe_owner, hits)
+    np.add.at(counts, (rows, cols), 1)
+    return counts
+
+
+def _box_iou(
+    a_min: np.ndarray, a_max: np.ndarray, b_min: np.ndarray, b_max: np.ndarray
+) -> np.ndarray:
+    """(A, B) IoU of axis-aligned boxes."""
+    lo = np.maximum(a_min[:, None], b_min[None])
+    hi = np.minimum(a_max[:, None], b_max[None])
+    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=-1)
+    vol_a = np.prod(a_max - a_min, axis=-1)[:, None]
+    vol_b = np.prod(b_max - b_min, axis=-1)[None]
+    union = vol_a + vol_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+class ObjectMap:
+    """Objects with ids that persist across the updates of one map frame."""
+
+    def __init__(self, config: ObjectMapConfig | None = None, num_classes: int = 20) -> None:
+        self.config = config or ObjectMapConfig()
+        self.num_classes = num_classes
+        self.objects: dict[int, MapObject] = {}
+        self.frame: str | None = None
+        self.last_stamp: int | None = None
+        self._next_id = 1
+        self._observed = np.zeros(0, np.int64)  # voxels of the previous map
+
+    # ---- public API -----------------------------------------------------------------------
+    def reset(self) -> int:
+        """Forget every object (ids restart at 1); returns how many there were."""
+        removed = len(self.objects)
+        self.objects.clear()
+        self.frame, self.last_stamp, self._next_id = None, None, 1
+        self._observed = np.zeros(0, np.int64)
+        return removed
+
+    def confirmed_objects(self) -> list[MapObject]:
+        return [obj for obj in self.objects.values() if obj.confirmed]
+
+    def update(
+        self,
+        observations: list[Observation],
+        map_xyz: np.ndarray,
+        stamp: int,
+        frame: str = "",
+    ) -> ObjectUpdate:
+        """Associate the instances of a new map (all its points: `map_xyz`) with the objects."""
+        start = time.perf_counter()
+        self._check_sequence(stamp, frame)
+        observed = voxel_keys(map_xyz, self.config.voxel_size)
+        candidates = self._prepare(observations)
+        objects = list(self.objects.values())
+        intersections = _pair_intersections(
+            [o.voxels for o in objects],
+            candidates.known_voxels,
+            (len(objects), len(observations)),
+        )
+        similarity = self._similarity(objects, candidates, intersections)
+        pairs = self._assign(similarity)
+        update = ObjectUpdate(object_ids=[0] * len(observations))
+        matched_objects = self._recover_split_objects(
+            objects, candidates, intersections, similarity, pairs
+        )
+        for row, col in pairs:
+            self._fuse(objects[row], candidates, col, stamp, update)
+        self._handle_unmatched(
+            objects, matched_objects, candidates, intersections, observed, update
+        )
+        self._create(candidates, objects, intersections, stamp, update)
+        self._observed, self.last_stamp, self.frame = observed, stamp, frame
+        update.seconds = time.perf_counter() - start
+        return update
+
+    def query(
+        self,
+        class_ids: Collection[int] | None = None,
+        region: tuple[np.ndarray, np.ndarray] | None = None,
+        min_confidence: float = 0.0,
+        object_id: int = 0,
+    ) -> list[MapObject]:
+        """Confirmed objects of these classes (None: any) whose centroid lies in the region
+        (min corner, max corner) and whose confidence is >= min_confidence; object_id > 0 picks
+        one (ValueError when no confirmed object has it)."""
+        found = self.confirmed_objects()
+        if object_id:
+            found = [o for o in found if o.id == object_id]
+            if not found:
+                raise ValueError(f"no confirmed object with id {object_id}")
+        if class_ids is not None:
+            found = [o for o in found if o.class_id in set(class_ids)]
+        if region is not None:
+            lo, hi = (np.asarray(corner, np.float64) for corner in region)
+            found = [o for o in found if np.all(o.centroid >= lo) and np.all(o.centroid <= hi)]
+        return [o for o in found if o.confidence >= min_confidence]
+
+    # ---- association ----------------------------------------------------------------------
+    def _check_sequence(self, stamp: int, frame: str) -> None:
+        if self.objects and self.frame is not None and frame != self.frame:
+            raise ObjectMapError(f"map frame '{frame}' is not the object map's '{self.frame}'")
+        if self.last_stamp is not None and stamp < self.last_stamp:
+            raise ObjectMapError(
+                f"stamp {stamp} is older than the previous map's {self.last_stamp}"
+            )
+
+    def _prepare(self, observations: list[Observation]) -> _Candidates:
+        voxels = [voxel_keys(o.points, self.config.voxel_size) for o in observations]
+        if self.last_stamp is None:
+            known = voxels
+        else:
+            known = [v[np.isin(v, self._observed, assume_unique=True)] for v in voxels]
+        boxes = [self._box(o.points) for o in observations]
+        probs = [_distribution(o.class_probs, o.class_id, self.num_classes) for o in observations]
+        return _Candidates(
+            observations=observations,
+            voxels=voxels,
+            known_voxels=known,
+            box_min=np.array([b[0] for b in boxes]).reshape(-1, 3),
+            box_max=np.array([b[1] for b in boxes]).reshape(-1, 3),
+            probs=np.array(probs).reshape(-1, self.num_classes),
+        )
+
+    @staticmethod
+    def _box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = np.asarray(points, np.float64)
+        points = points[np.isfinite(points).all(axis=1)]
+        if not len(points):
+            return np.zeros(3), np.zeros(3)
+        return points.min(axis=0), points.max(axis=0)
+
+    def _class_similarity(self, objects: list[MapObject], candidates: _Candidates) -> np.ndarray:
+        """(O, K) Bhattacharyya coefficients of the class distributions, in [0, 1]."""
+        if not objects:
+            return np.zeros((0, len(candidates.observations)))
+        known = np.sqrt(np.array([o.class_probs for o in objects]))
+        return known @ np.sqrt(candidates.probs).T
+
+    def _similarity(
+        self, objects: list[MapObject], candidates: _Candidates, intersections: np.ndarray
+    ) -> np.ndarray:
+        """(O, K) similarity (max of voxel and box IoU) times class similarity; 0 when gated."""
+        if not objects or not candidates.observations:
+            return np.zeros((len(objects), len(candidates.observations)))
+        sizes_o = np.array([len(o.voxels) for o in objects])[:, None]
+        sizes_k = np.array([len(v) for v in candidates.known_voxels])[None]
+        union = sizes_o + sizes_k - intersections
+        voxel_iou = np.where(union > 0, intersections / np.maximum(union, 1), 0.0)
+        box_iou = _box_iou(
+            np.array([o.box_min for o in objects]),
+            np.array([o.box_max for o in objects]),
+            candidates.box_min,
+            candidates.box_max,
+        )
+        overlap = np.maximum(voxel_iou, box_iou)
+        classes = self._class_similarity(objects, candidates)
+        passes = (overlap >= self.config.min_overlap) & (
+            classes >= self.config.min_class_similarity
+        )
+        return np.where(passes, overlap * classes, 0.0)
+
+    @staticmethod
+    def _assign(similarity: np.ndarray) -> list[tuple[int, int]]:
+        """Optimal one-to-one pairs (object row, observation column) among the gated ones."""
+        if not similarity.size:
+            return []
+        cost = np.where(similarity > 0, 1.0 - similarity, _NO_MATCH)
+        rows, cols = linear_sum_assignment(cost)
+        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if similarity[r, c] > 0]
+
+    def _containment(self, intersections: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        return intersections / np.maximum(sizes, 1)
+
+    def _recover_split_objects(
+        self,
+        objects: list[MapObject],
+        candidates: _Candidates,
+        intersections: np.ndarray,
+        similarity: np.ndarray,
+        pairs: list[tuple[int, int]],
+    ) -> set[int]:
+        """An object that fell apart into parts none of which passed the gate keeps its id on
+        its largest class-compatible part lying mostly inside it. Adds to `pairs`; returns the
+        rows now matched."""
+        matched_rows = {r for r, _ in pairs}
+        taken = {c for _, c in pairs}
+        part_sizes = np.array([len(v) for v in candidates.known_voxels])
+        inside = self._containment(intersections, part_sizes[None])
+        classes = self._class_similarity(objects, candidates)
+        for row in range(len(objects)):
+            if row in matched_rows:
+                continue
+            parts = [
+                c
+                for c in range(len(candidates.observations))
+                if c not in taken
+                and inside[row, c] >= self.config.part_containment
+                and classes[row, c] >= self.config.min_class_similarity
+            ]
+            if parts:
+                best = max(parts, key=lambda c: intersections[row, c])
+                pairs.append((row, best))
+                matched_rows.add(row)
+                taken.add(best)
+        return matched_rows
+
+    def _fuse(
+        self,
+        obj: MapObject,
+        candidates: _Candidates,
+        col: int,
+        stamp: int,
+        update: ObjectUpdate,
+    ) -> None:
+        observation = candidates.observations[col]
+        obj.class_evidence += observation.score * candidates.probs[col] + 1e-9
+        obj.score_sum += observation.score
+        obj.num_observations += 1
+        obj.num_misses, obj.merged_into = 0, 0
+        obj.last_seen = stamp
+        obj.points = np.asarray(observation.points, np.float32)
+        obj.voxels = candidates.voxels[col]
+        obj.box_min, obj.box_max = candidates.box_min[col], candidates.box_max[col]
+        obj.instance_id = observation.instance_id
+        if not obj.confirmed and obj.num_observations >= self.config.confirm_after:
+            obj.confirmed = True
+            update.confirmed.append(obj.id)
+        update.object_ids[col] = obj.id
+
+    def _handle_unmatched(
+        self,
+        objects: list[MapObject],
+        matched_rows: set[int],
+        candidates: _Candidates,
+        intersections: np.ndarray,
+        observed: np.ndarray,
+        update: ObjectUpdate,
+    ) -> None:
+        """Merged-away objects and objects whose region was re-observed count a miss; objects
+        outside the new map are kept as they are."""
+        sizes = np.array([len(o.voxels) for o in objects])
+        covered = self._containment(intersections, sizes[:, None])
+        for row, obj in enumerate(objects):
+            if row in matched_rows:
+                continue
+            obj.instance_id = 0
+            absorber = self._absorbing_object(row, covered, update)
+            if absorber:
+                obj.merged_into = absorber
+                update.merged[obj.id] = absorber
+            elif not self._region_observed(obj, observed):
+                continue
+            obj.num_misses += 1
+            obj.total_misses += 1
+            if obj.num_misses >= self.config.retire_after:
+                del self.objects[obj.id]
+                update.retired.append(obj.id)
+
+    def _absorbing_object(self, row: int, covered: np.ndarray, update: ObjectUpdate) -> int:
+        """The id of the matched object whose instance holds most of this object, or 0."""
+        if not covered.shape[1]:
+            return 0
+        col = int(np.argmax(covered[row]))
+        if covered[row, col] < self.config.part_containment:
+            return 0
+        return update.object_ids[col]
+
+    def _region_observed(self, obj: MapObject, observed: np.ndarray) -> bool:
+        if not len(obj.voxels):
+            return True
+        seen = np.isin(obj.voxels, observed, assume_unique=True).mean()
+        return bool(seen >= self.config.observed_fraction)
+
+    def _create(
+        self,
+        candidates: _Candidates,
+        objects: list[MapObject],
+        intersections: np.ndarray,
+        stamp: int,
+        update: ObjectUpdate,
+    ) -> None:
+        """Unmatched instances become new (tentative) objects; a part of a known object is
+        recorded as split from it."""
+        part_sizes = np.array([len(v) for v in candidates.known_voxels])
+        inside = self._containment(intersections, part_sizes[None])
+        for col, observation in enumerate(candidates.observations):
+            if update.object_ids[col]:
+                continue
+            obj = MapObject(
+                id=self._next_id,
+                class_evidence=observation.score * candidates.probs[col] + 1e-9,
+                score_sum=observation.score,
+                num_observations=1,
+                first_seen=stamp,
+                last_seen=stamp,
+                points=np.asarray(observation.points, np.float32),
+                voxels=candidates.voxels[col],
+                box_min=candidates.box_min[col],
+                box_max=candidates.box_max[col],
+                confirmed=self.config.confirm_after <= 1,
+                instance_id=observation.instance_id,
+            )
+            if objects and part_sizes[col] and inside[:, col].max() >= self.config.part_containment:
+                obj.split_from = objects[int(np.argmax(inside[:, col]))].id
+                update.split[obj.id] = obj.split_from
+            self._next_id += 1
+            self.objects[obj.id] = obj
+            update.object_ids[col] = obj.id
+            update.created.append(obj.id)
+            if obj.confirmed:
+                update.confirmed.append(obj.id)

@@ -1,0 +1,217 @@
+"""The persistent object map (ROS-free): association, fusion, confirmation, misses, splits,
+merges, crops, queries and its configuration."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from dyco_perception.objects import (
+    ObjectMap,
+    ObjectMapConfig,
+    ObjectMapError,
+    Observation,
+    voxel_keys,
+)
+
+CHAIR, TABLE, SOFA = 4, 6, 5
+FLOOR = np.array([[-1.0, -1.0, -0.05], [6.0, 4.0, 0.0]])
+
+
+def solid(lo, hi, count: int = 600, seed: int = 0) -> np.ndarray:
+    """Points filling the box [lo, hi]."""
+    return np.random.default_rng(seed).uniform(lo, hi, (count, 3))
+
+
+def seen(points: np.ndarray, class_id: int = CHAIR, score: float = 0.8) -> Observation:
+    return Observation(class_id=class_id, score=score, points=points)
+
+
+class Maps:
+    """Feeds maps with increasing stamps; the map's points are the objects' plus a floor."""
+
+    def __init__(self, **config) -> None:
+        self.objects = ObjectMap(ObjectMapConfig(**config))
+        self.stamp = 0
+        self.floor = solid(*FLOOR, count=3000, seed=99)
+
+    def update(self, observations: list[Observation], extra: list[np.ndarray] = (), crop=None):
+        points = np.concatenate([self.floor, *[o.points for o in observations], *extra])
+        if crop is not None:
+            points = points[points[:, 0] < crop]
+        self.stamp += 1_000_000_000
+        return self.objects.update(observations, points, self.stamp, "map")
+
+
+CHAIR_A = solid([0, 0, 0], [0.5, 0.5, 0.9], seed=1)
+CHAIR_B = solid([2, 0, 0], [2.5, 0.5, 0.9], seed=2)
+LONG_TABLE = solid([0, 2, 0], [2, 3, 0.8], count=1200, seed=3)
+
+
+def test_same_objects_keep_ids_and_confirm_after_n_sightings() -> None:
+    maps = Maps(confirm_after=3)
+    first = maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    assert first.object_ids == [1, 2] and first.created == [1, 2]
+    assert maps.objects.confirmed_objects() == []
+    maps.update([seen(CHAIR_B), seen(CHAIR_A)])  # order does not matter
+    third = maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    assert third.object_ids == [1, 2] and third.created == [] and third.confirmed == [1, 2]
+    chair = maps.objects.objects[1]
+    assert (
+        chair.num_observations == 3 and chair.first_seen == 10**9 and chair.last_seen == 3 * 10**9
+    )
+    np.testing.assert_allclose(chair.box_center, CHAIR_A.min(0) / 2 + CHAIR_A.max(0) / 2)
+
+
+def test_a_moved_box_keeps_its_id_and_a_far_one_does_not() -> None:
+    maps = Maps()
+    maps.update([seen(CHAIR_A)])
+    assert maps.update([seen(CHAIR_A + np.array([0.12, 0.05, 0.0]))]).object_ids == [1]
+    far = maps.update([seen(CHAIR_A + np.array([3.0, 3.0, 0.0]))])
+    assert far.object_ids == [2] and far.created == [2]
+
+
+def test_association_is_class_aware_and_fuses_class_evidence() -> None:
+    maps = Maps(min_class_similarity=0.5)
+    maps.update([seen(CHAIR_A, CHAIR)])
+    assert maps.update([seen(CHAIR_A, TABLE)]).object_ids == [2]  # same place, other class
+    maps = Maps(min_class_similarity=0.5)
+    unsure = np.zeros(20)
+    unsure[[CHAIR, SOFA]] = [0.6, 0.4]
+    maps.update([Observation(CHAIR, 0.8, CHAIR_A, class_probs=unsure)])
+    flipped = np.zeros(20)
+    flipped[[CHAIR, SOFA]] = [0.3, 0.7]
+    for _ in range(3):  # the evidence accumulates until sofa outweighs chair
+        assert maps.update([Observation(SOFA, 0.8, CHAIR_A, class_probs=flipped)]).object_ids == [1]
+    sofa = maps.objects.objects[1]
+    assert sofa.class_id == SOFA
+    np.testing.assert_allclose(sofa.class_probs[[CHAIR, SOFA]], [0.375, 0.625])
+
+
+def test_assignment_is_optimal_not_greedy() -> None:
+    """Greedy would give object A the instance it overlaps most and leave B unmatched."""
+    y, z = [0.0, 0.0], [1.0, 1.0]
+    a_obj, b_obj = solid([0.0, *y], [1.0, *z], seed=4), solid([0.3, *y], [1.2, *z], seed=5)
+    maps = Maps(min_overlap=0.3)
+    maps.update([seen(a_obj), seen(b_obj)])
+    obs_a = solid([-0.5, *y], [0.5, *z], seed=6)  # IoU 0.33 with A, 0.12 with B
+    obs_b = solid([0.1, *y], [1.0, *z], seed=7)  # IoU 0.9 with A, 0.64 with B
+    assert maps.update([seen(obs_a), seen(obs_b)]).object_ids == [1, 2]
+
+
+def test_split_keeps_the_id_on_the_larger_part_and_confirms_a_lasting_split() -> None:
+    maps = Maps(confirm_after=2)
+    maps.update([seen(LONG_TABLE, TABLE)])
+    maps.update([seen(LONG_TABLE, TABLE)])
+    big = LONG_TABLE[LONG_TABLE[:, 0] < 1.3]
+    small = LONG_TABLE[LONG_TABLE[:, 0] >= 1.3]
+    split = maps.update([seen(small, TABLE), seen(big, TABLE)])
+    assert split.object_ids[1] == 1 and split.object_ids[0] == 2
+    assert split.split == {2: 1}
+    assert not maps.objects.objects[2].confirmed  # tentative until the split persists
+    assert maps.update([seen(small, TABLE), seen(big, TABLE)]).confirmed == [2]
+
+
+def test_an_object_falling_into_many_small_parts_keeps_its_id() -> None:
+    """No part passes the overlap gate; the largest part inside the object takes its id."""
+    maps = Maps(min_overlap=0.4)
+    maps.update([seen(LONG_TABLE, TABLE)])
+    edges = [0.0, 0.7, 1.2, 1.6, 2.01]
+    parts = [
+        LONG_TABLE[(LONG_TABLE[:, 0] >= lo) & (LONG_TABLE[:, 0] < hi)]
+        for lo, hi in itertools.pairwise(edges)
+    ]
+    update = maps.update([seen(p, TABLE) for p in parts])
+    assert update.object_ids[0] == 1  # the largest part (0.7 m)
+    assert sorted(update.split) == sorted(update.object_ids[1:])
+    assert set(update.split.values()) == {1} and not update.retired
+
+
+def test_merge_keeps_the_larger_id_and_the_parts_get_theirs_back() -> None:
+    left = LONG_TABLE[LONG_TABLE[:, 0] < 1.2]
+    right = LONG_TABLE[LONG_TABLE[:, 0] >= 1.2]
+    maps = Maps(retire_after=2)
+    maps.update([seen(left, TABLE), seen(right, TABLE)])
+    merged = maps.update([seen(LONG_TABLE, TABLE)])
+    assert merged.object_ids == [1] and merged.merged == {2: 1} and not merged.retired
+    assert maps.objects.objects[2].merged_into == 1
+    back = maps.update([seen(left, TABLE), seen(right, TABLE)])  # a one-map merge
+    assert back.object_ids == [1, 2] and maps.objects.objects[2].merged_into == 0
+    maps.update([seen(LONG_TABLE, TABLE)])
+    lasting = maps.update([seen(LONG_TABLE, TABLE)])  # a lasting merge retires the part
+    assert lasting.retired == [2] and 2 not in maps.objects.objects
+
+
+def test_occluded_object_returns_with_its_id_unless_missed_too_long() -> None:
+    maps = Maps(retire_after=3)
+    maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    for _ in range(2):  # re-observed (its points in the map) but not detected
+        assert maps.update([seen(CHAIR_B)], extra=[CHAIR_A]).retired == []
+    assert maps.objects.objects[1].num_misses == 2
+    assert maps.update([seen(CHAIR_A), seen(CHAIR_B)]).object_ids == [1, 2]
+    assert maps.objects.objects[1].num_misses == 0 and maps.objects.objects[1].total_misses == 2
+    for _ in range(3):
+        last = maps.update([seen(CHAIR_B)], extra=[CHAIR_A])
+    assert last.retired == [1]
+    assert maps.update([seen(CHAIR_A), seen(CHAIR_B)]).object_ids == [3, 2]
+
+
+def test_a_crop_that_hides_objects_keeps_them() -> None:
+    maps = Maps(retire_after=1)
+    maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    for _ in range(4):  # a window over x < 1.5: chair B is outside the map, not missed
+        cropped = maps.update([seen(CHAIR_A)], crop=1.5)
+        assert cropped.retired == [] and maps.objects.objects[2].num_misses == 0
+    assert maps.update([seen(CHAIR_A), seen(CHAIR_B)]).object_ids == [1, 2]
+
+
+def test_a_growing_object_keeps_its_id() -> None:
+    """Only the part of the instance inside the previous map is compared (voxel IoU)."""
+    maps = Maps(min_overlap=0.5)
+    sofa = solid([0, 0, 0], [3.0, 1.0, 0.8], count=2000, seed=8)
+    for reach in (0.6, 1.4, 2.2, 3.0):
+        part = sofa[sofa[:, 0] < reach]
+        assert maps.update([seen(part, SOFA)], crop=reach).object_ids == [1]
+
+
+def test_query_filters_by_class_region_confidence_and_id() -> None:
+    maps = Maps(confirm_after=1)
+    maps.update([seen(CHAIR_A, CHAIR, 0.9), seen(CHAIR_B, CHAIR, 0.3), seen(LONG_TABLE, TABLE)])
+    ids = lambda found: sorted(o.id for o in found)  # noqa: E731
+    query = maps.objects.query
+    assert ids(query()) == [1, 2, 3]
+    assert ids(query(class_ids=[CHAIR])) == [1, 2]
+    assert ids(query(region=([1.5, -1, -1], [3, 1, 2]))) == [2]
+    assert ids(query(min_confidence=0.5)) == [1, 3]
+    assert ids(query(object_id=3)) == [3]
+    with pytest.raises(ValueError, match="no confirmed object with id 9"):
+        query(object_id=9)
+    assert maps.objects.reset() == 3 and query() == []
+    assert maps.update([seen(CHAIR_A)]).object_ids == [1]  # ids restart after a reset
+
+
+def test_another_frame_or_an_older_stamp_is_refused() -> None:
+    objects = ObjectMap()
+    objects.update([seen(CHAIR_A)], CHAIR_A, 5, "map")
+    with pytest.raises(ObjectMapError, match="frame 'odom'"):
+        objects.update([seen(CHAIR_A)], CHAIR_A, 6, "odom")
+    with pytest.raises(ObjectMapError, match="older"):
+        objects.update([seen(CHAIR_A)], CHAIR_A, 4, "map")
+
+
+def test_config_is_validated_with_the_key_named() -> None:
+    assert ObjectMapConfig.from_dict({"retire_after": 5}).retire_after == 5
+    with pytest.raises(ValueError, match=r"objects\.min_overlap"):
+        ObjectMapConfig.from_dict({"min_overlap": 1.5})
+    with pytest.raises(ValueError, match=r"objects\.confirm_after"):
+        ObjectMapConfig.from_dict({"confirm_after": 0.5})
+    with pytest.raises(ValueError, match="unknown"):
+        ObjectMapConfig.from_dict({"gate": 0.1})
+
+
+def test_voxel_keys_ignore_non_finite_points_and_separate_neighbours() -> None:
+    points = np.array([[0.01, 0.01, 0.01], [0.02, 0.05, 0.09], [0.11, 0, 0], [np.nan, 0, 0]])
+    assert len(voxel_keys(points, 0.1)) == 2
+    negative = voxel_keys(np.array([[-0.01, 0, 0], [0.01, 0, 0]]), 0.1)
+    assert len(negative) == 2
