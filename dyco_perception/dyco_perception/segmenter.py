@@ -2,11 +2,15 @@
 
     seg = Segmenter.from_checkpoint("model.safetensors", device="auto", backend="auto")
     result = seg.segment(xyz, rgb)  # xyz (N,3) float; rgb (N,3) uint8 0..255 or float 0..1
+    result = seg.segment(xyz, rgb, roi=RegionOfInterest.around((x, y), 5.0))
 
 Input handling: xyz float64 is cast to float32; rows with NaN/inf in xyz (or rgb) are dropped
-and counted (their outputs: semantic -1, instance 0, score 0). Empty clouds, single points and
-identical points give valid (possibly empty) results. Clouds whose voxel count exceeds
-`voxel.max_voxels` are voxelized coarser (logged warning) so memory stays bounded. The same
+and counted (their outputs: semantic -1, instance 0, score 0), and so are rows outside the
+optional region of interest. Empty clouds, single points and identical points give valid
+(possibly empty) results. Maps larger than a block (`TilingConfig`) run block by block, with
+instances merged across block borders (`tiling.py`), so memory stays bounded whatever the map
+size. A block that still exceeds `voxel.max_voxels` (a single block of extreme density, or
+tiling off) is voxelized coarser, with a warning, and counted in `coarse_blocks`. The same
 input gives the same output (eval mode, no randomness; CPU kernels are deterministic; on
 CUDA, atomic adds make results equal only up to float rounding).
 """
@@ -25,7 +29,14 @@ import torch
 from dyco_perception import classes
 from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
 from dyco_perception.model import DyCo3D
-from dyco_perception.model.postprocess import InstanceMasks, select_instances
+from dyco_perception.model.postprocess import select_instances
+from dyco_perception.tiling import (
+    BlockMerger,
+    MergedInstances,
+    RegionOfInterest,
+    TilingConfig,
+    plan_blocks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +65,10 @@ class SegmentationResult:
     instances: list[Instance] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     num_dropped_points: int = 0
-    voxel_size: float = 0.0  # the voxel size actually used (larger than the model's if capped)
+    num_outside_roi: int = 0  # rows outside the region of interest (semantic -1, instance 0)
+    voxel_size: float = 0.0  # the largest voxel size a block used (the model's unless capped)
+    block_points: list[int] = field(default_factory=list)  # points the model saw per block
+    coarse_blocks: int = 0  # blocks voxelized coarser than the model's voxel size
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -73,6 +87,7 @@ class Segmenter:
         card: ModelCard,
         device: str | torch.device = "auto",
         backend: str | None = None,
+        tiling: TilingConfig | None = None,
     ):
         self.device = resolve_device(device)
         self.card = card
@@ -80,13 +95,18 @@ class Segmenter:
         if backend is not None:
             self.model.set_backend(backend)
         self.cfg = model.cfg
+        self.tiling = (tiling or TilingConfig()).validate()
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", backend: str = "auto"
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        backend: str = "auto",
+        tiling: TilingConfig | None = None,
     ) -> Segmenter:
         state, card = load_checkpoint(path)
-        return cls(build_model(state, card), card, device, backend)
+        return cls(build_model(state, card), card, device, backend, tiling)
 
     @classmethod
     def from_model(
@@ -101,7 +121,9 @@ class Segmenter:
         return self.model.backend
 
     @torch.no_grad()
-    def segment(self, xyz: np.ndarray, rgb: np.ndarray | None = None) -> SegmentationResult:
+    def segment(
+        self, xyz: np.ndarray, rgb: np.ndarray | None = None, roi: RegionOfInterest | None = None
+    ) -> SegmentationResult:
         start = time.perf_counter()
         xyz32, rgb_unit, keep = self._check_input(xyz, rgb)
         n = xyz32.shape[0]
@@ -114,6 +136,10 @@ class Segmenter:
         )
         if result.num_dropped_points:
             log.warning("dropped %d points with NaN/inf values", result.num_dropped_points)
+        if roi is not None:
+            inside = keep[roi.contains(xyz32[keep])]
+            result.num_outside_roi = int(keep.size - inside.size)
+            keep = inside
         timings = {"preprocess": time.perf_counter() - start}
         if keep.size:
             self._run_in_eval_mode(
@@ -167,17 +193,18 @@ class Segmenter:
 
     # ---- inference --------------------------------------------------------------------------
     def _voxel_size_for(self, xyz: torch.Tensor) -> float:
-        """Model voxel size, grown while the cloud would exceed voxel.max_voxels."""
+        """Model voxel size, grown while the block would exceed voxel.max_voxels."""
         v = self.cfg.voxel
         size = v.voxel_size
         while _count_voxels(xyz, size) > v.max_voxels:
             size *= v.oversize_growth
         if size != v.voxel_size:
             message = (
-                f"cloud exceeds voxel.max_voxels={v.max_voxels} at {v.voxel_size} m; "
-                f"voxelizing at {size:.4f} m instead"
+                f"a block of {xyz.shape[0]} points exceeds voxel.max_voxels={v.max_voxels} at "
+                f"{v.voxel_size} m; voxelizing it at {size:.4f} m instead (lower quality: "
+                "lower tiling.max_block_points or raise voxel.max_voxels)"
             )
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
             log.warning(message)
         return size
 
@@ -198,21 +225,58 @@ class Segmenter:
         result: SegmentationResult,
         timings: dict[str, float],
     ) -> None:
+        """Every block through the model, then the blocks' instances merged (one block:
+        the model's own instances, unchanged)."""
+        t0 = time.perf_counter()
+        blocks = plan_blocks(xyz[:, :2], self.tiling)
+        merger = BlockMerger(xyz.shape[0], self.cfg.num_classes)
+        _add_time(timings, "tiling", t0)
+        for block in blocks:
+            colours = None if rgb is None else rgb[block.context]
+            merger.add(block, *self._infer(xyz[block.context], colours, result, timings))
+        t1 = time.perf_counter()
+        merged = merger.finish(self.tiling.merge_iou, self.cfg.inference.min_instance_points)
+        result.semantic[keep] = merged.semantic
+        result.instance[keep] = merged.instance
+        result.score[keep] = merged.score
+        result.instances = _describe(result, merged, xyz, keep)
+        _add_time(timings, "tiling", t1)
+
+    def _infer(
+        self,
+        xyz: np.ndarray,
+        rgb: np.ndarray | None,
+        result: SegmentationResult,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, ...]:
+        """One block through the model: semantic, instance (n,), and per instance class id,
+        score, class probabilities."""
         t0 = time.perf_counter()
         points = torch.from_numpy(xyz).to(self.device)
         colours = None if rgb is None else torch.from_numpy(rgb).to(self.device)
         batch = torch.zeros(points.shape[0], dtype=torch.long, device=self.device)
         voxel_size = self._voxel_size_for(points)
-        result.voxel_size = voxel_size
-        timings["preprocess"] += time.perf_counter() - t0
+        result.voxel_size = max(result.voxel_size, voxel_size)
+        result.coarse_blocks += int(voxel_size != self.cfg.voxel.voxel_size)
+        result.block_points.append(int(points.shape[0]))
+        _add_time(timings, "preprocess", t0)
         outputs = self.model(points, colours, batch, voxel_size=voxel_size, timings=timings)
         t1 = time.perf_counter()
         final = select_instances(outputs, points.shape[0], self.cfg.mask_head, self.cfg.inference)
-        result.semantic[keep] = outputs["semantic_logits"].argmax(1).cpu().numpy()
-        result.instance[keep] = final.point_instance.cpu().numpy()
-        result.score[keep] = final.point_score.cpu().numpy()
-        result.instances = _describe(result, final, xyz, keep)
-        timings["postprocess"] = time.perf_counter() - t1
+        block = (
+            outputs["semantic_logits"].argmax(1),
+            final.point_instance,
+            final.class_id,
+            final.score,
+            final.class_probs,
+        )
+        block = tuple(t.cpu().numpy() for t in block)
+        _add_time(timings, "postprocess", t1)
+        return block
+
+
+def _add_time(timings: dict[str, float], stage: str, since: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - since
 
 
 def _count_voxels(xyz: torch.Tensor, voxel_size: float) -> int:
@@ -223,10 +287,10 @@ def _count_voxels(xyz: torch.Tensor, voxel_size: float) -> int:
 
 
 def _describe(
-    result: SegmentationResult, final: InstanceMasks, xyz: np.ndarray, keep: np.ndarray
+    result: SegmentationResult, merged: MergedInstances, xyz: np.ndarray, keep: np.ndarray
 ) -> list[Instance]:
-    class_ids, scores = final.class_id.cpu().numpy(), final.score.cpu().numpy()
-    class_probs = final.class_probs.cpu().numpy()
+    class_ids, scores = merged.class_id, merged.instance_score
+    class_probs = merged.class_probs
     instances = []
     kept_instance = result.instance[keep]
     order = np.argsort(kept_instance, kind="stable")

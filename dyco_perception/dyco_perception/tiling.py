@@ -1,0 +1,299 @@
+"""Maps bigger than one room: overlapping blocks, instances merged across block borders, and
+an optional region of interest (ROS-free; numpy + scipy).
+
+A map is cut in x-y into a grid of block cores anchored at its min corner (like the voxel
+grid), at most `block_size` metres a side and evenly sized, so no thin strip is left over. The
+model sees each core with `overlap` metres of context on every side. A block whose context holds
+more than `max_block_points` is split in four (down to `min_block_size`), so the work per
+block, and with it memory, stays bounded whatever the map size.
+
+Each point takes its labels from the one block whose core holds it. Two instances of different
+blocks that share points are the same object when their IoU, counted only over the points both
+blocks saw, exceeds `merge_iou`; the joined instance keeps the class and score of its largest
+part. So an object cut by a border comes out as one instance, and the instance cap
+(`inference.max_instances`) applies per block: the map's total grows with the map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from dyco_perception.config import build_config, ranged
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TilingConfig:
+    enabled: bool = True
+    block_size: float = ranged(16.0, 0.5, 10_000.0, "largest block core edge in x-y (m)")
+    overlap: float = ranged(1.0, 0.0, 100.0, "context (m) the model sees around each core")
+    max_block_points: int = ranged(
+        500_000, 1_000, 100_000_000, "a block whose context has more points is split in four"
+    )
+    min_block_size: float = ranged(1.0, 0.1, 10_000.0, "cores are not split below this (m)")
+    merge_iou: float = ranged(
+        0.3, 0.0, 1.0, "IoU over the points two blocks share above which instances join"
+    )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TilingConfig:
+        """Validated config (ValueError naming the key on unknown keys, types or ranges)."""
+        return build_config(cls, data, "tiling.")._check_consistency()
+
+    def validate(self) -> TilingConfig:
+        return TilingConfig.from_dict(dataclasses.asdict(self))
+
+    def _check_consistency(self) -> TilingConfig:
+        if self.min_block_size > self.block_size:
+            raise ValueError(
+                f"tiling.min_block_size={self.min_block_size} exceeds "
+                f"tiling.block_size={self.block_size}"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class RegionOfInterest:
+    """The part of the map to segment, in the cloud's frame: an axis-aligned box
+    (`RegionOfInterest.box`) or a radius around a point in x-y, any height
+    (`RegionOfInterest.around`, e.g. the robot's position)."""
+
+    box_min: tuple[float, float, float] | None = None
+    box_max: tuple[float, float, float] | None = None
+    center: tuple[float, float] | None = None
+    radius: float | None = None
+
+    @classmethod
+    def box(cls, box_min: Sequence[float], box_max: Sequence[float]) -> RegionOfInterest:
+        lo, hi = _finite_vector("box_min", box_min, 3), _finite_vector("box_max", box_max, 3)
+        if any(a > b for a, b in zip(lo, hi, strict=True)):
+            raise ValueError(f"ROI box_min {lo} must not exceed box_max {hi} on any axis")
+        return cls(box_min=lo, box_max=hi)
+
+    @classmethod
+    def around(cls, center: Sequence[float], radius: float) -> RegionOfInterest:
+        if not (math.isfinite(radius) and radius > 0):
+            raise ValueError(f"ROI radius must be a positive finite number, got {radius!r}")
+        return cls(center=_finite_vector("center", center, 2), radius=float(radius))
+
+    def contains(self, xyz: np.ndarray) -> np.ndarray:
+        """(N,) bool: rows of xyz (N,3) inside the region (borders included)."""
+        if self.radius is not None:
+            offset = xyz[:, :2].astype(np.float64) - np.asarray(self.center)
+            return np.einsum("ij,ij->i", offset, offset) <= self.radius**2
+        return np.all((xyz >= self.box_min) & (xyz <= self.box_max), axis=1)
+
+
+def _finite_vector(name: str, values: Sequence[float], size: int) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) != size or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"ROI {name} must be {size} finite numbers, got {list(values)}")
+    return values
+
+
+@dataclass
+class Block:
+    core: np.ndarray  # (n,) int64 sorted rows whose labels come from this block
+    context: np.ndarray  # (m,) int64 sorted rows the model sees: the core and its surroundings
+
+
+class _XIndex:
+    """Rows sorted by x, so the rows inside an x-y box are one searchsorted and a filter."""
+
+    def __init__(self, xy: np.ndarray):
+        self.xy = xy
+        self.order = np.argsort(xy[:, 0], kind="stable")
+        self.x = xy[self.order, 0]
+
+    def within(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        start = np.searchsorted(self.x, lo[0], side="left")
+        stop = np.searchsorted(self.x, hi[0], side="right")
+        rows = self.order[start:stop]
+        y = self.xy[rows, 1]
+        return np.sort(rows[(y >= lo[1]) & (y <= hi[1])])
+
+
+def plan_blocks(xy: np.ndarray, cfg: TilingConfig) -> list[Block]:
+    """Blocks whose cores hold every row of xy (N,2) exactly once. One block when tiling is
+    off or the map fits."""
+    everything = np.arange(xy.shape[0], dtype=np.int64)
+    if not cfg.enabled or xy.shape[0] == 0:
+        return [Block(everything, everything)]
+    origin = xy.min(0).astype(np.float64)
+    extent = xy.max(0) - origin
+    cells = np.maximum(np.ceil(extent / cfg.block_size), 1).astype(np.int64)
+    size = np.maximum(extent / cells, 1e-9)
+    cell = np.minimum(np.floor((xy - origin) / size).astype(np.int64), cells - 1)
+    key = cell[:, 0] * cells[1] + cell[:, 1]
+    order = np.argsort(key, kind="stable")
+    keys, starts = np.unique(key[order], return_index=True)
+    index = _XIndex(xy)
+    blocks = []
+    for k, rows in zip(keys, np.split(order, starts[1:]), strict=True):
+        lo = origin + np.array([k // cells[1], k % cells[1]]) * size
+        blocks += _split(np.sort(rows), lo, size, index, cfg)
+    return blocks
+
+
+def _split(
+    core: np.ndarray, lo: np.ndarray, size: np.ndarray, index: _XIndex, cfg: TilingConfig
+) -> list[Block]:
+    """The block of `core` (cell lo..lo+size), split in four while its context is too big."""
+    context = index.within(lo - cfg.overlap, lo + size + cfg.overlap)
+    context = np.union1d(context, core)  # rounding at a cell edge must not lose a core row
+    if context.size <= cfg.max_block_points:
+        return [Block(core, context)]
+    if size.max() / 2 < cfg.min_block_size:
+        log.warning(
+            "a %.1f x %.1f m block still holds %d points (tiling.max_block_points=%d) at "
+            "tiling.min_block_size=%.2f m",
+            *size,
+            context.size,
+            cfg.max_block_points,
+            cfg.min_block_size,
+        )
+        return [Block(core, context)]
+    half = size / 2
+    quadrant = (index.xy[core] - lo >= half).astype(np.int64) @ np.array([2, 1])
+    blocks = []
+    for q in range(4):
+        part = core[quadrant == q]
+        if part.size:
+            blocks += _split(part, lo + np.array([q // 2, q % 2]) * half, half, index, cfg)
+    return blocks
+
+
+@dataclass
+class MergedInstances:
+    """Per point and per instance results of the whole map; instances by descending score."""
+
+    semantic: np.ndarray  # (N,) int64
+    instance: np.ndarray  # (N,) int32 1..K, 0 = none
+    score: np.ndarray  # (N,) float32
+    class_id: np.ndarray  # (K,) int64
+    instance_score: np.ndarray  # (K,) float32
+    class_probs: np.ndarray  # (K, C) float32
+
+
+class BlockMerger:
+    """Collects each block's labels (`add`), then joins instances across borders (`finish`).
+
+    Keeps per block only the instance id of each context row: memory is O(map points)."""
+
+    def __init__(self, num_points: int, num_classes: int):
+        self.semantic = np.full(num_points, -1, dtype=np.int64)
+        self.core_instance = np.full(num_points, -1, dtype=np.int64)  # global instance id
+        self.contexts: list[np.ndarray] = []
+        self.context_instances: list[np.ndarray] = []
+        self.class_ids: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.class_probs: list[np.ndarray] = [np.zeros((0, num_classes), np.float32)]
+        self.num_instances = 0
+
+    def add(
+        self,
+        block: Block,
+        semantic: np.ndarray,
+        instance: np.ndarray,
+        class_id: np.ndarray,
+        score: np.ndarray,
+        class_probs: np.ndarray,
+    ) -> None:
+        """One block's results over its context rows: semantic (m,), instance (m,) 1..k / 0,
+        and per instance class_id (k,), score (k,), class_probs (k, C)."""
+        global_id = np.where(instance > 0, instance.astype(np.int64) - 1 + self.num_instances, -1)
+        in_core = np.searchsorted(block.context, block.core)
+        self.semantic[block.core] = semantic[in_core]
+        self.core_instance[block.core] = global_id[in_core]
+        self.contexts.append(block.context)
+        self.context_instances.append(global_id)
+        self.class_ids.append(class_id)
+        self.scores.append(score)
+        self.class_probs.append(class_probs)
+        self.num_instances += len(class_id)
+
+    def finish(self, merge_iou: float, min_points: int) -> MergedInstances:
+        """The map's instances: joined groups with at least min_points core points, each
+        described by its largest part, ids 1..K by descending score."""
+        group = self._join_across_borders(merge_iou)
+        num_groups = int(group.max(initial=-1)) + 1
+        owned = self.core_instance >= 0
+        point_group = np.full(self.core_instance.size, -1, dtype=np.int64)
+        point_group[owned] = group[self.core_instance[owned]]
+        points_of = np.bincount(self.core_instance[owned], minlength=self.num_instances)
+        representative = _largest_member(group, points_of)
+        group_size = np.bincount(point_group[owned], minlength=num_groups)
+        groups = np.flatnonzero((representative >= 0) & (group_size >= min_points))
+        scores = np.concatenate([np.zeros(0, np.float32), *self.scores])
+        groups = groups[np.argsort(-scores[representative[groups]], kind="stable")]
+        chosen = representative[groups]
+        new_id = np.zeros(num_groups + 1, dtype=np.int32)  # last entry: no group (-1)
+        new_id[groups] = np.arange(1, groups.size + 1, dtype=np.int32)
+        instance = new_id[point_group]
+        instance_score = scores[chosen].astype(np.float32)
+        return MergedInstances(
+            semantic=self.semantic,
+            instance=instance,
+            score=np.concatenate([[0.0], instance_score]).astype(np.float32)[instance],
+            class_id=np.concatenate([np.zeros(0, np.int64), *self.class_ids])[chosen],
+            instance_score=instance_score,
+            class_probs=np.concatenate(self.class_probs)[chosen].astype(np.float32),
+        )
+
+    def _join_across_borders(self, merge_iou: float) -> np.ndarray:
+        """(num_instances,) group label: instances of different blocks whose IoU over the
+        points both blocks saw exceeds merge_iou share a group."""
+        n = self.num_instances
+        if len(self.contexts) < 2 or n == 0:
+            return np.arange(n, dtype=np.int64)
+        point = np.concatenate(self.contexts)
+        instance = np.concatenate(self.context_instances)
+        block = np.repeat(np.arange(len(self.contexts)), [c.size for c in self.contexts])
+        order = np.argsort(point, kind="stable")
+        point, instance, block = point[order], instance[order], block[order]
+        num_blocks = len(self.contexts)
+        shared, joint = [], []  # keys: instance x other block; instance pair
+        for d in range(1, int(np.bincount(point).max())):
+            i = np.flatnonzero(point[d:] == point[:-d])
+            a, b = instance[i], instance[i + d]
+            shared += [a[a >= 0] * num_blocks + block[i + d][a >= 0]]
+            shared += [b[b >= 0] * num_blocks + block[i][b >= 0]]
+            both = (a >= 0) & (b >= 0)
+            joint += [np.minimum(a, b)[both] * n + np.maximum(a, b)[both]]
+        pair, inter = np.unique(np.concatenate([np.zeros(0, np.int64), *joint]), return_counts=True)
+        seen, seen_count = np.unique(
+            np.concatenate([np.zeros(0, np.int64), *shared]), return_counts=True
+        )
+        a, b = pair // n, pair % n
+        block_of = np.repeat(np.arange(num_blocks), [len(c) for c in self.class_ids])
+
+        def seen_by(inst: np.ndarray, other_block: np.ndarray) -> np.ndarray:
+            return seen_count[np.searchsorted(seen, inst * num_blocks + other_block)]
+
+        union = seen_by(a, block_of[b]) + seen_by(b, block_of[a]) - inter
+        join = inter / union > merge_iou
+        graph = sp.coo_matrix((np.ones(join.sum()), (a[join], b[join])), shape=(n, n))
+        return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _largest_member(group: np.ndarray, points_of: np.ndarray) -> np.ndarray:
+    """Per group, its member instance with the most core points (ties: lower id); -1 for a
+    group without core points."""
+    num_groups = group.max(initial=-1) + 1
+    first = np.full(num_groups, -1, dtype=np.int64)
+    if group.size == 0:
+        return first
+    order = np.lexsort((np.arange(group.size), -points_of, group))
+    starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
+    winners = order[starts]
+    first[group[winners]] = np.where(points_of[winners] > 0, winners, -1)
+    return first
