@@ -12,6 +12,7 @@ from dyco_perception.objects import (
     ObjectMapConfig,
     ObjectMapError,
     Observation,
+    identity_stability,
     voxel_keys,
 )
 
@@ -215,3 +216,31 @@ def test_voxel_keys_ignore_non_finite_points_and_separate_neighbours() -> None:
     assert len(voxel_keys(points, 0.1)) == 2
     negative = voxel_keys(np.array([[-0.01, 0, 0], [0.01, 0, 0]]), 0.1)
     assert len(negative) == 2
+
+
+def test_identity_stability_counts_single_ids_switches_and_fragments() -> None:
+    gt = np.repeat([0, 1, 2, 3], 200)  # three ground-truth objects of 200 points each
+
+    def predicted(ids_of_gt: dict[int, int], shrink: int = 0) -> np.ndarray:
+        """Object ids per point: each ground-truth object's points get one id (0: missed);
+        `shrink` points of each drop out (IoU 1 - shrink/200)."""
+        out = np.zeros_like(gt)
+        for g, obj in ids_of_gt.items():
+            rows = np.flatnonzero(gt == g)
+            out[rows[shrink:]] = obj
+        return out
+
+    maps = [
+        (gt, predicted({1: 7, 2: 0, 3: 5})),  # object 2 not yet detected
+        (gt, predicted({1: 7, 2: 9, 3: 0})),  # object 3 missed (a gap)
+        (gt, predicted({1: 8, 2: 9, 3: 5}, shrink=90)),  # 1 switches id; IoU 0.55 still counts
+        (gt, predicted({1: 7, 2: 9, 3: 5}, shrink=110)),  # IoU 0.45: all undetected
+    ]
+    stats = identity_stability([maps])
+    assert stats["gt_objects"] == 3 and stats["detected"] == 3
+    assert stats["single_id"] == 2 and stats["single_id_fraction"] == pytest.approx(2 / 3)
+    assert stats["id_switches"] == 1  # object 1: 7 -> 8
+    assert stats["fragmentations"] == 1  # object 3 resumed after a gap
+    small = [(np.repeat([0, 1], [10, 50]), np.repeat([0, 4], [10, 50]))]
+    assert identity_stability([small])["gt_objects"] == 0  # under min_points (100)
+    assert identity_stability([small], min_points=10)["single_id_fraction"] == 1.0

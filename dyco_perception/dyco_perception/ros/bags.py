@@ -8,6 +8,7 @@ Scan bags (dyco-make-bag) hold per scan, all with the scan's stamp as header and
   /cloud_in      sensor_msgs/PointCloud2  x y z rgb (float32, packed rgb)
   /ground_truth  sensor_msgs/PointCloud2  semantic (int32, 0..19, -100 ignore), instance (int32)
   /scan_name     std_msgs/String
+Growing-map bags (dyco-make-bag --grow K) hold K maps per scan, named `<scan>/map_<k>`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,19 @@ CLOUD_TOPIC = "/cloud_in"
 GT_TOPIC = "/ground_truth"
 NAME_TOPIC = "/scan_name"
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
-_DYCO_MSGS = ("Instance", "InstanceArray", "ClassMap")
+_DYCO_MSGS = ("Instance", "InstanceArray", "ClassMap", "Object", "ObjectArray")
+_GROWING = "/map_"
+
+
+def growing_name(scan: str, update: int) -> str:
+    """The name of map `update` (0-based) of a scan in a growing-map bag."""
+    return f"{scan}{_GROWING}{update:02d}"
+
+
+def split_growing_name(name: str) -> tuple[str, int] | None:
+    """(scan, update) of a growing-map name, None for any other name."""
+    scan, separator, update = name.rpartition(_GROWING)
+    return (scan, int(update)) if separator and update.isdigit() else None
 
 
 def _msg_dir() -> Path:

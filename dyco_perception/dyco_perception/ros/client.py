@@ -23,7 +23,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from dyco_msgs.msg import ClassMap, InstanceArray
+from dyco_msgs.msg import ClassMap, InstanceArray, ObjectArray
+from dyco_msgs.srv import QueryObjects, ResetObjects
+from dyco_perception.ros import object_node
 from dyco_perception.ros import segment_node as topics
 
 RESULT_KINDS = ("cloud", "instances", "markers")
@@ -85,6 +87,7 @@ class SegmentationClient:
         self.results: dict[int, Result] = {}
         self.diagnostics: dict[str, str] = {}
         self.class_map: ClassMap | None = None
+        self.objects: ObjectArray | None = None  # latest of the latched object map topic
         self.recorded: list[tuple[str, int, Any]] = []  # (topic, receive time ns, msg)
         self._record = record
         prefix = f"{namespace.rstrip('/')}/" if namespace else ""
@@ -101,6 +104,7 @@ class SegmentationClient:
             "instances": prefix + topics.TOPIC_INSTANCES,
             "markers": prefix + topics.TOPIC_MARKERS,
             "class_map": prefix + topics.TOPIC_CLASS_MAP,
+            "objects": prefix + object_node.TOPIC_OBJECTS,
             "diagnostics": topics.TOPIC_DIAGNOSTICS,
         }
         types = {"cloud": PointCloud2, "instances": InstanceArray, "markers": MarkerArray}
@@ -113,6 +117,16 @@ class SegmentationClient:
             ClassMap, self.topics["class_map"], self._on_class_map, latched
         )
         self.topics["class_map"] = subscription.topic_name
+        subscription = self.node.create_subscription(
+            ObjectArray, self.topics["objects"], self._on_objects, latched
+        )
+        self.topics["objects"] = subscription.topic_name
+        self._query_objects = self.node.create_client(
+            QueryObjects, prefix + object_node.SERVICE_QUERY
+        )
+        self._reset_objects = self.node.create_client(
+            ResetObjects, prefix + object_node.SERVICE_RESET
+        )
         self.node.create_subscription(
             DiagnosticArray, self.topics["diagnostics"], self._on_diagnostics, reliable
         )
@@ -153,6 +167,12 @@ class SegmentationClient:
         with self._lock:
             self.class_map = msg
             self._record_msg("class_map", msg)
+            self._lock.notify_all()
+
+    def _on_objects(self, msg: ObjectArray) -> None:
+        with self._lock:
+            self.objects = msg
+            self._record_msg("objects", msg)
             self._lock.notify_all()
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -213,17 +233,30 @@ class SegmentationClient:
 
     def set_parameters(self, values: dict[str, Any], timeout: float = 10.0) -> list[Any]:
         """SetParameters on the node; one SetParametersResult per parameter."""
-        if not self._parameters.wait_for_service(timeout_sec=timeout):
-            raise TimeoutError(f"service {self._parameters.srv_name} not available")
         request = SetParameters.Request(parameters=[_parameter(k, v) for k, v in values.items()])
-        future = self._parameters.call_async(request)
+        results: list[SetParametersResult] = self._call(self._parameters, request, timeout).results
+        return results
+
+    def query_objects(self, timeout: float = 10.0, **fields: Any) -> Any:
+        """The node's QueryObjects service; `fields` fill the request (class_names, use_region,
+        region_min, region_max, min_confidence, object_id, with_points)."""
+        return self._call(self._query_objects, QueryObjects.Request(**fields), timeout)
+
+    def reset_objects(self, timeout: float = 10.0) -> int:
+        """Empty the node's object map; returns how many objects it removed."""
+        return self._call(self._reset_objects, ResetObjects.Request(), timeout).num_removed
+
+    def _call(self, client: Any, request: Any, timeout: float) -> Any:
+        """A service call answered on the spin thread; TimeoutError when no answer comes."""
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {client.srv_name} not available")
+        future = client.call_async(request)
         deadline = time.monotonic() + timeout
         while not future.done():
             if time.monotonic() > deadline:
-                raise TimeoutError("set_parameters timed out")
+                raise TimeoutError(f"{client.srv_name} timed out")
             time.sleep(0.02)
-        results: list[SetParametersResult] = future.result().results
-        return results
+        return future.result()
 
     def close(self) -> None:
         self._executor.shutdown(timeout_sec=1.0)

@@ -7,20 +7,23 @@ the bag tools and tests reuse them.
 from __future__ import annotations
 
 import array
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from dyco_msgs.msg import Instance as InstanceMsg
-from dyco_msgs.msg import InstanceArray
+from dyco_msgs.msg import InstanceArray, ObjectArray
+from dyco_msgs.msg import Object as ObjectMsg
 from dyco_perception import pointcloud2 as pc2
 
-LABELLED_FIELDS = ("x", "y", "z", "rgb", "label", "instance", "score")
+LABELLED_FIELDS = ("x", "y", "z", "rgb", "label", "instance", "score", "object")
+OBJECT_POINT_FIELDS = ("x", "y", "z", "object")
 NO_INSTANCE_COLOUR = (110, 110, 110)
 _GOLDEN = 0.618033988749895
 
@@ -35,6 +38,28 @@ class Labelled:
     score: np.ndarray  # (N,) float32
     instances: list[Any]  # segmenter.Instance, ids 1..K in this order
     height: int = 1
+    # Persistent object id of each instance (object map), in the order of `instances`; empty
+    # when the object map is off. Colours follow them, so an object keeps its colour.
+    object_ids: list[int] = field(default_factory=list)
+
+    def instance_object_ids(self) -> np.ndarray:
+        """(K,) object id per instance (zeros without an object map)."""
+        if not self.object_ids:
+            return np.zeros(len(self.instances), np.uint32)
+        return np.asarray(self.object_ids, np.uint32)
+
+    def point_object_ids(self) -> np.ndarray:
+        """(N,) object id per point, 0 outside instances."""
+        ids = [inst.id for inst in self.instances]
+        lookup = np.zeros(max([int(self.instance.max(initial=0)), *ids]) + 1, np.uint32)
+        lookup[ids] = self.instance_object_ids()
+        return lookup[self.instance]
+
+    def colour_ids(self) -> np.ndarray:
+        """(K,) the ids the palette colours by: object ids when there are, else instance ids."""
+        if self.object_ids:
+            return self.instance_object_ids().astype(np.int64)
+        return np.array([inst.id for inst in self.instances], np.int64)
 
 
 def filter_instances(
@@ -90,14 +115,16 @@ def instance_colours(ids: np.ndarray) -> np.ndarray:
 
 def labelled_columns(labelled: Labelled) -> dict[str, np.ndarray]:
     xyz = labelled.xyz.astype(np.float32, copy=False)
+    colour_of_instance = np.concatenate([[0], labelled.colour_ids()])
     return {
         "x": xyz[:, 0],
         "y": xyz[:, 1],
         "z": xyz[:, 2],
-        "rgb": pc2.pack_rgb(instance_colours(labelled.instance)),
+        "rgb": pc2.pack_rgb(instance_colours(colour_of_instance[labelled.instance])),
         "label": labelled.semantic,
         "instance": labelled.instance,
         "score": labelled.score,
+        "object": labelled.point_object_ids(),
     }
 
 
@@ -132,11 +159,13 @@ def instance_array_msg(
     header: Header, labelled: Labelled, inference_time: float, with_indices: bool
 ) -> InstanceArray:
     items = []
-    for inst in labelled.instances:
+    object_ids = labelled.instance_object_ids()
+    for inst, object_id in zip(labelled.instances, object_ids, strict=True):
         indices = np.flatnonzero(labelled.instance == inst.id) if with_indices else ()
         items.append(
             InstanceMsg(
                 id=inst.id,
+                object_id=int(object_id),
                 class_id=inst.class_id,
                 class_name=inst.class_name,
                 score=float(inst.score),
@@ -168,8 +197,9 @@ def box_line_points(center: np.ndarray, size: np.ndarray) -> np.ndarray:
 def markers_msg(header: Header, labelled: Labelled) -> MarkerArray:
     """DELETEALL, then a box wireframe and a class/score label per instance (1 + 2K markers)."""
     markers = [Marker(header=header, action=Marker.DELETEALL)]
-    colours = instance_colours(np.array([inst.id for inst in labelled.instances], np.int64))
-    for inst, colour in zip(labelled.instances, colours, strict=True):
+    colours = instance_colours(labelled.colour_ids())
+    object_ids = labelled.instance_object_ids()
+    for inst, colour, object_id in zip(labelled.instances, colours, object_ids, strict=True):
         rgba = ColorRGBA(
             r=float(colour[0]) / 255, g=float(colour[1]) / 255, b=float(colour[2]) / 255, a=1.0
         )
@@ -186,6 +216,46 @@ def markers_msg(header: Header, labelled: Labelled) -> MarkerArray:
         label.pose.orientation.w = 1.0
         label.scale.z = 0.15
         label.color = rgba
-        label.text = f"{inst.class_name} {inst.score:.2f}"
+        name = f"{inst.class_name} #{object_id}" if object_id else inst.class_name
+        label.text = f"{name} {inst.score:.2f}"
         markers += [box, label]
     return MarkerArray(markers=markers)
+
+
+def _time(stamp_ns: int) -> Time:
+    return Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+
+
+def object_msg(obj: Any, class_names: list[str]) -> ObjectMsg:
+    """An objects.MapObject as a dyco_msgs/Object."""
+    size = obj.box_size
+    return ObjectMsg(
+        id=obj.id,
+        class_id=obj.class_id,
+        class_name=class_names[obj.class_id] if obj.class_id < len(class_names) else "",
+        class_probs=array.array("f", obj.class_probs.astype(np.float32).tobytes()),
+        confidence=float(obj.confidence),
+        score=float(obj.score),
+        num_points=obj.num_points,
+        box_center=_point(obj.box_center),
+        box_size=Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])),
+        centroid=_point(obj.centroid),
+        first_seen=_time(obj.first_seen),
+        last_seen=_time(obj.last_seen),
+        num_observations=obj.num_observations,
+        num_misses=obj.num_misses,
+        instance_id=obj.instance_id,
+    )
+
+
+def objects_msg(header: Header, objects: list[Any], class_names: list[str]) -> ObjectArray:
+    return ObjectArray(header=header, objects=[object_msg(o, class_names) for o in objects])
+
+
+def object_points_msg(header: Header, objects: list[Any]) -> PointCloud2:
+    """The objects' points (latest observation) as a cloud with fields x y z object."""
+    xyz = np.concatenate([o.points for o in objects] or [np.zeros((0, 3))]).astype(np.float32)
+    owner = np.concatenate([np.full(o.num_points, o.id, np.uint32) for o in objects] or [[]])
+    columns = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "object": owner.astype(np.uint32)}
+    layout, data = pc2.write_cloud(columns)
+    return to_cloud_msg(header, layout, data, True)

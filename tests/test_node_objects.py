@@ -1,0 +1,178 @@
+"""segment_node's object map over real DDS: a short growing-map bag of a real scan replayed into
+a node running the shipped checkpoint; object ids on instances and in the labelled cloud, the
+latched objects topic, the query and reset services, and the identity metric of dyco-replay."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+
+from dyco_perception.ros import bags, replay
+from dyco_perception.ros.client import SegmentationClient
+from dyco_perception.ros.make_bag import GrowthConfig, growing_maps, write_scan_bag
+from dyco_perception.ros.process import start_node, stop_node
+from geometry_msgs.msg import Point
+
+from dyco_perception import pointcloud2 as pc2
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = REPO_ROOT / "checkpoints" / "dyco3d_scannet_m16.safetensors"
+INPUT_TOPIC = "/test_node_objects/cloud_in"
+MAPS = 3
+
+
+@pytest.fixture(scope="module")
+def growing_bag(scannet_dir, tmp_path_factory) -> Path:
+    """The first 3 of 6 growing maps of a real val scan (13k-25k points: quick on a CPU)."""
+    from dyco_perception.scenes import load_npz_scene
+
+    scene = load_npz_scene(scannet_dir / "scene0010_00.npz")
+    maps = list(growing_maps(scene, GrowthConfig(updates=6, seed=1)))[:MAPS]
+    out = tmp_path_factory.mktemp("objects") / "growing"
+    write_scan_bag(maps, out, period=0.5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def replayed(growing_bag, tmp_path_factory):
+    """The node (shipped checkpoint), a client, and the replay report of the bag."""
+    if not SHIPPED.is_file():
+        pytest.skip(f"shipped checkpoint {SHIPPED} absent")
+    tmp = tmp_path_factory.mktemp("objects_node")
+    overrides = {"checkpoint": str(SHIPPED), "device": "cpu", "publish_point_indices": True}
+    overrides |= {"objects.confirm_after": 2, "objects.retire_after": 3}
+    process = start_node(overrides, {"cloud_in": INPUT_TOPIC}, log_path=tmp / "node.log")
+    client = SegmentationClient(input_topic=INPUT_TOPIC, client_name="objects_test")
+    try:
+        if not client.wait_for_node(timeout=120):
+            pytest.fail(f"node did not come up: {(tmp / 'node.log').read_text()[-2000:]}")
+        scans = bags.read_scan_bag(growing_bag)
+        report = replay.play_growing(client, scans, lockstep=True, timeout=180, progress=False)
+        report.identity = replay.identity_metrics(report)
+        yield process, client, report
+    finally:
+        client.close()
+        stop_node(process)
+
+
+def _instances(report, index: int):
+    return report.results[report.scans[index].stamp].messages["instances"].instances
+
+
+def test_object_ids_label_instances_and_cloud_points_and_persist(replayed) -> None:
+    _, _, report = replayed
+    assert report.num_results == MAPS
+    ids_per_map = []
+    for scan in report.scans:
+        result = report.results[scan.stamp]
+        instances = result.messages["instances"].instances
+        cloud = result.messages["cloud"]
+        records = pc2.read_structured(pc2.CloudLayout.of(cloud), cloud.data)
+        assert instances, f"the shipped checkpoint found nothing in {scan.name}"
+        object_ids = [inst.object_id for inst in instances]
+        assert all(object_ids) and len(set(object_ids)) == len(object_ids)
+        for inst in instances:  # the cloud's `object` field is the instance's object id
+            points = np.asarray(inst.point_indices)
+            assert set(records["object"][points].tolist()) == {inst.object_id}
+            assert set(records["instance"][points].tolist()) == {inst.id}  # per-map ids stay
+        assert set(np.unique(records["object"]).tolist()) - {0} == set(object_ids)
+        ids_per_map.append(set(object_ids))
+    # The map grows: most objects of one map keep their id in the next.
+    for before, after in itertools.pairwise(ids_per_map):
+        assert len(before & after) >= 0.5 * len(before), (before, after)
+    identity = report.identity
+    assert identity["detected"] >= 3, identity
+    assert identity["single_id_fraction"] >= 0.8, identity
+
+
+def test_latched_objects_topic_lists_the_confirmed_objects(replayed) -> None:
+    _, client, report = replayed
+    assert client.wait_until(
+        lambda: (
+            client.objects is not None
+            and client.objects.header.stamp.sec == report.scans[-1].stamp // 10**9
+        ),
+        10,
+    )
+    objects = client.objects.objects
+    assert objects, "objects seen in 3 maps must be confirmed (confirm_after 2)"
+    seen = [set(inst.object_id for inst in _instances(report, k)) for k in range(MAPS)]
+    last = {inst.object_id: inst for inst in _instances(report, MAPS - 1)}
+    for obj in objects:
+        assert obj.num_observations >= 2
+        assert sum(obj.id in ids for ids in seen) == obj.num_observations
+        assert 0.0 < obj.confidence <= obj.score <= 1.0
+        assert abs(sum(obj.class_probs) - 1.0) < 1e-4 and obj.class_id == np.argmax(obj.class_probs)
+        if obj.id in last:  # seen in the newest map: its box and instance id are that view's
+            inst = last[obj.id]
+            assert obj.instance_id == inst.id and obj.num_points == inst.num_points
+            assert obj.box_center.x == pytest.approx(inst.box_center.x, abs=1e-4)
+        else:
+            assert obj.instance_id == 0
+
+
+def test_query_service_filters_and_returns_points(replayed) -> None:
+    _, client, _ = replayed
+    everything = client.query_objects()
+    assert everything.success and everything.objects
+    assert everything.header.frame_id == "map"
+    first = everything.objects[0]
+    same_class = client.query_objects(class_names=[first.class_name])
+    assert same_class.success and first.id in [o.id for o in same_class.objects]
+    assert {o.class_name for o in same_class.objects} == {first.class_name}
+    c = first.centroid
+    box = client.query_objects(
+        use_region=True,
+        region_min=Point(x=c.x - 0.01, y=c.y - 0.01, z=c.z - 0.01),
+        region_max=Point(x=c.x + 0.01, y=c.y + 0.01, z=c.z + 0.01),
+    )
+    assert [o.id for o in box.objects] == [first.id]
+    threshold = float(np.median([o.confidence for o in everything.objects]))
+    confident = client.query_objects(min_confidence=threshold).objects
+    assert all(o.confidence >= threshold for o in confident)
+    assert 0 < len(confident) <= len(everything.objects)
+    one = client.query_objects(object_id=first.id, with_points=True)
+    assert [o.id for o in one.objects] == [first.id]
+    points = pc2.read_structured(pc2.CloudLayout.of(one.points), one.points.data)
+    assert len(points) == first.num_points and set(points["object"].tolist()) == {first.id}
+    xyz = np.stack([points["x"], points["y"], points["z"]], axis=1)
+    centre = [first.box_center.x, first.box_center.y, first.box_center.z]
+    size = [first.box_size.x, first.box_size.y, first.box_size.z]
+    assert np.all(np.abs(xyz - centre) <= np.asarray(size) / 2 + 1e-4)
+
+
+def test_bad_queries_fail_with_a_reason(replayed) -> None:
+    process, client, _ = replayed
+    unknown_class = client.query_objects(class_names=["spaceship"])
+    assert not unknown_class.success and "spaceship" in unknown_class.message
+    unknown_id = client.query_objects(object_id=999_999)
+    assert not unknown_id.success and "999999" in unknown_id.message
+    inverted = client.query_objects(
+        use_region=True, region_min=Point(x=1.0), region_max=Point(x=0.0)
+    )
+    assert not inverted.success and "region_min" in inverted.message
+    assert process.poll() is None
+
+
+def test_a_new_frame_and_the_reset_service_empty_the_map(replayed, growing_bag) -> None:
+    """Runs last: it changes the node's map."""
+    _, client, report = replayed
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    cloud = deserialize_message(report.scans[-1].cloud_cdr, PointCloud2)
+    cloud.header.frame_id = "another_map"
+    cloud.header.stamp.sec += 100
+    key = client.publish(cloud)
+    assert client.wait_for_result(key, timeout=120) is not None
+    assert client.wait_until(lambda: client.objects.header.frame_id == "another_map", 10)
+    assert client.objects.objects == []  # a new map: nothing is confirmed after one sighting
+    assert client.query_objects().header.frame_id == "another_map"
+    removed = client.reset_objects()
+    assert removed == len(_instances(report, MAPS - 1))  # the tentative objects of that map
+    assert client.query_objects().objects == [] and client.reset_objects() == 0
