@@ -13,6 +13,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        # Environment hook (named in colcon.pkg): the tools on PATH after sourcing the workspace.
+        (f"share/{PACKAGE}/hook", ["hook/tools_path.dsv", "hook/tools_path.sh"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),

@@ -61,7 +61,7 @@ install_torch() {
   install_torch || fail "pip could not install torch==2.13.0" "check network access to PyPI, then run 'make setup' again"
 
 step "Python dependencies (requirements.txt)"
-cached python-deps "$ROOT/requirements.txt" -- "${PIP[@]}" -r "$ROOT/requirements.txt" ||
+cached python-deps "$ROOT/requirements.txt" "$ROOT/requirements-robot.txt" -- "${PIP[@]}" -r "$ROOT/requirements.txt" ||
   fail "pip could not install requirements.txt" "read pip's error above; versions are pinned in requirements.txt"
 
 if [ -n "${ROS_DISTRO:-}" ]; then

@@ -8,6 +8,7 @@ plus their ground truth, one scan per `--period` seconds (see bags.py for the to
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,16 +49,22 @@ def scan_messages(scene: Any, stamp_ns: int, frame: str) -> tuple[Any, Any, Any]
 def write_scan_bag(
     scenes: Iterable[Any], out: str | Path, period: float = 1.0, frame: str = "map"
 ) -> int:
-    """Write the scenes; returns how many were written."""
+    """Write the scenes; returns how many were written. On any error the partial bag is
+    removed (a bag directory that exists is taken for a finished one by the replay tools)."""
     count = 0
-    with bags.BagWriter(out) as writer:
-        for index, scene in enumerate(scenes):
-            stamp = START_SEC * 1_000_000_000 + round(index * period * 1e9)
-            cloud, truth, name = scan_messages(scene, stamp, frame)
-            writer.write(bags.CLOUD_TOPIC, cloud, stamp)
-            writer.write(bags.GT_TOPIC, truth, stamp)
-            writer.write(bags.NAME_TOPIC, name, stamp)
-            count += 1
+    writer = bags.BagWriter(out)  # refuses an existing directory, so `out` is ours from here
+    try:
+        with writer:
+            for index, scene in enumerate(scenes):
+                stamp = START_SEC * 1_000_000_000 + round(index * period * 1e9)
+                cloud, truth, name = scan_messages(scene, stamp, frame)
+                writer.write(bags.CLOUD_TOPIC, cloud, stamp)
+                writer.write(bags.GT_TOPIC, truth, stamp)
+                writer.write(bags.NAME_TOPIC, name, stamp)
+                count += 1
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return count
 
 
@@ -104,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         count = write_scan_bag(scenes, args.out, args.period, args.frame)
-    except ValueError as exc:
-        sys.exit(f"dyco-make-bag: error: {exc}")
+    except (ValueError, OSError) as exc:
+        sys.exit(f"dyco-make-bag: error: {exc} (no bag written)")
     print(f"wrote {count} scans to {args.out}")
 
 

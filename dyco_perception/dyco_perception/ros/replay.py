@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,46 @@ from dyco_perception.ros import bags
 from dyco_perception.ros.client import Result, SegmentationClient
 
 RESULT_KINDS = ("cloud", "instances")
+POLL_S = 0.5  # how often a wait checks that the node it started is still running
+LOG_TAIL_LINES = 20
+
+
+class NodeExited(RuntimeError):
+    """The segment_node that dyco-replay started is no longer running."""
+
+
+class StartedNode:
+    """A segment_node this tool started, with its output in a log file, so that its death
+    ends the replay at once (with its exit code and last log lines) instead of at a timeout."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path) -> None:
+        self.process = process
+        self.log_path = log_path
+
+    def check_running(self) -> None:
+        code = self.process.poll()
+        if code is None:
+            return
+        lines = self.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        raise NodeExited(
+            f"segment_node exited with code {code}; its last log lines ({self.log_path}):\n"
+            + "\n".join(lines)
+        )
+
+
+def wait_watching(
+    wait: Callable[[float], Any], timeout: float, check: Callable[[], None] | None
+) -> Any:
+    """wait(seconds) in short slices until it returns something true or the timeout passes;
+    check() runs between slices and raises when waiting has become pointless."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        result = wait(max(0.0, min(POLL_S, remaining)))
+        if result or remaining <= POLL_S:
+            return result
+        if check is not None:
+            check()
 
 
 @dataclass
@@ -113,10 +156,19 @@ def play(
     rate: float = 1.0,
     timeout: float = 300.0,
     progress: bool = True,
+    check: Callable[[], None] | None = None,
 ) -> ReplayReport:
-    """Publish the scans' clouds (CDR bytes as recorded) and collect the node's results."""
+    """Publish the scans' clouds (CDR bytes as recorded) and collect the node's results;
+    check() (e.g. StartedNode.check_running) is called while waiting."""
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
+
+    def wait_for(scan: bags.BagScan) -> None:
+        def wait(seconds: float) -> Result | None:
+            return client.wait_for_result(scan.stamp, RESULT_KINDS, seconds)
+
+        wait_watching(wait, timeout, check)
+
     start_wall = time.monotonic()
     first = scans[0].stamp if scans else 0
     for scan in _progress(scans, progress, "replay"):
@@ -125,9 +177,9 @@ def play(
             time.sleep(max(0.0, due - time.monotonic()))
         client.publish(scan.cloud_cdr, key=scan.stamp)
         if lockstep:
-            client.wait_for_result(scan.stamp, RESULT_KINDS, timeout=timeout)
+            wait_for(scan)
     if scans and not lockstep:  # the newest cloud is always processed; the rest may be dropped
-        client.wait_for_result(scans[-1].stamp, RESULT_KINDS, timeout=timeout)
+        wait_for(scans[-1])
     time.sleep(0.5)  # the node's diagnostics after its last cloud
     return ReplayReport(len(scans), dict(client.results), scans, dict(client.diagnostics))
 
@@ -171,22 +223,26 @@ def run(args: argparse.Namespace) -> ReplayReport:
     scans = bags.read_scan_bag(args.bag)
     if args.limit:
         scans = scans[: args.limit]
-    process = None
+    node = None
     if args.checkpoint:
         overrides = {"checkpoint": str(Path(args.checkpoint).resolve()), "device": args.device}
-        process = start_node(overrides, remaps={"cloud_in": args.input_topic})
+        log_path = Path(args.node_log or Path(tempfile.mkdtemp(prefix="dyco-replay-")) / "node.log")
+        process = start_node(overrides, remaps={"cloud_in": args.input_topic}, log_path=log_path)
+        node = StartedNode(process, log_path)
+        print(f"started segment_node (pid {process.pid}); its log: {log_path}")
+    check = node.check_running if node is not None else None
     client = SegmentationClient(input_topic=args.input_topic, record=bool(args.out))
     try:
-        if not client.wait_for_node(timeout=args.timeout):
+        if not wait_watching(client.wait_for_node, args.timeout, check):
             raise TimeoutError(f"no segment_node subscribed to {args.input_topic}")
-        report = play(client, scans, args.lockstep, args.rate, args.timeout, not args.quiet)
+        report = play(client, scans, args.lockstep, args.rate, args.timeout, not args.quiet, check)
         report.metrics = evaluate(report)
         if args.out:
             print(f"recorded {write_output_bag(client, args.out)} messages to {args.out}")
     finally:
         client.close()
-        if process is not None:
-            stop_node(process)
+        if node is not None:
+            stop_node(node.process)
     return report
 
 
@@ -202,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="replay only the first N clouds")
     parser.add_argument("--checkpoint", help="start a segment_node with this checkpoint")
     parser.add_argument("--device", default="auto", help="device of the started node")
+    parser.add_argument("--node-log", help="log file of the started node (default: a temp file)")
     parser.add_argument("--json", help="write the report as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -211,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         report = run(args)
-    except (ValueError, TimeoutError, FileNotFoundError) as exc:
+    except (ValueError, TimeoutError, FileNotFoundError, NodeExited) as exc:
         sys.exit(f"dyco-replay: error: {exc}")
     print(format_report(report))
     if args.json:
