@@ -58,6 +58,12 @@ class ObjectMapConfig:
     part_containment: float = ranged(
         0.6, 0.0, 1.0, "split/merge: share of the smaller side's voxels inside the larger"
     )
+    coverage_points: int = ranged(
+        100_000,
+        1_000,
+        100_000_000,
+        "most map points (an even sample) that tell which voxels it covers",
+    )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], prefix: str = "objects.") -> ObjectMapConfig:
@@ -65,13 +71,52 @@ class ObjectMapConfig:
         return build_config(cls, data, prefix)
 
 
+def _raw_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """(N,) int64 voxel key per point (rows must be finite)."""
+    cells = np.floor(xyz / voxel_size).astype(np.int64) + (1 << (_KEY_BITS - 1))
+    return (cells[:, 0] << (2 * _KEY_BITS)) | (cells[:, 1] << _KEY_BITS) | cells[:, 2]
+
+
 def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     """Sorted unique int64 keys of the voxels the points fall in (non-finite rows ignored)."""
     xyz = np.asarray(xyz, np.float64)
-    xyz = xyz[np.isfinite(xyz).all(axis=1)]
-    cells = np.floor(xyz / voxel_size).astype(np.int64) + (1 << (_KEY_BITS - 1))
-    keys = (cells[:, 0] << (2 * _KEY_BITS)) | (cells[:, 1] << _KEY_BITS) | cells[:, 2]
-    return np.unique(keys)
+    finite = np.isfinite(xyz.sum(axis=1))  # NaN/inf propagate
+    return np.unique(_raw_keys(xyz if finite.all() else xyz[finite], voxel_size))
+
+
+def grouped_voxel_keys(
+    clouds: list[np.ndarray], voxel_size: float
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """voxel_keys of each cloud, plus each cloud's box (min, max corners; zeros when it has no
+    finite point); the keys of all clouds are computed in one pass."""
+    if not clouds:
+        return [], np.zeros((0, 3)), np.zeros((0, 3))
+    xyz = np.concatenate([np.asarray(c, np.float64).reshape(-1, 3) for c in clouds])
+    owner = np.repeat(np.arange(len(clouds)), [len(c) for c in clouds])
+    finite = np.isfinite(xyz.sum(axis=1))  # NaN/inf propagate
+    if not finite.all():
+        xyz, owner = xyz[finite], owner[finite]
+    counts = np.bincount(owner, minlength=len(clouds))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    nonempty = counts > 0
+    box_min, box_max = np.zeros((len(clouds), 3)), np.zeros((len(clouds), 3))
+    if nonempty.any():
+        box_min[nonempty] = np.minimum.reduceat(xyz, starts[nonempty])
+        box_max[nonempty] = np.maximum.reduceat(xyz, starts[nonempty])
+    keys = np.split(_raw_keys(xyz, voxel_size), starts[1:])
+    return [np.unique(k) for k in keys], box_min, box_max  # small sorts beat one lexsort
+
+
+def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]:
+    return np.split(values, np.cumsum([len(p) for p in parts])[:-1])
+
+
+def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """(len(keys),) bool: which keys are in the sorted unique array."""
+    if not len(sorted_set):
+        return np.zeros(len(keys), bool)
+    index = np.minimum(np.searchsorted(sorted_set, keys), len(sorted_set) - 1)
+    return sorted_set[index] == keys
 
 
 def _distribution(probs: np.ndarray | None, class_id: int, num_classes: int) -> np.ndarray:
@@ -213,8 +258,7 @@ def _pair_intersections(
     starts = np.repeat(lo - (np.cumsum(hits) - hits), hits)
     rows = owner[starts + np.arange(total)]
     cols = np.repeat(probe_owner, hits)
-    np.add.at(counts, (rows, cols), 1)
-    return counts
+    return np.bincount(rows * shape[1] + cols, minlength=shape[0] * shape[1]).reshape(shape)
 
 
 def _box_iou(
@@ -264,7 +308,7 @@ class ObjectMap:
         """Associate the instances of a new map (all its points: `map_xyz`) with the objects."""
         start = time.perf_counter()
         self._check_sequence(stamp, frame)
-        observed = voxel_keys(map_xyz, self.config.voxel_size)
+        observed = self._coverage(map_xyz)
         candidates = self._prepare(observations)
         objects = list(self.objects.values())
         intersections = _pair_intersections(
@@ -272,12 +316,11 @@ class ObjectMap:
             candidates.known_voxels,
             (len(objects), len(observations)),
         )
-        similarity = self._similarity(objects, candidates, intersections)
+        classes = self._class_similarity(objects, candidates)
+        similarity = self._similarity(objects, candidates, intersections, classes)
         pairs = self._assign(similarity)
         update = ObjectUpdate(object_ids=[0] * len(observations))
-        matched_objects = self._recover_split_objects(
-            objects, candidates, intersections, similarity, pairs
-        )
+        matched_objects = self._recover_split_objects(candidates, intersections, classes, pairs)
         for row, col in pairs:
             self._fuse(objects[row], candidates, col, stamp, update)
         self._handle_unmatched(
@@ -319,40 +362,46 @@ class ObjectMap:
                 f"stamp {stamp} is older than the previous map's {self.last_stamp}"
             )
 
+    def _coverage(self, map_xyz: np.ndarray) -> np.ndarray:
+        """The voxels the map covers, from an even sample of at most `coverage_points` points:
+        a covered voxel holds several points, so a sample still finds it, and a large map
+        costs no more than a room."""
+        stride = -(-len(map_xyz) // self.config.coverage_points)
+        return voxel_keys(np.asarray(map_xyz)[::stride], self.config.voxel_size)
+
     def _prepare(self, observations: list[Observation]) -> _Candidates:
-        voxels = [voxel_keys(o.points, self.config.voxel_size) for o in observations]
-        if self.last_stamp is None:
+        voxels, box_min, box_max = grouped_voxel_keys(
+            [o.points for o in observations], self.config.voxel_size
+        )
+        if self.last_stamp is None or not voxels:
             known = voxels
-        else:
-            known = [v[np.isin(v, self._observed, assume_unique=True)] for v in voxels]
-        boxes = [self._box(o.points) for o in observations]
+        else:  # one search for all instances
+            inside = _member(np.concatenate(voxels), self._observed)
+            known = [v[m] for v, m in zip(voxels, _split_like(inside, voxels), strict=True)]
         probs = [_distribution(o.class_probs, o.class_id, self.num_classes) for o in observations]
         return _Candidates(
             observations=observations,
             voxels=voxels,
             known_voxels=known,
-            box_min=np.array([b[0] for b in boxes]).reshape(-1, 3),
-            box_max=np.array([b[1] for b in boxes]).reshape(-1, 3),
+            box_min=box_min,
+            box_max=box_max,
             probs=np.array(probs).reshape(-1, self.num_classes),
         )
-
-    @staticmethod
-    def _box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        points = np.asarray(points, np.float64)
-        points = points[np.isfinite(points).all(axis=1)]
-        if not len(points):
-            return np.zeros(3), np.zeros(3)
-        return points.min(axis=0), points.max(axis=0)
 
     def _class_similarity(self, objects: list[MapObject], candidates: _Candidates) -> np.ndarray:
         """(O, K) Bhattacharyya coefficients of the class distributions, in [0, 1]."""
         if not objects:
             return np.zeros((0, len(candidates.observations)))
-        known = np.sqrt(np.array([o.class_probs for o in objects]))
+        evidence = np.array([o.class_evidence for o in objects])
+        known = np.sqrt(evidence / evidence.sum(axis=1, keepdims=True))
         return known @ np.sqrt(candidates.probs).T
 
     def _similarity(
-        self, objects: list[MapObject], candidates: _Candidates, intersections: np.ndarray
+        self,
+        objects: list[MapObject],
+        candidates: _Candidates,
+        intersections: np.ndarray,
+        classes: np.ndarray,
     ) -> np.ndarray:
         """(O, K) similarity (max of voxel and box IoU) times class similarity; 0 when gated."""
         if not objects or not candidates.observations:
@@ -368,7 +417,6 @@ class ObjectMap:
             candidates.box_max,
         )
         overlap = np.maximum(voxel_iou, box_iou)
-        classes = self._class_similarity(objects, candidates)
         passes = (overlap >= self.config.min_overlap) & (
             classes >= self.config.min_class_similarity
         )
@@ -388,35 +436,30 @@ class ObjectMap:
 
     def _recover_split_objects(
         self,
-        objects: list[MapObject],
         candidates: _Candidates,
         intersections: np.ndarray,
-        similarity: np.ndarray,
+        classes: np.ndarray,
         pairs: list[tuple[int, int]],
     ) -> set[int]:
         """An object that fell apart into parts none of which passed the gate keeps its id on
         its largest class-compatible part lying mostly inside it. Adds to `pairs`; returns the
         rows now matched."""
         matched_rows = {r for r, _ in pairs}
-        taken = {c for _, c in pairs}
+        free = np.ones(len(candidates.observations), bool)
+        free[[c for _, c in pairs]] = False
         part_sizes = np.array([len(v) for v in candidates.known_voxels])
-        inside = self._containment(intersections, part_sizes[None])
-        classes = self._class_similarity(objects, candidates)
-        for row in range(len(objects)):
-            if row in matched_rows:
+        parts_of = (
+            (self._containment(intersections, part_sizes[None]) >= self.config.part_containment)
+            & (classes >= self.config.min_class_similarity)
+            & (intersections > 0)
+        )
+        for row in np.flatnonzero(parts_of.any(axis=1)):
+            if row in matched_rows or not (parts_of[row] & free).any():
                 continue
-            parts = [
-                c
-                for c in range(len(candidates.observations))
-                if c not in taken
-                and inside[row, c] >= self.config.part_containment
-                and classes[row, c] >= self.config.min_class_similarity
-            ]
-            if parts:
-                best = max(parts, key=lambda c: intersections[row, c])
-                pairs.append((row, best))
-                matched_rows.add(row)
-                taken.add(best)
+            best = int(np.argmax(np.where(parts_of[row] & free, intersections[row], -1)))
+            pairs.append((int(row), best))
+            matched_rows.add(int(row))
+            free[best] = False
         return matched_rows
 
     def _fuse(
@@ -483,7 +526,7 @@ class ObjectMap:
     def _region_observed(self, obj: MapObject, observed: np.ndarray) -> bool:
         if not len(obj.voxels):
             return True
-        seen = np.isin(obj.voxels, observed, assume_unique=True).mean()
+        seen = _member(obj.voxels, observed).mean()
         return bool(seen >= self.config.observed_fraction)
 
     def _create(

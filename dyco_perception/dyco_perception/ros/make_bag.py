@@ -3,14 +3,20 @@ plus their ground truth, one scan per `--period` seconds (see bags.py for the to
 
     dyco-make-bag --scans /path/to/scannet50k --out scans_bag [--limit 4]
     dyco-make-bag --rooms 2 --seed 7 --out demo/demo_rooms     # generated, redistributable
+    dyco-make-bag --scans a.npz b.npz --grow 10 --out growing_bag  # each scan as a growing map
+
+--grow K writes each scan as K maps of a robot exploring it (`growing_maps`), named
+`<scan>/map_<k>` (bags.growing_name), for dyco-replay's identity-stability metric.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +74,69 @@ def write_scan_bag(
     return count
 
 
+@dataclass(frozen=True)
+class GrowthConfig:
+    """How a scan is revealed: K maps, each a larger region, with small pose noise."""
+
+    updates: int = 10
+    translation_noise: float = 0.02  # m, standard deviation per axis (x, y) and map
+    yaw_noise: float = 0.5  # degrees, standard deviation per map
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.updates <= 1000:
+            raise ValueError(f"--grow must lie in 2..1000 maps, got {self.updates}")
+        if not (0 <= self.translation_noise <= 1 and 0 <= self.yaw_noise <= 45):
+            raise ValueError(
+                "pose noise must lie in 0..1 m and 0..45 degrees, got "
+                f"{self.translation_noise} m, {self.yaw_noise} degrees"
+            )
+
+
+def reveal_order(xyz: np.ndarray, updates: int) -> np.ndarray:
+    """(N,) index 0..K-1 of the first map that holds each point. A robot enters at one end of
+    the scan's longest horizontal axis and sees ever farther: map k holds the points within
+    D * sqrt((k + 1) / K) of that entry (D: the farthest point), so each map adds about as many
+    points as the one before (area grows with the square of the reach) and the last is whole."""
+    xy = np.asarray(xyz, np.float64)[:, :2]
+    centre = xy.mean(axis=0)
+    _, _, axes = np.linalg.svd(xy - centre, full_matrices=False)
+    along = (xy - centre) @ axes[0]
+    entry = centre + along.min() * axes[0]
+    distance = np.linalg.norm(xy - entry, axis=1)
+    reach = distance.max() * np.sqrt(np.arange(1, updates + 1) / updates)
+    return np.minimum(np.searchsorted(reach, distance - 1e-9), updates - 1)
+
+
+def _pose_noise(xyz: np.ndarray, growth: GrowthConfig, rng: np.random.Generator) -> np.ndarray:
+    """A small random rigid motion (yaw about the scan centre + xy shift): the corrections a
+    SLAM system makes to the whole map between two publications."""
+    yaw = np.deg2rad(rng.normal(0.0, growth.yaw_noise))
+    rotation = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+    shift = rng.normal(0.0, growth.translation_noise, 2)
+    centre = xyz[:, :2].mean(axis=0)
+    moved = np.array(xyz, np.float32)
+    moved[:, :2] = (xyz[:, :2] - centre) @ rotation.T + centre + shift
+    return moved
+
+
+def growing_maps(scene: Any, growth: GrowthConfig) -> Iterator[Any]:
+    """The scan as K accumulated maps (growing_name(scan, k)), ground truth ids unchanged, so
+    one ground-truth object has one id in every map of its scan."""
+    order = reveal_order(scene.xyz, growth.updates)
+    rng = np.random.default_rng(growth.seed)
+    for k in range(growth.updates):
+        rows = np.flatnonzero(order <= k)
+        yield dataclasses.replace(
+            scene,
+            xyz=_pose_noise(scene.xyz[rows], growth, rng),
+            rgb=scene.rgb[rows],
+            semantic=scene.semantic[rows],
+            instance=scene.instance[rows],
+            name=bags.growing_name(scene.name, k),
+        )
+
+
 def _scan_scenes(sources: list[str], limit: int | None) -> Iterator[Any]:
     from dyco_perception.scenes import load_npz_scene
 
@@ -103,6 +172,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=50_000, help="points per room (--rooms)")
     parser.add_argument("--period", type=float, default=1.0, help="seconds between scans")
     parser.add_argument("--frame", default="map", help="header frame_id")
+    parser.add_argument("--grow", type=int, help="write each scan as this many growing maps")
+    parser.add_argument(
+        "--pose-noise",
+        type=float,
+        nargs=2,
+        default=(GrowthConfig.translation_noise, GrowthConfig.yaw_noise),
+        metavar=("METRES", "DEGREES"),
+        help="--grow: standard deviation of each map's xy shift and yaw",
+    )
     args = parser.parse_args(argv)
     scenes = (
         _room_scenes(args.rooms, args.seed, args.points)
@@ -110,10 +188,13 @@ def main(argv: list[str] | None = None) -> None:
         else _scan_scenes(args.scans, args.limit)
     )
     try:
+        if args.grow is not None:
+            growth = GrowthConfig(args.grow, *args.pose_noise, seed=args.seed)
+            scenes = (m for scene in scenes for m in growing_maps(scene, growth))
         count = write_scan_bag(scenes, args.out, args.period, args.frame)
     except (ValueError, OSError) as exc:
         sys.exit(f"dyco-make-bag: error: {exc} (no bag written)")
-    print(f"wrote {count} scans to {args.out}")
+    print(f"wrote {count} {'maps' if args.grow else 'scans'} to {args.out}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ node's outputs into a bag, and reports AP / AP50 / AP25, latency and dropped clo
 
 Lockstep publishes a cloud, waits for its result, then the next. Rate mode keeps the bag's
 timing (scaled by --rate); clouds the busy node replaced count as dropped.
+
+Growing-map bags (dyco-make-bag --grow K): the node's object map is reset before each scan's
+first map, AP is computed on each scan's final map, and the identity stability of the
+ground-truth objects over the maps is reported (objects.identity_stability).
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class ReplayReport:
     scans: list[bags.BagScan]
     node_counters: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None  # growing-map bags only
 
     def complete(self, scan: bags.BagScan) -> bool:
         result = self.results.get(scan.stamp)
@@ -112,6 +117,7 @@ class ReplayReport:
             "latency_p95_s": p95,
             "node": self.node_counters,
             "metrics": self.metrics,
+            "identity": self.identity,
         }
 
 
@@ -133,12 +139,67 @@ def evaluate(report: ReplayReport) -> dict[str, Any] | None:
     from dyco_perception.evaluation import evaluate_predictions
 
     scenes = []
-    for scan in report.scans:
+    for scan in final_maps(report.scans):
         if scan.semantic is None or not report.complete(scan):
             continue
         _, predictions = predictions_of(report.results[scan.stamp])
         scenes.append((scan.semantic, scan.instance, predictions))
     return evaluate_predictions(scenes) if scenes else None
+
+
+def growing_scans(scans: list[bags.BagScan]) -> list[list[bags.BagScan]] | None:
+    """A growing-map bag's maps grouped by scan, in order; None for any other bag."""
+    groups: dict[str, list[bags.BagScan]] = {}
+    for scan in scans:
+        parsed = bags.split_growing_name(scan.name)
+        if parsed is None:
+            return None
+        groups.setdefault(parsed[0], []).append(scan)
+    return list(groups.values()) or None
+
+
+def final_maps(scans: list[bags.BagScan]) -> list[bags.BagScan]:
+    """Each scan's last map in a growing-map bag; every scan of any other bag."""
+    groups = growing_scans(scans)
+    return scans if groups is None else [group[-1] for group in groups]
+
+
+def object_ids_of(result: Result) -> np.ndarray:
+    """Per-point object ids from the labelled cloud (0 when the node keeps no object map)."""
+    cloud = result.messages["cloud"]
+    if "object" not in [f.name for f in cloud.fields]:
+        return np.zeros(cloud.width * cloud.height, np.int64)
+    records = pc2.read_structured(pc2.CloudLayout.of(cloud), cloud.data, ("object",))
+    return records["object"].astype(np.int64)
+
+
+def identity_metrics(report: ReplayReport) -> dict[str, Any] | None:
+    """Identity stability of the ground-truth objects over each scan's maps (growing bags)."""
+    from dyco_perception.objects import identity_stability
+
+    groups = growing_scans(report.scans)
+    if groups is None:
+        return None
+    sequences = [
+        [
+            (scan.instance, object_ids_of(report.results[scan.stamp]))
+            for scan in group
+            if scan.instance is not None and report.complete(scan)
+        ]
+        for group in groups
+    ]
+    return identity_stability(sequences)
+
+
+def play_growing(
+    client: SegmentationClient, scans: list[bags.BagScan], *args: Any, **kwargs: Any
+) -> ReplayReport:
+    """play() each scan's maps in turn, resetting the node's object map before each scan."""
+    groups = growing_scans(scans) or [scans]
+    for group in groups:
+        client.reset_objects()
+        play(client, group, *args, **kwargs)
+    return ReplayReport(len(scans), dict(client.results), scans, dict(client.diagnostics))
 
 
 def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
@@ -214,7 +275,19 @@ def format_report(report: ReplayReport) -> str:
             f"AP {fmt(metrics['AP'])}  AP50 {fmt(metrics['AP50'])}  AP25 {fmt(metrics['AP25'])}"
             f"  ({metrics['num_scenes']} scans)"
         )
+    if report.identity:
+        lines.append(format_identity(report.identity))
     return "\n".join(lines)
+
+
+def format_identity(identity: dict[str, Any]) -> str:
+    fraction = identity["single_id_fraction"]
+    share = "n/a" if fraction is None else f"{100 * fraction:.1f} %"
+    return (
+        f"identity: {identity['single_id']}/{identity['detected']} detected ground-truth objects "
+        f"kept one id ({share}; {identity['gt_objects']} present), id switches "
+        f"{identity['id_switches']}, fragmentations {identity['fragmentations']}"
+    )
 
 
 def run(args: argparse.Namespace) -> ReplayReport:
@@ -235,8 +308,12 @@ def run(args: argparse.Namespace) -> ReplayReport:
     try:
         if not wait_watching(client.wait_for_node, args.timeout, check):
             raise TimeoutError(f"no segment_node subscribed to {args.input_topic}")
-        report = play(client, scans, args.lockstep, args.rate, args.timeout, not args.quiet, check)
+        playback = play_growing if growing_scans(scans) else play
+        report = playback(
+            client, scans, args.lockstep, args.rate, args.timeout, not args.quiet, check
+        )
         report.metrics = evaluate(report)
+        report.identity = identity_metrics(report)
         if args.out:
             print(f"recorded {write_output_bag(client, args.out)} messages to {args.out}")
     finally:
