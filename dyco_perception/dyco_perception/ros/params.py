@@ -7,6 +7,7 @@ both at start and by the on-set-parameters callback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from dyco_perception.objects import ObjectMapConfig
 
 SHIPPED_CHECKPOINT = "checkpoints/dyco3d_scannet_m16.safetensors"
 OUTPUTS = ("cloud", "instances", "markers", "class_map", "diagnostics")
@@ -164,6 +167,36 @@ SPECS: tuple[ParamSpec, ...] = (
         float_range=(0.1, 60.0),
     ),
 )
+
+
+def _object_map_specs() -> tuple[ParamSpec, ...]:
+    """objects.*: the object map switch, then ObjectMapConfig's fields with their ranges."""
+    specs = [
+        ParamSpec(
+            "objects.enabled",
+            True,
+            "Keep a persistent object map: object ids on instances and in the labelled cloud, "
+            "the latched segmentation/objects topic and the query/reset services.",
+            read_only=True,
+        )
+    ]
+    for spec in dataclasses.fields(ObjectMapConfig):
+        bounds = spec.metadata["range"]
+        is_int = isinstance(spec.default, int)
+        specs.append(
+            ParamSpec(
+                f"objects.{spec.name}",
+                spec.default,
+                spec.metadata["doc"][:1].upper() + spec.metadata["doc"][1:] + ".",
+                read_only=spec.name == "voxel_size",  # stored voxels are keyed by it
+                float_range=None if is_int else (float(bounds[0]), float(bounds[1])),
+                int_range=(int(bounds[0]), int(bounds[1])) if is_int else None,
+            )
+        )
+    return tuple(specs)
+
+
+SPECS += _object_map_specs()
 SPECS_BY_NAME = {spec.name: spec for spec in SPECS}
 
 
@@ -198,6 +231,7 @@ class NodeSettings:
     outputs: tuple[str, ...]
     publish_point_indices: bool
     diagnostics_period: float
+    objects: ObjectMapConfig | None = None  # None: object map disabled
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
@@ -222,6 +256,7 @@ class NodeSettings:
             outputs=tuple(get("outputs")),
             publish_point_indices=bool(get("publish_point_indices")),
             diagnostics_period=float(get("diagnostics_period")),
+            objects=_object_map_config(values),
         )
 
     @property
@@ -229,3 +264,11 @@ class NodeSettings:
         """True when clouds are moved into a target frame (a non-identity static transform)."""
         identity = self.translation == (0.0, 0.0, 0.0) and self.rotation == (0.0, 0.0, 0.0, 1.0)
         return bool(self.target_frame) and not identity
+
+
+def _object_map_config(values: dict[str, Any]) -> ObjectMapConfig | None:
+    if not values.get("objects.enabled", True):
+        return None
+    fields = {f.name for f in dataclasses.fields(ObjectMapConfig)}
+    given = {k[len("objects.") :]: v for k, v in values.items() if k.startswith("objects.")}
+    return ObjectMapConfig.from_dict({k: v for k, v in given.items() if k in fields})

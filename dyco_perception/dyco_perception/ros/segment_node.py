@@ -36,6 +36,7 @@ from dyco_msgs.msg import ClassMap, InstanceArray
 from dyco_perception import classes
 from dyco_perception import pointcloud2 as pc2
 from dyco_perception.ros import outputs
+from dyco_perception.ros.object_node import ObjectMapNode
 from dyco_perception.ros.params import SPECS, NodeSettings, check_value
 from dyco_perception.ros.resources import package_file, search_roots
 
@@ -87,7 +88,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class SegmentationCore:
+class SegmentationCore(ObjectMapNode):
     """The node's logic, shared by `SegmentNode` (plain: everything in __init__) and
     `ManagedSegmentNode` (lifecycle: the same steps in its transitions). Mixed into an rclpy
     Node, whose methods (create_publisher, get_logger, ...) it uses."""
@@ -305,7 +306,9 @@ class SegmentationCore:
         header = msg.header
         if settings.target_frame:
             header.frame_id = settings.target_frame
+        labelled = self._track_objects(labelled, header, settings)
         self._publish(header, labelled, inference_time, settings)
+        self._publish_objects(header)
         self.get_logger().info(
             f"segmented {points.num_points} points: {len(labelled.instances)} instances, "
             f"read {1000 * read_time:.0f} ms, inference {inference_time:.2f} s, "
@@ -392,6 +395,7 @@ class SegmentNode(SegmentationCore, Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._load_model()
         self._make_publishers()
+        self._make_object_map()
         self._publish_class_map()
         self._start_input()
         self._start_worker()
