@@ -1,4 +1,5 @@
-"""Procedural furnished rooms with ScanNet-style labels, as extra training data.
+"""Procedural furnished rooms with ScanNet-style labels: the demo scene, `dyco-make-bag --rooms`
+and extra training data (in the core because the ROS tools use it; numpy only).
 
 A room is a rectangle (3-8 m a side) with a floor, four walls carrying doors, windows,
 curtains and pictures, and furniture built from boxes and cylinders: chairs pushed against
