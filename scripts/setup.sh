@@ -100,7 +100,7 @@ if [ -n "${DYCO_SKIP_NATIVE:-}" ]; then
   step "Native ops: skipped (DYCO_SKIP_NATIVE set); the pure-PyTorch ops are used"
 elif [ -f "$ROOT/cuda_ops/dyco_ops/build.py" ]; then
   step "Native ops (C++ CPU kernels; CUDA kernels where CUDA torch is present)"
-  PATH="$VENV/bin:$PATH" cached native-ops "$ROOT"/cuda_ops/dyco_ops/csrc/* "$ROOT"/cuda_ops/dyco_ops/build.py -- \
+  PATH="$VENV/bin:$PATH" cached native-ops "$ROOT"/cuda_ops/dyco_ops/csrc/* "$ROOT"/cuda_ops/dyco_ops/{build,native}.py -- \
     "$PY" -m dyco_ops.build ||
     fail "building the native ops failed" "read the compiler error above; to go on without them (the pipeline then uses the pure-PyTorch ops) run DYCO_SKIP_NATIVE=1 make setup"
 fi
