@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -217,6 +220,29 @@ def test_native_backend_errors_clearly_when_missing() -> None:
         pytest.skip("native cpu kernels are built; the missing-build error cannot occur")
     with pytest.raises(RuntimeError, match="native backend unavailable"):
         ops.mask_iou(torch.zeros((2, 3), dtype=torch.bool), backend="native")
+
+
+def test_core_ops_run_without_dyco_ops_installed() -> None:
+    """The core needs only torch: with dyco_ops not importable, every op runs on its PyTorch
+    implementation and a request for native kernels names the missing package."""
+    probe = """
+import sys; sys.modules["dyco_ops"] = None  # as if not installed
+import torch
+from dyco_perception import ops
+info = ops.backend_info()
+assert not info["cpu"]["native"] and "dyco_ops not installed" in info["cpu"]["reason"], info
+voxels, inverse = ops.voxelize(torch.tensor([[0, 0, 1], [0, 0, 1], [2, 0, 0]]))
+assert voxels.tolist() == [[0, 0, 1], [2, 0, 0]] and inverse.tolist() == [0, 0, 1]
+try:
+    ops.mask_iou(torch.ones((2, 3), dtype=torch.bool), backend="native")
+except RuntimeError as err:
+    assert "dyco_ops not installed" in str(err), err
+else:
+    raise AssertionError("backend='native' did not fail")
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------- native vs reference
