@@ -61,7 +61,15 @@ install_torch() {
   install_torch || fail "pip could not install torch==2.13.0" "check network access to PyPI, then run 'make setup' again"
 
 step "Python dependencies (requirements.txt)"
-cached python-deps "$ROOT/requirements.txt" "$ROOT/requirements-robot.txt" -- "${PIP[@]}" -r "$ROOT/requirements.txt" ||
+requirements="$ROOT/requirements.txt"
+if [ -n "${ROS_DISTRO:-}" ]; then
+  # A system ROS 2's compiled message packages were built against the system numpy: a pinned
+  # numpy in the venv would shadow it (README, robot section), so numpy stays the system's.
+  mkdir -p "$STAMPS"
+  requirements="$STAMPS/requirements-system-ros.txt"
+  sed -e '/^numpy==/d' -e "s#^-r #-r $ROOT/#" "$ROOT/requirements.txt" >"$requirements"
+fi
+cached python-deps "$ROOT/requirements.txt" "$ROOT/requirements-robot.txt" -- "${PIP[@]}" -r "$requirements" ||
   fail "pip could not install requirements.txt" "read pip's error above; versions are pinned in requirements.txt"
 
 if [ -n "${ROS_DISTRO:-}" ]; then
