@@ -235,7 +235,7 @@ class Segmenter:
             colours = None if rgb is None else rgb[block.context]
             merger.add(block, *self._infer(xyz[block.context], colours, result, timings))
         t1 = time.perf_counter()
-        merged = merger.finish(self.tiling.merge_iou, self.cfg.inference.min_instance_points)
+        merged = merger.finish(self.tiling.merge_overlap, self.cfg.inference.min_instance_points)
         result.semantic[keep] = merged.semantic
         result.instance[keep] = merged.instance
         result.score[keep] = merged.score

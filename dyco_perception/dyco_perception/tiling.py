@@ -8,10 +8,12 @@ more than `max_block_points` is split in four (down to `min_block_size`), so the
 block, and with it memory, stays bounded whatever the map size.
 
 Each point takes its labels from the one block whose core holds it. Two instances of different
-blocks that share points are the same object when their IoU, counted only over the points both
-blocks saw, exceeds `merge_iou`; the joined instance keeps the class and score of its largest
-part. So an object cut by a border comes out as one instance, and the instance cap
-(`inference.max_instances`) applies per block: the map's total grows with the map.
+blocks are the same object when, counted only over the points both blocks saw, they share more
+than `merge_overlap` of the smaller one (not IoU: a block that sees only the edge of an object
+often cuts it in pieces, and each piece must still join the other block's whole). The joined
+instance keeps the class and score of its largest part. So an object cut by a border comes out
+as one instance, and the instance cap (`inference.max_instances`) applies per block: the map's
+total grows with the map.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ class TilingConfig:
         500_000, 1_000, 100_000_000, "a block whose context has more points is split in four"
     )
     min_block_size: float = ranged(1.0, 0.1, 10_000.0, "cores are not split below this (m)")
-    merge_iou: float = ranged(
-        0.3, 0.0, 1.0, "IoU over the points two blocks share above which instances join"
+    merge_overlap: float = ranged(
+        0.5, 0.0, 1.0, "share of the smaller of two parts both blocks saw above which they join"
     )
 
     @classmethod
@@ -221,10 +223,10 @@ class BlockMerger:
         self.class_probs.append(class_probs)
         self.num_instances += len(class_id)
 
-    def finish(self, merge_iou: float, min_points: int) -> MergedInstances:
+    def finish(self, merge_overlap: float, min_points: int) -> MergedInstances:
         """The map's instances: joined groups with at least min_points core points, each
         described by its largest part, ids 1..K by descending score."""
-        group = self._join_across_borders(merge_iou)
+        group = self._join_across_borders(merge_overlap)
         num_groups = int(group.max(initial=-1)) + 1
         owned = self.core_instance >= 0
         point_group = np.full(self.core_instance.size, -1, dtype=np.int64)
@@ -249,9 +251,9 @@ class BlockMerger:
             class_probs=np.concatenate(self.class_probs)[chosen].astype(np.float32),
         )
 
-    def _join_across_borders(self, merge_iou: float) -> np.ndarray:
-        """(num_instances,) group label: instances of different blocks whose IoU over the
-        points both blocks saw exceeds merge_iou share a group."""
+    def _join_across_borders(self, merge_overlap: float) -> np.ndarray:
+        """(num_instances,) group label: instances of different blocks that share more than
+        merge_overlap of the smaller one's points both blocks saw are in one group."""
         n = self.num_instances
         if len(self.contexts) < 2 or n == 0:
             return np.arange(n, dtype=np.int64)
@@ -279,8 +281,8 @@ class BlockMerger:
         def seen_by(inst: np.ndarray, other_block: np.ndarray) -> np.ndarray:
             return seen_count[np.searchsorted(seen, inst * num_blocks + other_block)]
 
-        union = seen_by(a, block_of[b]) + seen_by(b, block_of[a]) - inter
-        join = inter / union > merge_iou
+        smaller = np.minimum(seen_by(a, block_of[b]), seen_by(b, block_of[a]))
+        join = inter / smaller > merge_overlap
         graph = sp.coo_matrix((np.ones(join.sum()), (a[join], b[join])), shape=(n, n))
         return connected_components(graph, directed=False)[1].astype(np.int64)
 

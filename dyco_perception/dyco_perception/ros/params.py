@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 from dyco_perception.objects import ObjectMapConfig
+from dyco_perception.tiling import RegionOfInterest
 
 SHIPPED_CHECKPOINT = "checkpoints/dyco3d_scannet_m16.safetensors"
 OUTPUTS = ("cloud", "instances", "markers", "class_map", "diagnostics")
 RELIABILITY = ("reliable", "best_effort")
 DURABILITY = ("volatile", "transient_local")
+ROI_MODES = ("none", "box", "radius")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -166,6 +168,39 @@ SPECS: tuple[ParamSpec, ...] = (
         read_only=True,
         float_range=(0.1, 60.0),
     ),
+    ParamSpec(
+        "roi.mode",
+        "none",
+        "Region of interest: none (the whole cloud), box (roi.box_min..roi.box_max) or radius "
+        "(within roi.radius of roi.center in x-y, any height). Points outside get label -1 "
+        "and no instance. Coordinates are in the output frame.",
+        check=_one_of(ROI_MODES),
+        constraints="none | box | radius",
+    ),
+    ParamSpec(
+        "roi.box_min",
+        [-5.0, -5.0, -2.0],
+        "Lower corner (x, y, z, m) of the box region of interest.",
+        check=_check_vector(3),
+    ),
+    ParamSpec(
+        "roi.box_max",
+        [5.0, 5.0, 3.0],
+        "Upper corner (x, y, z, m) of the box region of interest.",
+        check=_check_vector(3),
+    ),
+    ParamSpec(
+        "roi.center",
+        [0.0, 0.0],
+        "Centre (x, y, m) of the radius region of interest, e.g. the robot's position.",
+        check=_check_vector(2),
+    ),
+    ParamSpec(
+        "roi.radius",
+        5.0,
+        "Radius (m, in x-y) of the radius region of interest.",
+        float_range=(0.01, 100_000.0),
+    ),
 )
 
 
@@ -231,6 +266,7 @@ class NodeSettings:
     outputs: tuple[str, ...]
     publish_point_indices: bool
     diagnostics_period: float
+    roi: RegionOfInterest | None = None  # None: the whole cloud
     objects: ObjectMapConfig | None = None  # None: object map disabled
 
     @classmethod
@@ -256,6 +292,7 @@ class NodeSettings:
             outputs=tuple(get("outputs")),
             publish_point_indices=bool(get("publish_point_indices")),
             diagnostics_period=float(get("diagnostics_period")),
+            roi=_region_of_interest(values),
             objects=_object_map_config(values),
         )
 
@@ -272,3 +309,13 @@ def _object_map_config(values: dict[str, Any]) -> ObjectMapConfig | None:
     fields = {f.name for f in dataclasses.fields(ObjectMapConfig)}
     given = {k[len("objects.") :]: v for k, v in values.items() if k.startswith("objects.")}
     return ObjectMapConfig.from_dict({k: v for k, v in given.items() if k in fields})
+
+
+def _region_of_interest(values: dict[str, Any]) -> RegionOfInterest | None:
+    """roi.* as a RegionOfInterest (ValueError naming the problem, e.g. box_min > box_max)."""
+    mode = values.get("roi.mode", "none")
+    if mode == "box":
+        return RegionOfInterest.box(values["roi.box_min"], values["roi.box_max"])
+    if mode == "radius":
+        return RegionOfInterest.around(values["roi.center"], float(values["roi.radius"]))
+    return None

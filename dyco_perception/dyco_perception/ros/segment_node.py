@@ -286,7 +286,7 @@ class SegmentationCore(ObjectMapNode):
         colours = self._colours(points)
         read_time = time.perf_counter() - start
         try:
-            result = self.segmenter.segment(points.xyz, colours)
+            result = self.segmenter.segment(points.xyz, colours, roi=settings.roi)
         except (ValueError, RuntimeError) as exc:  # e.g. out of memory: skip this cloud
             with self._lock:
                 self.counts["failed"] += 1
