@@ -16,7 +16,7 @@ setup(
         # Environment hook (named in colcon.pkg): the tools on PATH after sourcing the workspace.
         (f"share/{PACKAGE}/hook", ["hook/tools_path.dsv", "hook/tools_path.sh"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),
         (f"share/{PACKAGE}/checkpoints", glob("checkpoints/*.safetensors")),
         (f"share/{PACKAGE}/demo/demo_rooms", glob("demo/demo_rooms/*")),

@@ -11,17 +11,33 @@ from typing import Any
 
 from dyco_perception.ros.resources import package_file
 
+PLAIN_NODE = "segment_node"
+MANAGED_NODE = "managed_segment_node"
+# The Fast DDS profile launch/segment.launch.py gives the node (a shared-memory segment large
+# enough for big labelled clouds, so best-effort readers receive them): see that file.
+DDS_PROFILE = "config/fastdds_large_data.xml"
+DDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
-def node_executable() -> str:
-    """The segment_node console script: on PATH, else in the package's lib directory."""
-    found = shutil.which("segment_node")
+
+def node_executable(name: str = PLAIN_NODE) -> str:
+    """A node's console script: on PATH, else in the package's lib directory."""
+    found = shutil.which(name)
     if found:
         return found
     from ament_index_python.packages import get_package_prefix
 
-    return str(
-        Path(get_package_prefix("dyco_perception")) / "lib" / "dyco_perception" / "segment_node"
-    )
+    return str(Path(get_package_prefix("dyco_perception")) / "lib" / "dyco_perception" / name)
+
+
+def node_environment(threads: int | None = None, dds_profile: str | None = DDS_PROFILE) -> dict:
+    """This process's environment plus what the launch file sets: the DDS profile (unless one
+    is already chosen; None: none) and optionally the torch thread count."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if dds_profile and DDS_PROFILE_VARIABLE not in env:
+        env[DDS_PROFILE_VARIABLE] = str(package_file(dds_profile))
+    return env
 
 
 def _format(value: Any) -> str:
@@ -36,8 +52,9 @@ def node_command(
     params_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     remaps: dict[str, str] | None = None,
+    executable: str = PLAIN_NODE,
 ) -> list[str]:
-    command = [node_executable(), "--ros-args"]
+    command = [node_executable(executable), "--ros-args"]
     if params_file is not None:
         command += ["--params-file", str(params_file)]
     for name, value in (overrides or {}).items():
@@ -53,19 +70,19 @@ def start_node(
     params_file: str | Path | None = None,
     log_path: str | Path | None = None,
     threads: int | None = None,
+    executable: str = PLAIN_NODE,
+    dds_profile: str | None = DDS_PROFILE,
 ) -> subprocess.Popen:
-    """Start segment_node with config/segment.yaml (or params_file) and the overrides; its
-    output goes to log_path (or is inherited)."""
+    """Start a node (segment_node, or MANAGED_NODE) as launch/segment.launch.py does, with
+    config/segment.yaml (or params_file) and the overrides; its output goes to log_path (or is
+    inherited)."""
     params_file = params_file or package_file("config/segment.yaml")
-    env = dict(os.environ)
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
     log = open(log_path, "w") if log_path else None  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
-        node_command(params_file, overrides, remaps),
+        node_command(params_file, overrides, remaps, executable),
         stdout=log,
         stderr=subprocess.STDOUT if log else None,
-        env=env,
+        env=node_environment(threads, dds_profile),
     )
 
 
