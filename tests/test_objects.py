@@ -90,6 +90,14 @@ def test_association_is_class_aware_and_fuses_class_evidence() -> None:
     np.testing.assert_allclose(sofa.class_probs[[CHAIR, SOFA]], [0.375, 0.625])
 
 
+def test_equal_overlap_goes_to_the_object_of_the_same_class() -> None:
+    unsure = np.zeros(20)
+    unsure[[CHAIR, SOFA]] = [0.4, 0.6]
+    maps = Maps(confirm_after=1)
+    maps.update([Observation(SOFA, 0.8, CHAIR_A, class_probs=unsure), seen(CHAIR_A, CHAIR)])
+    assert maps.update([seen(CHAIR_A, CHAIR)]).object_ids == [2]  # not the sofa-ish object 1
+
+
 def test_assignment_is_optimal_not_greedy() -> None:
     """Greedy would give object A the instance it overlaps most and leave B unmatched."""
     y, z = [0.0, 0.0], [1.0, 1.0]
