@@ -30,6 +30,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segment_node = dyco_perception.ros.segment_node:main",
+            "managed_segment_node = dyco_perception.ros.managed_node:main",
             "dyco-make-bag = dyco_perception.ros.make_bag:main",
             "dyco-replay = dyco_perception.ros.replay:main",
             "dyco-demo = dyco_perception.ros.demo:main",

@@ -29,6 +29,7 @@ from rcl_interfaces.msg import (
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -105,6 +106,9 @@ class SegmentationCore(ObjectMapNode):
         self._last: dict[str, float] = {}
         self._warned_no_rgb = False
         self._output_publishers: list[Any] = []
+        self._worker: threading.Thread | None = None
+        # Done when the node has nothing left to do (the managed node after shutdown).
+        self.finished = Future()
 
     def _start_input(self) -> None:
         """Subscribe to clouds and publish diagnostics periodically."""
@@ -379,10 +383,13 @@ class SegmentationCore(ObjectMapNode):
         self._diagnostics_pub.publish(msg)
 
     def stop(self) -> None:
+        """Stop the worker (it finishes the cloud in progress first)."""
         with self._lock:
             self._stopping = True
             self._lock.notify()
-        self._worker.join(timeout=30)
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+            self._worker = None
 
 
 class SegmentNode(SegmentationCore, Node):
@@ -402,22 +409,28 @@ class SegmentNode(SegmentationCore, Node):
         self._log_ready()
 
 
-def main(args: list[str] | None = None) -> None:
+def run(node_class: type[SegmentationCore], args: list[str] | None = None) -> None:
+    """Spin a node until Ctrl-C or until it is `finished`, then stop it cleanly; a StartupError
+    exits with code 2 and the reason."""
     rclpy.init(args=args)
     try:
-        node = SegmentNode()
+        node = node_class()
     except StartupError as exc:
-        print(f"segment_node: error: {exc}", file=sys.stderr, flush=True)
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         sys.exit(2)
     try:
-        rclpy.spin(node)
+        rclpy.spin_until_future_complete(node, node.finished)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.stop()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def main(args: list[str] | None = None) -> None:
+    run(SegmentNode, args)
 
 
 if __name__ == "__main__":
