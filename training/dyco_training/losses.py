@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
 
 from dyco_perception import ops as dyco_ops
-from dyco_perception.config import build_config, ranged
+from dyco_perception.config import build_config, choice, ranged
 
 
 @dataclass
@@ -28,6 +28,9 @@ class LossConfig:
     score_weight: float = ranged(0.5, 0.0, 100.0)
     # A proposal trains the mask head only if its best GT instance overlaps it this much.
     min_match_iou: float = ranged(0.25, 0.0, 1.0)
+    # "cluster": mask BCE averaged over each cluster's decoded points, then over clusters
+    # (DyCo3D Eq. 5); "pair": over all (cluster, point) pairs, so big clusters weigh more.
+    mask_bce_average: str = choice("cluster", ("cluster", "pair"))
     # Score target: 0 below score_low IoU, 1 above score_high, linear between (PointGroup).
     score_low: float = ranged(0.25, 0.0, 1.0)
     score_high: float = ranged(0.75, 0.0, 1.0)
@@ -148,7 +151,7 @@ def mask_losses(
     k = proposals.num
     probs = masks.logits.sigmoid()
     if train_pair.any():
-        bce = F.binary_cross_entropy_with_logits(masks.logits[train_pair], target[train_pair])
+        bce = _mask_bce(masks.logits, target, masks.proposal_id, matched, cfg.mask_bce_average)
         inter = _segment_sum(probs * target, masks.proposal_id, k)
         denom = _segment_sum(probs, masks.proposal_id, k) + _segment_sum(
             target, masks.proposal_id, k
@@ -160,6 +163,25 @@ def mask_losses(
         score_logits, probs.detach(), target, masks.proposal_id, best, gt_size, matched, cfg
     )
     return {"mask_bce": bce, "mask_dice": dice, "score": score}
+
+
+def _mask_bce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    proposal_id: torch.Tensor,
+    matched: torch.Tensor,
+    average: str,
+) -> torch.Tensor:
+    """BCE over the decoded pairs of matched proposals (Eq. 5: 1/Z sum_z 1/N_z sum_j)."""
+    pair_loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    train_pair = matched[proposal_id]
+    if average == "pair":
+        return pair_loss[train_pair].mean()
+    k = matched.shape[0]
+    per_proposal = _segment_sum(pair_loss, proposal_id, k)
+    count = _segment_sum(torch.ones_like(pair_loss), proposal_id, k)
+    used = matched & (count > 0)
+    return (per_proposal[used] / count[used]).mean()
 
 
 def _score_loss(

@@ -19,7 +19,6 @@ from torch import nn
 
 from dyco_perception import ops as dyco_ops
 from dyco_perception.model.grouping import Proposals
-from dyco_perception.model.unet import SparseBNReLU
 from dyco_perception.sparse import SparseConv, SparseVoxels
 
 
@@ -135,10 +134,13 @@ class GridKernelGenerator(nn.Module):
     ):
         super().__init__()
         self.grid_size, self.pooling, self.out_channels = grid_size, pooling, channels
+        # LayerNorm, not BatchNorm: a batch holds only a few clusters, whose cell statistics
+        # differ between training and inference; BatchNorm's running statistics then decoded
+        # empty masks at inference in the overfit test (no normalization learned 2x slower).
         self.conv1 = SparseConv(in_channels, channels, "subm")
-        self.act1 = SparseBNReLU(channels)
+        self.norm1 = nn.LayerNorm(channels)
         self.conv2 = SparseConv(channels, channels, "subm")
-        self.act2 = SparseBNReLU(channels)
+        self.norm2 = nn.LayerNorm(channels)
         self.controller = _mlp_controller(channels, hidden, num_params)
 
     def forward(
@@ -154,7 +156,9 @@ class GridKernelGenerator(nn.Module):
         cells = dyco_ops.scatter_mean(values, grid.cell_of_member, grid.coords.shape[0])
         shape = (self.grid_size,) * 3
         x = SparseVoxels(cells, grid.coords, 1, shape, k)
-        x = self.act2(self.conv2(self.act1(self.conv1(x))))
+        x = self.conv1(x)
+        x = self.conv2(x.with_features(torch.relu(self.norm1(x.features))))
+        x = x.with_features(torch.relu(self.norm2(x.features)))
         pooled = _pool(x.features, grid.coords[:, 0], k, self.pooling)
         return self.controller(pooled), pooled
 

@@ -33,6 +33,39 @@ class RelativePositionBias(nn.Module):
         return bias.permute(2, 0, 1)
 
 
+class RelativeAttentionLayer(nn.Module):
+    """Pre-LN self-attention with an additive (heads, T, T) position bias, then a feed-forward
+    layer. Written out rather than nn.TransformerEncoderLayer, whose inference fast path returns
+    NaN for a per-head float mask (torch 2.13, CPU)."""
+
+    def __init__(self, channels: int, heads: int, ffn_channels: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        self.ffn = nn.Sequential(
+            nn.Linear(channels, ffn_channels),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_channels, channels),
+        )
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x (T, C), bias (heads, T, T) -> (T, C)."""
+        t, c = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(t, 3, self.heads, c // self.heads).unbind(1)
+        attended = nn.functional.scaled_dot_product_attention(
+            q.transpose(0, 1),
+            k.transpose(0, 1),
+            v.transpose(0, 1),
+            attn_mask=bias.to(x.dtype),
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        x = x + self.out(attended.transpose(0, 1).reshape(t, c))
+        return x + self.ffn(self.norm2(x))
+
+
 class BottleneckTransformer(nn.Module):
     """Pre-LN encoder layers over the coarsest voxels of each scene."""
 
@@ -57,15 +90,13 @@ class BottleneckTransformer(nn.Module):
             self.position = nn.Sequential(
                 nn.Linear(3, channels), nn.ReLU(), nn.Linear(channels, channels)
             )
+        ffn = int(channels * ffn_ratio)
         self.layers = nn.ModuleList(
             [
-                nn.TransformerEncoderLayer(
-                    channels,
-                    heads,
-                    int(channels * ffn_ratio),
-                    dropout,
-                    batch_first=True,
-                    norm_first=True,
+                RelativeAttentionLayer(channels, heads, ffn, dropout)
+                if self.relative
+                else nn.TransformerEncoderLayer(
+                    channels, heads, ffn, dropout, batch_first=True, norm_first=True
                 )
                 for _ in range(layers)
             ]
@@ -87,16 +118,16 @@ class BottleneckTransformer(nn.Module):
         return x.with_features(out)
 
     def _attend(self, tokens: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        mask = None
         if self.relative:
-            mask = self.position(coords).to(tokens.dtype)  # (heads, T, T) = (batch*heads, T, T)
-        else:
-            pos = coords.to(tokens.dtype)
-            pos = (pos - pos.mean(0)) / 8.0  # bottleneck units; keeps the embedding input small
-            tokens = tokens + self.position(pos)
-        tokens = tokens.unsqueeze(0)
+            bias = self.position(coords)
+            for layer in self.layers:
+                tokens = layer(tokens, bias)
+            return tokens
+        pos = coords.to(tokens.dtype)
+        pos = (pos - pos.mean(0)) / 8.0  # bottleneck units; keeps the embedding input small
+        tokens = (tokens + self.position(pos)).unsqueeze(0)
         for layer in self.layers:
-            tokens = layer(tokens, src_mask=mask)
+            tokens = layer(tokens)
         return tokens.squeeze(0)
 
     def _windows(self, coords: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
