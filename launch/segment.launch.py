@@ -1,19 +1,34 @@
-"""Launch segment_node with config/segment.yaml plus command-line overrides.
+"""Launch segment_node, or its managed variant, with config/segment.yaml and overrides.
 
 ros2 launch dyco_perception segment.launch.py input_topic:=/map_cloud device:=cuda
+ros2 launch dyco_perception segment.launch.py managed:=true                  # lifecycle node
+ros2 launch dyco_perception segment.launch.py managed:=true autostart:=false  # a manager drives it
 """
 
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
+from launch.conditions import IfCondition, UnlessCondition
+from launch.events import matches_action
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PythonExpression
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
+from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
 
 SHARE = Path(get_package_share_directory("dyco_perception"))
+# Fast DDS reads this variable when the node starts: the profile gives the node a shared-memory
+# segment large enough for big labelled clouds, so best-effort subscribers (RViz) get them.
+DDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -37,18 +52,84 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             "use_sim_time", default_value="false", description="Use the /clock topic."
         ),
+        DeclareLaunchArgument(
+            "managed",
+            default_value="false",
+            description="Start the managed (lifecycle) node managed_segment_node instead.",
+        ),
+        DeclareLaunchArgument(
+            "autostart",
+            default_value="true",
+            description="With managed:=true, configure and activate it at once; false leaves "
+            "it unconfigured for a lifecycle manager.",
+        ),
+        DeclareLaunchArgument(
+            "dds_profile",
+            default_value=EnvironmentVariable(
+                DDS_PROFILE_VARIABLE,
+                default_value=str(SHARE / "config" / "fastdds_large_data.xml"),
+            ),
+            description="Fast DDS profile for the node (default: yours if "
+            f"{DDS_PROFILE_VARIABLE} is set, else the shipped large-data one); '' for none.",
+        ),
     ]
+    managed = LaunchConfiguration("managed")
+    dds_profile = LaunchConfiguration("dds_profile")
+    environment = SetEnvironmentVariable(
+        DDS_PROFILE_VARIABLE,
+        dds_profile,
+        condition=IfCondition(PythonExpression(["'", dds_profile, "' != ''"])),
+    )
     overrides = {
         "checkpoint": LaunchConfiguration("checkpoint"),
         "device": LaunchConfiguration("device"),
         "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
     }
-    node = Node(
-        package="dyco_perception",
-        executable="segment_node",
-        name="segment_node",
-        output="screen",
-        parameters=[LaunchConfiguration("config"), overrides],
-        remappings=[("cloud_in", LaunchConfiguration("input_topic"))],
+    node_options = {
+        "package": "dyco_perception",
+        "name": "segment_node",
+        "namespace": "",
+        "output": "screen",
+        "parameters": [LaunchConfiguration("config"), overrides],
+        "remappings": [("cloud_in", LaunchConfiguration("input_topic"))],
+    }
+    plain_node = Node(executable="segment_node", condition=UnlessCondition(managed), **node_options)
+    managed_node = LifecycleNode(
+        executable="managed_segment_node", condition=IfCondition(managed), **node_options
     )
-    return LaunchDescription([*arguments, node])
+    return LaunchDescription(
+        [*arguments, environment, plain_node, managed_node, *_autostart(managed_node)]
+    )
+
+
+def _autostart(managed_node: LifecycleNode) -> list:
+    """With managed:=true autostart:=true: configure at start, activate once configured (only
+    after configuring, so that a later deactivate by a manager or by hand is not undone)."""
+    wanted = IfCondition(
+        PythonExpression(
+            [
+                "'",
+                LaunchConfiguration("managed"),
+                "'.lower() in ('true', '1') and '",
+                LaunchConfiguration("autostart"),
+                "'.lower() in ('true', '1')",
+            ]
+        )
+    )
+
+    def change(transition: int, **action_options) -> EmitEvent:
+        event = ChangeState(
+            lifecycle_node_matcher=matches_action(managed_node), transition_id=transition
+        )
+        return EmitEvent(event=event, **action_options)
+
+    activate_when_configured = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=managed_node,
+            start_state="configuring",
+            goal_state="inactive",
+            entities=[change(Transition.TRANSITION_ACTIVATE)],
+        ),
+        condition=wanted,
+    )
+    return [activate_when_configured, change(Transition.TRANSITION_CONFIGURE, condition=wanted)]

@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 from dyco_perception.ros.params import SPECS
+from dyco_perception.ros.process import (
+    DDS_PROFILE,
+    DDS_PROFILE_VARIABLE,
+    MANAGED_NODE,
+    PLAIN_NODE,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO_ROOT / "launch" / "segment.launch.py"
@@ -26,39 +32,107 @@ def _keywords(call: ast.Call) -> dict[str, ast.expr]:
     return {kw.arg: kw.value for kw in call.keywords}
 
 
-def test_launch_file_declares_arguments_and_starts_the_node() -> None:
+def test_launch_file_declares_arguments_and_starts_either_node() -> None:
     tree = ast.parse(LAUNCH_FILE.read_text())
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert "generate_launch_description" in functions
     declared = {ast.literal_eval(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
-    assert {"config", "checkpoint", "input_topic", "device", "use_sim_time"} <= declared
+    expected = {"config", "checkpoint", "input_topic", "device", "use_sim_time", "managed"}
+    assert expected | {"autostart", "dds_profile"} <= declared
     used = {ast.literal_eval(c.args[0]) for c in _calls(tree, "LaunchConfiguration")}
     assert used <= declared, f"undeclared launch arguments used: {used - declared}"
-    [node] = _calls(tree, "Node")
-    kwargs = _keywords(node)
-    assert ast.literal_eval(kwargs["package"]) == "dyco_perception"
-    executable = ast.literal_eval(kwargs["executable"])
-    remap = kwargs["remappings"].elts[0]
+    options = _dict_assigned(tree, "node_options")
+    assert ast.literal_eval(options["package"]) == "dyco_perception"
+    assert ast.literal_eval(options["name"]) == "segment_node"  # lifecycle services live there
+    remap = options["remappings"].elts[0]
     assert ast.literal_eval(remap.elts[0]) == "cloud_in"
-    overridden = {ast.literal_eval(k) for k in _overrides(tree).keys}
+    overridden = set(_dict_assigned(tree, "overrides"))
     known = {spec.name for spec in SPECS} | {"use_sim_time"}
     assert overridden <= known, f"launch overrides unknown parameters {overridden - known}"
+    # One of the two nodes runs, chosen by `managed`, each with the shared options.
+    [plain] = _calls(tree, "Node")
+    [managed] = _calls(tree, "LifecycleNode")
+    executables = {}
+    for call, condition in ((plain, "UnlessCondition"), (managed, "IfCondition")):
+        kwargs = _keywords(call)
+        assert ast.unparse(kwargs[None]) == "node_options"  # **node_options
+        assert kwargs["condition"].func.id == condition
+        assert ast.unparse(kwargs["condition"].args[0]) == "managed"
+        executables[condition] = ast.literal_eval(kwargs["executable"])
+    assert executables == {"UnlessCondition": PLAIN_NODE, "IfCondition": MANAGED_NODE}
 
     pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
     from ament_index_python.packages import get_package_prefix
 
     lib_dir = Path(get_package_prefix("dyco_perception")) / "lib" / "dyco_perception"
-    assert os.access(lib_dir / executable, os.X_OK), f"{executable} not in {lib_dir}"
+    for executable in executables.values():
+        assert os.access(lib_dir / executable, os.X_OK), f"{executable} not in {lib_dir}"
 
 
-def _overrides(tree: ast.AST) -> ast.Dict:
+def test_launch_file_gives_the_node_the_large_data_dds_profile() -> None:
+    """The variable and file the launch file sets are those start_node (tests, replay) sets,
+    so the best-effort test (test_node_qos.py) covers what the launch file does."""
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    constants = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign)}
+    [setter] = _calls(tree, "SetEnvironmentVariable")
+    assert ast.literal_eval(constants[setter.args[0].id]) == DDS_PROFILE_VARIABLE
+    assert ast.unparse(setter.args[1]) == "dds_profile"
+    [argument] = [
+        c
+        for c in _calls(tree, "DeclareLaunchArgument")
+        if ast.literal_eval(c.args[0]) == "dds_profile"
+    ]
+    default = _keywords(argument)["default_value"]
+    assert default.func.id == "EnvironmentVariable"  # a profile the user chose wins
+    path_parts = {n.value for n in ast.walk(default) if isinstance(n, ast.Constant)}
+    assert set(Path(DDS_PROFILE).parts) <= path_parts, f"launch default is not {DDS_PROFILE}"
+    assert (REPO_ROOT / DDS_PROFILE).is_file()
+
+    pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+    from ament_index_python.packages import get_package_share_directory
+
+    installed = Path(get_package_share_directory("dyco_perception")) / DDS_PROFILE
+    assert installed.is_file(), f"{DDS_PROFILE} is not installed into the package share"
+
+
+def test_managed_autostart_configures_then_activates_only_after_configuring() -> None:
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    transitions = [_keywords(c)["transition_id"] for c in _calls(tree, "ChangeState")]
+    assert sorted(ast.unparse(t) for t in transitions) == ["transition"]  # one helper makes both
+    changes = [ast.unparse(c.args[0]) for c in _calls(tree, "change")]
+    assert sorted(changes) == ["Transition.TRANSITION_ACTIVATE", "Transition.TRANSITION_CONFIGURE"]
+    [handler] = _calls(tree, "OnStateTransition")
+    kwargs = _keywords(handler)
+    states = (ast.literal_eval(kwargs["start_state"]), ast.literal_eval(kwargs["goal_state"]))
+    assert states == ("configuring", "inactive"), "activate must not follow every deactivate"
+    [activate] = kwargs["entities"].elts
+    assert ast.unparse(activate.args[0]) == "Transition.TRANSITION_ACTIVATE"
+    autostart = _function(tree, "_autostart")
+    arguments = {ast.literal_eval(c.args[0]) for c in _calls(autostart, "LaunchConfiguration")}
+    assert arguments == {"managed", "autostart"}
+    calls = [c for c in ast.walk(autostart) if isinstance(c, ast.Call)]
+    conditions = {
+        ast.unparse(kw.value) for c in calls for kw in c.keywords if kw.arg == "condition"
+    }
+    assert conditions == {"wanted"}, "both the configure and the activate need autostart"
+
+
+def _function(tree: ast.Module, name: str) -> ast.FunctionDef:
+    [function] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    return function
+
+
+def _dict_assigned(tree: ast.AST, name: str) -> dict[str, ast.expr]:
+    """The {literal key: value node} of the dict literal assigned to `name`."""
     [assign] = [
         n
         for n in ast.walk(tree)
-        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "overrides"
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == name
     ]
     assert isinstance(assign.value, ast.Dict)
-    return assign.value
+    return {
+        ast.literal_eval(k): v for k, v in zip(assign.value.keys, assign.value.values, strict=True)
+    }
 
 
 def test_config_file_is_ros_parameters_yaml_with_every_parameter() -> None:
