@@ -160,7 +160,7 @@ def test_bad_queries_fail_with_a_reason(replayed) -> None:
 
 
 def test_a_new_frame_and_the_reset_service_empty_the_map(replayed, growing_bag) -> None:
-    """Runs last: it changes the node's map."""
+    """Runs after the tests that read the replayed map: it changes the map."""
     _, client, report = replayed
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import PointCloud2
@@ -176,3 +176,28 @@ def test_a_new_frame_and_the_reset_service_empty_the_map(replayed, growing_bag) 
     removed = client.reset_objects()
     assert removed == len(_instances(report, MAPS - 1))  # the tentative objects of that map
     assert client.query_objects().objects == [] and client.reset_objects() == 0
+
+
+def test_object_parameters_are_validated_and_change_at_run_time(replayed) -> None:
+    _, client, _ = replayed
+    [ok] = client.set_parameters({"objects.retire_after": 5})
+    assert ok.successful
+    refusals = {
+        "objects.min_overlap": 1.5,  # out of range
+        "objects.confirm_after": 0,
+        "objects.voxel_size": 0.2,  # read-only: the stored voxels are keyed by it
+    }
+    for name, value in refusals.items():
+        [result] = client.set_parameters({name: value})
+        assert not result.successful and result.reason, f"{name}={value} was accepted"
+    [result] = client.set_parameters({"objects.min_overlap": 1.5})
+    assert "objects.min_overlap" in result.reason
+
+
+def test_disabled_object_map_gives_no_config() -> None:
+    from dyco_perception.ros.params import SPECS, NodeSettings
+
+    values = {spec.name: spec.default for spec in SPECS}
+    assert NodeSettings.from_values(values).objects.retire_after == 3
+    values["objects.enabled"] = False
+    assert NodeSettings.from_values(values).objects is None
