@@ -101,6 +101,9 @@ def test_latched_objects_topic_lists_the_confirmed_objects(replayed) -> None:
     )
     objects = client.objects.objects
     assert objects, "objects seen in 3 maps must be confirmed (confirm_after 2)"
+    assert client.wait_until(lambda: client.counter("objects_confirmed") == len(objects), 10)
+    assert client.counter("objects") >= len(objects) and client.counter("objects_reset") == 0
+    assert float(client.diagnostics["objects_last_association_ms"]) > 0
     seen = [set(inst.object_id for inst in _instances(report, k)) for k in range(MAPS)]
     last = {inst.object_id: inst for inst in _instances(report, MAPS - 1)}
     for obj in objects:
@@ -172,6 +175,7 @@ def test_a_new_frame_and_the_reset_service_empty_the_map(replayed, growing_bag) 
     assert client.wait_for_result(key, timeout=120) is not None
     assert client.wait_until(lambda: client.objects.header.frame_id == "another_map", 10)
     assert client.objects.objects == []  # a new map: nothing is confirmed after one sighting
+    assert client.wait_until(lambda: client.counter("objects_reset") == 1, 10)
     assert client.query_objects().header.frame_id == "another_map"
     removed = client.reset_objects()
     assert removed == len(_instances(report, MAPS - 1))  # the tentative objects of that map

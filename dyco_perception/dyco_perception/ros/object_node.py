@@ -41,6 +41,7 @@ class ObjectMapNode:
 
     object_map: ObjectMap | None = None
     _objects_pub: Any = None
+    _association_s = 0.0
 
     def _make_object_map(self) -> None:
         """The map, its latched topic and its services (after the model is loaded)."""
@@ -90,6 +91,7 @@ class ObjectMapNode:
                     observations, labelled.xyz, stamp_ns(header), header.frame_id
                 )
         labelled.object_ids = update.object_ids
+        self._association_s = update.seconds
         self.get_logger().debug(
             f"objects: {len(self.object_map.objects)} (created {update.created}, retired "
             f"{update.retired}, merged {update.merged}, split {update.split}) in "
@@ -105,6 +107,18 @@ class ObjectMapNode:
                 header, self.object_map.confirmed_objects(), list(self.segmenter.card.classes)
             )
         self._objects_pub.publish(msg)
+
+    def _object_map_diagnostics(self, counts: dict[str, int]) -> dict[str, Any]:
+        """Object counts, the last association time and resets, for /diagnostics."""
+        if self.object_map is None:
+            return {}
+        with self._objects_lock:
+            return {
+                "objects": len(self.object_map.objects),
+                "objects_confirmed": len(self.object_map.confirmed_objects()),
+                "objects_last_association_ms": round(1000 * self._association_s, 1),
+                "objects_reset": counts.get("objects_reset", 0),
+            }
 
     # ---- services ---------------------------------------------------------------------------
     def _query_filters(self, request: Any) -> dict[str, Any]:

@@ -362,6 +362,7 @@ class SegmentationCore(ObjectMapNode):
             "last_num_instances": int(last.get("num_instances", 0)),
         }
         values.update({k: v for k, v in counts.items() if k.startswith("rejected_")})
+        values.update(self._object_map_diagnostics(counts))
         level = DiagnosticStatus.OK
         message = "ok" if processed else "waiting for clouds"
         if counts.get("failed") or counts.get("rejected"):
