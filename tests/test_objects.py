@@ -252,3 +252,16 @@ def test_identity_stability_counts_single_ids_switches_and_fragments() -> None:
     small = [(np.repeat([0, 1], [10, 50]), np.repeat([0, 4], [10, 50]))]
     assert identity_stability([small])["gt_objects"] == 0  # under min_points (100)
     assert identity_stability([small], min_points=10)["single_id_fraction"] == 1.0
+
+
+def test_observations_without_finite_points_get_no_object_and_nan_rows_are_dropped() -> None:
+    objects = ObjectMap()
+    assert objects.update([], np.zeros((0, 3)), 1).object_ids == []  # an empty map is fine
+    with_nan = CHAIR_A.copy()
+    with_nan[:10] = np.nan
+    update = objects.update(
+        [seen(np.zeros((0, 3))), seen(with_nan), seen(np.full((4, 3), np.inf))], with_nan, 2
+    )
+    assert update.object_ids == [0, 1, 0]
+    chair = objects.objects[1]
+    assert chair.num_points == len(CHAIR_A) - 10 and np.isfinite(chair.centroid).all()

@@ -24,6 +24,7 @@ and retires after `retire_after` in a row; one outside the new map (cropped, win
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Collection
@@ -316,9 +317,12 @@ class ObjectMap:
         stamp: int,
         frame: str = "",
     ) -> ObjectUpdate:
-        """Associate the instances of a new map (all its points: `map_xyz`) with the objects."""
+        """Associate the instances of a new map (all its points: `map_xyz`) with the objects.
+        Instances without a finite point get object id 0."""
         start = time.perf_counter()
         self._check_sequence(stamp, frame)
+        given = len(observations)
+        usable, observations = self._usable(observations)
         observed = self._coverage(map_xyz)
         candidates = self._prepare(observations)
         objects = list(self.objects.values())
@@ -339,6 +343,10 @@ class ObjectMap:
         )
         self._create(candidates, objects, intersections, stamp, update)
         self._observed, self.last_stamp, self.frame = observed, stamp, frame
+        object_ids = [0] * given
+        for index, object_id in zip(usable, update.object_ids, strict=True):
+            object_ids[index] = object_id
+        update.object_ids = object_ids
         update.seconds = time.perf_counter() - start
         return update
 
@@ -377,8 +385,20 @@ class ObjectMap:
         """The voxels the map covers, from an even sample of at most `coverage_points` points:
         a covered voxel holds several points, so a sample still finds it, and a large map
         costs no more than a room."""
-        stride = -(-len(map_xyz) // self.config.coverage_points)
+        stride = max(1, -(-len(map_xyz) // self.config.coverage_points))
         return voxel_keys(np.asarray(map_xyz)[::stride], self.config.voxel_size)
+
+    @staticmethod
+    def _usable(observations: list[Observation]) -> tuple[list[int], list[Observation]]:
+        """The observations with finite points, keeping only those points (float32)."""
+        usable, kept = [], []
+        for index, observation in enumerate(observations):
+            points = _as_points(observation.points)
+            points = points[_finite_rows(points)].astype(np.float32, copy=False)
+            if len(points):
+                usable.append(index)
+                kept.append(dataclasses.replace(observation, points=points))
+        return usable, kept
 
     def _prepare(self, observations: list[Observation]) -> _Candidates:
         voxels, box_min, box_max = grouped_voxel_keys(
