@@ -1,13 +1,14 @@
 """Segmenter speed and memory on real scans: median seconds per stage, end to end, peak RSS.
 
-    python bench/bench_pipeline.py [--checkpoint PATH] [--sizes 50000 250000 1000000]
+    python bench/bench_pipeline.py [--models CKPT_OR_YAML ...] [--sizes 50000 250000 1000000]
                                    [--backends torch spconv] [--repeats 3] [--threads N]
 
 Clouds: real scannet50k scans (50k points each); larger sizes tile several scans side by side
-(x/y offsets, so objects stay separate). Each (size, backend) runs in its own process so peak
-RSS is that run's alone. Without --checkpoint the default model (config/model/dyco3d_m16.yaml,
-m=16, 7 levels) gets random weights: the backbone costs the same, but random heads make many
-more proposals than a trained model, so grouping/decoding times are pessimistic.
+(x/y offsets, so objects stay separate). Each (model, size, backend) runs in its own process so
+peak RSS is that run's alone. A model is a checkpoint (.safetensors) or a model config (.yaml)
+that gets random weights (default: config/model/dyco3d_m16.yaml): the backbone costs the same,
+but random heads make different proposals than a trained model, so grouping/decoding times of a
+random model only bound the trained one's.
 Targets (2-core CPU): 50k points <= 1.0 s end to end; 1M points <= 20 s and <= 4 GB RSS.
 """
 
@@ -57,10 +58,11 @@ def run_child(args: argparse.Namespace) -> None:
 
     from dyco_perception.config import load_model_config
 
-    checkpoint = args.checkpoint
-    if checkpoint is None:
+    checkpoint = args.child_model
+    random_weights = checkpoint.endswith((".yaml", ".yml"))
+    if random_weights:
         checkpoint = f"/tmp/bench_pipeline_random_{os.getpid()}.safetensors"
-        write_random_checkpoint(checkpoint, load_model_config(CONFIG))
+        write_random_checkpoint(checkpoint, load_model_config(args.child_model))
     seg = Segmenter.from_checkpoint(checkpoint, device="cpu", backend=args.child_backend)
     xyz, rgb = tiled_cloud(args.child_size)
     seg.segment(xyz[:20000], rgb[:20000])  # warm-up (allocator, lazy imports)
@@ -84,62 +86,74 @@ def run_child(args: argparse.Namespace) -> None:
             }
         )
     )
-    if args.checkpoint is None:
+    if random_weights:
         os.remove(checkpoint)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=[str(CONFIG)],
+        help="checkpoints (.safetensors) and/or model configs (.yaml, random weights)",
+    )
+    parser.add_argument("--checkpoint", help="shorthand for --models CHECKPOINT")
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 250_000, 1_000_000])
     parser.add_argument("--backends", nargs="+", default=["torch", "spconv"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-backend", help=argparse.SUPPRESS)
+    parser.add_argument("--child-model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.checkpoint:
+        args.models = [args.checkpoint]
     if args.child_size:
         run_child(args)
         return
     load = os.getloadavg()[0]
     print(
         f"cores: {os.cpu_count()}, torch threads: {args.threads}, load average at start: "
-        f"{load:.1f}, weights: {args.checkpoint or 'random (default m=16, 7 levels)'}\n"
+        f"{load:.1f}; a .yaml model has random weights\n"
     )
-    header = ["points", "backend", *STAGES, "end to end", "peak RSS GB", "instances"]
+    header = ["model", "points", "backend", *STAGES, "end to end", "peak RSS GB", "instances"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for size in args.sizes:
-        for backend in args.backends:
-            command = [
-                sys.executable,
-                __file__,
-                "--child-size",
-                str(size),
-                "--child-backend",
-                backend,
-                "--repeats",
-                str(args.repeats),
-                "--threads",
-                str(args.threads),
-            ]
-            if args.checkpoint:
-                command += ["--checkpoint", args.checkpoint]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode:
-                print(f"| {size} | {backend} | failed: {done.stderr.strip().splitlines()[-1]} |")
-                continue
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            m = row["median"]
-            cells = [
-                f"{row['points']:,}",
-                backend,
-                *(f"{m.get(s, 0.0):.3f}" for s in STAGES),
-                f"{m['wall']:.3f}",
-                f"{row['peak_rss_gb']:.2f}",
-                str(row["instances"]),
-            ]
-            print("| " + " | ".join(cells) + " |", flush=True)
+    for model, size, backend in (
+        (m, s, b) for m in args.models for s in args.sizes for b in args.backends
+    ):
+        command = [
+            sys.executable,
+            __file__,
+            "--child-size",
+            str(size),
+            "--child-backend",
+            backend,
+            "--repeats",
+            str(args.repeats),
+            "--threads",
+            str(args.threads),
+            "--child-model",
+            model,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            reason = done.stderr.strip().splitlines()[-1]
+            print(f"| {Path(model).name} | {size} | {backend} | failed: {reason} |")
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        m = row["median"]
+        cells = [
+            Path(model).name,
+            f"{row['points']:,}",
+            backend,
+            *(f"{m.get(s, 0.0):.3f}" for s in STAGES),
+            f"{m['wall']:.3f}",
+            f"{row['peak_rss_gb']:.2f}",
+            str(row["instances"]),
+        ]
+        print("| " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f} (other processes share the cores)")
 
 
