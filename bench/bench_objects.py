@@ -44,9 +44,11 @@ def synthetic_map(
 
 
 def _noisy(xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A small rigid motion about the map centre, as dyco-make-bag --grow applies."""
     yaw = np.deg2rad(rng.normal(0, 0.5))
     rotation = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
-    moved = xyz @ rotation.T + np.append(rng.normal(0, 0.02, 2), 0.0)
+    centre = xyz.mean(axis=0)
+    moved = (xyz - centre) @ rotation.T + centre + np.append(rng.normal(0, 0.02, 2), 0.0)
     return moved.astype(np.float32)  # as the node reads clouds
 
 

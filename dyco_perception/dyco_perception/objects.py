@@ -24,7 +24,6 @@ and retires after `retire_after` in a row; one outside the new map (cropped, win
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Collection
@@ -96,25 +95,29 @@ def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     return np.unique(_raw_keys(xyz if finite.all() else xyz[finite], voxel_size))
 
 
-def grouped_voxel_keys(
-    clouds: list[np.ndarray], voxel_size: float
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """voxel_keys of each cloud, plus each cloud's box (min, max corners; zeros when it has no
-    finite point); the keys of all clouds are computed in one pass."""
+def _finite_groups(clouds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """All clouds' finite points as one float32 array, grouped in order, and each cloud's
+    count of them."""
     if not clouds:
-        return [], np.zeros((0, 3)), np.zeros((0, 3))
-    xyz = np.concatenate([_as_points(c) for c in clouds])
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
+    xyz = np.concatenate([_as_points(c) for c in clouds]).astype(np.float32, copy=False)
     owner = np.repeat(np.arange(len(clouds)), [len(c) for c in clouds])
     finite = _finite_rows(xyz)
     if not finite.all():
         xyz, owner = xyz[finite], owner[finite]
-    counts = np.bincount(owner, minlength=len(clouds))
+    return xyz, np.bincount(owner, minlength=len(clouds))
+
+
+def _group_voxels(
+    xyz: np.ndarray, counts: np.ndarray, voxel_size: float
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """For consecutive groups of points (all counts > 0): each group's sorted unique voxel
+    keys and its box (min, max corners)."""
+    if not len(counts):
+        return [], np.zeros((0, 3)), np.zeros((0, 3))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    nonempty = counts > 0
-    box_min, box_max = np.zeros((len(clouds), 3)), np.zeros((len(clouds), 3))
-    if nonempty.any():
-        box_min[nonempty] = np.minimum.reduceat(xyz, starts[nonempty])
-        box_max[nonempty] = np.maximum.reduceat(xyz, starts[nonempty])
+    box_min = np.minimum.reduceat(xyz, starts).astype(np.float64)
+    box_max = np.maximum.reduceat(xyz, starts).astype(np.float64)
     keys = np.split(_raw_keys(xyz, voxel_size), starts[1:])
     return [np.unique(k) for k in keys], box_min, box_max  # small sorts beat one lexsort
 
@@ -241,6 +244,7 @@ class _Candidates:
     """The new map's instances prepared for association."""
 
     observations: list[Observation]
+    points: list[np.ndarray]  # each observation's finite points, float32
     voxels: list[np.ndarray]
     known_voxels: list[np.ndarray]  # the part inside the previous map
     box_min: np.ndarray  # (K, 3)
@@ -322,9 +326,9 @@ class ObjectMap:
         start = time.perf_counter()
         self._check_sequence(stamp, frame)
         given = len(observations)
-        usable, observations = self._usable(observations)
         observed = self._coverage(map_xyz)
-        candidates = self._prepare(observations)
+        usable, candidates = self._prepare(observations)
+        observations = candidates.observations
         objects = list(self.objects.values())
         intersections = _pair_intersections(
             [o.voxels for o in objects],
@@ -388,30 +392,23 @@ class ObjectMap:
         stride = max(1, -(-len(map_xyz) // self.config.coverage_points))
         return voxel_keys(np.asarray(map_xyz)[::stride], self.config.voxel_size)
 
-    @staticmethod
-    def _usable(observations: list[Observation]) -> tuple[list[int], list[Observation]]:
-        """The observations with finite points, keeping only those points (float32)."""
-        usable, kept = [], []
-        for index, observation in enumerate(observations):
-            points = _as_points(observation.points)
-            points = points[_finite_rows(points)].astype(np.float32, copy=False)
-            if len(points):
-                usable.append(index)
-                kept.append(dataclasses.replace(observation, points=points))
-        return usable, kept
-
-    def _prepare(self, observations: list[Observation]) -> _Candidates:
-        voxels, box_min, box_max = grouped_voxel_keys(
-            [o.points for o in observations], self.config.voxel_size
-        )
+    def _prepare(self, observations: list[Observation]) -> tuple[list[int], _Candidates]:
+        """The observations with finite points (their indices, and them prepared: points,
+        voxels, the voxels inside the previous map, boxes, class distributions), in one pass
+        over all their points."""
+        xyz, counts = _finite_groups([o.points for o in observations])
+        usable = np.flatnonzero(counts).tolist()
+        voxels, box_min, box_max = _group_voxels(xyz, counts[usable], self.config.voxel_size)
         if self.last_stamp is None or not voxels:
             known = voxels
         else:  # one search for all instances
             inside = _member(np.concatenate(voxels), self._observed)
             known = [v[m] for v, m in zip(voxels, _split_like(inside, voxels), strict=True)]
-        probs = [_distribution(o.class_probs, o.class_id, self.num_classes) for o in observations]
-        return _Candidates(
-            observations=observations,
+        kept = [observations[k] for k in usable]
+        probs = [_distribution(o.class_probs, o.class_id, self.num_classes) for o in kept]
+        return usable, _Candidates(
+            observations=kept,
+            points=np.split(xyz, np.cumsum(counts[usable])[:-1]) if usable else [],
             voxels=voxels,
             known_voxels=known,
             box_min=box_min,
@@ -507,7 +504,7 @@ class ObjectMap:
         obj.num_observations += 1
         obj.num_misses, obj.merged_into = 0, 0
         obj.last_seen = stamp
-        obj.points = np.asarray(observation.points, np.float32)
+        obj.points = candidates.points[col]
         obj.voxels = candidates.voxels[col]
         obj.box_min, obj.box_max = candidates.box_min[col], candidates.box_max[col]
         obj.instance_id = observation.instance_id
@@ -582,7 +579,7 @@ class ObjectMap:
                 num_observations=1,
                 first_seen=stamp,
                 last_seen=stamp,
-                points=np.asarray(observation.points, np.float32),
+                points=candidates.points[col],
                 voxels=candidates.voxels[col],
                 box_min=candidates.box_min[col],
                 box_max=candidates.box_max[col],
