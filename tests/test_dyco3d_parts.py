@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from dyco_perception.model.dynamic_head import (
 )
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.transformer import BottleneckTransformer
+from dyco_perception.segmenter import Segmenter
 from dyco_perception.sparse import SparseVoxels, spconv_available
 from dyco_training.losses import LossConfig, mask_losses, match_proposals, offset_losses
 
@@ -394,6 +396,14 @@ def test_transformer_mode_reaches_the_model_output() -> None:
     with torch.no_grad():
         out = model(xyz, torch.zeros(3000, 3), torch.zeros(3000, dtype=torch.long))
     assert out["diagnostics"]["transformer"] == "windowed"
+    result = Segmenter.from_model(model, device="cpu").segment(xyz.numpy(), np.zeros((3000, 3)))
+    assert result.transformer == "windowed"
+    model.cfg.transformer.max_tokens = 4096
+    for module in model.modules():
+        if isinstance(module, BottleneckTransformer):
+            module.max_tokens = 4096
+    again = Segmenter.from_model(model, device="cpu").segment(xyz.numpy(), np.zeros((3000, 3)))
+    assert again.transformer == "global"
 
 
 def test_score_target_bce_matches_torch() -> None:

@@ -69,6 +69,9 @@ class SegmentationResult:
     voxel_size: float = 0.0  # the largest voxel size a block used (the model's unless capped)
     block_points: list[int] = field(default_factory=list)  # points the model saw per block
     coarse_blocks: int = 0  # blocks voxelized coarser than the model's voxel size
+    # Bottleneck attention that ran: "off", "global" (one attention per scene) or "windowed"
+    # (a block with more bottleneck voxels than transformer.max_tokens attended in windows).
+    transformer: str = "off"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -261,6 +264,10 @@ class Segmenter:
         result.block_points.append(int(points.shape[0]))
         _add_time(timings, "preprocess", t0)
         outputs = self.model(points, colours, batch, voxel_size=voxel_size, timings=timings)
+        modes = ("off", "global", "windowed")  # a map reports the most approximate block
+        result.transformer = max(
+            result.transformer, outputs["diagnostics"]["transformer"], key=modes.index
+        )
         t1 = time.perf_counter()
         final = select_instances(outputs, points.shape[0], self.cfg.mask_head, self.cfg.inference)
         block = (
