@@ -107,6 +107,17 @@ def test_failed_configure_leaves_the_node_unconfigured_and_alive(managed) -> Non
     assert client.publisher.get_subscription_count() == 0
 
 
+def test_configure_with_a_broken_checkpoint_fails_the_same_way(managed, tmp_path) -> None:
+    process, client, lifecycle, log = managed
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    assert client.set_parameters({"checkpoint": str(broken)})[0].successful
+    assert not lifecycle.change(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.state() == "unconfigured"
+    assert process.poll() is None
+    assert f"cannot load checkpoint {broken}" in log.read_text()
+
+
 def test_configure_after_fixing_the_checkpoint_loads_the_model(managed, checkpoint) -> None:
     _, client, lifecycle, log = managed
     [result] = client.set_parameters({"checkpoint": str(checkpoint)})

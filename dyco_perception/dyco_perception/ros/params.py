@@ -32,7 +32,7 @@ class ParamSpec:
     name: str
     default: Any
     description: str
-    read_only: bool = False  # changes need a restart (model, QoS, publishers)
+    read_only: bool = False  # model, QoS, publishers: a restart (managed node: a re-configure)
     float_range: tuple[float, float] | None = None
     int_range: tuple[int, int] | None = None
     check: Callable[[Any], str | None] | None = None  # returns the reason when invalid
