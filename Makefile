@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ACTIVATE := source scripts/activate.sh
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format bench train-shipped clean
+.PHONY: setup demo test lint format bench train-shipped tiny-fixture clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,10 @@ bench: setup
 
 train-shipped: setup
 	@$(ACTIVATE) && dyco-train --config config/train/shipped.yaml
+
+# The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
+tiny-fixture: setup
+	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml
 
 clean:
 	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log cuda_ops/dyco_ops/_build
