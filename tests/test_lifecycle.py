@@ -63,7 +63,7 @@ def managed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lifecycle")
     log = tmp / "node.log"
     overrides = {"checkpoint": str(tmp / "absent.safetensors"), "device": "cpu"}
-    overrides |= {"score_threshold": 0.0, "min_instance_points": 1, "objects.enabled": False}
+    overrides |= {"score_threshold": 0.0, "min_instance_points": 1}
     process = start_node(
         overrides, {"cloud_in": INPUT_TOPIC}, log_path=log, executable=MANAGED_NODE
     )
@@ -89,6 +89,21 @@ def _input_subscribed(client: SegmentationClient, expected: bool, timeout: float
             return False
         time.sleep(0.1)
     return True
+
+
+def _graph_has(client: SegmentationClient, expected: bool, timeout: float = 10) -> bool:
+    """Whether the node's outputs (labelled cloud publisher, object query service) are in the
+    ROS graph, waited for until `expected` (discovery takes a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        has = (
+            client.node.count_publishers("/segmentation/cloud") > 0,
+            client.node.count_services("/segmentation/query_objects") > 0,
+        )
+        if all(h == expected for h in has):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _segments(client: SegmentationClient, scan, timeout: float = 60) -> bool:
@@ -157,11 +172,13 @@ def test_cleanup_then_reconfigure_with_another_model(managed, checkpoint, scan) 
     assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
     assert lifecycle.change(Transition.TRANSITION_CLEANUP)
     assert lifecycle.state() == "unconfigured"
+    assert _graph_has(client, False), "cleanup left publishers or services behind"
     other = shutil.copy(checkpoint, checkpoint.with_name("tiny_b.safetensors"))
     assert client.set_parameters({"checkpoint": str(other)})[0].successful
     assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
     assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
     assert client.wait_until(lambda: client.class_map.model_name == "tiny_b.safetensors", 10)
+    assert _graph_has(client, True)
     assert _segments(client, scan)
 
 

@@ -4,7 +4,7 @@ The node runs as the launch file starts it (process.start_node: the same paramet
 Fast DDS profile the launch file sets). The best-effort reader is a plain subscriber with
 default Fast DDS settings in its own participant, as an RViz display is. Without the profile
 Fast DDS loses most labelled clouds of 20k points or more for such a reader (measured with
-this test: 1, 2 and 3 of 5 clouds of 80k points arrived in three runs; all 5 with it).
+this test: 3 and 1 of 5 clouds of 80k points arrived in two runs; all 5 with it).
 """
 
 from __future__ import annotations
