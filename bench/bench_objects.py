@@ -46,9 +46,11 @@ def synthetic_map(
 def _noisy(xyz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A small rigid motion about the map centre, as dyco-make-bag --grow applies."""
     yaw = np.deg2rad(rng.normal(0, 0.5))
-    rotation = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
-    centre = xyz.mean(axis=0)
-    moved = (xyz - centre) @ rotation.T + centre + np.append(rng.normal(0, 0.02, 2), 0.0)
+    cos, sin = np.cos(yaw), np.sin(yaw)
+    x, y = (xyz[:, 0] - xyz[:, 0].mean()), (xyz[:, 1] - xyz[:, 1].mean())
+    moved = xyz.copy()  # no BLAS product: its idle threads would spin beside the timed update
+    moved[:, 0] += cos * x - sin * y - x + rng.normal(0, 0.02)
+    moved[:, 1] += sin * x + cos * y - y + rng.normal(0, 0.02)
     return moved.astype(np.float32)  # as the node reads clouds
 
 
