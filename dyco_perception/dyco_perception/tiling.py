@@ -109,19 +109,22 @@ class Block:
 
 
 class _XIndex:
-    """Rows sorted by x, so the rows inside an x-y box are one searchsorted and a filter."""
+    """Rows sorted by x, so the rows inside an x-y box are one searchsorted and a filter over
+    a contiguous slice."""
 
     def __init__(self, xy: np.ndarray):
         self.xy = xy
         self.order = np.argsort(xy[:, 0], kind="stable")
-        self.x = xy[self.order, 0]
+        # float64 copies: searchsorted with a float64 bound would convert a float32 array on
+        # every call.
+        self.x = xy[self.order, 0].astype(np.float64)
+        self.y = xy[self.order, 1].astype(np.float64)
 
     def within(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         start = np.searchsorted(self.x, lo[0], side="left")
         stop = np.searchsorted(self.x, hi[0], side="right")
-        rows = self.order[start:stop]
-        y = self.xy[rows, 1]
-        return np.sort(rows[(y >= lo[1]) & (y <= hi[1])])
+        y = self.y[start:stop]
+        return np.sort(self.order[start:stop][(y >= lo[1]) & (y <= hi[1])])
 
 
 def plan_blocks(xy: np.ndarray, cfg: TilingConfig) -> list[Block]:
@@ -140,9 +143,9 @@ def plan_blocks(xy: np.ndarray, cfg: TilingConfig) -> list[Block]:
     keys, starts = np.unique(key[order], return_index=True)
     index = _XIndex(xy)
     blocks = []
-    for k, rows in zip(keys, np.split(order, starts[1:]), strict=True):
+    for k, rows in zip(keys, np.split(order, starts[1:]), strict=True):  # rows sorted: stable
         lo = origin + np.array([k // cells[1], k % cells[1]]) * size
-        blocks += _split(np.sort(rows), lo, size, index, cfg)
+        blocks += _split(rows, lo, size, index, cfg)
     return blocks
 
 
