@@ -16,7 +16,7 @@ from launch.actions import (
 )
 from launch.conditions import IfCondition, UnlessCondition
 from launch.events import matches_action
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PythonExpression
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
@@ -69,16 +69,20 @@ def generate_launch_description() -> LaunchDescription:
                 DDS_PROFILE_VARIABLE,
                 default_value=str(SHARE / "config" / "fastdds_large_data.xml"),
             ),
-            description="Fast DDS profile for the node (default: yours if "
-            f"{DDS_PROFILE_VARIABLE} is set, else the shipped large-data one); '' for none.",
+            description=f"Fast DDS profile for the node (default: yours if {DDS_PROFILE_VARIABLE} "
+            "is set, else the shipped large-data one).",
+        ),
+        DeclareLaunchArgument(
+            "set_dds_profile",
+            default_value="true",
+            description=f"false: leave {DDS_PROFILE_VARIABLE} as it is (no profile if unset).",
         ),
     ]
     managed = LaunchConfiguration("managed")
-    dds_profile = LaunchConfiguration("dds_profile")
     environment = SetEnvironmentVariable(
         DDS_PROFILE_VARIABLE,
-        dds_profile,
-        condition=IfCondition(PythonExpression(["'", dds_profile, "' != ''"])),
+        LaunchConfiguration("dds_profile"),
+        condition=IfCondition(LaunchConfiguration("set_dds_profile")),
     )
     overrides = {
         "checkpoint": LaunchConfiguration("checkpoint"),
@@ -103,19 +107,10 @@ def generate_launch_description() -> LaunchDescription:
 
 
 def _autostart(managed_node: LifecycleNode) -> list:
-    """With managed:=true autostart:=true: configure at start, activate once configured (only
-    after configuring, so that a later deactivate by a manager or by hand is not undone)."""
-    wanted = IfCondition(
-        PythonExpression(
-            [
-                "'",
-                LaunchConfiguration("managed"),
-                "'.lower() in ('true', '1') and '",
-                LaunchConfiguration("autostart"),
-                "'.lower() in ('true', '1')",
-            ]
-        )
-    )
+    """autostart:=true: configure at start, activate once configured (only after configuring,
+    so that a later deactivate by a manager or by hand is not undone). With managed:=false the
+    lifecycle node does not run and nothing handles these events."""
+    wanted = IfCondition(LaunchConfiguration("autostart"))
 
     def change(transition: int, **action_options) -> EmitEvent:
         event = ChangeState(

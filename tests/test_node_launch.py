@@ -38,7 +38,7 @@ def test_launch_file_declares_arguments_and_starts_either_node() -> None:
     assert "generate_launch_description" in functions
     declared = {ast.literal_eval(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
     expected = {"config", "checkpoint", "input_topic", "device", "use_sim_time", "managed"}
-    assert expected | {"autostart", "dds_profile"} <= declared
+    assert expected | {"autostart", "dds_profile", "set_dds_profile"} <= declared
     used = {ast.literal_eval(c.args[0]) for c in _calls(tree, "LaunchConfiguration")}
     assert used <= declared, f"undeclared launch arguments used: {used - declared}"
     options = _dict_assigned(tree, "node_options")
@@ -76,7 +76,9 @@ def test_launch_file_gives_the_node_the_large_data_dds_profile() -> None:
     constants = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign)}
     [setter] = _calls(tree, "SetEnvironmentVariable")
     assert ast.literal_eval(constants[setter.args[0].id]) == DDS_PROFILE_VARIABLE
-    assert ast.unparse(setter.args[1]) == "dds_profile"
+    assert ast.literal_eval(setter.args[1].args[0]) == "dds_profile"
+    condition = _keywords(setter)["condition"]
+    assert ast.unparse(condition) == "IfCondition(LaunchConfiguration('set_dds_profile'))"
     [argument] = [
         c
         for c in _calls(tree, "DeclareLaunchArgument")
@@ -109,7 +111,7 @@ def test_managed_autostart_configures_then_activates_only_after_configuring() ->
     assert ast.unparse(activate.args[0]) == "Transition.TRANSITION_ACTIVATE"
     autostart = _function(tree, "_autostart")
     arguments = {ast.literal_eval(c.args[0]) for c in _calls(autostart, "LaunchConfiguration")}
-    assert arguments == {"managed", "autostart"}
+    assert arguments == {"autostart"}
     calls = [c for c in ast.walk(autostart) if isinstance(c, ast.Call)]
     conditions = {
         ast.unparse(kw.value) for c in calls for kw in c.keywords if kw.arg == "condition"
