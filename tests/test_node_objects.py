@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-from dyco_perception.ros import bags, replay
+from dyco_perception.ros import bags, outputs, replay
 from dyco_perception.ros.client import SegmentationClient
 from dyco_perception.ros.make_bag import GrowthConfig, growing_maps, write_scan_bag
 from dyco_perception.ros.process import start_node, stop_node
@@ -82,6 +82,11 @@ def test_object_ids_label_instances_and_cloud_points_and_persist(replayed) -> No
             assert set(records["instance"][points].tolist()) == {inst.id}  # per-map ids stay
         assert set(np.unique(records["object"]).tolist()) - {0} == set(object_ids)
         ids_per_map.append(set(object_ids))
+        # Colours follow the object, so an object keeps its colour across maps.
+        colours = pc2.read_msg(cloud).rgb
+        palette = outputs.instance_colours(np.array(object_ids))
+        for inst, colour in zip(instances, palette, strict=True):
+            np.testing.assert_array_equal(colours[np.asarray(inst.point_indices)[0]], colour)
     # The map grows: most objects of one map keep their id in the next.
     for before, after in itertools.pairwise(ids_per_map):
         assert len(before & after) >= 0.5 * len(before), (before, after)
