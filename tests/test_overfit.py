@@ -13,6 +13,7 @@ least three of the four objects: a margin under the working value, far above a b
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from dyco_perception.evaluation import evaluate_predictions
 from dyco_perception.model import DyCo3D
@@ -62,6 +63,16 @@ def fit(loss_cfg: LossConfig, iterations: int = 110) -> float:
         optimizer.step()
     result = Segmenter.from_model(model.eval()).segment(xyz, rgb)
     return evaluate_predictions([(semantic, instance, result.instances)])["AP50"] or 0.0
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # One thread: the fit is small, and a second busy-waiting OpenMP thread on a shared 2-core
+    # machine made it ~5x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_dyco3d_separates_touching_objects_of_one_class() -> None:
