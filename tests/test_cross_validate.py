@@ -1,0 +1,61 @@
+"""Leave-one-room-out cross-validation: folds hold out whole rooms, never touch val, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from dyco_training.cross_validate import apply_override, fold_config, main, training_rooms
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_folds_hold_out_whole_training_rooms_and_never_val(scannet_dir: Path) -> None:
+    rooms = training_rooms(scannet_dir)
+    assert sorted(rooms) == [f"scene000{i}" for i in range(1, 9)]
+    assert rooms["scene0003"] == ["scene0003_00", "scene0003_01", "scene0003_02"]
+    base = {"model_config": str(REPO / "config/model/tiny_test.yaml")}
+    cfg = fold_config(base, rooms, "scene0003", 5.0, REPO)
+    assert cfg.data.val_scans == rooms["scene0003"]
+    assert not {s for s in cfg.data.train_scans if s.startswith("scene0003")}
+    assert len(cfg.data.train_scans) == 15 - 3
+    assert not any(s.startswith(("scene0009", "scene0010")) for s in cfg.data.train_scans)
+    assert cfg.train.max_minutes == 5.0 and cfg.export.checkpoint == ""
+
+
+def test_overrides_reach_nested_keys_and_bad_ones_are_refused() -> None:
+    config: dict = {"model": {"grouping": {"radius": 0.03}}}
+    apply_override(config, "model.grouping.radius=0.1")
+    apply_override(config, "model.mask_head.category_aware=false")
+    assert config["model"] == {
+        "grouping": {"radius": 0.1},
+        "mask_head": {"category_aware": False},
+    }
+    with pytest.raises(ValueError, match=r"key\.path=value"):
+        apply_override(config, "model.grouping.radius")
+
+
+def test_two_folds_run_pool_their_predictions_and_resume(tmp_path: Path, scannet_dir) -> None:
+    torch.set_num_threads(1)
+    config = {
+        "model_config": str(REPO / "config/model/tiny_test.yaml"),
+        "data": {"scans_dir": str(scannet_dir), "real_repeat": 1},
+        "augment": {"max_points": 4000},
+        "train": {"iterations": 2, "threads": 1},
+        "log": {"every": 1, "save_every": 100, "progress": False, "tensorboard": False},
+    }
+    path = tmp_path / "cv.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "cv"
+    args = ["--config", str(path), "--rooms", "scene0004,scene0007", "--out", str(out)]
+    assert main([*args, "--set", "model.grouping.radius=0.05"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["folds"]) == ["scene0004", "scene0007"]
+    assert summary["pooled"]["num_scenes"] == 2  # scene0004_00 + scene0007_00
+    card = (out / "fold_scene0004" / "result.json").stat().st_mtime
+    assert main(args) == 0  # finished folds are kept, not retrained
+    assert (out / "fold_scene0004" / "result.json").stat().st_mtime == card
+    assert main([*args[:2], "--rooms", "scene0009", "--out", str(out)]) == 2  # a val room
