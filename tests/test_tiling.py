@@ -157,7 +157,7 @@ def test_merger_joins_the_parts_of_a_cut_object_and_nothing_else() -> None:
         for k, (first, last, _, _) in enumerate(parts, 1):
             instance[(block.context >= first) & (block.context <= last)] = k
         probs = np.eye(20, dtype=np.float32)[[c for _, _, c, _ in parts]]
-        semantic = np.full(block.context.size, 2 if block is a else 9)
+        semantic = block.context % 7 + (0 if block is a else 10)  # which block labelled it
         classes = np.array([c for _, _, c, _ in parts])
         scores = np.array([s for *_, s in parts], np.float32)
         merger.add(block, semantic, instance, classes, scores, probs)
@@ -167,7 +167,8 @@ def test_merger_joins_the_parts_of_a_cut_object_and_nothing_else() -> None:
     add(b, [(180, 199, 8, 0.95), (80, 89, 5, 0.6), (90, 104, 3, 0.5), (113, 119, 4, 0.4)])
     merged = merger.finish(merge_overlap=0.5, min_points=1)
 
-    assert np.array_equal(merged.semantic, np.repeat([2, 9], 100))  # each row from its core
+    rows = np.arange(200)
+    assert np.array_equal(merged.semantic, rows % 7 + np.where(rows < 100, 0, 10))  # from cores
     expected = np.zeros(200, np.int32)
     expected[180:200], expected[70:105], expected[0:10], expected[113:120] = 1, 2, 3, 4
     assert np.array_equal(merged.instance, expected)
@@ -179,6 +180,22 @@ def test_merger_joins_the_parts_of_a_cut_object_and_nothing_else() -> None:
     # Below min_points a group goes (rows 113..119: 7), and the ids stay 1..K.
     smaller = merger.finish(merge_overlap=0.5, min_points=8)
     assert smaller.class_id.tolist() == [8, 5, 6] and smaller.instance[115] == 0
+
+
+@pytest.mark.parametrize(("merge_overlap", "instances"), [(0.5, 2), (0.4, 1)])
+def test_parts_join_only_above_the_merge_overlap(merge_overlap: float, instances: int) -> None:
+    """Both blocks see all 20 rows; A's instance (rows 0..7) and B's (rows 4..11) share exactly
+    half of the smaller one."""
+    a = Block(core=np.arange(10), context=np.arange(20))
+    b = Block(core=np.arange(10, 20), context=np.arange(20))
+    merger = BlockMerger(20, num_classes=20)
+    for block, first in ((a, 0), (b, 4)):
+        instance = ((block.context >= first) & (block.context < first + 8)).astype(np.int32)
+        probs = np.zeros((1, 20), np.float32)
+        merger.add(block, np.zeros(20, np.int64), instance, np.array([5]), np.ones(1), probs)
+    merged = merger.finish(merge_overlap=merge_overlap, min_points=1)
+    assert len(merged.class_id) == instances
+    assert len(set(merged.instance[[0, 7, 10, 11]])) == instances
 
 
 def cut_through(scan: tuple[np.ndarray, np.ndarray], instance) -> tuple:
