@@ -113,8 +113,10 @@ class ModelCard:
 
 
 def _with_keys_added_later(model_config: dict[str, Any]) -> dict[str, Any]:
-    filled = {key: dict(value) if isinstance(value, dict) else value
-              for key, value in model_config.items()}
+    filled = {
+        key: dict(value) if isinstance(value, dict) else value
+        for key, value in model_config.items()
+    }
     for section, defaults in KEYS_ADDED_LATER.items():
         if isinstance(filled.get(section), dict):
             filled[section] = {**defaults, **filled[section]}
