@@ -61,6 +61,27 @@ def test_voxelization_ignores_where_the_cloud_sits() -> None:
     assert torch.equal(here.voxels.coords, there.voxels.coords)
 
 
+def test_blocks_with_a_shared_grid_origin_cut_their_points_into_the_same_voxels() -> None:
+    gen = torch.Generator().manual_seed(4)
+    xyz = torch.rand(4000, 3, generator=gen) * torch.tensor([6.0, 3.0, 2.0])
+    origin = xyz.min(0).values
+    left, right = (xyz[:, 0] < 3.5).nonzero()[:, 0], (xyz[:, 0] > 2.5).nonzero()[:, 0]
+    both = (xyz[:, 0] > 2.5) & (xyz[:, 0] < 3.5)
+
+    def same_voxel_pairs(rows: torch.Tensor, grid_origin) -> torch.Tensor:
+        ones = torch.ones(len(rows), 1)
+        zero = torch.zeros(len(rows), dtype=torch.long)
+        vox = voxelize(xyz[rows], ones, zero, 0.3, 3, grid_origin)
+        voxel_of = torch.full((len(xyz),), -1)
+        voxel_of[rows] = vox.point_to_voxel
+        shared = voxel_of[both]
+        return shared[:, None] == shared[None, :]
+
+    assert torch.equal(same_voxel_pairs(left, origin), same_voxel_pairs(right, origin))
+    # each block's own corner puts the overlap on two different grids
+    assert not torch.equal(same_voxel_pairs(left, None), same_voxel_pairs(right, None))
+
+
 def test_two_separated_boxes_give_two_groups_and_stuff_is_skipped() -> None:
     a = box_points((0, 0, 0.5), 200, 0.2, 0)
     b = box_points((3, 0, 0.5), 150, 0.2, 1)

@@ -235,15 +235,15 @@ def test_an_object_cut_by_a_block_border_is_one_instance(shipped: Segmenter, roo
 def test_tiled_and_untiled_inference_agree_on_a_real_scan(
     shipped: Segmenter, scannet_dir: Path
 ) -> None:
-    """4 blocks on a 5.4 m x 6.9 m room. Agreement is bounded by the model itself: a 1 cm
-    shift of the voxel grid alone gives 86 % equal semantic labels and 45 % of instances at
-    IoU > 0.5 (each block voxelizes from its own corner)."""
+    """4 blocks on a 5.4 m x 6.9 m room, on the map's shared voxel grid: 0.905 equal semantic
+    labels and 59 % of instances at IoU > 0.5 when written (blocks still see less context at
+    their borders)."""
     xyz, rgb = load_scan(scannet_dir, "scene0009_00")
     untiled = shipped.segment(xyz, rgb)
     tiled = with_tiling(shipped, block_size=4.0, overlap=1.0).segment(xyz, rgb)
     assert len(tiled.block_points) == 4
     check_contract(tiled, len(xyz))
-    assert (tiled.semantic == untiled.semantic).mean() >= 0.8
+    assert (tiled.semantic == untiled.semantic).mean() >= 0.88
     assert 0.6 * len(untiled.instances) <= len(tiled.instances) <= 1.5 * len(untiled.instances)
     matched = [best_iou(inst.point_indices, tiled.instance) > 0.5 for inst in untiled.instances]
     assert np.mean(matched) >= 0.5

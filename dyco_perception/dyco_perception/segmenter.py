@@ -234,9 +234,13 @@ class Segmenter:
         blocks = plan_blocks(xyz[:, :2], self.tiling)
         merger = BlockMerger(xyz.shape[0], self.cfg.num_classes)
         _add_time(timings, "tiling", t0)
+        # One voxel grid for the whole map: a point falls in the same voxel whichever block
+        # sees it, so blocks agree where they overlap.
+        origin = torch.from_numpy(xyz.min(0))
         for block in blocks:
             colours = None if rgb is None else rgb[block.context]
-            merger.add(block, *self._infer(xyz[block.context], colours, result, timings))
+            block_out = self._infer(xyz[block.context], colours, origin, result, timings)
+            merger.add(block, *block_out)
         t1 = time.perf_counter()
         merged = merger.finish(self.tiling.merge_overlap, self.cfg.inference.min_instance_points)
         result.semantic[keep] = merged.semantic
@@ -249,6 +253,7 @@ class Segmenter:
         self,
         xyz: np.ndarray,
         rgb: np.ndarray | None,
+        grid_origin: torch.Tensor,
         result: SegmentationResult,
         timings: dict[str, float],
     ) -> tuple[np.ndarray, ...]:
@@ -263,7 +268,14 @@ class Segmenter:
         result.coarse_blocks += int(voxel_size != self.cfg.voxel.voxel_size)
         result.block_points.append(int(points.shape[0]))
         _add_time(timings, "preprocess", t0)
-        outputs = self.model(points, colours, batch, voxel_size=voxel_size, timings=timings)
+        outputs = self.model(
+            points,
+            colours,
+            batch,
+            voxel_size=voxel_size,
+            timings=timings,
+            grid_origin=grid_origin.to(self.device),
+        )
         modes = ("off", "global", "windowed")  # a map reports the most approximate block
         result.transformer = max(
             result.transformer, outputs["diagnostics"]["transformer"], key=modes.index

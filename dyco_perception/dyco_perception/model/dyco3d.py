@@ -124,12 +124,18 @@ class DyCo3D(nn.Module):
         gt_instance: torch.Tensor | None = None,
         voxel_size: float | None = None,
         timings: dict[str, float] | None = None,
+        grid_origin: torch.Tensor | None = None,
     ) -> dict:
         cfg = self.cfg
         clock = _Clock(timings, xyz.device)
         features = point_features(xyz, rgb, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
         vox = voxelize(
-            xyz, features, batch, voxel_size or cfg.voxel.voxel_size, cfg.backbone.levels
+            xyz,
+            features,
+            batch,
+            voxel_size or cfg.voxel.voxel_size,
+            cfg.backbone.levels,
+            grid_origin,
         )
         clock.lap("voxelize")
         voxel_out = self.backbone(vox.voxels).features

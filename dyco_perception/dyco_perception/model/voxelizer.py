@@ -45,11 +45,15 @@ def voxelize(
     batch: torch.Tensor,
     voxel_size: float,
     levels: int,
+    grid_origin: torch.Tensor | None = None,
 ) -> Voxelized:
     """Voxelize each scene of the batch; voxel features are the mean of their points'.
 
-    Coords start at 0 per scene; the spatial shape is a multiple of 2**(levels-1) so every
-    stride-2 level divides evenly (spconv needs that to match the torch backend).
+    The grid is anchored at each scene's min corner, or at `grid_origin` (3,) when given (the
+    blocks of a tiled map share the map's grid, so a point falls in the same voxel whichever
+    block sees it). Coords start at 0 per scene; the spatial shape is a multiple of
+    2**(levels-1) so every stride-2 level divides evenly (spconv needs that to match the torch
+    backend).
     """
     num_scenes = int(batch.max()) + 1 if batch.numel() else 1
     if num_scenes > MAX_BATCH:
@@ -62,8 +66,9 @@ def voxelize(
             continue
         # The grid starts at the scene's min corner, so voxels do not depend on where the
         # cloud sits in the world (and inference voxelizes exactly as training crops do).
-        local = xyz[rows] - xyz[rows].min(0).values
-        cell = torch.floor(local / voxel_size).long()
+        anchor = xyz[rows].min(0).values if grid_origin is None else grid_origin.to(xyz)
+        cell = torch.floor((xyz[rows] - anchor) / voxel_size).long()
+        cell -= cell.min(0).values  # small coords; a no-op for the scene's own corner
         voxel_coords, point_to_voxel = dyco_ops.voxelize(cell)
         coords_all.append(
             torch.cat([voxel_coords.new_full((len(voxel_coords), 1), b), voxel_coords.long()], 1)
