@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
 
-from dyco_perception import ops as dyco_ops
+from dyco_perception import ops
 from dyco_perception.config import build_config, choice, ranged
 
 
@@ -107,7 +107,7 @@ def offset_losses(
     rows = (gt_id >= 0).nonzero().squeeze(1)
     if rows.numel() == 0:
         return {"offset_l1": _zero(offsets), "offset_dir": _zero(offsets)}
-    centroid = dyco_ops.scatter_mean(xyz[rows].float(), gt_id[rows], num_gt)
+    centroid = ops.scatter_mean(xyz[rows].float(), gt_id[rows], num_gt)
     target = centroid[gt_id[rows]] - xyz[rows]
     pred = offsets[rows]
     l1 = (pred - target).abs().sum(1).mean()

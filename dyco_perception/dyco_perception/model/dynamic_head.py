@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dyco_perception import ops as dyco_ops
+from dyco_perception import ops
 from dyco_perception.model.grouping import Proposals
 from dyco_perception.sparse import SparseConv, SparseVoxels
 
@@ -72,7 +72,7 @@ def _mlp_controller(in_channels: int, hidden: int, num_params: int) -> nn.Sequen
 
 
 def _pool(values: torch.Tensor, index: torch.Tensor, num: int, pooling: str) -> torch.Tensor:
-    reduce = dyco_ops.scatter_mean if pooling == "mean" else dyco_ops.scatter_max
+    reduce = ops.scatter_mean if pooling == "mean" else ops.scatter_max
     return reduce(values, index, num)
 
 
@@ -153,7 +153,7 @@ class GridKernelGenerator(nn.Module):
             return self.controller(pooled), pooled
         grid = cluster_grid(xyz, proposals, self.grid_size)
         values = point_features[proposals.point_index]
-        cells = dyco_ops.scatter_mean(values, grid.cell_of_member, grid.coords.shape[0])
+        cells = ops.scatter_mean(values, grid.cell_of_member, grid.coords.shape[0])
         shape = (self.grid_size,) * 3
         x = SparseVoxels(cells, grid.coords, 1, shape, k)
         x = self.conv1(x)
@@ -224,7 +224,7 @@ def decode_masks(
     box_min = inf.scatter_reduce(0, _expand(proposals.proposal_id), members, "amin") - margin
     box_max = (-inf).scatter_reduce(0, _expand(proposals.proposal_id), members, "amax") + margin
     # Eq. 2: the cluster centre is the mean of its points' original (unshifted) coordinates.
-    centre = dyco_ops.scatter_mean(members, proposals.proposal_id, proposals.num)
+    centre = ops.scatter_mean(members, proposals.proposal_id, proposals.num)
     layers = split_decoder_params(params, layer_sizes)
     index = CandidateIndex(xyz, batch, semantic, num_classes)
     starts, stops = index.ranges(proposals, box_min[:, 0], box_max[:, 0])

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dyco_perception import ops as dyco_ops
+from dyco_perception import ops
 from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
 
 
@@ -54,7 +54,7 @@ def cluster_proposals(
     num_classes = int(semantic.max()) + 1 if semantic.numel() else 1
     labels = torch.where(labels >= 0, labels + batch * num_classes, labels)  # scene-separate
     shifted = (xyz + offsets).detach().float()
-    component = dyco_ops.connected_components(shifted, labels, float(radius))
+    component = ops.connected_components(shifted, labels, float(radius))
     return _from_segments(component, semantic, batch, min_points, source=0)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dyco_perception import ops as dyco_ops
+from dyco_perception import ops
 from dyco_perception.sparse import SparseVoxels
 from dyco_perception.sparse.tensor import MAX_AXIS, MAX_BATCH
 
@@ -32,7 +32,7 @@ def point_features(
         parts.append(rgb.to(xyz.dtype))
     if use_xyz:
         num_scenes = int(batch.max()) + 1 if batch.numel() else 1
-        centre = dyco_ops.scatter_mean(xyz, batch, num_scenes)
+        centre = ops.scatter_mean(xyz, batch, num_scenes)
         parts.append(xyz - centre[batch])
     if not parts:
         raise ValueError("voxel config: at least one of use_rgb / use_xyz must be true")
@@ -69,7 +69,7 @@ def voxelize(
         anchor = xyz[rows].min(0).values if grid_origin is None else grid_origin.to(xyz)
         cell = torch.floor((xyz[rows] - anchor) / voxel_size).long()
         cell -= cell.min(0).values  # small coords; a no-op for the scene's own corner
-        voxel_coords, point_to_voxel = dyco_ops.voxelize(cell)
+        voxel_coords, point_to_voxel = ops.voxelize(cell)
         coords_all.append(
             torch.cat([voxel_coords.new_full((len(voxel_coords), 1), b), voxel_coords.long()], 1)
         )
@@ -85,7 +85,7 @@ def voxelize(
         )
     unit = 2 ** (levels - 1)
     shape = tuple(max(unit, -(-e // unit) * unit) for e in extents)
-    voxel_features = dyco_ops.scatter_mean(features, p2v, len(coords))
+    voxel_features = ops.scatter_mean(features, p2v, len(coords))
     voxels = SparseVoxels(voxel_features, coords, 1, shape, num_scenes)
     return Voxelized(voxels, p2v)
 
