@@ -181,6 +181,11 @@ def _load_torch(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     return dict(data["state_dict"]), card
 
 
+def upgrade_state_keys(state: dict[str, torch.Tensor], card: ModelCard) -> dict[str, torch.Tensor]:
+    """Weight names of older checkpoints under the current model's names (none renamed yet)."""
+    return state
+
+
 def build_model(state: dict[str, torch.Tensor], card: ModelCard) -> torch.nn.Module:
     """The DyCo3D model of `card` with `state` loaded; shape mismatches name the tensor."""
     from dyco_perception.model import DyCo3D

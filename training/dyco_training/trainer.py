@@ -94,6 +94,21 @@ class LoopConfig:
     find_unused_parameters: bool = True
 
 
+# Parts of the network shared by every decoder (what `init.scope: backbone` copies).
+BACKBONE_PREFIXES = ("backbone.", "semantic_head.", "offset_head.")
+
+
+@dataclass
+class InitConfig:
+    """Warm start: weights copied from a checkpoint before training (not a resume: the
+    optimiser, schedule and step start fresh)."""
+
+    checkpoint: str = ""  # .safetensors path relative to the working directory; empty = none
+    # "all": every weight (the model must match the checkpoint's); "backbone": the U-Net and
+    # the semantic and offset heads, so a new decoder trains on a pretrained backbone.
+    scope: str = choice("all", ("all", "backbone"))
+
+
 @dataclass
 class LogConfig:
     every: int = ranged(10, 1, 1_000_000, "iterations between log rows")
@@ -119,6 +134,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -129,12 +145,13 @@ class TrainConfig:
 _SECTIONS = {
     "data": DataConfig,
     "optim": OptimConfig,
+    "init": InitConfig,
     "schedule": ScheduleConfig,
     "train": LoopConfig,
     "log": LogConfig,
     "export": ExportConfig,
 }
-_TOP_KEYS = {"model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
+_TOP_KEYS = {"base", "model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
 
 
 def _resolve(path: str, base: Path) -> Path:
@@ -201,13 +218,28 @@ def train_config_from_dict(data: dict[str, Any], base: Path | None = None) -> Tr
     )
 
 
+def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The YAML at `path`, merged over the config its `base:` names (relative to `path`)."""
+    if path.resolve() in seen:
+        raise ValueError(f"base: {path} includes itself")
+    if not path.is_file():
+        raise ValueError(f"base: training config {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"training config must be a mapping, got {type(data).__name__}")
+    if "base" not in data:
+        return data
+    parent = _read_with_base(path.parent / str(data.pop("base")), (*seen, path.resolve()))
+    return _deep_merge(parent, data)
+
+
 def load_train_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"training config {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
     try:
+        data = _read_with_base(path, seen=())
         return train_config_from_dict(data, base=path.parent)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
@@ -341,6 +373,45 @@ def git_commit() -> str:
         return "unknown"
 
 
+def warm_start(model: torch.nn.Module, cfg: InitConfig) -> dict[str, Any] | None:
+    """Copy `cfg.scope`'s weights from `cfg.checkpoint` into `model`; returns what was copied
+    (for the model card) or None. Mismatched names or shapes are errors, not silent skips."""
+    if not cfg.checkpoint:
+        return None
+    import hashlib
+
+    from dyco_perception.checkpoint import load_checkpoint, upgrade_state_keys
+
+    path = Path(cfg.checkpoint)
+    if not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / path
+    state, card = load_checkpoint(path)
+    state = upgrade_state_keys(state, card)
+    own = model.state_dict()
+    if cfg.scope == "backbone":
+        state = {k: v for k, v in state.items() if k.startswith(BACKBONE_PREFIXES)}
+        wanted = {k for k in own if k.startswith(BACKBONE_PREFIXES)}
+    else:
+        wanted = set(own)
+    missing, unexpected = sorted(wanted - set(state)), sorted(set(state) - wanted)
+    if missing or unexpected:
+        raise ValueError(
+            f"init.checkpoint {path}: its weights do not fit this model (scope {cfg.scope}): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != own[name].shape:
+            raise ValueError(
+                f"init.checkpoint {path}: {name} has shape {tuple(tensor.shape)}, this model "
+                f"expects {tuple(own[name].shape)}"
+            )
+        own[name] = tensor.to(own[name].dtype)
+    model.load_state_dict(own)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    log.info("warm start: %d tensors (%s) from %s", len(state), cfg.scope, path)
+    return {"checkpoint": str(path), "sha256_16": digest, "scope": cfg.scope, "tensors": len(state)}
+
+
 # --- the trainer ------------------------------------------------------------------------------
 
 
@@ -367,7 +438,9 @@ class Trainer:
         torch.manual_seed(loop.seed)  # same initial weights on every rank
         from dyco_perception.model import DyCo3D
 
-        self.model = DyCo3D(cfg.model).to(self.device)
+        self.model = DyCo3D(cfg.model)
+        self.init_source = warm_start(self.model, cfg.init)
+        self.model.to(self.device)
         self.net: torch.nn.Module = self.model
         if self.info.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -568,6 +641,7 @@ class Trainer:
                 "device": str(self.device),
                 "weights_dtype": self.cfg.export.dtype,
                 "val_metrics": metrics,
+                "init": self.init_source,
                 "git_commit": self.code_version,
             },
         )
