@@ -16,7 +16,7 @@ from dyco_perception.checkpoint import (
     main,
     save_checkpoint,
 )
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from safetensors.torch import save_file
 
 from dyco_perception import classes
@@ -27,7 +27,7 @@ TINY = ModelConfig.from_dict({"backbone": {"width": 4, "levels": 3}, "transforme
 
 def test_round_trip_keeps_weights_and_card(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = DyCo3D(TINY)
+    model = SegmentationNetwork(TINY)
     card = ModelCard.for_config(TINY, training={"epochs": 3})
     path = save_checkpoint(tmp_path / "m.safetensors", model, card)
     state, loaded = load_checkpoint(path)
@@ -42,7 +42,9 @@ def test_round_trip_keeps_weights_and_card(tmp_path: Path) -> None:
 def test_card_json_carries_the_documented_fields(tmp_path: Path) -> None:
     from safetensors import safe_open
 
-    path = save_checkpoint(tmp_path / "m.safetensors", DyCo3D(TINY), ModelCard.for_config(TINY))
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", SegmentationNetwork(TINY), ModelCard.for_config(TINY)
+    )
     with safe_open(str(path), framework="pt") as f:
         card = json.loads(f.metadata()[CARD_KEY])
     assert card["nyu40_ids"] == list(classes.NYU40_IDS)
@@ -62,7 +64,7 @@ def _card_dict() -> dict:
 def test_other_class_list_is_refused(tmp_path: Path) -> None:
     card = _card_dict()
     card["classes"] = list(reversed(card["classes"]))
-    _write_with_card(tmp_path / "m.safetensors", DyCo3D(TINY), card)
+    _write_with_card(tmp_path / "m.safetensors", SegmentationNetwork(TINY), card)
     with pytest.raises(ValueError, match="classes"):
         load_checkpoint(tmp_path / "m.safetensors")
 
@@ -70,7 +72,7 @@ def test_other_class_list_is_refused(tmp_path: Path) -> None:
 def test_invalid_config_in_card_is_refused(tmp_path: Path) -> None:
     card = _card_dict()
     card["model_config"]["backbone"]["levels"] = 99
-    _write_with_card(tmp_path / "m.safetensors", DyCo3D(TINY), card)
+    _write_with_card(tmp_path / "m.safetensors", SegmentationNetwork(TINY), card)
     with pytest.raises(ValueError, match=r"backbone\.levels"):
         load_checkpoint(tmp_path / "m.safetensors")
 
@@ -79,7 +81,7 @@ def test_weight_shape_mismatch_names_the_tensor(tmp_path: Path) -> None:
     wider = ModelConfig.from_dict(
         {"backbone": {"width": 6, "levels": 3}, "transformer": {"heads": 2}}
     )
-    _write_with_card(tmp_path / "m.safetensors", DyCo3D(wider), _card_dict())
+    _write_with_card(tmp_path / "m.safetensors", SegmentationNetwork(wider), _card_dict())
     state, card = load_checkpoint(tmp_path / "m.safetensors")
     with pytest.raises(ValueError, match=r"backbone\.input_conv\.weight has shape"):
         build_model(state, card)
@@ -113,7 +115,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
 
 
 def test_pt_checkpoint_with_plain_tensors_loads(tmp_path: Path) -> None:
-    model = DyCo3D(TINY)
+    model = SegmentationNetwork(TINY)
     torch.save(
         {"state_dict": model.state_dict(), CARD_KEY: ModelCard.for_config(TINY).to_json()},
         tmp_path / "ok.pt",

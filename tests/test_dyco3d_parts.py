@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.dynamic_head import (
     DecodedMasks,
     cluster_grid,
@@ -143,7 +143,7 @@ def test_category_aware_training_restricts_the_loss_to_the_clusters_class() -> N
         }
     )
     torch.manual_seed(0)
-    model = DyCo3D(cfg).train()
+    model = SegmentationNetwork(cfg).train()
     xyz = torch.rand(200, 3)
     semantic = torch.full((200,), 5)
     instance = torch.zeros(200, dtype=torch.long)
@@ -257,7 +257,7 @@ def test_generator_output_splits_into_the_decoder_layers(mask_channels, hidden, 
             "mask_head": {"mask_channels": mask_channels, "hidden": hidden, "layers": layers},
         }
     )
-    generator = DyCo3D(cfg).kernel_generator
+    generator = SegmentationNetwork(cfg).decoder.kernel_generator
     assert generator.controller[-1].out_features == cfg.dynamic_head_params
     sizes = cfg.decoder_layer_sizes
     assert sizes[0] == (mask_channels + 3, hidden if layers > 1 else 1) and sizes[-1][1] == 1
@@ -321,7 +321,7 @@ def test_grid_generator_agrees_on_both_sparse_backends() -> None:
         {"backbone": {"width": 8, "levels": 2}, "mask_head": {"generator": "grid"}}
     )
     torch.manual_seed(0)
-    model = DyCo3D(cfg).eval()
+    model = SegmentationNetwork(cfg).eval()
     xyz = torch.rand(500, 3) * 2
     features = torch.randn(500, 8)
     proposals = _proposals([list(range(0, 200)), list(range(150, 500))], [5, 6])
@@ -329,7 +329,7 @@ def test_grid_generator_agrees_on_both_sparse_backends() -> None:
     for backend in ("torch", "spconv"):
         model.set_backend(backend)
         with torch.no_grad():
-            results.append(model.kernel_generator(features, xyz, proposals)[0])
+            results.append(model.decoder.kernel_generator(features, xyz, proposals)[0])
     assert torch.allclose(results[0], results[1], atol=1e-5)
 
 
@@ -391,7 +391,7 @@ def test_transformer_mode_reaches_the_model_output() -> None:
             "transformer": {"heads": 2, "max_tokens": 16},
         }
     )
-    model = DyCo3D(cfg).eval()
+    model = SegmentationNetwork(cfg).eval()
     xyz = torch.rand(3000, 3) * 3
     with torch.no_grad():
         out = model(xyz, torch.zeros(3000, 3), torch.zeros(3000, dtype=torch.long))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from dyco_perception.classes import IGNORE_LABEL
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.dynamic_head import decode_masks, run_decoder, split_decoder_params
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.postprocess import select_instances
@@ -278,7 +278,7 @@ def _scene_batch(n: int = 1500) -> tuple[torch.Tensor, ...]:
 
 def test_gradients_reach_every_parameter() -> None:
     torch.manual_seed(0)
-    model = DyCo3D(ModelConfig.from_dict(TINY)).train()
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
     xyz, rgb, semantic, instance = _scene_batch()
     xyz = torch.cat([xyz, xyz + 10])
     rgb, semantic, instance = (torch.cat([t, t]) for t in (rgb, semantic, instance))
@@ -337,7 +337,7 @@ def test_mask_losses_of_a_crop_without_thing_instances_are_finite_zeros() -> Non
 
 def test_eval_forward_is_deterministic() -> None:
     torch.manual_seed(0)
-    model = DyCo3D(ModelConfig.from_dict(TINY)).eval()
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY)).eval()
     xyz, rgb, _, _ = _scene_batch()
     batch = torch.zeros(len(xyz), dtype=torch.long)
     with torch.no_grad():
@@ -389,7 +389,7 @@ def test_candidate_index_equals_brute_force_box_and_class_filter() -> None:
 def test_mixed_precision_forward_backward_under_autocast() -> None:
     """The trainer uses autocast on GPU; CPU bfloat16 autocast exercises the same dtype mix."""
     torch.manual_seed(0)
-    model = DyCo3D(ModelConfig.from_dict(TINY)).train()
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
     xyz, rgb, semantic, instance = _scene_batch(600)
     batch = torch.zeros(len(xyz), dtype=torch.long)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from dyco_perception.evaluation import evaluate_predictions
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from dyco_perception.segmenter import Segmenter
 from dyco_training.losses import LossConfig, compute_losses
 from synthetic_scenes import touching_boxes
@@ -45,7 +45,7 @@ def fit(loss_cfg: LossConfig, iterations: int = 110) -> float:
     """Train on the scene (no augmentation), then segment it like a user would: AP50."""
     torch.manual_seed(0)
     xyz, rgb, semantic, instance = touching_boxes()
-    model = DyCo3D(ModelConfig.from_dict(TINY_PAPER)).train()
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY_PAPER)).train()
     points = torch.from_numpy(xyz - xyz.min(0))
     colours = torch.from_numpy(rgb).float() / 127.5 - 1
     targets = {

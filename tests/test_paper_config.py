@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from dyco_perception.checkpoint import write_random_checkpoint
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from dyco_perception.ros.client import SegmentationClient
 from dyco_perception.ros.process import start_node, stop_node
 from dyco_perception.segmenter import Segmenter
@@ -60,7 +60,7 @@ def test_paper_model_trains(tmp_path: Path) -> None:
 def test_both_sparse_backends_agree_on_the_paper_model(scan_part) -> None:
     xyz, rgb = scan_part
     torch.manual_seed(0)
-    model = DyCo3D(load_model_config(PAPER)).eval()
+    model = SegmentationNetwork(load_model_config(PAPER)).eval()
     points = torch.from_numpy(xyz)
     colours = torch.from_numpy(rgb).float() / 127.5 - 1
     batch = torch.zeros(len(xyz), dtype=torch.long)

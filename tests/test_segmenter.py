@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from dyco_perception.checkpoint import ModelCard, save_checkpoint
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from dyco_perception.segmenter import Segmenter
 
 from dyco_perception import classes
@@ -27,7 +27,7 @@ TINY = {
 def make_segmenter(**overrides: dict) -> Segmenter:
     torch.manual_seed(0)
     data = {**TINY, **overrides}
-    return Segmenter.from_model(DyCo3D(ModelConfig.from_dict(data)), device="cpu")
+    return Segmenter.from_model(SegmentationNetwork(ModelConfig.from_dict(data)), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_unknown_backend_and_device_are_refused(tmp_path: Path, segmenter) -> No
 
 
 def test_segment_leaves_a_training_model_in_training_mode(cloud) -> None:
-    model = DyCo3D(ModelConfig.from_dict(TINY)).train()
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
     seg = Segmenter.from_model(model)
     xyz, rgb = cloud
     a = seg.segment(xyz, rgb)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.voxelizer import point_features, voxelize
 from dyco_perception.sparse import SparseConv, SparseVoxels, spconv_available
 
@@ -125,7 +125,7 @@ def _coord_key(coords: torch.Tensor) -> torch.Tensor:
 def test_backends_agree_on_a_real_scan_with_the_default_unet(scannet_dir: Path) -> None:
     """One set of weights (default m=16, 7 levels, transformer) in both backends, real scan."""
     torch.manual_seed(0)
-    model = DyCo3D(ModelConfig()).eval()
+    model = SegmentationNetwork(ModelConfig()).eval()
     scan = np.load(scannet_dir / "scene0001_00.npz")
     xyz = torch.from_numpy(scan["xyz"])
     rgb = torch.from_numpy(scan["rgb"]).float() / 127.5 - 1

@@ -102,7 +102,7 @@ def test_schedules():
 def _mask_branch_grad(trainer: Trainer) -> float:
     return sum(
         float(p.grad.abs().sum())
-        for p in trainer.model.kernel_generator.parameters()
+        for p in trainer.model.decoder.kernel_generator.parameters()
         if p.grad is not None
     )
 

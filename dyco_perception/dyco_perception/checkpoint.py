@@ -181,16 +181,24 @@ def _load_torch(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     return dict(data["state_dict"]), card
 
 
+# Weights of DyCo3D's instance branch sat at the top level before decoders had their own module.
+_MOVED_TO_DECODER = ("mask_feature_head.", "kernel_generator.", "score_head.")
+
+
 def upgrade_state_keys(state: dict[str, torch.Tensor], card: ModelCard) -> dict[str, torch.Tensor]:
-    """Weight names of older checkpoints under the current model's names (none renamed yet)."""
-    return state
+    """Weight names of older checkpoints under the current model's names."""
+    return {
+        (f"decoder.{name}" if name.startswith(_MOVED_TO_DECODER) else name): tensor
+        for name, tensor in state.items()
+    }
 
 
 def build_model(state: dict[str, torch.Tensor], card: ModelCard) -> torch.nn.Module:
-    """The DyCo3D model of `card` with `state` loaded; shape mismatches name the tensor."""
-    from dyco_perception.model import DyCo3D
+    """The network of `card` with `state` loaded; shape mismatches name the tensor."""
+    from dyco_perception.model import SegmentationNetwork
 
-    model = DyCo3D(card.config)
+    model = SegmentationNetwork(card.config)
+    state = upgrade_state_keys(state, card)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -211,11 +219,11 @@ def build_model(state: dict[str, torch.Tensor], card: ModelCard) -> torch.nn.Mod
 
 def write_random_checkpoint(out: str | Path, cfg: ModelConfig | None = None, seed: int = 0) -> Path:
     """A random-weight checkpoint with the real card (training info says so)."""
-    from dyco_perception.model import DyCo3D
+    from dyco_perception.model import SegmentationNetwork
 
     torch.manual_seed(seed)
     cfg = cfg or ModelConfig()
-    model = DyCo3D(cfg)
+    model = SegmentationNetwork(cfg)
     card = ModelCard.for_config(cfg, training={"random_weights": True, "seed": seed})
     return save_checkpoint(out, model, card)
 

@@ -113,9 +113,16 @@ class InferenceConfig:
     max_instances: int = ranged(256, 1, 100_000)
 
 
+def _default_decoder() -> dict[str, Any]:
+    return {"name": "dyco3d"}
+
+
 @dataclass
 class ModelConfig:
     num_classes: int = ranged(20, 2, 1000)
+    # The instance decoder on the shared backbone: `name` (a file of model/decoders/) and that
+    # method's own options (its `Options` dataclass, validated like every section here).
+    decoder: dict = field(default_factory=_default_decoder)
     voxel: VoxelConfig = field(default_factory=VoxelConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
@@ -136,6 +143,19 @@ class ModelConfig:
         """Weights + biases of one generated decoder (Eq. 3: 177 for D'=H=8, 3 layers)."""
         return sum(c_in * c_out + c_out for c_in, c_out in self.decoder_layer_sizes)
 
+    @property
+    def decoder_name(self) -> str:
+        return str(self.decoder.get("name", "dyco3d"))
+
+    @property
+    def decoder_options(self) -> Any:
+        """The decoder's own settings as its validated `Options` dataclass."""
+        from dyco_perception.model.decoders import decoder_class
+        from dyco_perception.model.decoders.base import options_from_dict
+
+        options = {k: v for k, v in self.decoder.items() if k != "name"}
+        return options_from_dict(decoder_class(self.decoder_name).Options, options)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -149,6 +169,9 @@ class ModelConfig:
         return self._check_consistency()
 
     def _check_consistency(self) -> ModelConfig:
+        if not isinstance(self.decoder.get("name", "dyco3d"), str):
+            raise ValueError(f"decoder.name: expected a string, got {self.decoder['name']!r}")
+        self.decoder_options  # noqa: B018 (validates the name and the options)
         if self.transformer.enabled:
             top = self.backbone.width * self.backbone.levels
             if top % self.transformer.heads:
@@ -190,6 +213,10 @@ def build_config(cls: type, data: Any, prefix: str) -> Any:
 
 
 def _check_value(key: str, value: Any, kind: Any, meta: Any) -> Any:
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{key}: expected true/false, got {value!r}")

@@ -28,7 +28,7 @@ import torch
 
 from dyco_perception import classes
 from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
-from dyco_perception.model import DyCo3D
+from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.tiling import (
     BlockMerger,
@@ -86,7 +86,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class Segmenter:
     def __init__(
         self,
-        model: DyCo3D,
+        model: SegmentationNetwork,
         card: ModelCard,
         device: str | torch.device = "auto",
         backend: str | None = None,
@@ -113,7 +113,10 @@ class Segmenter:
 
     @classmethod
     def from_model(
-        cls, model: DyCo3D, card: ModelCard | None = None, device: str | torch.device | None = None
+        cls,
+        model: SegmentationNetwork,
+        card: ModelCard | None = None,
+        device: str | torch.device | None = None,
     ) -> Segmenter:
         card = card or ModelCard.for_config(model.cfg)
         device = device or next(model.parameters()).device

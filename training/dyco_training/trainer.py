@@ -12,7 +12,6 @@ read back with `weights_only=True`.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import subprocess
@@ -42,7 +41,6 @@ from dyco_training.losses import LossConfig, compute_losses
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MASK_LOSS_TERMS = ("mask_bce", "mask_dice", "score")
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -436,9 +434,9 @@ class Trainer:
         if loop.threads:
             torch.set_num_threads(loop.threads)
         torch.manual_seed(loop.seed)  # same initial weights on every rank
-        from dyco_perception.model import DyCo3D
+        from dyco_perception.model import SegmentationNetwork
 
-        self.model = DyCo3D(cfg.model)
+        self.model = SegmentationNetwork(cfg.model)
         self.init_source = warm_start(self.model, cfg.init)
         self.model.to(self.device)
         self.net: torch.nn.Module = self.model
@@ -471,9 +469,6 @@ class Trainer:
         )
         self.logger = RunLogger(
             self.out_dir, enabled=self.info.is_main, tensorboard=cfg.log.tensorboard
-        )
-        self.prepare_loss = dataclasses.replace(
-            cfg.loss, mask_bce_weight=0.0, mask_dice_weight=0.0, score_weight=0.0
         )
         if resume:
             self.load_state(resume)
@@ -516,12 +511,13 @@ class Trainer:
     # ---- one iteration ----
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         self.net.train()
-        loss_cfg = self.prepare_loss if self.step < self.cfg.train.prepare_iters else self.cfg.loss
+        # The staged start: the decoder's terms only once the offsets are sensible.
+        decoder_scale = 0.0 if self.step < self.cfg.train.prepare_iters else 1.0
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
             outputs = self.net(
                 batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
             )
-            losses = compute_losses(outputs, batch, loss_cfg)
+            losses = compute_losses(outputs, batch, self.cfg.loss, decoder_scale)
         total = losses["total"]
         if not torch.isfinite(total):
             raise FloatingPointError(

@@ -1,6 +1,6 @@
-"""DyCo3D network: voxelizer, sparse U-Net + bottleneck transformer, point heads, grouping,
-dynamic mask head and post-processing."""
+"""The network: voxelizer, sparse U-Net + bottleneck transformer, semantic and offset heads, and
+one instance decoder per method (`model/decoders/`), then post-processing."""
 
-from dyco_perception.model.dyco3d import DyCo3D
+from dyco_perception.model.network import SegmentationNetwork
 
-__all__ = ["DyCo3D"]
+__all__ = ["SegmentationNetwork"]

@@ -35,20 +35,26 @@ def proposal_scores(
     masks, proposals = outputs["masks"], outputs["proposals"]
     k = proposals.num
     probs = masks.logits.sigmoid()
-    inside = probs > mask_cfg.mask_threshold
+    threshold = outputs.get("mask_threshold")  # a decoder's own per-proposal thresholds
+    inside = probs > (
+        mask_cfg.mask_threshold if threshold is None else threshold[masks.proposal_id]
+    )
     count = _segment_sum(inside.float(), masks.proposal_id, k).clamp_min(1)
     mask_score = _segment_sum(probs * inside, masks.proposal_id, k) / count
     class_prob = outputs["semantic_logits"].softmax(1)
     mean_prob = mean_class_probs(class_prob, masks.point_index, masks.proposal_id, inside, k)
+    own_class_probs = outputs.get("proposal_class_probs")  # a decoder's classifier
     if cfg.class_source == "mask":
         mask_class_prob, class_id = mean_prob.max(1)
+    elif own_class_probs is not None:
+        mask_class_prob, class_id = own_class_probs.max(1)
     else:
         class_id = proposals.class_id
         pair_prob = class_prob[masks.point_index, class_id[masks.proposal_id]]
         mask_class_prob = _segment_sum(pair_prob * inside, masks.proposal_id, k) / count
     if cfg.score_with_class_prob:
         mask_score = mask_score * mask_class_prob
-    learned = outputs["score_logits"].sigmoid()
+    learned = outputs["score"] if "score" in outputs else outputs["score_logits"].sigmoid()
     score = {"mask": mask_score, "learned": learned, "mask_x_learned": mask_score * learned}
     return inside, score[cfg.score_mode], class_id, mean_prob
 

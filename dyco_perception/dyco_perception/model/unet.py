@@ -105,3 +105,13 @@ class SparseUNet(nn.Module):
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         return self.output(self.ublock(self.input_conv(x)))
+
+
+def point_mlp(c_in: int, hidden: int, c_out: int) -> nn.Sequential:
+    """Linear-BN-ReLU-Linear: the point heads' shape (PointGroup's offset head)."""
+    return nn.Sequential(
+        nn.Linear(c_in, hidden),
+        BatchNorm1d(hidden, eps=1e-4),
+        nn.ReLU(),
+        nn.Linear(hidden, c_out),
+    )

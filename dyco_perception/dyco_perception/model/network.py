@@ -1,0 +1,136 @@
+"""The network: voxelizer, sparse U-Net (+ bottleneck transformer), semantic and offset heads
+shared by every method, then the configured instance decoder (`model/decoders/`)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from dyco_perception.config import ModelConfig
+from dyco_perception.model.decoders import DecoderInput, decoder_class
+from dyco_perception.model.transformer import BottleneckTransformer
+from dyco_perception.model.unet import SparseUNet, point_mlp
+from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
+from dyco_perception.sparse import SparseConv, resolve_backend
+
+
+class _Clock:
+    """Wall-clock per stage into `timings` (synchronising CUDA so GPU time is attributed)."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device):
+        self.timings, self.device = timings, device
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.timings is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
+class SegmentationNetwork(nn.Module):
+    """forward(xyz, rgb, batch, gt_semantic=None, gt_instance=None) -> dict; see
+    docs/architecture.md "Model API". `decoder` is the method (`cfg.decoder_name`)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        m = cfg.backbone.width
+        t = cfg.transformer
+
+        def bottleneck(channels: int) -> nn.Module:
+            return BottleneckTransformer(
+                channels,
+                t.layers,
+                t.heads,
+                t.ffn_ratio,
+                t.dropout,
+                t.max_tokens,
+                t.position,
+                t.relative_clip,
+                t.window,
+            )
+
+        self.backbone = SparseUNet(
+            cfg.voxel.in_channels,
+            m,
+            cfg.backbone.levels,
+            cfg.backbone.blocks_per_level,
+            bottleneck if t.enabled else None,
+        )
+        self.semantic_head = point_mlp(m, m, cfg.num_classes)
+        self.offset_head = point_mlp(m, m, 3)
+        self.decoder = decoder_class(cfg.decoder_name)(cfg)
+        self.set_backend(cfg.backbone.backend)
+
+    def set_backend(self, backend: str) -> str:
+        """Switch every sparse conv to `backend` ("auto" | "torch" | "spconv"); weights stay."""
+        resolved = resolve_backend(backend)
+        for module in self.modules():
+            if isinstance(module, SparseConv):
+                module.backend = resolved
+        self.backend = resolved
+        return resolved
+
+    def forward(
+        self,
+        xyz: torch.Tensor,
+        rgb: torch.Tensor | None,
+        batch: torch.Tensor,
+        gt_semantic: torch.Tensor | None = None,
+        gt_instance: torch.Tensor | None = None,
+        voxel_size: float | None = None,
+        timings: dict[str, float] | None = None,
+        grid_origin: torch.Tensor | None = None,
+    ) -> dict:
+        cfg = self.cfg
+        clock = _Clock(timings, xyz.device)
+        features = point_features(xyz, rgb, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
+        vox = voxelize(
+            xyz,
+            features,
+            batch,
+            voxel_size or cfg.voxel.voxel_size,
+            cfg.backbone.levels,
+            grid_origin,
+        )
+        clock.lap("voxelize")
+        voxel_out = self.backbone(vox.voxels).features
+        clock.lap("backbone")
+        # Heads run per voxel (all points of a voxel share its features), then devoxelize.
+        inputs = DecoderInput(
+            xyz=xyz,
+            batch=batch,
+            voxelized=vox,
+            voxel_features=voxel_out,
+            point_features=devoxelize(voxel_out, vox),
+            semantic_logits=devoxelize(self.semantic_head(voxel_out), vox),
+            offsets=devoxelize(self.offset_head(voxel_out), vox),
+            gt_semantic=gt_semantic,
+            gt_instance=gt_instance,
+            lap=clock.lap,
+        )
+        clock.lap("heads")
+        outputs = self.decoder(inputs)
+        clock.lap("decoding")
+        outputs.update(
+            semantic_logits=inputs.semantic_logits,
+            offsets=inputs.offsets,
+            num_voxels=int(vox.voxels.coords.shape[0]),
+            diagnostics={"transformer": self._transformer_mode()},
+            decoder=self.decoder,
+        )
+        return outputs
+
+    def _transformer_mode(self) -> str:
+        """What the bottleneck attention did in the last forward: off, global or windowed."""
+        for module in self.modules():
+            if isinstance(module, BottleneckTransformer):
+                return module.last_mode
+        return "off"
