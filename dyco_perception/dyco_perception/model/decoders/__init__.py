@@ -1,10 +1,13 @@
 """Instance decoders on the shared backbone, one file per method, selected by `decoder.name`.
 
-A fifth method is one new file here: subclass `InstanceDecoder`, decorate it with
-`@register_decoder`, and import it below.
+A fifth method is one new file here: subclass `InstanceDecoder` and decorate it with
+`@register_decoder`; every module of this package is imported (and so registered) below.
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from dyco_perception.model.decoders.base import (
     DecoderInput,
@@ -29,8 +32,13 @@ def decoder_class(name: str) -> type[InstanceDecoder]:
     return DECODERS[name]
 
 
-# The registered methods (import order = listing order).
-from dyco_perception.model.decoders import dyco3d  # noqa: E402, F401
+def _import_methods() -> None:
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        if module != "base":
+            importlib.import_module(f"{__name__}.{module}")
+
+
+_import_methods()
 
 __all__ = [
     "DECODERS",
