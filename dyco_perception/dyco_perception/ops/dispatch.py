@@ -57,18 +57,20 @@ def _require_same_device(**tensors: torch.Tensor) -> None:
         raise ValueError(f"tensors must be on one device, got {devices}")
 
 
-def _check_index(index: torch.Tensor, rows: int, num_segments: int) -> torch.Tensor:
-    _require_tensor("index", index)
+def _check_index(
+    index: torch.Tensor, rows: int, num_segments: int, name: str = "index"
+) -> torch.Tensor:
+    _require_tensor(name, index)
     if index.dim() != 1 or index.shape[0] != rows:
-        raise ValueError(f"index must have shape ({rows},), got {tuple(index.shape)}")
+        raise ValueError(f"{name} must have shape ({rows},), got {tuple(index.shape)}")
     if index.dtype.is_floating_point or index.dtype == torch.bool or index.is_complex():
-        raise ValueError(f"index must be an integer tensor, got {index.dtype}")
+        raise ValueError(f"{name} must be an integer tensor, got {index.dtype}")
     if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 0:
         raise ValueError(f"num_segments must be a non-negative int, got {num_segments!r}")
     index = index.to(torch.int64)
     if rows and (int(index.min()) < 0 or int(index.max()) >= num_segments):
         raise ValueError(
-            f"index values must lie in [0, {num_segments}), got "
+            f"{name} values must lie in [0, {num_segments}), got "
             f"[{int(index.min())}, {int(index.max())}]"
         )
     return index
@@ -236,6 +238,259 @@ def mask_nms(
     order = reference.score_order(scores)
     iou = module.mask_iou(masks[order].contiguous())
     return reference.greedy_nms_from_iou(order, iou, float(iou_threshold))
+
+
+# ----------------------------------------------------------------------------- decoder ops
+# The native kernels of these ops see points grouped by scene: rows stably sorted by batch id
+# (so within a scene, ascending position = ascending row and tie rules carry over), scene
+# boundaries `starts` (S+1,), coordinates in float64. Results come back as positions in that
+# order and are mapped to rows here.
+
+
+def _select_op(device: torch.device, backend: str, op: str) -> ModuleType | None:
+    """Like _select, and None (or, for "native", an error) when the build lacks `op`."""
+    module = _select(device, backend)
+    if module is not None and not hasattr(module, op):
+        if backend == "native":
+            raise RuntimeError(f"dyco_ops native build on {device.type} has no {op}; rebuild")
+        return None
+    return module
+
+
+def _check_xyz(name: str, xyz: torch.Tensor) -> None:
+    _require_tensor(name, xyz)
+    if xyz.dim() != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3), got {tuple(xyz.shape)}")
+    if not xyz.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point tensor, got {xyz.dtype}")
+    if not bool(torch.isfinite(xyz).all()):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+
+
+def _check_rows(name: str, value: torch.Tensor, rows: int, kind: str) -> None:
+    """A (rows,) tensor of `kind`: "integer", "bool" or "float" (finite)."""
+    _require_tensor(name, value)
+    if value.dim() != 1 or value.shape[0] != rows:
+        raise ValueError(f"{name} must have shape ({rows},), got {tuple(value.shape)}")
+    is_int = not (value.dtype.is_floating_point or value.dtype == torch.bool or value.is_complex())
+    ok = {"integer": is_int, "bool": value.dtype == torch.bool}.get(
+        kind, value.dtype.is_floating_point
+    )
+    if not ok:
+        article = {"integer": "an integer", "bool": "a bool"}.get(kind, "a floating-point")
+        raise ValueError(f"{name} must be {article} tensor, got {value.dtype}")
+    if kind == "float" and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+
+
+def _check_count(name: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_radius(radius: object) -> float:
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)):
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
+    if not math.isfinite(radius) or radius <= 0:
+        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
+    return float(radius)
+
+
+def _group_by_scene(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(order: rows stably sorted by batch, starts (S+1,), sorted scene ids (S,))."""
+    order = torch.argsort(batch, stable=True)
+    scene_ids, counts = torch.unique_consecutive(batch[order], return_counts=True)
+    starts = torch.cat((counts.new_zeros(1), torch.cumsum(counts, 0)))
+    return order, starts, scene_ids
+
+
+def _float64(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64).contiguous()
+
+
+def furthest_point_sample(
+    xyz: torch.Tensor,
+    batch: torch.Tensor,
+    num_samples: int,
+    valid: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Furthest point sampling per scene -> (M,) int64 rows.
+
+    Per scene (batch id; rows need not be sorted), among `valid` rows: start at the lowest
+    row, then repeatedly take the row farthest (squared distance, float64) from those chosen,
+    ties -> lowest row; min(num_samples, count) rows per scene. Chosen rows are never
+    re-picked (duplicates of them still are). Ordered by scene id, then selection order.
+    """
+    _check_xyz("xyz", xyz)
+    _check_rows("batch", batch, xyz.shape[0], "integer")
+    _check_count("num_samples", num_samples)
+    if valid is not None:
+        _check_rows("valid", valid, xyz.shape[0], "bool")
+        _require_same_device(xyz=xyz, batch=batch, valid=valid)
+    _require_same_device(xyz=xyz, batch=batch)
+    batch = batch.to(torch.int64)
+    module = _select_op(xyz.device, backend, "furthest_point_sample")
+    rows = torch.arange(xyz.shape[0], device=xyz.device)
+    rows = rows if valid is None else rows[valid]
+    if module is None or rows.numel() == 0 or num_samples == 0:
+        return reference.furthest_point_sample(xyz, batch, num_samples, valid)
+    order, starts, _ = _group_by_scene(batch[rows])
+    take = (starts[1:] - starts[:-1]).clamp_max(num_samples)
+    out_starts = torch.cat((take.new_zeros(1), torch.cumsum(take, 0)))
+    total = int(out_starts[-1])
+    points = _float64(xyz[rows][order])
+    pos = module.furthest_point_sample(points, starts, out_starts, total)
+    return rows[order[pos]]
+
+
+def ball_query(
+    query_xyz: torch.Tensor,
+    query_batch: torch.Tensor,
+    xyz: torch.Tensor,
+    batch: torch.Tensor,
+    radius: float,
+    max_neighbours: int,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same-scene rows within `radius` of each query (d2 <= radius^2, float64).
+
+    Returns (neighbours (Q,k) int64: the first k = max_neighbours such rows in ascending row
+    order, padded with -1; count (Q,) int64: how many entries are valid, at most k).
+    """
+    _check_xyz("query_xyz", query_xyz)
+    _check_rows("query_batch", query_batch, query_xyz.shape[0], "integer")
+    _check_xyz("xyz", xyz)
+    _check_rows("batch", batch, xyz.shape[0], "integer")
+    radius = _check_radius(radius)
+    k = _check_count("max_neighbours", max_neighbours)
+    _require_same_device(query_xyz=query_xyz, query_batch=query_batch, xyz=xyz, batch=batch)
+    query_batch, batch = query_batch.to(torch.int64), batch.to(torch.int64)
+    module = _select_op(xyz.device, backend, "ball_query")
+    if module is None or k == 0 or xyz.shape[0] == 0 or query_xyz.shape[0] == 0:
+        return reference.ball_query(query_xyz, query_batch, xyz, batch, radius, k)
+    order, starts, scene_ids = _group_by_scene(batch)
+    slot = torch.searchsorted(scene_ids, query_batch).clamp_max(scene_ids.numel() - 1)
+    found = scene_ids[slot] == query_batch
+    lo = torch.where(found, starts[slot], 0).contiguous()
+    hi = torch.where(found, starts[slot + 1], 0).contiguous()
+    points = _float64(xyz[order])
+    pos, count = module.ball_query(_float64(query_xyz), lo, hi, points, radius, k)
+    return torch.where(pos >= 0, order[pos.clamp_min(0)], -1), count
+
+
+def _check_boxes(name: str, boxes: torch.Tensor) -> None:
+    _require_tensor(name, boxes)
+    if boxes.dim() != 2 or boxes.shape[1] != 6:
+        raise ValueError(f"{name} must have shape (K, 6), got {tuple(boxes.shape)}")
+    if not boxes.dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point tensor, got {boxes.dtype}")
+
+
+def box_iou_3d(a: torch.Tensor, b: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Pairwise IoU of axis-aligned boxes (xmin, ymin, zmin, xmax, ymax, zmax).
+
+    (A,6), (B,6) -> (A,B) in the promoted float dtype; 0 where the union volume is 0 (inverted
+    extents count as empty). Computed in float64; not differentiable (inference / matching).
+    """
+    _check_boxes("a", a)
+    _check_boxes("b", b)
+    _require_same_device(a=a, b=b)
+    module = _select_op(a.device, backend, "box_iou_3d")
+    if module is None or a.shape[0] == 0 or b.shape[0] == 0:
+        return reference.box_iou_3d(a, b)
+    iou = module.box_iou_3d(_float64(a.detach()), _float64(b.detach()))
+    return iou.to(torch.promote_types(a.dtype, b.dtype))
+
+
+def generalized_box_iou_3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Paired generalized IoU (A,6), (A,6) -> (A,), differentiable (pure torch: a loss)."""
+    _check_boxes("a", a)
+    _check_boxes("b", b)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"a and b must have the same shape, got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    _require_same_device(a=a, b=b)
+    return reference.generalized_box_iou_3d(a, b)
+
+
+def otsu_threshold(
+    values: torch.Tensor,
+    segment: torch.Tensor,
+    num_segments: int,
+    bins: int = 100,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Per-segment Otsu threshold (DKNet supplement S1) -> (num_segments,) in values' dtype.
+
+    values (M,) in [0,1] are quantised to q = min(floor(v * bins), bins - 1) (in float64);
+    the split s in 1..bins-1 with the largest between-class variance w0*w1*(mu0-mu1)^2 (ties ->
+    smallest s) gives s / bins. Empty or single-level segments get 0.5.
+    """
+    _require_tensor("values", values)
+    _check_rows("values", values, values.shape[0] if values.dim() == 1 else -1, "float")
+    segment = _check_index(segment, values.shape[0], num_segments, name="segment")
+    bins = _check_count("bins", bins, minimum=2)
+    if values.numel() and (float(values.min()) < 0 or float(values.max()) > 1):
+        raise ValueError(
+            f"values must lie in [0, 1], got [{float(values.min())}, {float(values.max())}]"
+        )
+    _require_same_device(values=values, segment=segment)
+    module = _select_op(values.device, backend, "otsu_threshold")
+    if module is None or values.shape[0] == 0 or num_segments == 0:
+        return reference.otsu_threshold(values, segment, num_segments, bins)
+    out = module.otsu_threshold(_float64(values), segment.contiguous(), num_segments, bins)
+    return out.to(values.dtype)
+
+
+def ln_nms(
+    xyz: torch.Tensor,
+    batch: torch.Tensor,
+    heat: torch.Tensor,
+    available: torch.Tensor,
+    radius: float,
+    threshold: float,
+    max_candidates: int,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """DKNet local-normalised NMS (paper sec. 3.3, supplement Algorithm 1) -> (C,) int64 rows.
+
+    Per scene, while fewer than max_candidates are accepted and a point is available: q = the
+    available point of largest heat (ties -> lowest row); every point of the scene with
+    d2 < radius^2 (available or not) becomes unavailable; q is accepted when
+    heat[q] / max(heat over that neighbourhood) >= threshold (max > 0; float64). Ordered by
+    scene id, then acceptance order.
+    """
+    _check_xyz("xyz", xyz)
+    rows = xyz.shape[0]
+    _check_rows("batch", batch, rows, "integer")
+    _check_rows("heat", heat, rows, "float")
+    _check_rows("available", available, rows, "bool")
+    radius = _check_radius(radius)
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    max_candidates = _check_count("max_candidates", max_candidates)
+    _require_same_device(xyz=xyz, batch=batch, heat=heat, available=available)
+    batch = batch.to(torch.int64)
+    module = _select_op(xyz.device, backend, "ln_nms")
+    if module is None or rows == 0 or max_candidates == 0:
+        return reference.ln_nms(
+            xyz, batch, heat, available, radius, float(threshold), max_candidates
+        )
+    order, starts, _ = _group_by_scene(batch)
+    slots = module.ln_nms(
+        _float64(xyz[order]),
+        _float64(heat[order]),
+        available[order].to(torch.uint8).contiguous(),
+        starts,
+        radius,
+        float(threshold),
+        max_candidates,
+        min(max_candidates, rows),
+    )
+    return order[slots[slots >= 0]]
 
 
 def native_available(device: str | torch.device | None = None) -> bool:

@@ -216,3 +216,184 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, iou_threshold: float) ->
     """Greedy mask NMS: keep masks in score order, drop those with IoU > threshold to a kept one."""
     order = score_order(scores)
     return greedy_nms_from_iou(order, mask_iou(masks[order]), iou_threshold)
+
+
+# ----------------------------------------------------------------------------- decoder ops
+# Distances below are squared Euclidean in float64, summed x, y, z in that order: the native
+# kernels repeat exactly these operations, so index outputs (ties included) agree bit for bit.
+
+# Query x point distances evaluated at once in ball_query (bounds peak memory).
+_QUERY_CHUNK = 1 << 21
+
+
+def _sq_dist(points: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """Squared distance of each row of points (n,3) float64 to origin (3,) (or (m,1,3))."""
+    diff = points - origin
+    return diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1] + diff[..., 2] * diff[..., 2]
+
+
+def _fps_scene(points: torch.Tensor, take: int) -> torch.Tensor:
+    """FPS positions within one scene: start at 0, then the farthest point (ties -> lowest)."""
+    picks = [torch.zeros((), dtype=torch.int64, device=points.device)]
+    if take == 0:
+        return picks[0].new_zeros((0,))
+    dist = torch.full((points.shape[0],), torch.inf, dtype=torch.float64, device=points.device)
+    dist[0] = -1.0  # chosen points are excluded (-1); duplicates of them stay eligible at 0
+    for _ in range(take - 1):
+        d2 = _sq_dist(points, points[picks[-1]])
+        dist = torch.where(dist >= 0, torch.minimum(dist, d2), dist)
+        last = torch.argmax(dist)  # first maximal entry: ties go to the lowest row
+        dist[last] = -1.0
+        picks.append(last)
+    return torch.stack(picks)
+
+
+def furthest_point_sample(
+    xyz: torch.Tensor, batch: torch.Tensor, num_samples: int, valid: torch.Tensor | None
+) -> torch.Tensor:
+    """Rows picked by furthest point sampling, per scene (ascending id), in selection order."""
+    rows = torch.arange(xyz.shape[0], device=xyz.device)
+    if valid is not None:
+        rows = rows[valid]
+    points, scenes = xyz[rows].to(torch.float64), batch[rows]
+    out = [rows.new_zeros((0,))]
+    for scene in torch.unique(scenes).tolist():
+        members = torch.nonzero(scenes == scene).squeeze(1)
+        take = min(num_samples, members.numel())
+        out.append(rows[members[_fps_scene(points[members], take)]])
+    return torch.cat(out)
+
+
+def ball_query(
+    query_xyz: torch.Tensor,
+    query_batch: torch.Tensor,
+    xyz: torch.Tensor,
+    batch: torch.Tensor,
+    radius: float,
+    max_neighbours: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """First max_neighbours same-scene rows (ascending) with d2 <= radius^2 per query.
+
+    Returns (neighbours (Q,k) int64 padded with -1, count (Q,) = number of valid entries).
+    """
+    num_q, k = query_xyz.shape[0], max_neighbours
+    neighbours = torch.full((num_q, k), -1, dtype=torch.int64, device=xyz.device)
+    count = torch.zeros((num_q,), dtype=torch.int64, device=xyz.device)
+    points, queries = xyz.to(torch.float64), query_xyz.to(torch.float64)
+    step = max(1, _QUERY_CHUNK // max(1, xyz.shape[0]))
+    for first in range(0, num_q if k > 0 else 0, step):
+        sel = slice(first, min(first + step, num_q))
+        d2 = _sq_dist(queries[sel, None, :], points[None, :, :])
+        hit = (d2 <= radius * radius) & (query_batch[sel, None] == batch[None, :])
+        rank = torch.cumsum(hit, dim=1) - 1
+        keep = hit & (rank < k)
+        q, col = torch.nonzero(keep).unbind(1)
+        neighbours[sel][q, rank[q, col]] = col
+        count[sel] = keep.sum(dim=1)
+    return neighbours, count
+
+
+def _box_volume(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Volume of boxes given corners (..., 3); inverted extents count as 0."""
+    ext = (hi - lo).clamp_min(0)
+    return ext[..., 0] * ext[..., 1] * ext[..., 2]
+
+
+def box_iou_3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of axis-aligned boxes (A,6), (B,6) -> (A,B); 0 where the union is 0."""
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    lo = torch.maximum(a64[:, None, :3], b64[None, :, :3])
+    hi = torch.minimum(a64[:, None, 3:], b64[None, :, 3:])
+    inter = _box_volume(lo, hi)
+    vol_a, vol_b = _box_volume(a64[:, :3], a64[:, 3:]), _box_volume(b64[:, :3], b64[:, 3:])
+    union = vol_a[:, None] + vol_b[None, :] - inter
+    iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
+    return iou.to(torch.promote_types(a.dtype, b.dtype))
+
+
+def generalized_box_iou_3d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Paired generalized IoU (A,6), (A,6) -> (A,): IoU - (enclosing - union) / enclosing.
+
+    Pure torch only, by design: it is a training loss, so it needs autograd (a native kernel
+    would need a hand-written backward for no measurable gain at a few hundred boxes). Both
+    quotients are 0 where their denominator is 0; the guarded denominators keep gradients finite.
+    """
+    inter = _box_volume(torch.maximum(a[:, :3], b[:, :3]), torch.minimum(a[:, 3:], b[:, 3:]))
+    union = _box_volume(a[:, :3], a[:, 3:]) + _box_volume(b[:, :3], b[:, 3:]) - inter
+    hull = _box_volume(torch.minimum(a[:, :3], b[:, :3]), torch.maximum(a[:, 3:], b[:, 3:]))
+    iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
+    gap = torch.where(hull > 0, (hull - union) / torch.where(hull > 0, hull, 1.0), 0.0)
+    return iou - gap
+
+
+def otsu_threshold(
+    values: torch.Tensor, segment: torch.Tensor, num_segments: int, bins: int
+) -> torch.Tensor:
+    """Per-segment Otsu threshold of values in [0,1] quantised to `bins` levels.
+
+    Split s (1..bins-1) puts levels < s in class 0; the largest between-class variance
+    w0*w1*(mu0-mu1)^2 wins (ties -> smallest s) and gives s/bins. Segments that are empty or
+    hold a single level get 0.5. Counts and level sums are integers, so every float below is
+    computed from exact inputs in a fixed order (the native kernels repeat it).
+    """
+    level = torch.floor(values.to(torch.float64) * bins).to(torch.int64).clamp_max(bins - 1)
+    hist = torch.bincount(segment * bins + level, minlength=num_segments * bins)
+    hist = hist.view(num_segments, bins)
+    levels = torch.arange(bins, device=values.device)
+    n_below = torch.cumsum(hist, 1)[:, :-1]  # column s-1: count of levels < s
+    sum_below = torch.cumsum(hist * levels, 1)[:, :-1]
+    n, total = hist.sum(1, keepdim=True), (hist * levels).sum(1, keepdim=True)
+    n_above, sum_above = n - n_below, total - sum_below
+    split = (n_below > 0) & (n_above > 0)
+    nf = n.to(torch.float64)
+    w0, w1 = n_below.to(torch.float64) / nf, n_above.to(torch.float64) / nf
+    mu0 = sum_below.to(torch.float64) / n_below.clamp_min(1).to(torch.float64)
+    mu1 = sum_above.to(torch.float64) / n_above.clamp_min(1).to(torch.float64)
+    diff = mu0 - mu1
+    variance = torch.where(split, w0 * w1 * diff * diff, 0.0)
+    best = torch.argmax(variance, dim=1)  # first maximal split: ties -> smallest s
+    threshold = (best + 1).to(torch.float64) / bins
+    threshold = torch.where(variance.amax(dim=1) > 0, threshold, 0.5)
+    return threshold.to(values.dtype)
+
+
+def _ln_nms_scene(
+    points: torch.Tensor,
+    heat: torch.Tensor,
+    available: torch.Tensor,
+    radius: float,
+    threshold: float,
+    max_candidates: int,
+) -> list[int]:
+    """Accepted positions within one scene, in acceptance order (DKNet supp. Algorithm 1)."""
+    available = available.clone()
+    accepted: list[int] = []
+    while len(accepted) < max_candidates and bool(available.any()):
+        q = int(torch.argmax(torch.where(available, heat, -torch.inf)))  # ties -> lowest row
+        near = _sq_dist(points, points[q]) < radius * radius
+        available &= ~near
+        local_max = float(heat[near].max())  # q itself is in its neighbourhood
+        if local_max > 0 and float(heat[q]) / local_max >= threshold:
+            accepted.append(q)
+    return accepted
+
+
+def ln_nms(
+    xyz: torch.Tensor,
+    batch: torch.Tensor,
+    heat: torch.Tensor,
+    available: torch.Tensor,
+    radius: float,
+    threshold: float,
+    max_candidates: int,
+) -> torch.Tensor:
+    """DKNet local-normalised NMS: accepted rows per scene (ascending id), in acceptance order."""
+    points, heat64 = xyz.to(torch.float64), heat.to(torch.float64)
+    out = [torch.zeros((0,), dtype=torch.int64, device=xyz.device)]
+    for scene in torch.unique(batch).tolist():
+        members = torch.nonzero(batch == scene).squeeze(1)
+        picks = _ln_nms_scene(
+            points[members], heat64[members], available[members], radius, threshold, max_candidates
+        )
+        out.append(members[torch.tensor(picks, dtype=torch.int64, device=xyz.device)])
+    return torch.cat(out)
