@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <numeric>
 #include <tuple>
 #include <vector>
@@ -379,6 +380,198 @@ torch::Tensor mask_nms(const torch::Tensor& masks, const torch::Tensor& scores_i
   return torch::tensor(kept, torch::TensorOptions().dtype(torch::kInt64));
 }
 
+// ---------------------------------------------------------------- decoder ops
+// Inputs are grouped by scene by the Python wrapper: rows stably sorted by batch id, scene s
+// spans positions starts[s]..starts[s+1]-1 (ascending position = ascending row), coordinates
+// float64. Results are positions in that order. Squared distances are summed x, y, z, exactly
+// as in the reference, so ties resolve identically.
+
+double sq_dist(const double* a, const double* b) {
+  const double dx = a[0] - b[0], dy = a[1] - b[1], dz = a[2] - b[2];
+  return dx * dx + dy * dy + dz * dz;
+}
+
+// Positions chosen by furthest point sampling; scene s writes out_starts[s]..out_starts[s+1]-1.
+torch::Tensor furthest_point_sample(const torch::Tensor& xyz, const torch::Tensor& starts,
+                                    const torch::Tensor& out_starts, int64_t total) {
+  const double* p = xyz.data_ptr<double>();
+  const int64_t* st = starts.data_ptr<int64_t>();
+  const int64_t* os = out_starts.data_ptr<int64_t>();
+  const int64_t scenes = starts.size(0) - 1;
+  auto out = torch::empty({total}, starts.options());
+  int64_t* res = out.data_ptr<int64_t>();
+  std::vector<double> dist(xyz.size(0));
+  at::parallel_for(0, scenes, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t lo = st[s], hi = st[s + 1], take = os[s + 1] - os[s];
+      if (take == 0) continue;
+      // -1 marks chosen points (never re-picked); the rest hold the distance to the set.
+      std::fill(dist.begin() + lo, dist.begin() + hi, std::numeric_limits<double>::infinity());
+      int64_t last = lo;
+      dist[lo] = -1.0;
+      res[os[s]] = lo;
+      for (int64_t t = 1; t < take; ++t) {
+        int64_t best = -1;
+        double best_d = -1.0;
+        for (int64_t i = lo; i < hi; ++i) {
+          if (dist[i] < 0) continue;
+          const double d2 = sq_dist(p + 3 * i, p + 3 * last);
+          if (d2 < dist[i]) dist[i] = d2;
+          if (dist[i] > best_d) {  // strict: ties keep the lowest position
+            best_d = dist[i];
+            best = i;
+          }
+        }
+        dist[best] = -1.0;
+        res[os[s] + t] = last = best;
+      }
+    }
+  });
+  return out;
+}
+
+// Per query: the first k positions of lo[q]..hi[q]-1 with d2 <= radius^2, padded with -1.
+std::tuple<torch::Tensor, torch::Tensor> ball_query(const torch::Tensor& query_xyz,
+                                                    const torch::Tensor& lo,
+                                                    const torch::Tensor& hi,
+                                                    const torch::Tensor& xyz, double radius,
+                                                    int64_t k) {
+  const int64_t nq = query_xyz.size(0);
+  auto neighbours = torch::full({nq, k}, -1, lo.options());
+  auto count = torch::zeros({nq}, lo.options());
+  const double* qp = query_xyz.data_ptr<double>();
+  const double* p = xyz.data_ptr<double>();
+  const int64_t *qlo = lo.data_ptr<int64_t>(), *qhi = hi.data_ptr<int64_t>();
+  int64_t* nb = neighbours.data_ptr<int64_t>();
+  int64_t* cnt = count.data_ptr<int64_t>();
+  const double radius_sq = radius * radius;
+  at::parallel_for(0, nq, 64, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      int64_t c = 0;
+      for (int64_t i = qlo[q]; i < qhi[q] && c < k; ++i)
+        if (sq_dist(qp + 3 * q, p + 3 * i) <= radius_sq) nb[q * k + c++] = i;
+      cnt[q] = c;
+    }
+  });
+  return {neighbours, count};
+}
+
+double box_volume(const double* lo, const double* hi) {
+  return std::max(hi[0] - lo[0], 0.0) * std::max(hi[1] - lo[1], 0.0) *
+         std::max(hi[2] - lo[2], 0.0);
+}
+
+// IoU of two boxes (xmin, ymin, zmin, xmax, ymax, zmax); 0 where the union is 0.
+double pair_box_iou(const double* a, const double* b) {
+  double lo[3], hi[3];
+  for (int d = 0; d < 3; ++d) {
+    lo[d] = std::max(a[d], b[d]);
+    hi[d] = std::min(a[d + 3], b[d + 3]);
+  }
+  const double inter = box_volume(lo, hi);
+  const double uni = box_volume(a, a + 3) + box_volume(b, b + 3) - inter;
+  return uni > 0 ? inter / uni : 0.0;
+}
+
+torch::Tensor box_iou_3d(const torch::Tensor& a, const torch::Tensor& b) {
+  const int64_t na = a.size(0), nb = b.size(0);
+  auto out = torch::empty({na, nb}, a.options());
+  const double *pa = a.data_ptr<double>(), *pb = b.data_ptr<double>();
+  double* o = out.data_ptr<double>();
+  at::parallel_for(0, na, 16, [&](int64_t a0, int64_t a1) {
+    for (int64_t i = a0; i < a1; ++i)
+      for (int64_t j = 0; j < nb; ++j) o[i * nb + j] = pair_box_iou(pa + 6 * i, pb + 6 * j);
+  });
+  return out;
+}
+
+// Otsu split of one histogram: s / bins for the split of largest between-class variance
+// (ties -> smallest s), 0.5 when no split has two non-empty classes. Same float operations
+// and order as the reference; counts and level sums are exact integers.
+double otsu_split(const int64_t* hist, int64_t bins) {
+  int64_t n = 0, total = 0;
+  for (int64_t l = 0; l < bins; ++l) {
+    n += hist[l];
+    total += hist[l] * l;
+  }
+  const double nf = static_cast<double>(n);
+  int64_t n0 = 0, s0 = 0, best = 0;
+  double best_var = 0.0;
+  for (int64_t s = 1; s < bins; ++s) {
+    n0 += hist[s - 1];
+    s0 += hist[s - 1] * (s - 1);
+    const int64_t n1 = n - n0, s1 = total - s0;
+    if (n0 == 0 || n1 == 0) continue;
+    const double w0 = static_cast<double>(n0) / nf, w1 = static_cast<double>(n1) / nf;
+    const double diff = static_cast<double>(s0) / static_cast<double>(n0) -
+                        static_cast<double>(s1) / static_cast<double>(n1);
+    const double var = w0 * w1 * diff * diff;
+    if (var > best_var) {
+      best_var = var;
+      best = s;
+    }
+  }
+  return best > 0 ? static_cast<double>(best) / static_cast<double>(bins) : 0.5;
+}
+
+int64_t otsu_level(double v, int64_t bins) {
+  return std::min(static_cast<int64_t>(std::floor(v * static_cast<double>(bins))), bins - 1);
+}
+
+torch::Tensor otsu_threshold(const torch::Tensor& values, const torch::Tensor& segment,
+                             int64_t num_segments, int64_t bins) {
+  const int64_t m = values.size(0);
+  const double* v = values.data_ptr<double>();
+  const int64_t* seg = segment.data_ptr<int64_t>();
+  std::vector<int64_t> hist(num_segments * bins, 0);
+  for (int64_t i = 0; i < m; ++i) ++hist[seg[i] * bins + otsu_level(v[i], bins)];
+  auto out = torch::empty({num_segments}, values.options());
+  double* o = out.data_ptr<double>();
+  at::parallel_for(0, num_segments, 64, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) o[s] = otsu_split(hist.data() + s * bins, bins);
+  });
+  return out;
+}
+
+// DKNet LN-NMS over one scene (positions lo..hi-1); accepted positions go to out[0..].
+void ln_nms_scene(const double* p, const double* heat, uint8_t* avail, int64_t lo, int64_t hi,
+                  double radius_sq, double threshold, int64_t max_candidates, int64_t* out) {
+  int64_t accepted = 0;
+  while (accepted < max_candidates) {
+    int64_t q = -1;
+    for (int64_t i = lo; i < hi; ++i)
+      if (avail[i] && (q < 0 || heat[i] > heat[q])) q = i;  // strict: ties -> lowest
+    if (q < 0) return;
+    double local_max = -std::numeric_limits<double>::infinity();
+    for (int64_t i = lo; i < hi; ++i) {
+      if (sq_dist(p + 3 * i, p + 3 * q) < radius_sq) {
+        avail[i] = 0;
+        local_max = std::max(local_max, heat[i]);
+      }
+    }
+    if (local_max > 0 && heat[q] / local_max >= threshold) out[accepted++] = q;
+  }
+}
+
+// (S, cap) accepted positions per scene in acceptance order, padded with -1.
+torch::Tensor ln_nms(const torch::Tensor& xyz, const torch::Tensor& heat,
+                     const torch::Tensor& available, const torch::Tensor& starts, double radius,
+                     double threshold, int64_t max_candidates, int64_t cap) {
+  const int64_t scenes = starts.size(0) - 1;
+  auto out = torch::full({scenes, cap}, -1, starts.options());
+  auto avail = available.clone();
+  const int64_t* st = starts.data_ptr<int64_t>();
+  const double *p = xyz.data_ptr<double>(), *h = heat.data_ptr<double>();
+  uint8_t* av = avail.data_ptr<uint8_t>();
+  int64_t* res = out.data_ptr<int64_t>();
+  at::parallel_for(0, scenes, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      ln_nms_scene(p, h, av, st[s], st[s + 1], radius * radius, threshold, max_candidates,
+                   res + s * cap);
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -389,4 +582,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("connected_components", &connected_components, "radius graph components per label");
   m.def("mask_iou", &mask_iou, "pairwise IoU of bool masks");
   m.def("mask_nms", &mask_nms, "greedy mask NMS, kept indices in score order");
+  m.def("furthest_point_sample", &furthest_point_sample, "FPS per scene (grouped positions)");
+  m.def("ball_query", &ball_query, "first k in-radius positions per query, -1 padded");
+  m.def("box_iou_3d", &box_iou_3d, "pairwise IoU of axis-aligned 3D boxes");
+  m.def("otsu_threshold", &otsu_threshold, "per-segment Otsu threshold");
+  m.def("ln_nms", &ln_nms, "DKNet local-normalised NMS per scene, -1 padded");
 }
