@@ -1,6 +1,7 @@
 """Launch segment_node, or its managed variant, with config/segment.yaml and overrides.
 
 ros2 launch dyco_perception segment.launch.py input_topic:=/map_cloud device:=cuda
+ros2 launch dyco_perception segment.launch.py decoder:=isbnet   # another method's checkpoint
 ros2 launch dyco_perception segment.launch.py managed:=true                  # lifecycle node
 ros2 launch dyco_perception segment.launch.py managed:=true autostart:=false  # a manager drives it
 """
@@ -39,9 +40,19 @@ def generate_launch_description() -> LaunchDescription:
             description="Node parameter file (ros__parameters YAML).",
         ),
         DeclareLaunchArgument(
+            "decoder",
+            default_value="dyco3d",
+            description="Instance decoder whose shipped checkpoint runs when no checkpoint is "
+            "given: dyco3d | pointgroup | dknet | isbnet.",
+        ),
+        DeclareLaunchArgument(
             "checkpoint",
-            default_value="checkpoints/dyco3d_scannet_m16.safetensors",
-            description="Model checkpoint (.safetensors).",
+            default_value=[
+                "checkpoints/",
+                LaunchConfiguration("decoder"),
+                "_scannet_m16.safetensors",
+            ],
+            description="Model checkpoint (.safetensors); default: the decoder's shipped one.",
         ),
         DeclareLaunchArgument(
             "input_topic", default_value="cloud_in", description="PointCloud2 topic to segment."

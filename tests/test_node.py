@@ -186,7 +186,9 @@ def test_valid_parameter_change_applies_and_invalid_ones_are_refused(node, scan)
     relaxed = segment(client, make_cloud(*scan)).messages["instances"]
     assert len(relaxed.instances) > len(strict.instances)
 
+    assert client.get_parameter("decoder") == "dyco3d"  # read back from the checkpoint's card
     refusals = {
+        "decoder": "pointgroup",  # follows the checkpoint
         "score_threshold": 1.5,
         "max_points": 0,
         "device": "cpu",  # read-only: needs a restart
@@ -246,6 +248,10 @@ def test_bad_checkpoint_or_parameter_stops_the_start_with_a_reason(tmp_path: Pat
     assert "not found" in missing
     bad_device = _start_fails(tmp_path, {"checkpoint": str(garbage), "device": "tpu"})
     assert "device" in bad_device
+    other = _start_fails(tmp_path, {"checkpoint": str(TINY_FIXTURE), "decoder": "isbnet"})
+    assert "holds the 'dyco3d' decoder" in other
+    unknown = _start_fails(tmp_path, {"checkpoint": str(TINY_FIXTURE), "decoder": "mask3d"})
+    assert "decoder" in unknown and "mask3d" in unknown
 
 
 if __name__ == "__main__":

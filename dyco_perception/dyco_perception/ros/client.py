@@ -17,7 +17,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetParametersResult
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
@@ -132,6 +132,9 @@ class SegmentationClient:
         )
         service = f"{prefix or '/'}{node_name}/set_parameters"
         self._parameters = self.node.create_client(SetParameters, service)
+        self._get_parameters = self.node.create_client(
+            GetParameters, f"{prefix or '/'}{node_name}/get_parameters"
+        )
         self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(self.node)
         self._spinner = threading.Thread(target=self._spin, name="client-spin", daemon=True)
@@ -236,6 +239,17 @@ class SegmentationClient:
         request = SetParameters.Request(parameters=[_parameter(k, v) for k, v in values.items()])
         results: list[SetParametersResult] = self._call(self._parameters, request, timeout).results
         return results
+
+    def get_parameter(self, name: str, timeout: float = 10.0) -> Any:
+        """The node's current value of parameter `name` (None when it has none)."""
+        request = GetParameters.Request(names=[name])
+        [value] = self._call(self._get_parameters, request, timeout).values
+        return {
+            ParameterType.PARAMETER_BOOL: value.bool_value,
+            ParameterType.PARAMETER_INTEGER: value.integer_value,
+            ParameterType.PARAMETER_DOUBLE: value.double_value,
+            ParameterType.PARAMETER_STRING: value.string_value,
+        }.get(value.type)
 
     def query_objects(self, timeout: float = 10.0, **fields: Any) -> Any:
         """The node's QueryObjects service; `fields` fill the request (class_names, use_region,

@@ -61,6 +61,14 @@ def _check_vector(size: int) -> Callable[[Any], str | None]:
     return check
 
 
+def _check_decoder(value: str) -> str | None:
+    from dyco_perception.model.decoders import DECODERS
+
+    if value and value not in DECODERS:
+        return f"must be empty or one of {sorted(DECODERS)}, got {value!r}"
+    return None
+
+
 def _check_rotation(values: list[float]) -> str | None:
     reason = _check_vector(4)(values)
     if reason is None and abs(float(np.linalg.norm(values)) - 1.0) > 1e-3:
@@ -76,6 +84,16 @@ SPECS: tuple[ParamSpec, ...] = (
         "directory, the package share directory and the repository.",
         read_only=True,
         check=lambda v: None if v.strip() else "must name a checkpoint file",
+    ),
+    ParamSpec(
+        "decoder",
+        "",
+        "The instance decoder of the loaded checkpoint (dyco3d, pointgroup, dknet or isbnet), "
+        "set by the node once the model is loaded. Given at start it is an expectation: a "
+        "checkpoint with another decoder fails the start. The checkpoint chooses the decoder "
+        "(launch: decoder:=NAME picks that decoder's shipped checkpoint).",
+        check=_check_decoder,
+        constraints="empty | a registered decoder name",
     ),
     ParamSpec(
         "device",
@@ -268,6 +286,7 @@ class NodeSettings:
     diagnostics_period: float
     roi: RegionOfInterest | None = None  # None: the whole cloud
     objects: ObjectMapConfig | None = None  # None: object map disabled
+    decoder: str = ""  # the decoder the checkpoint must hold ("": any)
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
@@ -294,6 +313,7 @@ class NodeSettings:
             diagnostics_period=float(get("diagnostics_period")),
             roi=_region_of_interest(values),
             objects=_object_map_config(values),
+            decoder=str(values.get("decoder", "")),
         )
 
     @property

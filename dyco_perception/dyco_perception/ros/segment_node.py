@@ -28,6 +28,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import PointCloud2
@@ -151,6 +152,12 @@ class SegmentationCore(ObjectMapNode):
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
         values = self._parameter_values()
         for parameter in parameters:
+            if parameter.name == "decoder" and not getattr(self, "_setting_decoder", False):
+                return SetParametersResult(
+                    successful=False,
+                    reason="parameter 'decoder' follows the loaded checkpoint; choose another "
+                    "checkpoint to run another decoder",
+                )
             reason = check_value(parameter.name, parameter.value)
             if reason:
                 return SetParametersResult(
@@ -188,6 +195,22 @@ class SegmentationCore(ObjectMapNode):
             )
         except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
             raise StartupError(f"cannot load checkpoint {self._checkpoint}: {exc}") from exc
+        loaded, wanted = self.segmenter.card.config.decoder_name, self.settings.decoder
+        if wanted and wanted != loaded:
+            self.segmenter = None
+            raise StartupError(
+                f"checkpoint {self._checkpoint} holds the '{loaded}' decoder, parameter "
+                f"'decoder' asks for '{wanted}'"
+            )
+        self._show_decoder(loaded)
+
+    def _show_decoder(self, name: str) -> None:
+        """`ros2 param get <node> decoder` answers with the loaded checkpoint's decoder."""
+        self._setting_decoder = True
+        try:
+            self.set_parameters([Parameter("decoder", value=name)])
+        finally:
+            self._setting_decoder = False
 
     def _make_publishers(self) -> None:
         wanted = set(self.settings.outputs)
@@ -351,6 +374,7 @@ class SegmentationCore(ObjectMapNode):
         values = {
             "device": str(self.segmenter.device),
             "checkpoint": str(self._checkpoint),
+            "decoder": self.segmenter.card.config.decoder_name,
             "received": counts.get("received", 0),
             "processed": processed,
             "dropped": counts.get("dropped", 0),
