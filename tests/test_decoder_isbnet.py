@@ -1,0 +1,364 @@
+"""ISBNet decoder: its parts against hand-computed values, batches and empty inputs, and an
+overfit run on touching identical boxes with a control (mask losses off)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from dyco_perception.evaluation import evaluate_predictions
+from dyco_perception.model import SegmentationNetwork
+from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
+from dyco_perception.model.decoders.isbnet import (
+    IsbnetDecoder,
+    MaskBlock,
+    PointAggregator,
+    Queries,
+    VoxelView,
+    dynamic_inputs,
+    foreground,
+    gt_boxes,
+    matching_cost,
+    one_to_many_match,
+    point_box_losses,
+    run_dynamic,
+    uncovered,
+)
+from dyco_perception.model.postprocess import select_instances
+from dyco_perception.model.voxelizer import voxelize
+from dyco_perception.segmenter import Segmenter
+from dyco_training.losses import LossConfig, compute_losses
+from synthetic_scenes import touching_boxes
+
+from dyco_perception.config import ModelConfig
+
+CHAIR, FLOOR = 4, 1
+DECODER = {
+    "name": "isbnet",
+    "seed_samples": 64,
+    "train_queries": 8,
+    "chunk1": 8,
+    "chunk2": 4,
+    "chunk3": 4,
+    "mask_channels": 16,
+    "dynamic_hidden": 16,
+    # The released code's extra matching costs: a spatial cue while masks are still random.
+    "cost_giou": 0.2,
+    "cost_bce": 1.0,
+}
+TINY = {
+    "decoder": DECODER,
+    "voxel": {"voxel_size": 0.04, "use_xyz": True},
+    "backbone": {"width": 8, "levels": 3, "backend": "torch"},
+    "transformer": {"enabled": False},
+    "inference": {
+        "min_instance_points": 20,
+        "score_mode": "learned",
+        "score_with_class_prob": False,
+        "class_source": "cluster",
+        "nms_iou": 0.2,
+        "score_threshold": 0.0,
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_decoder(**options) -> IsbnetDecoder:
+    cfg = ModelConfig.from_dict({**TINY, "decoder": {**DECODER, **options}})
+    return IsbnetDecoder(cfg)
+
+
+# --- IA-FPS (Eq. 1) -------------------------------------------------------------------------
+
+
+def test_foreground_is_one_minus_stuff_probability_above_tau() -> None:
+    probs = torch.zeros(4, 20)
+    probs[:, 0] = torch.tensor([0.1, 0.3, 0.5, 0.0])  # wall
+    probs[:, 1] = torch.tensor([0.2, 0.3, 0.0, 0.0])  # floor
+    probs[:, CHAIR] = 1 - probs[:, 0] - probs[:, 1]
+    # background 0.3, 0.6, 0.5 (not strictly above), 0.0
+    assert foreground(probs, 0.5).tolist() == [True, False, False, True]
+
+
+def test_uncovered_needs_every_earlier_mask_below_one_minus_tau() -> None:
+    masks = torch.tensor([[0.1, 0.7, 0.2, 0.5], [0.3, 0.1, 0.9, 0.0]])
+    assert uncovered(masks, 0.5).tolist() == [True, False, False, False]
+    assert uncovered(masks[:0], 0.5).tolist() == [True] * 4
+
+
+class _CoverLeftHalf:
+    """A stub decoding: the first chunk's masks cover every seed with x < 1."""
+
+    def __init__(self, seed_xyz: torch.Tensor):
+        self.seed_xyz, self.calls = seed_xyz, 0
+
+    def __call__(self, q: Queries, offset: int) -> list:
+        self.calls += 1
+        return []
+
+    def seed_uncovered(self, blocks, seeds, offset, tau) -> torch.Tensor:
+        return self.seed_xyz[:, 0] >= 1.0 if self.calls == 1 else torch.ones_like(seeds).bool()
+
+
+def test_inference_chunks_sample_only_uncovered_unpicked_seeds() -> None:
+    dec = tiny_decoder(chunk1=3, chunk2=4, chunk3=4).eval()
+    xyz = torch.stack([torch.linspace(0, 2, 20), torch.zeros(20), torch.zeros(20)], 1)
+    seed_set = (xyz, torch.zeros(20, dtype=torch.long), torch.randn(20, 8))
+    with torch.no_grad():
+        q, _ = dec.chunked_queries(torch.arange(20), seed_set, _CoverLeftHalf(xyz))
+    assert q.xyz.shape[0] == 11
+    first, later = q.xyz[:3, 0], q.xyz[3:, 0]
+    assert (first < 1.0).any()  # plain FPS picks the left end first
+    assert bool((later >= 1.0).all())  # later chunks avoid the covered left half
+    assert torch.unique(q.xyz[:, 0]).numel() == 11  # a seed is never picked twice
+
+
+def test_training_queries_are_sampled_from_predicted_foreground_only() -> None:
+    torch.manual_seed(0)
+    dec = tiny_decoder(train_queries=16).train()
+    inp = hand_input(torch.rand(400, 3) * torch.tensor([2.0, 1.0, 1.0]), fg=lambda p: p[:, 0] > 1)
+    out = dec(inp)
+    q = out["isbnet"]["queries"]
+    assert q.xyz.shape[0] == 16
+    assert bool((q.xyz[:, 0] > 0.95).all())  # voxel means of x > 1 points
+
+
+# --- Point Aggregator (Eq. 2) ---------------------------------------------------------------
+
+
+def test_aggregator_groups_within_radius_and_max_pools_with_residual() -> None:
+    agg = PointAggregator(channels=2, radius=0.5, neighbours=8).eval()
+    # Replace the MLP by a readable one: out = [feature_0, local x] (local x = dx / r).
+    linear = torch.nn.Linear(5, 2, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0]]))
+    agg.mlp = linear
+    xyz = torch.tensor([[0.0, 0, 0], [0.2, 0, 0], [0.45, 0, 0], [0.9, 0, 0]])
+    feats = torch.tensor([[1.0, 0], [5.0, 0], [2.0, 0], [9.0, 0]])
+    batch = torch.zeros(4, dtype=torch.long)
+    centre = torch.tensor([[0.0, 0, 0]])
+    out = agg(centre, batch[:1], torch.tensor([[10.0, 20.0]]), xyz, batch, feats)
+    # Neighbours 0, 1, 2 (0.9 is outside r): max feature 5, max local x 0.45 / 0.5.
+    assert torch.allclose(out, torch.tensor([[10.0 + 5.0, 20.0 + 0.9]]))
+
+
+# --- box-aware dynamic convolution (Eq. 3) --------------------------------------------------
+
+
+def test_dynamic_inputs_are_mask_features_relative_position_and_box_difference() -> None:
+    feats = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    xyz = torch.tensor([[5.0, 5.0, 5.0], [6.0, 5.5, 4.0]])
+    boxes = torch.tensor([[4.0, 4, 4, 6, 6, 6], [5.0, 5, 3, 7, 6, 5]])
+    q_xyz = torch.tensor([[5.0, 5.0, 5.0]])  # away from the origin: the position is relative
+    q_box = torch.tensor([[4.5, 4, 4, 6, 6, 6.5]])
+    x = dynamic_inputs(feats, xyz, boxes, q_xyz, q_box)
+    assert x.shape == (1, 2, 2 + 3 + 6)
+    expected_1 = [3.0, 4.0, 1.0, 0.5, -1.0, 0.5, 1.0, 1.0, 1.0, 0.0, 1.5]
+    assert x[0, 1].tolist() == expected_1
+    assert x[0, 0].tolist() == [1.0, 2.0, 0, 0, 0, 0.5, 0, 0, 0, 0, 0.5]
+
+
+def test_run_dynamic_applies_each_query_its_own_layers_with_relu_between() -> None:
+    sizes = [(1, 2), (2, 1)]
+    # Per query: W1 (1x2), b1 (2), W2 (2x1), b2 (1).
+    params = torch.tensor(
+        [[1.0, -1.0, 0.0, 0.0, 2.0, 3.0, 0.5], [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0]]
+    )
+    x = torch.tensor([[[2.0], [-2.0]], [[2.0], [-2.0]]])
+    out = run_dynamic(x, params, sizes)
+    # q0: h = relu([x, -x]) -> x=2: [2, 0] -> 4.5; x=-2: [0, 2] -> 6.5. q1: h = [1, 1] -> 2.
+    assert out.tolist() == [[4.5, 6.5], [2.0, 2.0]]
+
+
+# --- boxes and matching (Eq. 4) -------------------------------------------------------------
+
+
+def test_gt_boxes_and_point_box_losses() -> None:
+    xyz = torch.tensor([[0.0, 0, 0], [1.0, 2, 3], [5.0, 5, 5], [6.0, 6, 7], [9.0, 9, 9]])
+    gt_id = torch.tensor([0, 0, 1, 1, -1])
+    boxes = gt_boxes(xyz, gt_id, 2)
+    assert boxes.tolist() == [[0.0, 0, 0, 1, 2, 3], [5.0, 5, 5, 6, 6, 7]]
+    exact = boxes[gt_id.clamp_min(0)]
+    terms = point_box_losses(exact, boxes, gt_id)
+    assert float(terms["point_box_l1"]) == 0.0
+    assert abs(float(terms["point_box_giou"])) < 1e-6
+    shifted = exact.clone()
+    shifted[:, 3] += 1.0  # every thing point's box 1 m too long in x
+    shifted[4] += 100.0  # an unlabelled point's prediction is never trained
+    terms = point_box_losses(shifted, boxes, gt_id)
+    assert float(terms["point_box_l1"]) == pytest.approx(1.0)
+    # gIoU 1 - IoU: box 0 volume 6 vs 12 (IoU 1/2), box 1 volume 2 vs 4 (IoU 1/2).
+    assert float(terms["point_box_giou"]) == pytest.approx(0.5)
+
+
+def test_matching_cost_is_class_plus_gamma_dice() -> None:
+    opts = tiny_decoder(cost_giou=0.0, cost_bce=0.0).options
+    logits = torch.tensor([[20.0, 20.0, -20.0, -20.0], [-20.0, -20.0, 20.0, 20.0]])
+    gt = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    cls = torch.log(torch.tensor([[0.6, 0.4], [0.3, 0.7]]))
+    cost = matching_cost(logits, gt, cls, torch.tensor([0]), opts)
+    # Query 0: dice (2*2+1)/(2+2+1) = 1 -> 0; class -0.6. Query 1: dice 1 - 1/5; class -0.3.
+    assert cost[:, 0].tolist() == pytest.approx([-0.6, -0.3 + 5 * 0.8], abs=1e-4)
+
+
+def test_one_to_many_matching_repeats_each_gt() -> None:
+    cost = torch.tensor([[0.0, 5.0], [1.0, 5.0], [2.0, 0.0], [9.0, 3.0]])
+    q, g = one_to_many_match(cost, duplicates=1)
+    assert sorted(zip(q.tolist(), g.tolist(), strict=True)) == [(0, 0), (2, 1)]
+    q, g = one_to_many_match(cost, duplicates=2)
+    assert sorted(zip(q.tolist(), g.tolist(), strict=True)) == [(0, 0), (1, 0), (2, 1), (3, 1)]
+
+
+# --- inference score ------------------------------------------------------------------------
+
+
+def _queries(class_logits: torch.Tensor, score_logits: torch.Tensor) -> Queries:
+    k = class_logits.shape[0]
+    return Queries(
+        torch.zeros(k, 3), torch.zeros(k, dtype=torch.long), class_logits, torch.zeros(k, 6),
+        score_logits, torch.zeros(k, 1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("formula", ["product", "sqrt"])
+def test_score_is_class_probability_times_mask_score(formula: str) -> None:
+    dec = tiny_decoder(score_formula=formula).eval()
+    logits = torch.full((1, 19), -30.0)
+    logits[0, 2] = math.log(3.0)  # thing index 2 = semantic class 4 (chair)
+    logits[0, -1] = 0.0  # no object: cls prob 3/4
+    out = _outputs(dec, _queries(logits, torch.tensor([0.0])))  # mask score 0.5
+    expected = 0.75 * 0.5 if formula == "product" else math.sqrt(0.75 * 0.5)
+    assert float(out["score"][0]) == pytest.approx(expected, rel=1e-4)
+    assert int(out["proposals"].class_id[0]) == CHAIR
+    assert out["proposal_class_probs"][0].argmax().item() == CHAIR
+    assert out["proposal_class_probs"][0, :2].tolist() == [0.0, 0.0]  # stuff is never a class
+
+
+def _outputs(dec: IsbnetDecoder, q: Queries) -> dict:
+    zero = torch.zeros(1, dtype=torch.long)
+    vox = VoxelView(torch.zeros(1, 3), zero, zero, torch.zeros(1, 20))
+    block = MaskBlock(torch.tensor([0]), torch.tensor([0]), torch.tensor([[3.0]]))
+    return dec.outputs(q, [block], torch.zeros(1, 6), vox)
+
+
+# --- batches and empty inputs ---------------------------------------------------------------
+
+
+def hand_input(xyz: torch.Tensor, fg, m: int = 8) -> DecoderInput:
+    """A decoder input with random features and semantics: chair where fg(xyz), else floor."""
+    batch = torch.zeros(xyz.shape[0], dtype=torch.long)
+    vox = voxelize(xyz, xyz, batch, 0.04, 3)
+    v = vox.voxels.coords.shape[0]
+    feats = torch.randn(v, m)
+    logits = torch.zeros(xyz.shape[0], 20)
+    logits[:, CHAIR] = torch.where(fg(xyz), 10.0, -10.0)
+    logits[:, FLOOR] = -logits[:, CHAIR]
+    return DecoderInput(
+        xyz, batch, vox, feats, feats[vox.point_to_voxel], logits, torch.zeros_like(xyz)
+    )
+
+
+def scene_tensors(shift: float = 0.0, seed: int = 0) -> tuple:
+    xyz, rgb, semantic, instance = touching_boxes(per_box=150, floor_points=300, seed=seed)
+    points = torch.from_numpy(xyz - xyz.min(0)) + shift
+    colours = torch.from_numpy(rgb).float() / 127.5 - 1
+    inst = torch.from_numpy(np.where(instance > 0, instance, -100))
+    return points, colours, torch.from_numpy(semantic), inst
+
+
+def test_batch_of_two_scenes_trains_and_keeps_masks_inside_their_scene() -> None:
+    torch.manual_seed(0)
+    a, b = scene_tensors(), scene_tensors(shift=0.1, seed=1)
+    xyz, rgb, sem, inst = (torch.cat([x, y]) for x, y in zip(a, b, strict=True))
+    batch = torch.cat([torch.zeros(len(a[0])), torch.ones(len(b[0]))]).long()
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
+    out = model(xyz, rgb, batch, sem, inst)
+    targets = {"xyz": xyz, "semantic": sem, "instance": inst, "batch": batch}
+    losses = compute_losses(out, targets, LossConfig())
+    losses["total"].backward()
+    assert torch.isfinite(losses["total"])
+    q = out["isbnet"]["queries"]
+    assert q.batch.tolist() == [0] * 8 + [1] * 8  # K queries per scene
+    for block in out["isbnet"]["blocks"]:  # dense masks over the query's own scene only
+        assert bool((batch[block.point_rows] == q.batch[block.query_rows[0]]).all())
+        assert block.point_rows.numel() == int((batch == q.batch[block.query_rows[0]]).sum())
+    assert model.decoder.controller.weight.grad.abs().sum() > 0
+    masks, proposals = out["masks"], out["proposals"]
+    assert bool((batch[masks.point_index] == proposals.batch[masks.proposal_id]).all())
+
+
+def test_no_foreground_gives_no_queries_zero_losses_and_no_instances() -> None:
+    torch.manual_seed(0)
+    xyz = torch.rand(300, 3)
+    for training in (True, False):
+        dec = tiny_decoder().train(training)
+        out = dec(hand_input(xyz, fg=lambda p: p[:, 0] > 5))
+        assert out["proposals"].num == 0 and out["masks"].logits.numel() == 0
+    sem = torch.full((300,), FLOOR)
+    targets = InstanceTargets.from_targets(
+        {
+            "xyz": xyz,
+            "semantic": sem,
+            "instance": torch.full((300,), -100),
+            "batch": torch.zeros(300).long(),
+        }
+    )
+    dec.train()
+    out = dec(hand_input(xyz, fg=lambda p: p[:, 0] > 5))
+    losses = dec.losses(out, targets, LossConfig())
+    assert all(float(v.detach()) == 0.0 and v.requires_grad for v in losses.values())
+    dec.eval()
+    with torch.no_grad():
+        out = dec(hand_input(xyz, fg=lambda p: p[:, 0] > 5))
+    out["semantic_logits"] = torch.zeros(300, 20)
+    final = select_instances(out, 300, dec.cfg.mask_head, dec.cfg.inference)
+    assert final.class_id.numel() == 0 and int(final.point_instance.max()) == 0
+
+
+def test_empty_point_cloud() -> None:
+    dec = tiny_decoder().eval()
+    with torch.no_grad():
+        out = dec(hand_input(torch.zeros(0, 3), fg=lambda p: p[:, 0] > 0))
+    assert out["proposals"].num == 0 and out["score"].numel() == 0
+
+
+# --- overfit (the learning path end to end) -------------------------------------------------
+
+AP50_FLOOR = 0.5
+
+
+def fit(mask_weight: float, iterations: int = 100) -> float:
+    """Train the tiny model on one scene (no augmentation), segment it like a user: AP50."""
+    torch.manual_seed(0)
+    xyz, rgb, semantic, instance = touching_boxes(per_box=150, floor_points=300)
+    cfg = {**TINY, "decoder": {**DECODER, "mask_weight": mask_weight}}
+    model = SegmentationNetwork(ModelConfig.from_dict(cfg)).train()
+    points, colours, sem, inst = scene_tensors()
+    batch = torch.zeros(len(points), dtype=torch.long)
+    targets = {"xyz": points, "semantic": sem, "instance": inst, "batch": batch}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(iterations):
+        out = model(points, colours, batch, sem, inst)
+        loss = compute_losses(out, targets, LossConfig())["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    result = Segmenter.from_model(model.eval()).segment(xyz, rgb)
+    return evaluate_predictions([(semantic, instance, result.instances)])["AP50"] or 0.0
+
+
+def test_isbnet_separates_touching_objects_of_one_class() -> None:
+    assert fit(mask_weight=5.0) >= AP50_FLOOR
+
+
+def test_without_mask_losses_the_same_run_fails() -> None:
+    assert fit(mask_weight=0.0) < AP50_FLOOR
