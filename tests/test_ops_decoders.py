@@ -325,6 +325,7 @@ _BOX = torch.zeros((2, 6))
         (lambda: ops.ball_query(_XYZ, _B, _XYZ, _B, 1.0, -1), "max_neighbours"),
         (lambda: ops.box_iou_3d(_BOX, torch.zeros((2, 4))), r"\(K, 6\)"),
         (lambda: ops.box_iou_3d(_BOX.long(), _BOX), "floating"),
+        (lambda: ops.box_iou_3d(_BOX, torch.full((1, 6), torch.inf)), "b must be finite"),
         (lambda: ops.generalized_box_iou_3d(_BOX, _BOX[:1]), "same shape"),
         (lambda: ops.otsu_threshold(torch.tensor([0.5, 1.5]), _B[:2], 1), r"\[0, 1\]"),
         (lambda: ops.otsu_threshold(torch.tensor([0.5]), _B[:1], 1, bins=1), "bins"),

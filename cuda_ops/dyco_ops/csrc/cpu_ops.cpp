@@ -383,13 +383,8 @@ torch::Tensor mask_nms(const torch::Tensor& masks, const torch::Tensor& scores_i
 // ---------------------------------------------------------------- decoder ops
 // Inputs are grouped by scene by the Python wrapper: rows stably sorted by batch id, scene s
 // spans positions starts[s]..starts[s+1]-1 (ascending position = ascending row), coordinates
-// float64. Results are positions in that order. Squared distances are summed x, y, z, exactly
-// as in the reference, so ties resolve identically.
-
-double sq_dist(const double* a, const double* b) {
-  const double dx = a[0] - b[0], dy = a[1] - b[1], dz = a[2] - b[2];
-  return dx * dx + dy * dy + dz * dz;
-}
+// float64. Results are positions in that order. The arithmetic (common.h) is the reference's,
+// so ties resolve identically.
 
 // Positions chosen by furthest point sampling; scene s writes out_starts[s]..out_starts[s+1]-1.
 torch::Tensor furthest_point_sample(const torch::Tensor& xyz, const torch::Tensor& starts,
@@ -415,7 +410,7 @@ torch::Tensor furthest_point_sample(const torch::Tensor& xyz, const torch::Tenso
         double best_d = -1.0;
         for (int64_t i = lo; i < hi; ++i) {
           if (dist[i] < 0) continue;
-          const double d2 = sq_dist(p + 3 * i, p + 3 * last);
+          const double d2 = dyco::sq_dist(p + 3 * i, p + 3 * last);
           if (d2 < dist[i]) dist[i] = d2;
           if (dist[i] > best_d) {  // strict: ties keep the lowest position
             best_d = dist[i];
@@ -449,28 +444,11 @@ std::tuple<torch::Tensor, torch::Tensor> ball_query(const torch::Tensor& query_x
     for (int64_t q = q0; q < q1; ++q) {
       int64_t c = 0;
       for (int64_t i = qlo[q]; i < qhi[q] && c < k; ++i)
-        if (sq_dist(qp + 3 * q, p + 3 * i) <= radius_sq) nb[q * k + c++] = i;
+        if (dyco::sq_dist(qp + 3 * q, p + 3 * i) <= radius_sq) nb[q * k + c++] = i;
       cnt[q] = c;
     }
   });
   return {neighbours, count};
-}
-
-double box_volume(const double* lo, const double* hi) {
-  return std::max(hi[0] - lo[0], 0.0) * std::max(hi[1] - lo[1], 0.0) *
-         std::max(hi[2] - lo[2], 0.0);
-}
-
-// IoU of two boxes (xmin, ymin, zmin, xmax, ymax, zmax); 0 where the union is 0.
-double pair_box_iou(const double* a, const double* b) {
-  double lo[3], hi[3];
-  for (int d = 0; d < 3; ++d) {
-    lo[d] = std::max(a[d], b[d]);
-    hi[d] = std::min(a[d + 3], b[d + 3]);
-  }
-  const double inter = box_volume(lo, hi);
-  const double uni = box_volume(a, a + 3) + box_volume(b, b + 3) - inter;
-  return uni > 0 ? inter / uni : 0.0;
 }
 
 torch::Tensor box_iou_3d(const torch::Tensor& a, const torch::Tensor& b) {
@@ -480,42 +458,9 @@ torch::Tensor box_iou_3d(const torch::Tensor& a, const torch::Tensor& b) {
   double* o = out.data_ptr<double>();
   at::parallel_for(0, na, 16, [&](int64_t a0, int64_t a1) {
     for (int64_t i = a0; i < a1; ++i)
-      for (int64_t j = 0; j < nb; ++j) o[i * nb + j] = pair_box_iou(pa + 6 * i, pb + 6 * j);
+      for (int64_t j = 0; j < nb; ++j) o[i * nb + j] = dyco::box_iou(pa + 6 * i, pb + 6 * j);
   });
   return out;
-}
-
-// Otsu split of one histogram: s / bins for the split of largest between-class variance
-// (ties -> smallest s), 0.5 when no split has two non-empty classes. Same float operations
-// and order as the reference; counts and level sums are exact integers.
-double otsu_split(const int64_t* hist, int64_t bins) {
-  int64_t n = 0, total = 0;
-  for (int64_t l = 0; l < bins; ++l) {
-    n += hist[l];
-    total += hist[l] * l;
-  }
-  const double nf = static_cast<double>(n);
-  int64_t n0 = 0, s0 = 0, best = 0;
-  double best_var = 0.0;
-  for (int64_t s = 1; s < bins; ++s) {
-    n0 += hist[s - 1];
-    s0 += hist[s - 1] * (s - 1);
-    const int64_t n1 = n - n0, s1 = total - s0;
-    if (n0 == 0 || n1 == 0) continue;
-    const double w0 = static_cast<double>(n0) / nf, w1 = static_cast<double>(n1) / nf;
-    const double diff = static_cast<double>(s0) / static_cast<double>(n0) -
-                        static_cast<double>(s1) / static_cast<double>(n1);
-    const double var = w0 * w1 * diff * diff;
-    if (var > best_var) {
-      best_var = var;
-      best = s;
-    }
-  }
-  return best > 0 ? static_cast<double>(best) / static_cast<double>(bins) : 0.5;
-}
-
-int64_t otsu_level(double v, int64_t bins) {
-  return std::min(static_cast<int64_t>(std::floor(v * static_cast<double>(bins))), bins - 1);
 }
 
 torch::Tensor otsu_threshold(const torch::Tensor& values, const torch::Tensor& segment,
@@ -524,11 +469,11 @@ torch::Tensor otsu_threshold(const torch::Tensor& values, const torch::Tensor& s
   const double* v = values.data_ptr<double>();
   const int64_t* seg = segment.data_ptr<int64_t>();
   std::vector<int64_t> hist(num_segments * bins, 0);
-  for (int64_t i = 0; i < m; ++i) ++hist[seg[i] * bins + otsu_level(v[i], bins)];
+  for (int64_t i = 0; i < m; ++i) ++hist[seg[i] * bins + dyco::otsu_level(v[i], bins)];
   auto out = torch::empty({num_segments}, values.options());
   double* o = out.data_ptr<double>();
   at::parallel_for(0, num_segments, 64, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) o[s] = otsu_split(hist.data() + s * bins, bins);
+    for (int64_t s = s0; s < s1; ++s) o[s] = dyco::otsu_split(hist.data() + s * bins, bins);
   });
   return out;
 }
@@ -544,7 +489,7 @@ void ln_nms_scene(const double* p, const double* heat, uint8_t* avail, int64_t l
     if (q < 0) return;
     double local_max = -std::numeric_limits<double>::infinity();
     for (int64_t i = lo; i < hi; ++i) {
-      if (sq_dist(p + 3 * i, p + 3 * q) < radius_sq) {
+      if (dyco::sq_dist(p + 3 * i, p + 3 * q) < radius_sq) {
         avail[i] = 0;
         local_max = std::max(local_max, heat[i]);
       }

@@ -402,4 +402,242 @@ at::Tensor mask_iou(const at::Tensor& masks_in, int64_t stream_handle) {
   return iou;
 }
 
+// ---------------------------------------------------------------- decoder ops
+// Inputs are grouped by scene by the Python wrapper: rows stably sorted by batch id, scene s
+// spans positions starts[s]..starts[s+1]-1 (ascending position = ascending row), coordinates
+// float64. Results are positions in that order; the arithmetic (common.h) is the reference's.
+
+namespace {
+
+// (value, pos) beats (best_value, best_pos): larger value, ties -> smaller position; pos < 0
+// means "no candidate".
+__device__ __forceinline__ bool beats(double value, int64_t pos, double best_value,
+                                      int64_t best_pos) {
+  if (pos < 0) return false;
+  if (best_pos < 0) return true;
+  return value > best_value || (value == best_value && pos < best_pos);
+}
+
+// Block-wide argmax over the threads' (value, pos); every thread gets the result. Needs
+// blockDim.x == kThreads (a power of two); all threads of the block must call it.
+__device__ void block_argmax(double& value, int64_t& pos, double* s_value, int64_t* s_pos) {
+  s_value[threadIdx.x] = value;
+  s_pos[threadIdx.x] = pos;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    const int other = threadIdx.x + stride;
+    if (threadIdx.x < stride &&
+        beats(s_value[other], s_pos[other], s_value[threadIdx.x], s_pos[threadIdx.x])) {
+      s_value[threadIdx.x] = s_value[other];
+      s_pos[threadIdx.x] = s_pos[other];
+    }
+    __syncthreads();
+  }
+  value = s_value[0];
+  pos = s_pos[0];
+  __syncthreads();  // the buffers are reused by the next call
+}
+
+// One block per scene. Thread t owns positions lo + t + j * blockDim.x for the whole run, so
+// dist[] needs no synchronisation; each pick is a block argmax (ties -> lowest position).
+__global__ void fps_kernel(const double* __restrict__ xyz, const int64_t* __restrict__ starts,
+                           const int64_t* __restrict__ out_starts, double* dist, int64_t* out) {
+  __shared__ double s_value[kThreads];
+  __shared__ int64_t s_pos[kThreads];
+  const int64_t s = blockIdx.x;
+  const int64_t lo = starts[s], hi = starts[s + 1];
+  const int64_t first = out_starts[s], take = out_starts[s + 1] - first;
+  if (take == 0) return;  // uniform over the block
+  for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) dist[i] = i == lo ? -1.0 : INFINITY;
+  if (threadIdx.x == 0) out[first] = lo;
+  int64_t last = lo;
+  for (int64_t t = 1; t < take; ++t) {
+    const double* last_point = xyz + 3 * last;
+    double best = -1.0;
+    int64_t pos = -1;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+      double d = dist[i];
+      if (d < 0) continue;  // already chosen
+      const double d2 = dyco::sq_dist(xyz + 3 * i, last_point);
+      if (d2 < d) {
+        d = d2;
+        dist[i] = d;
+      }
+      if (d > best) {
+        best = d;
+        pos = i;
+      }
+    }
+    block_argmax(best, pos, s_value, s_pos);
+    if (threadIdx.x == 0) out[first + t] = pos;
+    if ((pos - lo) % static_cast<int64_t>(blockDim.x) == static_cast<int64_t>(threadIdx.x))
+      dist[pos] = -1.0;  // by its owner
+    last = pos;
+  }
+}
+
+// One thread per query: the first k positions of lo..hi-1 within the radius.
+__global__ void ball_query_kernel(const double* __restrict__ query_xyz,
+                                  const int64_t* __restrict__ lo, const int64_t* __restrict__ hi,
+                                  const double* __restrict__ xyz, int64_t nq, double radius_sq,
+                                  int64_t k, int64_t* __restrict__ neighbours,
+                                  int64_t* __restrict__ count) {
+  const int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (q >= nq) return;
+  int64_t c = 0;
+  for (int64_t i = lo[q]; i < hi[q] && c < k; ++i)
+    if (dyco::sq_dist(query_xyz + 3 * q, xyz + 3 * i) <= radius_sq) neighbours[q * k + c++] = i;
+  count[q] = c;
+}
+
+// One thread per box pair.
+__global__ void box_iou_kernel(const double* __restrict__ a, const double* __restrict__ b,
+                               int64_t na, int64_t nb, double* __restrict__ out) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= na * nb) return;
+  out[t] = dyco::box_iou(a + 6 * (t / nb), b + 6 * (t % nb));
+}
+
+// Histogram of Otsu levels per segment (integer atomics: exact, order-independent).
+__global__ void otsu_histogram(const double* __restrict__ values,
+                               const int64_t* __restrict__ segment, int64_t m, int64_t bins,
+                               int64_t* hist) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= m) return;
+  const int64_t slot = segment[i] * bins + dyco::otsu_level(values[i], bins);
+  atomicAdd(reinterpret_cast<ull*>(hist + slot), 1ULL);
+}
+
+// One thread per segment scans its histogram.
+__global__ void otsu_splits(const int64_t* __restrict__ hist, int64_t num_segments, int64_t bins,
+                            double* __restrict__ out) {
+  const int64_t s = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (s < num_segments) out[s] = dyco::otsu_split(hist + s * bins, bins);
+}
+
+// One block per scene, picks in sequence; each pick is a block argmax of heat over available
+// positions, then a parallel pass that suppresses the neighbourhood and takes its max heat.
+// Thread t owns the same positions throughout, so avail[] needs no synchronisation.
+__global__ void ln_nms_kernel(const double* __restrict__ xyz, const double* __restrict__ heat,
+                              uint8_t* avail, const int64_t* __restrict__ starts,
+                              double radius_sq, double threshold, int64_t max_candidates,
+                              int64_t cap, int64_t* __restrict__ out) {
+  __shared__ double s_value[kThreads];
+  __shared__ int64_t s_pos[kThreads];
+  const int64_t s = blockIdx.x;
+  const int64_t lo = starts[s], hi = starts[s + 1];
+  int64_t accepted = 0;  // identical in every thread: decisions use broadcast values only
+  while (accepted < max_candidates) {
+    double best = 0.0;
+    int64_t q = -1;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+      if (avail[i] && (q < 0 || heat[i] > best)) {
+        best = heat[i];
+        q = i;
+      }
+    }
+    block_argmax(best, q, s_value, s_pos);
+    if (q < 0) break;  // nothing available in this scene
+    const double* qp = xyz + 3 * q;
+    double local_max = -INFINITY;
+    int64_t any = -1;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+      if (dyco::sq_dist(xyz + 3 * i, qp) < radius_sq) {
+        avail[i] = 0;
+        local_max = fmax(local_max, heat[i]);
+        any = i;
+      }
+    }
+    block_argmax(local_max, any, s_value, s_pos);  // q is its own neighbour: any >= 0
+    if (local_max > 0 && heat[q] / local_max >= threshold) {
+      if (threadIdx.x == 0) out[s * cap + accepted] = q;
+      ++accepted;
+    }
+  }
+}
+
+}  // namespace
+
+at::Tensor furthest_point_sample(const at::Tensor& xyz, const at::Tensor& starts,
+                                 const at::Tensor& out_starts, int64_t total,
+                                 int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const int64_t scenes = starts.size(0) - 1;
+  auto out = at::empty({total}, starts.options());
+  auto dist = at::empty({xyz.size(0)}, xyz.options());
+  if (scenes > 0 && total > 0) {
+    fps_kernel<<<static_cast<unsigned>(scenes), kThreads, 0, stream>>>(
+        xyz.data_ptr<double>(), starts.data_ptr<int64_t>(), out_starts.data_ptr<int64_t>(),
+        dist.data_ptr<double>(), out.data_ptr<int64_t>());
+    check_launch();
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> ball_query(const at::Tensor& query_xyz, const at::Tensor& lo,
+                                              const at::Tensor& hi, const at::Tensor& xyz,
+                                              double radius, int64_t k, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const int64_t nq = query_xyz.size(0);
+  auto neighbours = at::full({nq, k}, -1, lo.options());
+  auto count = at::zeros({nq}, lo.options());
+  if (nq > 0 && k > 0) {
+    ball_query_kernel<<<blocks_for(nq), kThreads, 0, stream>>>(
+        query_xyz.data_ptr<double>(), lo.data_ptr<int64_t>(), hi.data_ptr<int64_t>(),
+        xyz.data_ptr<double>(), nq, radius * radius, k, neighbours.data_ptr<int64_t>(),
+        count.data_ptr<int64_t>());
+    check_launch();
+  }
+  return {neighbours, count};
+}
+
+at::Tensor box_iou_3d(const at::Tensor& a, const at::Tensor& b, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const int64_t na = a.size(0), nb = b.size(0);
+  auto out = at::empty({na, nb}, a.options());
+  if (na * nb > 0) {
+    box_iou_kernel<<<blocks_for(na * nb), kThreads, 0, stream>>>(
+        a.data_ptr<double>(), b.data_ptr<double>(), na, nb, out.data_ptr<double>());
+    check_launch();
+  }
+  return out;
+}
+
+at::Tensor otsu_threshold(const at::Tensor& values, const at::Tensor& segment,
+                          int64_t num_segments, int64_t bins, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const int64_t m = values.size(0);
+  auto hist = at::zeros({num_segments * bins}, segment.options());
+  auto out = at::empty({num_segments}, values.options());
+  if (m > 0) {
+    otsu_histogram<<<blocks_for(m), kThreads, 0, stream>>>(
+        values.data_ptr<double>(), segment.data_ptr<int64_t>(), m, bins,
+        hist.data_ptr<int64_t>());
+    check_launch();
+  }
+  if (num_segments > 0) {
+    otsu_splits<<<blocks_for(num_segments), kThreads, 0, stream>>>(
+        hist.data_ptr<int64_t>(), num_segments, bins, out.data_ptr<double>());
+    check_launch();
+  }
+  return out;
+}
+
+at::Tensor ln_nms(const at::Tensor& xyz, const at::Tensor& heat, const at::Tensor& available,
+                  const at::Tensor& starts, double radius, double threshold,
+                  int64_t max_candidates, int64_t cap, int64_t stream_handle) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  const int64_t scenes = starts.size(0) - 1;
+  auto out = at::full({scenes, cap}, -1, starts.options());
+  auto avail = available.clone();
+  if (scenes > 0 && cap > 0) {
+    ln_nms_kernel<<<static_cast<unsigned>(scenes), kThreads, 0, stream>>>(
+        xyz.data_ptr<double>(), heat.data_ptr<double>(), avail.data_ptr<uint8_t>(),
+        starts.data_ptr<int64_t>(), radius * radius, threshold, max_candidates, cap,
+        out.data_ptr<int64_t>());
+    check_launch();
+  }
+  return out;
+}
+
 }  // namespace dyco_cuda

@@ -386,6 +386,8 @@ def _check_boxes(name: str, boxes: torch.Tensor) -> None:
         raise ValueError(f"{name} must have shape (K, 6), got {tuple(boxes.shape)}")
     if not boxes.dtype.is_floating_point:
         raise ValueError(f"{name} must be a floating-point tensor, got {boxes.dtype}")
+    if not bool(torch.isfinite(boxes).all()):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
 
 
 def box_iou_3d(a: torch.Tensor, b: torch.Tensor, backend: str = "auto") -> torch.Tensor:
