@@ -229,3 +229,52 @@ def test_a_few_steps_reduce_the_loss_on_one_real_scan(tmp_path):
         augment={"enabled": False, "max_points": 8000},
     )
     _assert_eight_steps_reduce_the_loss(cfg, tmp_path)
+
+
+# --- config bases and warm starts -------------------------------------------------------------
+
+
+def test_a_config_extends_its_base_and_a_cycle_is_refused(tmp_path: Path) -> None:
+    import yaml
+
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump(tiny_config(optim={"lr": 0.01})))
+    child = {"base": "parent.yaml", "optim": {"weight_decay": 0.1}, "train": {"seed": 9}}
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(child))
+    cfg = load_train_config(tmp_path / "child.yaml")
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (0.01, 0.1)  # merged, not replaced
+    assert (cfg.train.seed, cfg.train.iterations) == (9, 4)
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump({"base": "loop.yaml"}))
+    with pytest.raises(ValueError, match="includes itself"):
+        load_train_config(tmp_path / "loop.yaml")
+    with pytest.raises(ValueError, match="base"):
+        train_config_from_dict({"base": "parent.yaml"})
+
+
+def test_warm_start_copies_the_backbone_only_or_everything(tmp_path: Path) -> None:
+    from dyco_perception.checkpoint import ModelCard, save_checkpoint
+    from dyco_perception.model import SegmentationNetwork
+    from dyco_training.trainer import InitConfig, warm_start
+
+    cfg = train_config_from_dict(tiny_config()).model
+    torch.manual_seed(0)
+    source = SegmentationNetwork(cfg)
+    path = save_checkpoint(tmp_path / "src.safetensors", source, ModelCard.for_config(cfg))
+    torch.manual_seed(1)
+    target = SegmentationNetwork(cfg)
+    fresh = copy.deepcopy(target.state_dict())
+    info = warm_start(target, InitConfig(checkpoint=str(path), scope="backbone"))
+    state, src = target.state_dict(), source.state_dict()
+    assert info["scope"] == "backbone" and info["tensors"] > 0
+    for name, tensor in state.items():
+        expected = (
+            src[name]
+            if name.startswith(("backbone.", "semantic_head.", "offset_head."))
+            else fresh[name]
+        )
+        assert torch.equal(tensor, expected), name
+    warm_start(target, InitConfig(checkpoint=str(path), scope="all"))
+    assert all(torch.equal(t, src[n]) for n, t in target.state_dict().items())
+
+    wider = train_config_from_dict(tiny_config(model={"backbone": {"width": 16}})).model
+    with pytest.raises(ValueError, match="shape"):
+        warm_start(SegmentationNetwork(wider), InitConfig(checkpoint=str(path), scope="backbone"))

@@ -26,7 +26,7 @@ from dyco_perception.scenes import load_npz_scene
 from dyco_perception.segmenter import Segmenter
 
 from dyco_training.datasets import list_npz_scans, room_of
-from dyco_training.trainer import REPO_ROOT, Trainer, train_config_from_dict
+from dyco_training.trainer import REPO_ROOT, Trainer, read_train_yaml, train_config_from_dict
 
 
 def apply_override(config: dict[str, Any], assignment: str) -> None:
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the folds and the summary")
     args = parser.parse_args(argv)
     try:
-        with open(args.config, encoding="utf-8") as f:
-            base = yaml.safe_load(f) or {}
+        base = read_train_yaml(Path(args.config))
         for assignment in args.set:
             apply_override(base, assignment)
         where = Path(args.config).parent  # relative paths in the config, as dyco-train reads them

@@ -149,7 +149,7 @@ _SECTIONS = {
     "log": LogConfig,
     "export": ExportConfig,
 }
-_TOP_KEYS = {"base", "model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
+_TOP_KEYS = {"model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
 
 
 def _resolve(path: str, base: Path) -> Path:
@@ -183,6 +183,8 @@ def train_config_from_dict(data: dict[str, Any], base: Path | None = None) -> Tr
     """Validate a training config mapping; errors name the offending key."""
     if not isinstance(data, dict):
         raise ValueError(f"training config must be a mapping, got {type(data).__name__}")
+    if "base" in data:
+        raise ValueError("base: read the file with load_train_config / read_train_yaml")
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ValueError(f"unknown training config key(s) {unknown}; allowed {sorted(_TOP_KEYS)}")
@@ -216,7 +218,7 @@ def train_config_from_dict(data: dict[str, Any], base: Path | None = None) -> Tr
     )
 
 
-def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+def read_train_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The YAML at `path`, merged over the config its `base:` names (relative to `path`)."""
     if path.resolve() in seen:
         raise ValueError(f"base: {path} includes itself")
@@ -228,7 +230,7 @@ def _read_with_base(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ValueError(f"training config must be a mapping, got {type(data).__name__}")
     if "base" not in data:
         return data
-    parent = _read_with_base(path.parent / str(data.pop("base")), (*seen, path.resolve()))
+    parent = read_train_yaml(path.parent / str(data.pop("base")), (*seen, path.resolve()))
     return _deep_merge(parent, data)
 
 
@@ -237,7 +239,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     if not path.is_file():
         raise ValueError(f"training config {path} does not exist")
     try:
-        data = _read_with_base(path, seen=())
+        data = read_train_yaml(path, seen=())
         return train_config_from_dict(data, base=path.parent)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
