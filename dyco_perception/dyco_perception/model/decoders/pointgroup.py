@@ -51,8 +51,8 @@ class PointGroupOptions:
     max_train_proposals: int = ranged(128, 1, 10_000, "random subset above this (ours)")
     score_grid: int = ranged(14, 2, 64, "cells per side of a cluster's ScoreNet grid (code: 14)")
     # "voxel": clusters keep the backbone's voxel size unless longer than score_grid cells, then
-    # they are scaled to fit (the paper voxelizes clusters like the scene; the code caps the
-    # scale to fit 14^3). "fit": every cluster spans the grid (DyCo3D's cluster grid).
+    # they are scaled to fit (the paper voxelizes clusters like the scene, the code on a bounded
+    # 14^3 grid). "fit": every cluster spans the grid (DyCo3D's cluster grid).
     score_cell: str = choice("voxel", ("voxel", "fit"))
     score_blocks: int = ranged(2, 1, 8, "residual blocks per ScoreNet U-Net level (code: 2)")
     score_weight: float = ranged(1.0, 0.0, 100.0, "weight of the score BCE (paper: 1)")
