@@ -86,6 +86,10 @@ class DKNetDecoder(InstanceDecoder):
             nn.ReLU(),
             nn.Linear(o.merge_hidden, 1),
         )
+        # Start below the merge threshold (p = 0.12): an untrained head near 0.5 merged every
+        # candidate of a scan into one instance in the smoke run; DKNet's "no merging" baseline
+        # is the safe start until the pairs are learned.
+        nn.init.constant_(self.merge_head[4].bias, -2.0)
         dims = [d + 3] + [o.decoder_hidden] * (o.decoder_layers - 1) + [1]
         self.layer_sizes = list(itertools.pairwise(dims))
         num_params = sum(c_in * c_out + c_out for c_in, c_out in self.layer_sizes)
