@@ -177,6 +177,21 @@ def dynamic_inputs(
     return torch.cat([mask_features[None].expand(k, v, -1), position, geometry], 2)
 
 
+def init_controller(controller: nn.Linear, sizes: list[tuple[int, int]]) -> None:
+    """Small per-query weights around one shared, Linear-initialized kernel (the bias).
+
+    With all-zero kernels (DyCo3D's init) every layer's gradient is scaled by the others'
+    near-zero weights, and the masks stayed flat for ~50 iterations in the overfit test.
+    """
+    nn.init.normal_(controller.weight, std=0.01)
+    chunks = []
+    for c_in, c_out in sizes:
+        bound = 1 / math.sqrt(c_in)
+        chunks += [torch.empty(c_in * c_out).uniform_(-bound, bound), torch.zeros(c_out)]
+    with torch.no_grad():
+        controller.bias.copy_(torch.cat(chunks))
+
+
 def run_dynamic(
     inputs: torch.Tensor, params: torch.Tensor, sizes: list[tuple[int, int]]
 ) -> torch.Tensor:
@@ -242,9 +257,7 @@ class IsbnetDecoder(InstanceDecoder):
         self.query_box_head = nn.Linear(width, 6)
         self.score_head = nn.Linear(width, 1)
         self.controller = nn.Linear(width, sum(a * b + b for a, b in self.sizes))
-        # Small initial kernels: first masks near probability 0.5, not saturated (as DyCo3D's).
-        nn.init.normal_(self.controller.weight, std=0.01)
-        nn.init.zeros_(self.controller.bias)
+        init_controller(self.controller, self.sizes)
 
     def forward(self, inp: DecoderInput) -> dict[str, Any]:
         o = self.options
