@@ -17,6 +17,7 @@ from dyco_perception.model.decoders.isbnet import (
     PointAggregator,
     Queries,
     VoxelView,
+    _Decoding,
     dynamic_inputs,
     foreground,
     gt_boxes,
@@ -125,6 +126,21 @@ def test_inference_chunks_sample_only_uncovered_unpicked_seeds() -> None:
     assert torch.unique(q.xyz[:, 0]).numel() == 11  # a seed is never picked twice
 
 
+def test_seed_coverage_reads_each_seed_voxel_in_its_scene_block() -> None:
+    # Voxels 0-1 in scene 0, voxels 2-3 in scene 1; points 0..5 map to voxels 0,0,1,2,3,3.
+    vox = VoxelView(
+        torch.zeros(4, 3), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 2, 3, 3]), None
+    )
+    decoding = _Decoding(tiny_decoder(), vox, torch.zeros(4, 1), torch.zeros(4, 6))
+    logit = math.log(0.6 / 0.4)  # probability 0.6 > 1 - tau: covered
+    blocks = [
+        MaskBlock(torch.tensor([0]), torch.tensor([0, 1, 2]), torch.tensor([[-5.0, -5.0, logit]])),
+        MaskBlock(torch.tensor([1]), torch.tensor([3, 4, 5]), torch.tensor([[logit, -5.0, -5.0]])),
+    ]
+    keep = decoding.seed_uncovered(blocks, torch.tensor([0, 1, 2, 3]), 0, 0.5)
+    assert keep.tolist() == [True, False, False, True]
+
+
 def test_training_queries_are_sampled_from_predicted_foreground_only() -> None:
     torch.manual_seed(0)
     dec = tiny_decoder(train_queries=16).train()
@@ -211,6 +227,18 @@ def test_matching_cost_is_class_plus_gamma_dice() -> None:
     cost = matching_cost(logits, gt, cls, torch.tensor([0]), opts)
     # Query 0: dice (2*2+1)/(2+2+1) = 1 -> 0; class -0.6. Query 1: dice 1 - 1/5; class -0.3.
     assert cost[:, 0].tolist() == pytest.approx([-0.6, -0.3 + 5 * 0.8], abs=1e-4)
+
+
+def test_matching_cost_optional_bce_and_giou_terms() -> None:
+    opts = tiny_decoder(cost_cls=0.0, cost_dice=0.0, cost_bce=1.0, cost_giou=0.5).options
+    logits = torch.tensor([[0.0, 0.0]])
+    gt = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    boxes = torch.tensor([[0.0, 0, 0, 1, 1, 1], [0.0, 0, 0, 1, 1, 2]])
+    cost = matching_cost(
+        logits, gt, torch.zeros(1, 2), torch.tensor([0, 0]), opts, boxes[:1], boxes
+    )
+    # BCE of logit 0 is log 2 per point either way; gIoU 1 (same box) and 1/2 (half the volume).
+    assert cost[0].tolist() == pytest.approx([math.log(2) - 0.5, math.log(2) - 0.25], abs=1e-5)
 
 
 def test_one_to_many_matching_repeats_each_gt() -> None:
