@@ -4,6 +4,7 @@ overfit run on touching identical boxes with a control (mask losses off)."""
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from dyco_perception.model.decoders.isbnet import (
     Queries,
     VoxelView,
     _Decoding,
+    decode_scene,
     dynamic_inputs,
+    dynamic_layer_sizes,
     foreground,
     gt_boxes,
     matching_cost,
@@ -196,6 +199,19 @@ def test_run_dynamic_applies_each_query_its_own_layers_with_relu_between() -> No
     out = run_dynamic(x, params, sizes)
     # q0: h = relu([x, -x]) -> x=2: [2, 0] -> 4.5; x=-2: [0, 2] -> 6.5. q1: h = [1, 1] -> 2.
     assert out.tolist() == [[4.5, 6.5], [2.0, 2.0]]
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_decode_scene_equals_the_layers_on_the_concatenated_inputs(layers: int) -> None:
+    torch.manual_seed(0)
+    sizes = dynamic_layer_sizes(4, 8, layers)
+    feats, xyz, boxes = torch.randn(50, 4), torch.rand(50, 3) * 3, torch.rand(50, 6) * 3
+    q_xyz, q_box = torch.rand(7, 3) * 3 + 2, torch.rand(7, 6) * 3
+    params = torch.randn(7, sum(a * b + b for a, b in sizes))
+    direct = run_dynamic(dynamic_inputs(feats, xyz, boxes, q_xyz, q_box), params, sizes)
+    with mock.patch("dyco_perception.model.decoders.isbnet._DECODE_CHUNK", 50 * 8 * 3):
+        split = decode_scene(feats, xyz, boxes, q_xyz, q_box, params, sizes)  # chunks of 3
+    assert torch.allclose(split, direct, atol=1e-4)
 
 
 # --- boxes and matching (Eq. 4) -------------------------------------------------------------

@@ -205,6 +205,53 @@ def run_dynamic(
     return x.squeeze(2)
 
 
+# Pairs x hidden channels per decoding chunk (bounds the dense (K, V, C) activations).
+_DECODE_CHUNK = 1 << 22
+
+
+def decode_scene(
+    mask_features: torch.Tensor,
+    xyz: torch.Tensor,
+    boxes: torch.Tensor,
+    query_xyz: torch.Tensor,
+    query_boxes: torch.Tensor,
+    params: torch.Tensor,
+    sizes: list[tuple[int, int]],
+) -> torch.Tensor:
+    """run_dynamic(dynamic_inputs(...)) without building the (K, V, H+9) inputs: the first layer
+    splits into [F_mask; p_i] @ W (shared by all pairs) - p_k @ W_pos + the geometry term, and
+    queries run in chunks so the (K, V, C) activations stay bounded (same result)."""
+    k, v = query_xyz.shape[0], xyz.shape[0]
+    step = max(1, _DECODE_CHUNK // max(1, v * sizes[0][1]))
+    out = [xyz.new_zeros((0, v))]
+    for first in range(0, k, step):
+        sel = slice(first, first + step)
+        queries = (query_xyz[sel], query_boxes[sel], params[sel])
+        out.append(_decode_chunk(mask_features, xyz, boxes, queries, sizes))
+    return torch.cat(out)
+
+
+def _decode_chunk(
+    mask_features: torch.Tensor,
+    xyz: torch.Tensor,
+    boxes: torch.Tensor,
+    queries: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    sizes: list[tuple[int, int]],
+) -> torch.Tensor:
+    query_xyz, query_boxes, params = queries
+    layers = split_decoder_params(params, sizes)
+    (w1, b1), rest = layers[0], layers[1:]
+    h = mask_features.shape[1]
+    shared = torch.cat([mask_features, xyz], 1)  # (V, H+3): the pair-independent inputs
+    x = torch.matmul(shared.to(w1.dtype), w1[:, : h + 3])  # (K, V, C)
+    x = x - torch.bmm(query_xyz[:, None].to(w1.dtype), w1[:, h : h + 3])
+    geometry = (boxes[None] - query_boxes[:, None]).abs()
+    x = torch.baddbmm(x + b1[:, None], geometry.to(w1.dtype), w1[:, h + 3 :])
+    for weight, bias in rest:
+        x = torch.baddbmm(bias[:, None], torch.relu(x), weight)
+    return x.squeeze(2)
+
+
 # --- the decoder --------------------------------------------------------------------------------
 
 
@@ -277,10 +324,12 @@ class IsbnetDecoder(InstanceDecoder):
         if self.training:
             picks = ops.furthest_point_sample(seed_xyz, seed_batch, o.train_queries)
             queries = self.queries(picks, seed_set)
+            inp.lap("grouping")
             blocks = decode(queries, 0)
         else:
+            # IA-FPS needs each chunk's masks before the next chunk: "grouping" includes them.
             queries, blocks = self.chunked_queries(seeds, seed_set, decode)
-        inp.lap("grouping")
+            inp.lap("grouping")
         return self.outputs(queries, blocks, boxes, vox)
 
     def queries(self, picks: torch.Tensor, seed_set: tuple) -> Queries:
@@ -379,14 +428,15 @@ class _Decoding:
         for s in torch.unique(q.batch).tolist():
             mine = (q.batch == s).nonzero().squeeze(1)
             rows, points = self.scenes[s]
-            inputs = dynamic_inputs(
+            logits = decode_scene(
                 self.mask_features[rows],
                 self.vox.xyz[rows],
                 self.boxes[rows],
                 q.xyz[mine],
                 q.box[mine],
+                q.params[mine],
+                self.net.sizes,
             )
-            logits = run_dynamic(inputs, q.params[mine], self.net.sizes)
             point_logits = logits[:, self.local[self.vox.point_to_voxel[points]]]
             blocks.append(MaskBlock(mine + offset, points, point_logits))
         return blocks
