@@ -31,3 +31,15 @@ def eval_vectors_dir() -> Path:
     if not EVAL_VECTORS_DIR.is_dir():
         pytest.skip(f"official evaluator vectors not found at {EVAL_VECTORS_DIR}")
     return EVAL_VECTORS_DIR
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Learning tests run on one thread: the fits are small, and a second busy-waiting OpenMP
+    thread on a shared 2-core machine made them ~5x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -44,3 +44,49 @@ def touching_boxes(
         semantic_all,
         np.concatenate(instance).astype(np.int64),
     )
+
+
+# --- fitting a network to one scene (the overfit tests of every decoder) ----------------------
+
+Scene = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # xyz, rgb, semantic, instance
+
+
+def scene_targets(scene: Scene) -> dict:
+    """The network's inputs and training targets for one scene (min corner at the origin)."""
+    import torch
+
+    xyz, rgb, semantic, instance = scene
+    return {
+        "xyz": torch.from_numpy(xyz - xyz.min(0)),
+        "rgb": torch.from_numpy(rgb).float() / 127.5 - 1,
+        "semantic": torch.from_numpy(semantic),
+        "instance": torch.from_numpy(np.where(instance > 0, instance, -100)),
+        "batch": torch.zeros(len(xyz), dtype=torch.long),
+    }
+
+
+def fit_to_scene(model, scene: Scene, loss_cfg, iterations: int, lr: float = 1e-2):
+    """Adam on the full training loss of one scene, no augmentation; returns the model."""
+    import torch
+    from dyco_training.losses import compute_losses
+
+    t = scene_targets(scene)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(iterations):
+        out = model(t["xyz"], t["rgb"], t["batch"], t["semantic"], t["instance"])
+        loss = compute_losses(out, t, loss_cfg)["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def segment_ap50(model, scene: Scene) -> float:
+    """Segment the scene like a user would (Segmenter, eval mode): its AP50."""
+    from dyco_perception.evaluation import evaluate_predictions
+    from dyco_perception.segmenter import Segmenter
+
+    xyz, rgb, semantic, instance = scene
+    result = Segmenter.from_model(model.eval()).segment(xyz, rgb)
+    return evaluate_predictions([(semantic, instance, result.instances)])["AP50"] or 0.0

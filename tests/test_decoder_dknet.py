@@ -19,7 +19,6 @@ from copy import deepcopy
 import numpy as np
 import pytest
 import torch
-from dyco_perception.evaluation import evaluate_predictions
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
 from dyco_perception.model.decoders.dknet import (
@@ -38,21 +37,13 @@ from dyco_perception.model.decoders.dknet import (
 from dyco_perception.model.dynamic_head import DecodedMasks
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import Voxelized
-from dyco_perception.segmenter import Segmenter
-from dyco_training.losses import LossConfig, compute_losses
-from synthetic_scenes import CHAIR, FLOOR, touching_boxes
+from dyco_training.losses import LossConfig
+from synthetic_scenes import CHAIR, FLOOR, fit_to_scene, segment_ap50, touching_boxes
 
 from dyco_perception import ops
 from dyco_perception.config import ModelConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # A second busy-waiting OpenMP thread on a shared 2-core machine slows the fits ~5x.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- candidate mining: heat targets (Eq. 1) -------------------------------------------------
@@ -294,14 +285,8 @@ ITERATIONS = 110
 LEARNED_PARTS = ("reduce_head", "merge_head", "controller", "mask_feature_head")
 
 
-def _segment_ap50(model: SegmentationNetwork, scene: tuple) -> float:
-    xyz, rgb, semantic, instance = scene
-    result = Segmenter.from_model(model.eval()).segment(xyz, rgb)
-    return evaluate_predictions([(semantic, instance, result.instances)])["AP50"] or 0.0
-
-
 @pytest.fixture(scope="module")
-def fitted() -> dict[str, float]:
+def fitted(one_torch_thread) -> dict[str, float]:
     """Train on the scene (no augmentation) and segment it like a user would: AP50. Then the
     control: the same model with DKNet's merge and mask parts back at their initial weights,
     which is where a run with the merge and mask loss weights 0 leaves them (no other term
@@ -309,28 +294,13 @@ def fitted() -> dict[str, float]:
     every signal: one fit instead of two keeps the file in its time budget."""
     torch.manual_seed(0)
     scene = touching_boxes()
-    xyz, rgb, semantic, instance = scene
     model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
     initial = {name: deepcopy(getattr(model.decoder, name).state_dict()) for name in LEARNED_PARTS}
-    points = torch.from_numpy(xyz - xyz.min(0))
-    colours = torch.from_numpy(rgb).float() / 127.5 - 1
-    targets = {
-        "xyz": points,
-        "semantic": torch.from_numpy(semantic),
-        "instance": torch.from_numpy(np.where(instance > 0, instance, -100)),
-        "batch": torch.zeros(len(xyz), dtype=torch.long),
-    }
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(ITERATIONS):
-        out = model(points, colours, targets["batch"], targets["semantic"], targets["instance"])
-        loss = compute_losses(out, targets, LossConfig())["total"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    trained = _segment_ap50(model, scene)
+    fit_to_scene(model, scene, LossConfig(), ITERATIONS)
+    trained = segment_ap50(model, scene)
     for name, state in initial.items():
         getattr(model.decoder, name).load_state_dict(state)
-    return {"trained": trained, "control": _segment_ap50(model, scene)}
+    return {"trained": trained, "control": segment_ap50(model, scene)}
 
 
 def test_dknet_separates_touching_objects_of_one_class(fitted: dict[str, float]) -> None:

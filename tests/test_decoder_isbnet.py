@@ -9,7 +9,6 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from dyco_perception.evaluation import evaluate_predictions
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
 from dyco_perception.model.decoders.isbnet import (
@@ -32,9 +31,8 @@ from dyco_perception.model.decoders.isbnet import (
 )
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import voxelize
-from dyco_perception.segmenter import Segmenter
 from dyco_training.losses import LossConfig, compute_losses
-from synthetic_scenes import touching_boxes
+from synthetic_scenes import fit_to_scene, segment_ap50, touching_boxes
 
 from dyco_perception.config import ModelConfig
 
@@ -75,12 +73,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_decoder(**options) -> IsbnetDecoder:
@@ -400,18 +393,8 @@ def fit(mask_weight: float, iterations: int = 80, seed: int = 0) -> float:
     xyz, rgb, semantic, instance = touching_boxes(per_box=150, floor_points=0)
     cfg = {**TINY, "decoder": {**DECODER, "mask_weight": mask_weight}}
     model = SegmentationNetwork(ModelConfig.from_dict(cfg)).train()
-    points, colours, sem, inst = scene_tensors(floor_points=0)
-    batch = torch.zeros(len(points), dtype=torch.long)
-    targets = {"xyz": points, "semantic": sem, "instance": inst, "batch": batch}
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    for _ in range(iterations):
-        out = model(points, colours, batch, sem, inst)
-        loss = compute_losses(out, targets, LossConfig())["total"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    result = Segmenter.from_model(model.eval()).segment(xyz, rgb)
-    return evaluate_predictions([(semantic, instance, result.instances)])["AP50"] or 0.0
+    scene = (xyz, rgb, semantic, instance)
+    return segment_ap50(fit_to_scene(model, scene, LossConfig(), iterations, lr=5e-3), scene)
 
 
 def test_isbnet_separates_touching_objects_of_one_class() -> None:

@@ -35,12 +35,7 @@ TABLE, WALL = 6, 0
 R = 0.03  # clustering radius of the grouping tests
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a busy second OpenMP thread on a shared 2-core machine is slower
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**decoder: object) -> ModelConfig:

@@ -12,14 +12,11 @@ least three of the four objects: a margin under the working value, far above a b
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from dyco_perception.evaluation import evaluate_predictions
 from dyco_perception.model import SegmentationNetwork
-from dyco_perception.segmenter import Segmenter
-from dyco_training.losses import LossConfig, compute_losses
-from synthetic_scenes import touching_boxes
+from dyco_training.losses import LossConfig
+from synthetic_scenes import fit_to_scene, segment_ap50, touching_boxes
 
 from dyco_perception.config import ModelConfig
 
@@ -44,35 +41,12 @@ AP50_FLOOR = 0.75
 def fit(loss_cfg: LossConfig, iterations: int = 110) -> float:
     """Train on the scene (no augmentation), then segment it like a user would: AP50."""
     torch.manual_seed(0)
-    xyz, rgb, semantic, instance = touching_boxes()
-    model = SegmentationNetwork(ModelConfig.from_dict(TINY_PAPER)).train()
-    points = torch.from_numpy(xyz - xyz.min(0))
-    colours = torch.from_numpy(rgb).float() / 127.5 - 1
-    targets = {
-        "xyz": points,
-        "semantic": torch.from_numpy(semantic),
-        "instance": torch.from_numpy(np.where(instance > 0, instance, -100)),
-        "batch": torch.zeros(len(xyz), dtype=torch.long),
-    }
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(iterations):
-        out = model(points, colours, targets["batch"], targets["semantic"], targets["instance"])
-        loss = compute_losses(out, targets, loss_cfg)["total"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    result = Segmenter.from_model(model.eval()).segment(xyz, rgb)
-    return evaluate_predictions([(semantic, instance, result.instances)])["AP50"] or 0.0
+    scene = touching_boxes()
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY_PAPER))
+    return segment_ap50(fit_to_scene(model, scene, loss_cfg, iterations), scene)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # One thread: the fit is small, and a second busy-waiting OpenMP thread on a shared 2-core
-    # machine made it ~5x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_dyco3d_separates_touching_objects_of_one_class() -> None:
