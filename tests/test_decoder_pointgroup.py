@@ -17,11 +17,11 @@ from dyco_perception.model.decoders.pointgroup import (
     GT,
     ORIGINAL,
     SHIFTED,
-    cluster_cells,
     dual_set_proposals,
     score_loss,
     score_targets,
 )
+from dyco_perception.model.dynamic_head import cluster_grid
 from dyco_perception.model.grouping import Proposals
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
@@ -199,12 +199,12 @@ def test_cluster_cells_keep_the_voxel_size_until_the_grid_is_full() -> None:
     small = torch.tensor([[0.0, 0, 0], [0.05, 0, 0], [0.1, 0.09, 0]])  # 0.1 m: 4 cm cells
     big = torch.tensor([[0.0, 0, 0], [0.75, 0, 0], [1.4, 0, 0]])  # 1.4 m: 0.1 m cells (14 of them)
     p = proposals_of([[0, 1, 2], [3, 4, 5]])
-    grid = cluster_cells(torch.cat([small, big]), p, 14, 0.04)
+    grid = cluster_grid(torch.cat([small, big]), p, 14, 0.04)
     cells = grid.coords[grid.cell_of_member]
     assert cells[:, 0].tolist() == [0, 0, 0, 1, 1, 1]  # the batch index is the cluster
     assert cells[:, 1].tolist() == [0, 1, 2, 0, 7, 13]  # 0.05/0.04 -> 1, 0.75/0.1 -> 7, clamp
     assert cells[2, 2].item() == 2  # 0.09 / 0.04
-    fit = cluster_cells(torch.cat([small, big]), p, 14, 0.0)  # every cluster spans the grid
+    fit = cluster_grid(torch.cat([small, big]), p, 14, 0.0)  # every cluster spans the grid
     assert fit.coords[fit.cell_of_member][:3, 1].tolist() == [0, 7, 13]
 
 

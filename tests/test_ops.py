@@ -11,23 +11,13 @@ import pytest
 import torch
 from dyco_perception.ops import reference
 from dyco_training.datasets import SCANNET50K_DIR
+from native_ops import DEVICES, native_or_skip, seeded
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from dyco_perception import ops
 
 SCANS = SCANNET50K_DIR
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def _native_or_skip(device: str) -> None:
-    if not ops.native_available(device):
-        reason = ops.backend_info()[torch.device(device).type]["reason"]
-        pytest.skip(f"native {device} kernels not loaded: {reason}")
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- oracles
@@ -75,7 +65,7 @@ def _torch_scatter(values: torch.Tensor, index: torch.Tensor, segments: int, op:
 
 
 def _random_cloud(n: int, seed: int, extent: float = 1.0, classes: int = 3):
-    g = _gen(seed)
+    g = seeded(seed)
     points = torch.rand((n, 3), generator=g) * extent - extent / 3
     labels = torch.randint(-1, classes, (n,), generator=g)
     return points, labels
@@ -86,7 +76,7 @@ def _random_cloud(n: int, seed: int, extent: float = 1.0, classes: int = 3):
 
 @pytest.mark.parametrize("n", [0, 1, 7, 3000])
 def test_reference_voxelize_matches_numpy_unique(n: int) -> None:
-    coords = torch.randint(-5, 6, (n, 3), generator=_gen(n))
+    coords = torch.randint(-5, 6, (n, 3), generator=seeded(n))
     voxels, inverse = reference.voxelize(coords)
     rows = coords.numpy().reshape(-1, 3)
     expected, expected_inverse = np.unique(rows, axis=0, return_inverse=True)
@@ -103,7 +93,7 @@ def test_reference_voxelize_huge_extent_falls_back_exactly() -> None:
 
 @pytest.mark.parametrize("reduce", ["mean", "amax"])
 def test_reference_scatter_matches_torch_scatter_reduce(reduce: str) -> None:
-    g = _gen(3)
+    g = seeded(3)
     values = torch.randn((500, 4), generator=g, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 40, (500,), generator=g)
     index[index == 7] = 8  # segment 7 stays empty
@@ -159,7 +149,7 @@ def test_reference_components_all_excluded() -> None:
 
 
 def test_reference_mask_iou_and_nms_match_oracles() -> None:
-    g = _gen(11)
+    g = seeded(11)
     masks = torch.rand((30, 200), generator=g) < torch.rand((30, 1), generator=g)
     masks[3] = False
     masks[4] = False
@@ -258,8 +248,8 @@ def _assert_same_ints(got: torch.Tensor, expected: torch.Tensor) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", SIZES)
 def test_native_voxelize_matches_reference(device: str, n: int) -> None:
-    _native_or_skip(device)
-    g = _gen(n)
+    native_or_skip(device)
+    g = seeded(n)
     for coords in (
         torch.randint(-50, 50, (n, 3), generator=g),
         torch.randint(-(2**45), 2**45, (n, 3), generator=g) // 7 * 7,  # huge extent
@@ -276,8 +266,8 @@ def test_native_voxelize_matches_reference(device: str, n: int) -> None:
 @pytest.mark.parametrize("op", ["mean", "amax"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_scatter_matches_torch(device: str, n: int, op: str, dtype: torch.dtype) -> None:
-    _native_or_skip(device)
-    g = _gen(n)
+    native_or_skip(device)
+    g = seeded(n)
     segments = max(n // 5, 3)
     # Integer-valued floats in half of the columns create ties for the max gradient.
     values = torch.randn((n, 6), generator=g, dtype=dtype)
@@ -311,7 +301,7 @@ def _components_cases(n: int) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", SIZES)
 def test_native_connected_components_matches_reference(device: str, n: int) -> None:
-    _native_or_skip(device)
+    native_or_skip(device)
     for points, labels, radius in _components_cases(n):
         points, labels = points.to(device), labels.to(device)
         got = ops.connected_components(points, labels, radius, backend="native")
@@ -322,8 +312,8 @@ def test_native_connected_components_matches_reference(device: str, n: int) -> N
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("k,n", [(0, 10), (1, 0), (1, 1), (40, 70), (120, 5000)])
 def test_native_mask_iou_and_nms_match_reference(device: str, k: int, n: int) -> None:
-    _native_or_skip(device)
-    g = _gen(k * 1000 + n)
+    native_or_skip(device)
+    g = seeded(k * 1000 + n)
     masks = torch.rand((k, n), generator=g) < torch.rand((k, 1), generator=g)
     if k > 3:
         masks[1] = False
@@ -343,7 +333,7 @@ def test_native_ops_on_real_scan(device: str) -> None:
     scans = sorted(SCANS.glob("*.npz"))
     if not scans:
         pytest.skip(f"real scans not found under {SCANS}")
-    _native_or_skip(device)
+    native_or_skip(device)
     scan = np.load(scans[0])
     xyz = torch.from_numpy(scan["xyz"]).to(device)
     rgb = torch.from_numpy(scan["rgb"].astype(np.float32) / 127.5 - 1).to(device)
@@ -363,11 +353,11 @@ def test_native_ops_on_real_scan(device: str) -> None:
     _assert_same_ints(components, ops.connected_components(xyz, semantic, 0.03, "torch"))
 
     masks = instance[None, :] == torch.unique(instance)[:, None]
-    scores = torch.rand(len(masks), generator=_gen(5)).to(device)
+    scores = torch.rand(len(masks), generator=seeded(5)).to(device)
     iou = ops.mask_iou(masks, backend="native")
     torch.testing.assert_close(iou, ops.mask_iou(masks, backend="torch"), rtol=0, atol=1e-6)
     # Overlapping candidates: instance masks unioned with random other instances.
-    merged = masks | masks[torch.randperm(len(masks), generator=_gen(6)).to(device)]
+    merged = masks | masks[torch.randperm(len(masks), generator=seeded(6)).to(device)]
     kept = ops.mask_nms(merged, scores, 0.3, backend="native")
     _assert_same_ints(kept, ops.mask_nms(merged, scores, 0.3, backend="torch"))
 

@@ -7,20 +7,9 @@ import numpy as np
 import pytest
 import torch
 from dyco_perception.ops import reference
+from native_ops import DEVICES, native_or_skip, seeded
 
 from dyco_perception import ops
-
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def _native_or_skip(device: str) -> None:
-    if not ops.native_available(device):
-        reason = ops.backend_info()[torch.device(device).type]["reason"]
-        pytest.skip(f"native {device} kernels not loaded: {reason}")
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _line(xs: list[float]) -> torch.Tensor:
@@ -30,7 +19,7 @@ def _line(xs: list[float]) -> torch.Tensor:
 
 def _grid_cloud(n: int, seed: int, scenes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     """Points on a coarse integer grid (many exact distance ties), unsorted scene ids."""
-    g = _gen(seed)
+    g = seeded(seed)
     xyz = torch.randint(0, 6, (n, 3), generator=g).float() * 0.5
     batch = torch.randint(0, scenes, (n,), generator=g) * 3 + 1  # ids 1, 4, 7: not 0..S-1
     return xyz, batch
@@ -138,7 +127,7 @@ def test_fps_scenes_valid_and_duplicates() -> None:
 @pytest.mark.parametrize("n,num_samples", [(1, 3), (40, 7), (90, 200)])
 def test_reference_fps_matches_oracle(n: int, num_samples: int) -> None:
     xyz, batch = _grid_cloud(n, seed=n)
-    valid = torch.rand(n, generator=_gen(n + 1)) < 0.8
+    valid = torch.rand(n, generator=seeded(n + 1)) < 0.8
     got = reference.furthest_point_sample(xyz, batch, num_samples, valid)
     assert got.tolist() == _oracle_fps(xyz.numpy(), batch.numpy(), num_samples, valid.numpy())
 
@@ -217,7 +206,7 @@ def test_generalized_box_iou_values_and_gradients() -> None:
     torch.testing.assert_close(giou, torch.tensor([-1 / 3, 1 / 8, 1 / 3, 0.0], dtype=torch.float64))
     (grad,) = torch.autograd.grad(giou.sum(), a)
     assert torch.isfinite(grad).all() and grad[0].abs().sum() > 0
-    boxes = torch.rand((5, 6), generator=_gen(2), dtype=torch.float64)
+    boxes = torch.rand((5, 6), generator=seeded(2), dtype=torch.float64)
     lo, hi = boxes[:, :3], boxes[:, :3] + 0.2 + boxes[:, 3:]
     other = torch.cat((lo + 0.1, hi + 0.05), 1)
     assert torch.autograd.gradcheck(
@@ -229,7 +218,7 @@ def test_generalized_box_iou_values_and_gradients() -> None:
 
 
 def test_otsu_bimodal_hand_computed_and_tie_rules() -> None:
-    g = _gen(0)
+    g = seeded(0)
     low = 0.2 + 0.05 * torch.rand(50, generator=g)
     high = 0.75 + 0.05 * torch.rand(30, generator=g)
     values = torch.cat((low, high, torch.tensor([0.2, 0.2, 0.8, 0.8, 0.4, 0.4])))
@@ -248,7 +237,7 @@ def test_otsu_bimodal_hand_computed_and_tie_rules() -> None:
 
 
 def test_reference_otsu_matches_oracle() -> None:
-    g = _gen(6)
+    g = seeded(6)
     segment = torch.randint(0, 12, (400,), generator=g)
     values = torch.rand(400, generator=g) ** (1 + segment.float() / 3)  # skews differ
     values[segment == 5] = 0.5
@@ -293,7 +282,7 @@ def test_ln_nms_scenes_are_independent_and_ordered_by_id() -> None:
 
 def test_reference_ln_nms_matches_oracle() -> None:
     xyz, batch = _grid_cloud(150, seed=8)
-    g = _gen(9)
+    g = seeded(9)
     heat = torch.randint(0, 8, (150,), generator=g).float() / 7  # ties and zeros
     avail = torch.rand(150, generator=g) < 0.85
     for radius, threshold, max_c in ((0.6, 0.5, 100), (1.1, 0.9, 4), (0.3, 1.0, 100)):
@@ -354,7 +343,7 @@ def _assert_same_ints(got: torch.Tensor, expected: torch.Tensor) -> None:
 def _random_case(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Half grid points (exact ties), half continuous; unsorted scene ids."""
     xyz, batch = _grid_cloud(n, seed=n)
-    noisy = torch.rand((n, 3), generator=_gen(n + 7), dtype=torch.float64) * 3
+    noisy = torch.rand((n, 3), generator=seeded(n + 7), dtype=torch.float64) * 3
     xyz = torch.where(torch.arange(n)[:, None] % 2 == 0, xyz.double(), noisy)
     return xyz.to(device), batch.to(device)
 
@@ -362,9 +351,9 @@ def _random_case(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", SIZES)
 def test_native_fps_matches_reference(device: str, n: int) -> None:
-    _native_or_skip(device)
+    native_or_skip(device)
     xyz, batch = _random_case(n, device)
-    valid = (torch.rand(n, generator=_gen(n)) < 0.9).to(device)
+    valid = (torch.rand(n, generator=seeded(n)) < 0.9).to(device)
     for num_samples, mask in ((1, None), (64, valid), (n, valid)):
         got = ops.furthest_point_sample(xyz, batch, num_samples, mask, backend="native")
         expected = ops.furthest_point_sample(xyz, batch, num_samples, mask, backend="torch")
@@ -374,7 +363,7 @@ def test_native_fps_matches_reference(device: str, n: int) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", SIZES)
 def test_native_ball_query_matches_reference(device: str, n: int) -> None:
-    _native_or_skip(device)
+    native_or_skip(device)
     xyz, batch = _random_case(n, device)
     qxyz, qbatch = _random_case(max(n // 3, 1), device)
     qbatch[::5] = 13  # queries of a scene without points
@@ -388,8 +377,8 @@ def test_native_ball_query_matches_reference(device: str, n: int) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_box_iou_matches_reference(device: str, dtype: torch.dtype) -> None:
-    _native_or_skip(device)
-    g = _gen(12)
+    native_or_skip(device)
+    g = seeded(12)
     corners = torch.randint(0, 5, (70, 2, 3), generator=g).to(dtype) * 0.5
     corners[:40] = torch.rand((40, 2, 3), generator=g).to(dtype)
     boxes = torch.cat((corners.amin(1), corners.amax(1)), 1).to(device)
@@ -403,8 +392,8 @@ def test_native_box_iou_matches_reference(device: str, dtype: torch.dtype) -> No
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bins", [2, 100])
 def test_native_otsu_matches_reference(device: str, bins: int) -> None:
-    _native_or_skip(device)
-    g = _gen(bins)
+    native_or_skip(device)
+    g = seeded(bins)
     segment = torch.randint(0, 40, (5000,), generator=g)
     values = torch.rand(5000, generator=g) ** (1 + segment.float() / 8)
     values[segment == 3] = 0.25
@@ -420,9 +409,9 @@ def test_native_otsu_matches_reference(device: str, bins: int) -> None:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", SIZES)
 def test_native_ln_nms_matches_reference(device: str, n: int) -> None:
-    _native_or_skip(device)
+    native_or_skip(device)
     xyz, batch = _random_case(n, device)
-    g = _gen(n + 3)
+    g = seeded(n + 3)
     heat = (torch.randint(0, 10, (n,), generator=g).float() / 9).to(device)
     heat[1::2] = torch.rand(n // 2, generator=g).to(device)
     avail = (torch.rand(n, generator=g) < 0.8).to(device)

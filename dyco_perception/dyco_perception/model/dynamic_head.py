@@ -101,8 +101,12 @@ class ClusterGrid:
     cell_of_member: torch.Tensor  # (P,) cell row of each proposal member
 
 
-def cluster_grid(xyz: torch.Tensor, proposals: Proposals, grid_size: int) -> ClusterGrid:
-    """Each cluster scaled isotropically into a grid_size^3 grid (its longest side spans it)."""
+def cluster_grid(
+    xyz: torch.Tensor, proposals: Proposals, grid_size: int, min_cell: float = 0.0
+) -> ClusterGrid:
+    """Each cluster scaled isotropically into a grid_size^3 grid from its box corner: its
+    longest side spans the grid, except that a cell is never smaller than `min_cell` (so small
+    clusters keep e.g. the voxel size; 0 = every cluster spans the grid)."""
     members = xyz[proposals.point_index].float()
     pid = proposals.proposal_id
     index = pid.unsqueeze(1).expand(-1, 3)
@@ -110,6 +114,8 @@ def cluster_grid(xyz: torch.Tensor, proposals: Proposals, grid_size: int) -> Clu
     low = big.scatter_reduce(0, index, members, "amin")
     high = (-big).scatter_reduce(0, index, members, "amax")
     side = (high - low).amax(1).clamp_min(1e-6)
+    if min_cell > 0:
+        side = side.clamp_min(min_cell * grid_size)
     cell = ((members - low[pid]) / side[pid, None] * grid_size).long().clamp(0, grid_size - 1)
     key = ((pid * grid_size + cell[:, 0]) * grid_size + cell[:, 1]) * grid_size + cell[:, 2]
     unique, cell_of_member = torch.unique(key, return_inverse=True)

@@ -30,7 +30,8 @@ class Proposals:
         return Proposals(e, e, e, e, e)
 
 
-def _stuff_mask(labels: torch.Tensor) -> torch.Tensor:
+def stuff_mask(labels: torch.Tensor) -> torch.Tensor:
+    """True where a label is a stuff class (wall, floor): never an instance."""
     stuff = torch.zeros_like(labels, dtype=torch.bool)
     for class_id in STUFF_CLASS_IDS:
         stuff |= labels == class_id
@@ -50,7 +51,7 @@ def cluster_proposals(
     Stuff classes (wall, floor) are skipped; components under `min_points` are dropped.
     """
     labels = semantic.clone()
-    labels[_stuff_mask(labels)] = -1
+    labels[stuff_mask(labels)] = -1
     num_classes = int(semantic.max()) + 1 if semantic.numel() else 1
     labels = torch.where(labels >= 0, labels + batch * num_classes, labels)  # scene-separate
     shifted = (xyz + offsets).detach().float()
@@ -62,7 +63,7 @@ def gt_proposals(
     gt_instance: torch.Tensor, gt_semantic: torch.Tensor, batch: torch.Tensor, min_points: int = 1
 ) -> Proposals:
     """One proposal per GT instance of a thing class (instance ids are per scene)."""
-    valid = (gt_instance >= 0) & (gt_semantic >= 0) & ~_stuff_mask(gt_semantic)
+    valid = (gt_instance >= 0) & (gt_semantic >= 0) & ~stuff_mask(gt_semantic)
     segment = torch.full_like(gt_instance, -1)
     if valid.any():
         key = batch[valid] * (int(gt_instance.max()) + 1) + gt_instance[valid]

@@ -30,7 +30,7 @@ from dyco_perception.model.decoders.base import (
     zero_like_graph,
 )
 from dyco_perception.model.dynamic_head import DecodedMasks, run_decoder, split_decoder_params
-from dyco_perception.model.grouping import Proposals
+from dyco_perception.model.grouping import Proposals, stuff_mask
 from dyco_perception.model.unet import point_mlp
 
 # Hungarian cost of a prediction/GT pair of different scenes (never assigned).
@@ -202,13 +202,6 @@ class DKNetDecoder(InstanceDecoder):
 
 
 # --- candidates: description, pairs, merging (section 3.4, supplement Algorithms 1-2) --------
-
-
-def stuff_mask(labels: torch.Tensor) -> torch.Tensor:
-    stuff = torch.zeros_like(labels, dtype=torch.bool)
-    for class_id in STUFF_CLASS_IDS:
-        stuff |= labels == class_id
-    return stuff
 
 
 def describe_candidates(

@@ -27,7 +27,7 @@ from dyco_perception.model.decoders.base import (
     zero_like_graph,
 )
 from dyco_perception.model.decoders.dyco3d import match_proposals, soft_score_target
-from dyco_perception.model.dynamic_head import ClusterGrid, DecodedMasks
+from dyco_perception.model.dynamic_head import DecodedMasks, cluster_grid
 from dyco_perception.model.grouping import (
     Proposals,
     cluster_proposals,
@@ -85,27 +85,6 @@ def dual_set_proposals(
     return proposals, torch.cat(found).long()
 
 
-def cluster_cells(
-    xyz: torch.Tensor, proposals: Proposals, grid_size: int, min_cell: float
-) -> ClusterGrid:
-    """Each cluster on a grid_size^3 grid from its box corner: cell edge = max(min_cell,
-    longest side / grid_size), so small clusters keep the voxel size, big ones fit the grid
-    (min_cell 0: every cluster spans the grid)."""
-    members = xyz[proposals.point_index].float()
-    pid = proposals.proposal_id
-    index = pid.unsqueeze(1).expand(-1, 3)
-    big = torch.full((proposals.num, 3), float("inf"), device=xyz.device)
-    low = big.scatter_reduce(0, index, members, "amin")
-    high = (-big).scatter_reduce(0, index, members, "amax")
-    edge = ((high - low).amax(1) / grid_size).clamp_min(max(min_cell, 1e-6))
-    cell = ((members - low[pid]) / edge[pid, None]).long().clamp(0, grid_size - 1)
-    g = grid_size
-    key = ((pid * g + cell[:, 0]) * g + cell[:, 1]) * g + cell[:, 2]
-    unique, cell_of_member = torch.unique(key, return_inverse=True)
-    coords = torch.stack([unique // g**3, unique // g**2 % g, unique // g % g, unique % g], 1)
-    return ClusterGrid(coords, cell_of_member)
-
-
 class ScoreNet(nn.Module):
     """Cluster grid of mean backbone features -> U-Net [m, 2m] -> max pool -> Linear (Eq. 4)."""
 
@@ -122,7 +101,7 @@ class ScoreNet(nn.Module):
         k = proposals.num
         if k == 0:  # still a tensor of the graph (the loss sums it to a zero with grad)
             return self.linear(point_features.new_zeros(0, point_features.shape[1])).squeeze(1)
-        grid = cluster_cells(xyz, proposals, self.grid_size, self.min_cell)
+        grid = cluster_grid(xyz, proposals, self.grid_size, self.min_cell)
         values = point_features[proposals.point_index]
         cells = ops.scatter_mean(values, grid.cell_of_member, grid.coords.shape[0])
         x = SparseVoxels(cells, grid.coords, 1, (self.grid_size,) * 3, k)
