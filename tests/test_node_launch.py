@@ -38,7 +38,13 @@ def test_launch_file_declares_arguments_and_starts_either_node() -> None:
     assert "generate_launch_description" in functions
     declared = {ast.literal_eval(c.args[0]) for c in _calls(tree, "DeclareLaunchArgument")}
     expected = {"config", "checkpoint", "input_topic", "device", "use_sim_time", "managed"}
-    assert expected | {"autostart", "dds_profile", "set_dds_profile"} <= declared
+    assert expected | {"autostart", "dds_profile", "set_dds_profile", "decoder"} <= declared
+    # Without a checkpoint argument, decoder:=NAME runs that method's shipped checkpoint.
+    [checkpoint] = [
+        c for c in _calls(tree, "DeclareLaunchArgument") if c.args[0].value == "checkpoint"
+    ]
+    default = ast.unparse(_keywords(checkpoint)["default_value"])
+    assert "LaunchConfiguration('decoder')" in default and "_scannet_m16.safetensors" in default
     used = {ast.literal_eval(c.args[0]) for c in _calls(tree, "LaunchConfiguration")}
     assert used <= declared, f"undeclared launch arguments used: {used - declared}"
     options = _dict_assigned(tree, "node_options")
