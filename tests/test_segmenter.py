@@ -10,6 +10,7 @@ import pytest
 import torch
 from dyco_perception.checkpoint import ModelCard, save_checkpoint
 from dyco_perception.model import SegmentationNetwork
+from dyco_perception.model.decoders import DECODERS
 from dyco_perception.segmenter import Segmenter
 
 from dyco_perception import classes
@@ -198,3 +199,27 @@ def test_segment_leaves_a_training_model_in_training_mode(cloud) -> None:
     a = seg.segment(xyz, rgb)
     assert model.training
     assert np.array_equal(a.semantic, seg.segment(xyz, rgb).semantic)  # BN used running stats
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_every_decoder_returns_valid_results_on_degenerate_clouds(decoder: str) -> None:
+    """One point, identical points, a thin line, scattered points: each method's own candidate
+    search (clusters, heat-map peaks, farthest-point seeds) meets clouds it cannot group."""
+    path = (
+        Path(__file__).resolve().parents[1] / "checkpoints" / f"{decoder}_scannet_m16.safetensors"
+    )
+    segmenter = Segmenter.from_checkpoint(path, device="cpu")
+    rng = np.random.default_rng(0)
+    line = np.linspace(0, 5, 500, dtype=np.float32)
+    clouds = [
+        np.zeros((1, 3), np.float32),
+        np.ones((10, 3), np.float32),
+        np.c_[line, 0 * line, 0 * line],
+        rng.random((300, 3)).astype(np.float32),
+    ]
+    for xyz in clouds:
+        result = segmenter.segment(xyz, np.full((len(xyz), 3), 128, np.uint8))
+        assert result.instance.shape == (len(xyz),) and result.semantic.shape == (len(xyz),)
+        ids = sorted(inst.id for inst in result.instances)
+        assert ids == list(range(1, len(ids) + 1))
+        assert set(np.unique(result.instance)) - {0} == set(ids)
