@@ -88,3 +88,17 @@ def test_yaml_top_level_must_be_mapping(tmp_path: Path) -> None:
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="mapping"):
         load_model_config(path)
+
+
+def test_the_decoder_section_names_a_registered_method_and_validates_its_options() -> None:
+    assert ModelConfig().decoder_name == "dyco3d"  # cards without the key load as DyCo3D
+    cfg = ModelConfig.from_dict({"decoder": {"name": "pointgroup", "score_grid": 10}})
+    assert cfg.decoder_name == "pointgroup" and cfg.decoder_options.score_grid == 10
+    with pytest.raises(ValueError, match=r"decoder\.name='mask3d' not allowed"):
+        ModelConfig.from_dict({"decoder": {"name": "mask3d"}})
+    with pytest.raises(ValueError, match=r"decoder\.radius"):
+        ModelConfig.from_dict({"decoder": {"name": "dyco3d", "radius": 0.1}})
+    with pytest.raises(ValueError, match=r"decoder\.score_grid"):
+        ModelConfig.from_dict({"decoder": {"name": "pointgroup", "score_grid": 0}})
+    with pytest.raises(ValueError, match="decoder: expected a mapping"):
+        ModelConfig.from_dict({"decoder": "isbnet"})

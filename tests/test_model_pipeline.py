@@ -412,3 +412,29 @@ def test_training_forward_survives_a_single_voxel_at_the_coarsest_level() -> Non
     assert torch.allclose(out, expected * norm.weight + norm.bias)
     two_rows = torch.randn(2, 4)
     assert torch.allclose(norm(two_rows).mean(0), torch.zeros(4), atol=1e-5)
+
+
+def test_a_decoders_own_thresholds_scores_and_classes_replace_the_shared_ones() -> None:
+    """The optional decoder outputs post-processing reads: per-proposal mask thresholds (DKNet's
+    Otsu), the method's own score (ISBNet, DKNet) and its own class probabilities."""
+    from dyco_perception.model.postprocess import proposal_scores
+
+    outputs = _outputs_with_masks([[0, 1, 2], [3, 4]], 10, [4, 6])
+    outputs["masks"].logits[outputs["masks"].proposal_id == 1] = 0.0  # probability 0.5 everywhere
+    mask_cfg = MaskHeadConfig(mask_threshold=0.6)
+    cfg = InferenceConfig(score_mode="learned", class_source="cluster")
+    inside, score, class_id, _ = proposal_scores(outputs, mask_cfg, cfg)
+    assert not inside[outputs["masks"].proposal_id == 1].any()  # 0.5 is under the shared 0.6
+    torch.testing.assert_close(score, torch.tensor([2.0, 1.0]).sigmoid())
+    assert class_id.tolist() == [4, 6]
+
+    outputs["mask_threshold"] = torch.tensor([0.6, 0.4])
+    outputs["score"] = torch.tensor([0.3, 0.9])
+    own = torch.zeros(2, 20)
+    own[0, 8], own[1, 3] = 0.7, 0.8
+    outputs["proposal_class_probs"] = own
+    inside, score, class_id, _ = proposal_scores(outputs, mask_cfg, cfg)
+    assert inside[outputs["masks"].proposal_id == 1].all()  # its own threshold 0.4
+    assert inside[outputs["masks"].proposal_id == 0].sum() == 3  # still the 3 mask points
+    torch.testing.assert_close(score, torch.tensor([0.3, 0.9]))
+    assert class_id.tolist() == [8, 3]
