@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from dyco_perception.checkpoint import load_checkpoint
 from dyco_training.cross_validate import apply_override, fold_config, main, training_rooms
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,3 +60,51 @@ def test_two_folds_run_pool_their_predictions_and_resume(tmp_path: Path, scannet
     assert main(args) == 0  # finished folds are kept, not retrained
     assert (out / "fold_scene0004" / "result.json").stat().st_mtime == card
     assert main([*args[:2], "--rooms", "scene0009", "--out", str(out)]) == 2  # a val room
+
+
+def test_decoders_compare_on_a_backbone_each_fold_trains_without_its_room(
+    tmp_path: Path, scannet_dir
+) -> None:
+    torch.set_num_threads(1)
+    shared = {
+        "model_config": str(REPO / "config/model/tiny_test.yaml"),
+        "data": {"scans_dir": str(scannet_dir), "real_repeat": 1},
+        "augment": {"max_points": 4000},
+        "train": {"iterations": 5, "threads": 1},
+        "log": {"every": 1, "save_every": 100, "progress": False, "tensorboard": False},
+    }
+    paths = {}
+    for name, decoder in (("backbone", "dyco3d"), ("dyco", "dyco3d"), ("pg", "pointgroup")):
+        config = {**shared, "model": {"decoder": {"name": decoder}}}
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(config))
+    out = tmp_path / "cv"
+    args = ["--config", str(paths["dyco"]), "--config", str(paths["pg"]), "--out", str(out)]
+    args += ["--backbone", str(paths["backbone"]), "--backbone-iterations", "3"]
+    assert main([*args, "--rooms", "scene0004", "--set", "train.iterations=2"]) == 0
+
+    backbone_path = (out / "backbone" / "fold_scene0004" / "model.safetensors").resolve()
+    _, backbone = load_checkpoint(backbone_path)
+    assert backbone.training["iterations"] == 3
+    assert backbone.training["config"]["train"]["prepare_iters"] == 3  # no instance branch
+    assert backbone.training["init"] is None  # from scratch: nothing that saw the room
+    for name, decoder in (("dyco", "dyco3d"), ("pg", "pointgroup")):
+        _, card = load_checkpoint(out / name / "fold_scene0004" / "model.safetensors")
+        assert card.model_config["decoder"]["name"] == decoder
+        assert card.training["iterations"] == 2
+        assert card.training["init"]["checkpoint"] == str(backbone_path)
+        assert card.training["init"]["scope"] == "backbone"
+        for trained in (card, backbone):
+            assert not any(
+                s.startswith("scene0004") for s in trained.training["data"]["real_scans"]
+            )
+            assert trained.training["data"]["val_scans"] == ["scene0004_00"]
+
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["rank_by"] == "agnostic_AP50" and comparison["rooms"] == ["scene0004"]
+    pooled = {
+        n: c["pooled"]["class_agnostic"]["AP50"] or 0.0 for n, c in comparison["candidates"].items()
+    }
+    assert pooled[comparison["best"]] == max(pooled.values())
+    assert sum(comparison["rooms_won"].values()) >= 1
+    assert main([*args, "--config", str(paths["pg"])]) == 2  # two candidates of one name

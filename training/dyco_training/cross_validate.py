@@ -9,6 +9,12 @@ on the held-out room. The val rooms are never touched. Folds are resumable: a fi
 result is kept (`fold_<room>/result.json`), an interrupted one continues from its state. The
 summary pools the held-out predictions of all folds into one benchmark (AP / AP50 / AP25,
 labelled and class-agnostic) next to the per-fold numbers, in `summary.json` and a table.
+
+Several `--config`s are candidates compared fold by fold (`<out>/<config stem>/fold_<room>`),
+ranked by one pooled metric (`--rank-by`). With `--backbone CONFIG`, each fold first trains a
+backbone on that fold's rooms only (the semantic and offset heads, no instance branch, for
+`--backbone-iterations`), and every candidate starts from it (`init.scope: backbone`): how the
+decoders are compared without a backbone that has seen the held-out room.
 """
 
 from __future__ import annotations
@@ -71,6 +77,26 @@ def fold_config(
     return train_config_from_dict(config, base=where)
 
 
+def backbone_fold_config(
+    base: dict[str, Any], rooms: dict[str, list[str]], held_out: str, iterations: int, where: Path
+):
+    """The fold's backbone stage: semantic and offset losses only (the instance branch is never
+    trained, so no decoder shapes the features the candidates share)."""
+    config = copy.deepcopy(base)
+    config.pop("init", None)  # from scratch: any pretrained weights have seen the held-out room
+    config.setdefault("train", {}).update(
+        {"iterations": iterations, "prepare_iters": iterations, "max_minutes": 0}
+    )
+    return fold_config(config, rooms, held_out, 0.0, where)
+
+
+def on_backbone(base: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """A candidate's config starting from a fold's backbone."""
+    config = copy.deepcopy(base)
+    config["init"] = {"checkpoint": checkpoint, "scope": "backbone"}
+    return config
+
+
 def run_fold(cfg, out: Path) -> dict[str, Any]:
     done = out / "result.json"
     if done.is_file():
@@ -102,6 +128,16 @@ def pooled_metrics(folds: dict[str, dict], rooms: dict[str, list[str]], scans_di
     return evaluate_predictions(items)
 
 
+RANK_METRICS = ("AP", "AP50", "AP25", "agnostic_AP", "agnostic_AP50", "agnostic_AP25")
+
+
+def pooled_value(pooled: dict, metric: str) -> float:
+    """A RANK_METRICS entry of a pooled benchmark (0 where nothing was predicted)."""
+    if metric.startswith("agnostic_"):
+        return float(pooled["class_agnostic"][metric.removeprefix("agnostic_")] or 0.0)
+    return float(pooled[metric] or 0.0)
+
+
 def format_summary(folds: dict[str, dict], pooled: dict) -> str:
     lines = ["| held-out room | iterations | AP50 | class-agnostic AP50 |", "|---|---|---|---|"]
     for room, fold in folds.items():
@@ -118,20 +154,75 @@ def format_summary(folds: dict[str, dict], pooled: dict) -> str:
     return "\n".join(lines)
 
 
+def folds_won(candidates: dict[str, dict], metric: str) -> dict[str, int]:
+    """How many held-out rooms each candidate scores best on (ties go to every tied one)."""
+    won = dict.fromkeys(candidates, 0)
+    for room in pooled_rooms(candidates):
+        scores = {n: c["folds"][room]["metrics"].get(metric, 0.0) for n, c in candidates.items()}
+        for name, score in scores.items():
+            won[name] += score == max(scores.values())
+    return won
+
+
+def format_comparison(candidates: dict[str, dict], metric: str) -> str:
+    """The candidates, best pooled `metric` first."""
+    won = folds_won(candidates, metric)
+    lines = [
+        f"| candidate | AP / AP50 / AP25 | class-agnostic AP / AP50 / AP25 | best on ({metric}) |",
+        "|---|---|---|---|",
+    ]
+    ranked = sorted(candidates, key=lambda n: -pooled_value(candidates[n]["pooled"], metric))
+    for name in ranked:
+        pooled = candidates[name]["pooled"]
+        labelled = " / ".join(f"{pooled_value(pooled, k):.3f}" for k in RANK_METRICS[:3])
+        agnostic = " / ".join(f"{pooled_value(pooled, k):.3f}" for k in RANK_METRICS[3:])
+        lines.append(
+            f"| {name} | {labelled} | {agnostic} | {won[name]} of {len(pooled_rooms(candidates))} |"
+        )
+    return "\n".join(lines)
+
+
+def pooled_rooms(candidates: dict[str, dict]) -> list[str]:
+    return sorted(set.intersection(*(set(c["folds"]) for c in candidates.values())))
+
+
+def read_candidate(path: Path, overrides: list[str]) -> dict[str, Any]:
+    config = read_train_yaml(path)
+    for assignment in overrides:
+        apply_override(config, assignment)
+    return config
+
+
+def candidate_dir(out: Path, name: str, count: int) -> Path:
+    return out if count == 1 else out / name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dyco-cross-validate", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True, help="training config YAML")
+    parser.add_argument(
+        "--config", action="append", required=True, help="training config YAML; repeat to compare"
+    )
     parser.add_argument("--set", action="append", default=[], help="override key.path=value")
     parser.add_argument("--minutes-per-fold", type=float, default=0.0)
     parser.add_argument("--rooms", help="comma-separated held-out rooms (default: all)")
+    parser.add_argument(
+        "--backbone", help="config of a per-fold backbone the candidates start from"
+    )
+    parser.add_argument("--backbone-iterations", type=int, default=500)
+    parser.add_argument("--rank-by", choices=RANK_METRICS, default="agnostic_AP50")
     parser.add_argument("--out", required=True, help="folder for the folds and the summary")
     args = parser.parse_args(argv)
     try:
-        base = read_train_yaml(Path(args.config))
-        for assignment in args.set:
-            apply_override(base, assignment)
-        where = Path(args.config).parent  # relative paths in the config, as dyco-train reads them
-        probe = train_config_from_dict(copy.deepcopy(base), base=where)
+        paths = {Path(c).stem: Path(c) for c in args.config}
+        if len(paths) != len(args.config):
+            raise ValueError(f"candidates need distinct file names, got {args.config}")
+        candidates = {name: read_candidate(path, args.set) for name, path in paths.items()}
+        backbone = read_train_yaml(Path(args.backbone)) if args.backbone else None
+        if args.backbone_iterations < 1:
+            raise ValueError("--backbone-iterations must be at least 1")
+        for name, config in candidates.items():  # every config error before hours of training
+            train_config_from_dict(copy.deepcopy(config), base=paths[name].parent)
+        probe = train_config_from_dict(copy.deepcopy(candidates[next(iter(paths))]), base=REPO_ROOT)
         scans_dir = Path(probe.data.scans_dir)
         scans_dir = scans_dir if scans_dir.is_absolute() else REPO_ROOT / scans_dir
         rooms = training_rooms(scans_dir)
@@ -139,16 +230,48 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(chosen) - set(rooms))
         if unknown:
             raise ValueError(f"rooms {unknown} are not training rooms {sorted(rooms)}")
-        configs = {r: fold_config(base, rooms, r, args.minutes_per_fold, where) for r in chosen}
     except (OSError, ValueError) as exc:
         print(f"dyco-cross-validate: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    folds = {room: run_fold(cfg, out / f"fold_{room}") for room, cfg in configs.items()}
-    pooled = pooled_metrics(folds, rooms, scans_dir)
-    summary = {"config": args.config, "overrides": args.set, "folds": folds, "pooled": pooled}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    print(format_summary(folds, pooled))
+    folds: dict[str, dict[str, dict]] = {name: {} for name in candidates}
+    for room in chosen:
+        start = None
+        if backbone is not None:
+            cfg = backbone_fold_config(
+                backbone, rooms, room, args.backbone_iterations, Path(args.backbone).parent
+            )
+            start = str(
+                Path(run_fold(cfg, out / "backbone" / f"fold_{room}")["checkpoint"]).resolve()
+            )
+        for name, config in candidates.items():
+            config = on_backbone(config, start) if start else config
+            cfg = fold_config(config, rooms, room, args.minutes_per_fold, paths[name].parent)
+            fold_out = candidate_dir(out, name, len(candidates)) / f"fold_{room}"
+            folds[name][room] = run_fold(cfg, fold_out)
+    summaries = {}
+    for name, path in paths.items():
+        pooled = pooled_metrics(folds[name], rooms, scans_dir)
+        summaries[name] = {"config": str(path), "folds": folds[name], "pooled": pooled}
+        summary = {**summaries[name], "overrides": args.set, "backbone": args.backbone}
+        where = candidate_dir(out, name, len(candidates))
+        (where / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        print(f"{name}:\n{format_summary(folds[name], pooled)}\n")
+    if len(candidates) > 1:
+        best = max(summaries, key=lambda n: pooled_value(summaries[n]["pooled"], args.rank_by))
+        comparison = {
+            "rank_by": args.rank_by,
+            "best": best,
+            "rooms": chosen,
+            "backbone": args.backbone,
+            "backbone_iterations": args.backbone_iterations if backbone else None,
+            "overrides": args.set,
+            "rooms_won": folds_won(summaries, args.rank_by),
+            "candidates": summaries,
+        }
+        (out / "comparison.json").write_text(json.dumps(comparison, indent=1, default=str))
+        print(format_comparison(summaries, args.rank_by))
+        print(f"best by pooled {args.rank_by}: {best}")
     return 0
 
 
