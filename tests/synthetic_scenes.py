@@ -75,7 +75,7 @@ def fit_to_scene(model, scene: Scene, loss_cfg, iterations: int, lr: float = 1e-
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(iterations):
         out = model(t["xyz"], t["rgb"], t["batch"], t["semantic"], t["instance"])
-        loss = compute_losses(out, t, loss_cfg)["total"]
+        loss = compute_losses(model, out, t, loss_cfg)["total"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -327,7 +327,7 @@ def test_batch_of_two_scenes_trains_and_keeps_masks_inside_their_scene() -> None
     model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
     out = model(xyz, rgb, batch, sem, inst)
     targets = {"xyz": xyz, "semantic": sem, "instance": inst, "batch": batch}
-    losses = compute_losses(out, targets, LossConfig())
+    losses = compute_losses(model, out, targets, LossConfig())
     losses["total"].backward()
     assert torch.isfinite(losses["total"])
     q = out["isbnet"]["queries"]

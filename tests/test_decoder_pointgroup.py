@@ -353,7 +353,7 @@ def test_batch_of_two_scenes_trains_and_keeps_scenes_apart() -> None:
     assert (cat["batch"][p.point_index] == p.batch[p.proposal_id]).all()
     gt = out["cluster_set"] == GT
     assert int(gt.sum()) == 8 and sorted(p.batch[gt].tolist()) == [0] * 4 + [1] * 4
-    losses = compute_losses(out, cat, LossConfig())
+    losses = compute_losses(model, out, cat, LossConfig())
     losses["total"].backward()
     assert losses["score"].item() > 0
     assert all(q.grad is not None for q in model.decoder.score_net.parameters())

@@ -285,7 +285,7 @@ def test_gradients_reach_every_parameter() -> None:
     batch = torch.repeat_interleave(torch.tensor([0, 1]), len(xyz) // 2)
     out = model(xyz, rgb, batch, semantic, instance)
     losses = compute_losses(
-        out, {"xyz": xyz, "semantic": semantic, "instance": instance, "batch": batch}
+        model, out, {"xyz": xyz, "semantic": semantic, "instance": instance, "batch": batch}
     )
     assert set(losses) >= {
         "semantic_ce",
@@ -395,7 +395,7 @@ def test_mixed_precision_forward_backward_under_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(xyz, rgb, batch, semantic, instance)
         targets = {"xyz": xyz, "semantic": semantic, "instance": instance, "batch": batch}
-        losses = compute_losses(out, targets)
+        losses = compute_losses(model, out, targets)
     losses["total"].backward()
     assert torch.isfinite(losses["total"])
     assert model.backbone.input_conv.weight.grad.abs().sum() > 0

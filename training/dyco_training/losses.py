@@ -1,8 +1,8 @@
 """Training losses: the shared semantic CE (+dice) and offset L1 + direction terms, plus the
 configured decoder's own terms (`InstanceDecoder.losses`, e.g. DyCo3D's mask BCE + dice + score).
 
-`compute_losses(outputs, targets, cfg)` takes the dict returned by the network's forward and the
-targets of the same points; it returns every term and their weighted sum under "total".
+`compute_losses(model, outputs, targets, cfg)` takes the network, the dict its forward returned
+and the targets of the same points; it returns every term and their weighted sum under "total".
 """
 
 from __future__ import annotations
@@ -50,12 +50,14 @@ class LossConfig:
 
 
 def compute_losses(
+    model: torch.nn.Module,
     outputs: dict,
     targets: dict[str, torch.Tensor],
     cfg: LossConfig | None = None,
     decoder_scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """outputs: the network's forward dict (its "decoder" computes the method's terms).
+    """model: the SegmentationNetwork (or its DistributedDataParallel wrapper), whose decoder
+    computes the method's terms; outputs: its forward dict.
     targets: "xyz" (N,3), "semantic" (N,) int64 with IGNORE_LABEL, "instance" (N,) int64
     per-scene ids (negative = none), "batch" (N,) int64 scene index. `decoder_scale` 0 turns the
     decoder's terms off (the staged start: offsets first, then the instance branch)."""
@@ -71,7 +73,8 @@ def compute_losses(
     losses.update(semantic_losses(outputs["semantic_logits"], gt.semantic))
     losses.update(offset_losses(outputs["offsets"], gt.xyz, gt.gt_id, gt.num_gt))
     total = sum(weights[name] * losses[name] for name in weights)
-    for name, value in outputs["decoder"].losses(outputs, gt, cfg).items():
+    decoder = getattr(model, "module", model).decoder  # DDP wraps the network in .module
+    for name, value in decoder.losses(outputs, gt, cfg).items():
         losses[name] = value
         total = total + decoder_scale * value
     losses["total"] = total

@@ -519,7 +519,7 @@ class Trainer:
             outputs = self.net(
                 batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
             )
-            losses = compute_losses(outputs, batch, self.cfg.loss, decoder_scale)
+            losses = compute_losses(self.net, outputs, batch, self.cfg.loss, decoder_scale)
         total = losses["total"]
         if not torch.isfinite(total):
             raise FloatingPointError(

@@ -124,7 +124,6 @@ class SegmentationNetwork(nn.Module):
             offsets=inputs.offsets,
             num_voxels=int(vox.voxels.coords.shape[0]),
             diagnostics={"transformer": self._transformer_mode()},
-            decoder=self.decoder,
         )
         return outputs
 
