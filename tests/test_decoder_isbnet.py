@@ -205,10 +205,18 @@ def test_decode_scene_equals_the_layers_on_the_concatenated_inputs(layers: int) 
     feats, xyz, boxes = torch.randn(50, 4), torch.rand(50, 3) * 3, torch.rand(50, 6) * 3
     q_xyz, q_box = torch.rand(7, 3) * 3 + 2, torch.rand(7, 6) * 3
     params = torch.randn(7, sum(a * b + b for a, b in sizes))
-    direct = run_dynamic(dynamic_inputs(feats, xyz, boxes, q_xyz, q_box), params, sizes)
+    inputs = (feats, xyz, boxes, q_xyz, q_box, params)
+    for t in inputs:
+        t.requires_grad_(True)
+    direct = run_dynamic(dynamic_inputs(*inputs[:5]), params, sizes)
+    weights = torch.randn_like(direct)  # any loss: the gradients must match too
+    expected = torch.autograd.grad((direct * weights).sum(), inputs)
     with mock.patch("dyco_perception.model.decoders.isbnet._DECODE_CHUNK", 50 * 8 * 3):
-        split = decode_scene(feats, xyz, boxes, q_xyz, q_box, params, sizes)  # chunks of 3
+        split = decode_scene(*inputs, sizes)  # chunks of 3
     assert torch.allclose(split, direct, atol=1e-4)
+    got = torch.autograd.grad((split * weights).sum(), inputs)
+    for got_grad, want in zip(got, expected, strict=True):
+        assert torch.allclose(got_grad, want, atol=1e-3)
 
 
 # --- boxes and matching (Eq. 4) -------------------------------------------------------------

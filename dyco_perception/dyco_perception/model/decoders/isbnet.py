@@ -223,17 +223,18 @@ def decode_scene(
     queries run in chunks so the (K, V, C) activations stay bounded (same result)."""
     k, v = query_xyz.shape[0], xyz.shape[0]
     step = max(1, _DECODE_CHUNK // max(1, v * sizes[0][1]))
+    shared = torch.cat([mask_features, xyz], 1).to(params.dtype)  # (V, H+3): pair-independent
+    boxes = boxes.to(params.dtype)
     out = [xyz.new_zeros((0, v))]
     for first in range(0, k, step):
         sel = slice(first, first + step)
         queries = (query_xyz[sel], query_boxes[sel], params[sel])
-        out.append(_decode_chunk(mask_features, xyz, boxes, queries, sizes))
+        out.append(_decode_chunk(shared, boxes, queries, sizes))
     return torch.cat(out)
 
 
 def _decode_chunk(
-    mask_features: torch.Tensor,
-    xyz: torch.Tensor,
+    shared: torch.Tensor,
     boxes: torch.Tensor,
     queries: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     sizes: list[tuple[int, int]],
@@ -241,14 +242,14 @@ def _decode_chunk(
     query_xyz, query_boxes, params = queries
     layers = split_decoder_params(params, sizes)
     (w1, b1), rest = layers[0], layers[1:]
-    h = mask_features.shape[1]
-    shared = torch.cat([mask_features, xyz], 1)  # (V, H+3): the pair-independent inputs
-    x = torch.matmul(shared.to(w1.dtype), w1[:, : h + 3])  # (K, V, C)
-    x = x - torch.bmm(query_xyz[:, None].to(w1.dtype), w1[:, h : h + 3])
-    geometry = (boxes[None] - query_boxes[:, None]).abs()
-    x = torch.baddbmm(x + b1[:, None], geometry.to(w1.dtype), w1[:, h + 3 :])
+    h3 = shared.shape[1]  # mask channels + 3 position channels
+    # Per query, the bias less the query position's share of the relative position p_i - p_k.
+    constant = b1[:, None] - torch.bmm(query_xyz[:, None].to(w1.dtype), w1[:, h3 - 3 : h3])
+    geometry = (boxes[None] - query_boxes[:, None].to(w1.dtype)).abs_()
+    x = torch.baddbmm(constant, geometry, w1[:, h3:])  # (K, V, C), in place from here on
+    x += torch.matmul(shared, w1[:, :h3])
     for weight, bias in rest:
-        x = torch.baddbmm(bias[:, None], torch.relu(x), weight)
+        x = torch.baddbmm(bias[:, None], x.relu_(), weight)
     return x.squeeze(2)
 
 
