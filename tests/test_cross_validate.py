@@ -39,17 +39,23 @@ def test_overrides_reach_nested_keys_and_bad_ones_are_refused() -> None:
         apply_override(config, "model.grouping.radius")
 
 
-def test_two_folds_run_pool_their_predictions_and_resume(tmp_path: Path, scannet_dir) -> None:
-    torch.set_num_threads(1)
+def write_tiny_config(path: Path, scannet_dir: Path, decoder: str = "dyco3d") -> Path:
+    """A training config of the tiny test model on the real scans, a few quick iterations."""
     config = {
         "model_config": str(REPO / "config/model/tiny_test.yaml"),
+        "model": {"decoder": {"name": decoder}},
         "data": {"scans_dir": str(scannet_dir), "real_repeat": 1},
         "augment": {"max_points": 4000},
         "train": {"iterations": 2, "threads": 1},
         "log": {"every": 1, "save_every": 100, "progress": False, "tensorboard": False},
     }
-    path = tmp_path / "cv.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_two_folds_run_pool_their_predictions_and_resume(tmp_path: Path, scannet_dir) -> None:
+    torch.set_num_threads(1)
+    path = write_tiny_config(tmp_path / "cv.yaml", scannet_dir)
     out = tmp_path / "cv"
     args = ["--config", str(path), "--rooms", "scene0004,scene0007", "--out", str(out)]
     assert main([*args, "--set", "model.grouping.radius=0.05"]) == 0
@@ -66,18 +72,10 @@ def test_decoders_compare_on_a_backbone_each_fold_trains_without_its_room(
     tmp_path: Path, scannet_dir
 ) -> None:
     torch.set_num_threads(1)
-    shared = {
-        "model_config": str(REPO / "config/model/tiny_test.yaml"),
-        "data": {"scans_dir": str(scannet_dir), "real_repeat": 1},
-        "augment": {"max_points": 4000},
-        "train": {"iterations": 5, "threads": 1},
-        "log": {"every": 1, "save_every": 100, "progress": False, "tensorboard": False},
+    paths = {
+        name: write_tiny_config(tmp_path / f"{name}.yaml", scannet_dir, decoder)
+        for name, decoder in (("backbone", "dyco3d"), ("dyco", "dyco3d"), ("pg", "pointgroup"))
     }
-    paths = {}
-    for name, decoder in (("backbone", "dyco3d"), ("dyco", "dyco3d"), ("pg", "pointgroup")):
-        config = {**shared, "model": {"decoder": {"name": decoder}}}
-        paths[name] = tmp_path / f"{name}.yaml"
-        paths[name].write_text(yaml.safe_dump(config))
     out = tmp_path / "cv"
     args = ["--config", str(paths["dyco"]), "--config", str(paths["pg"]), "--out", str(out)]
     args += ["--backbone", str(paths["backbone"]), "--backbone-iterations", "3"]
