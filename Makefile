@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ACTIVATE := source scripts/activate.sh
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format bench train-shipped tiny-fixture clean
+.PHONY: setup demo test lint format bench train-shipped cv-decoders tiny-fixture clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,15 @@ bench: setup
 train-shipped: setup
 	@$(ACTIVATE) && dyco-train --config config/train/shipped_stage1.yaml \
 		&& dyco-train --config config/train/shipped.yaml
+
+# How the node's default decoder was chosen: leave-one-room-out over the 8 training rooms, each
+# fold a backbone of its own (500 iterations) then each decoder on it (250); ~2.5 h on one core,
+# resumable (README "Choosing the default decoder"; CV_ARGS="--rooms ..." splits it over cores).
+cv-decoders: setup
+	@$(ACTIVATE) && dyco-cross-validate --backbone config/train/shipped_stage1.yaml \
+		--backbone-iterations 500 --set train.iterations=250 \
+		$(foreach d,dyco3d pointgroup dknet isbnet,--config config/train/$(d).yaml) \
+		--out runs/cv/decoders $(CV_ARGS)
 
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
