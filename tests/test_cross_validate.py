@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from dyco_perception.checkpoint import load_checkpoint
-from dyco_training.cross_validate import apply_override, fold_config, main, training_rooms
+from dyco_perception.evaluation import build_evaluator
+from dyco_training.cross_validate import (
+    apply_override,
+    fold_config,
+    main,
+    resampled_wins,
+    training_rooms,
+)
+
+from dyco_perception import classes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,4 +115,22 @@ def test_decoders_compare_on_a_backbone_each_fold_trains_without_its_room(
     }
     assert pooled[comparison["best"]] == max(pooled.values())
     assert sum(comparison["rooms_won"].values()) >= 1
+    # One held-out room: every resample is that room, so the pooled best wins all of them.
+    assert comparison["resampled_wins"][comparison["best"]] == 1.0
     assert main([*args, "--config", str(paths["pg"])]) == 2  # two candidates of one name
+
+
+def test_room_resampling_draws_whole_rooms_with_replacement() -> None:
+    # One chair per room. "a" finds it in rooms r1 and r2, "b" only in r3: "b" is best exactly
+    # when r3 is drawn at least twice of three, P = 7/27.
+    chair = classes.SEMANTIC_CLASSES.index("chair")
+    semantic, instance = np.full(200, chair), np.ones(200, dtype=np.int64)
+    hit = [{"class_id": chair, "score": 0.9, "point_indices": np.arange(200)}]
+    finds = {"a": (True, True, False), "b": (False, False, True)}
+    evaluators = {
+        name: build_evaluator([(semantic, instance, hit if f else []) for f in found])
+        for name, found in finds.items()
+    }
+    wins = resampled_wins(evaluators, ["r1", "r2", "r3"], "agnostic_AP50", resamples=500)
+    assert wins["b"] == pytest.approx(7 / 27, abs=0.06)  # 3 standard errors
+    assert wins["a"] + wins["b"] == pytest.approx(1.0)

@@ -11,6 +11,7 @@ from dyco_perception.evaluation import (
     InstanceEvaluator,
     InstancePredictions,
     benchmark_gt_ids,
+    build_evaluator,
     evaluate_case,
     evaluate_predictions,
 )
@@ -165,6 +166,22 @@ def test_evaluate_predictions_takes_semantic_ids_and_instance_lists() -> None:
     assert result["per_class"]["chair"] == pytest.approx([1.0, 1.0, 1.0])
     assert result["per_class"]["table"][1] == pytest.approx(1 / 3)  # one of three tables found
     assert math.isclose(result["AP50"], (1 + 1 / 3) / 2)
+
+
+def test_a_resample_of_the_scenes_scores_as_those_scenes_added_again() -> None:
+    chair = classes.SEMANTIC_CLASSES.index("chair")
+    semantic = np.array([0] * 100 + [chair] * 300)
+    instance = np.array([0] * 100 + [1] * 150 + [2] * 150)
+    found = {"class_id": chair, "score": 0.9, "point_indices": np.arange(100, 250)}
+    found_both = [found, {**found, "point_indices": np.arange(250, 400)}]
+    scenes = [(semantic, instance, [found]), (semantic, instance, found_both)]
+    evaluator = build_evaluator(scenes)
+    assert evaluator.compute().ap50 == pytest.approx(0.75)  # 3 of the 4 chairs, all confident
+    assert evaluator.compute([1]).ap50 == pytest.approx(1.0)
+    assert evaluator.compute([0]).ap50 == pytest.approx(0.5)
+    drawn = evaluator.compute([0, 0, 1])  # scene 0 drawn twice: 4 of 6 chairs
+    assert drawn.ap50 == pytest.approx(evaluate_predictions([scenes[0], *scenes])["AP50"])
+    assert drawn.num_scenes == 3 and drawn.num_gt_instances["chair"] == 6
 
 
 def test_class_hypotheses_let_a_mislabelled_mask_count_for_its_runner_up_class() -> None:

@@ -207,9 +207,12 @@ class InstanceEvaluator:
             intersection=intersection,
         )
 
-    def compute(self) -> EvalResult:
-        aps = _average_precisions(self._scenes, len(self.class_ids), self.min_region_size, False)
-        agnostic = _average_precisions(self._scenes, 1, self.min_region_size, True)
+    def compute(self, scenes: Sequence[int] | None = None) -> EvalResult:
+        """The benchmark over the added scenes, or over `scenes` (indices in the order added;
+        repeats count again, as in a bootstrap resample)."""
+        tables = self._scenes if scenes is None else [self._scenes[i] for i in scenes]
+        aps = _average_precisions(tables, len(self.class_ids), self.min_region_size, False)
+        agnostic = _average_precisions(tables, 1, self.min_region_size, True)
         summary = _summarise(aps)
         agnostic_summary = _summarise(agnostic)
         per_class = {
@@ -217,7 +220,7 @@ class InstanceEvaluator:
             for c, name in enumerate(self.class_names)
         }
         num_gt = np.zeros(len(self.class_ids), dtype=np.int64)
-        for scene in self._scenes:
+        for scene in tables:
             big = scene.gt_size >= self.min_region_size
             num_gt += np.bincount(scene.gt_class[big], minlength=len(self.class_ids))
         return EvalResult(
@@ -228,7 +231,7 @@ class InstanceEvaluator:
             class_agnostic=dict(
                 zip(("AP", "AP50", "AP25"), map(_none_if_nan, agnostic_summary), strict=True)
             ),
-            num_scenes=len(self._scenes),
+            num_scenes=len(tables),
             num_gt_instances={n: int(c) for n, c in zip(self.class_names, num_gt, strict=True)},
         )
 
@@ -488,6 +491,14 @@ def evaluate_predictions(
 
     ``predictions`` is anything ``InstancePredictions.coerce`` reads (semantic-id labels).
     Returns ``EvalResult.to_dict()``: AP, AP50, AP25, per_class, class_agnostic, counts."""
+    return build_evaluator(scenes, progress).compute().to_dict()
+
+
+def build_evaluator(
+    scenes: Iterable[tuple[np.ndarray, np.ndarray, Any]], progress: bool = False
+) -> InstanceEvaluator:
+    """An evaluator holding `scenes` (as ``evaluate_predictions`` reads them), to score them
+    all or any resample of them (``compute(scenes=...)``)."""
     evaluator = InstanceEvaluator()
     iterator: Iterable[tuple[np.ndarray, np.ndarray, Any]] = scenes
     if progress:
@@ -508,7 +519,7 @@ def evaluate_predictions(
             classes.semantic_to_nyu40(labels),
             preds.scores,
         )
-    return evaluator.compute().to_dict()
+    return evaluator
 
 
 def load_case(path: str) -> list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]]:

@@ -26,8 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
-from dyco_perception.evaluation import evaluate_predictions
+from dyco_perception.evaluation import InstanceEvaluator, build_evaluator
 from dyco_perception.scenes import load_npz_scene
 from dyco_perception.segmenter import Segmenter
 
@@ -116,16 +117,45 @@ def run_fold(cfg, out: Path) -> dict[str, Any]:
     return summary
 
 
-def pooled_metrics(folds: dict[str, dict], rooms: dict[str, list[str]], scans_dir: Path) -> dict:
-    """One benchmark over every held-out scan, each segmented by the model that did not see it."""
-    items = []
+def held_out_evaluator(
+    folds: dict[str, dict], rooms: dict[str, list[str]], scans_dir: Path
+) -> tuple[InstanceEvaluator, list[str]]:
+    """Every held-out scan, each segmented by the model that did not see it, in one evaluator;
+    and the room of each of its scenes (what room resampling draws)."""
+    items, scene_rooms = [], []
     for room, fold in folds.items():
         segmenter = Segmenter.from_checkpoint(fold["checkpoint"], device="cpu")
         for name in rooms[room]:
             scene = load_npz_scene(scans_dir / f"{name}.npz")
             result = segmenter.segment(scene.xyz, scene.rgb)
             items.append((scene.semantic, scene.instance, result.instances))
-    return evaluate_predictions(items)
+            scene_rooms.append(room)
+    return build_evaluator(items), scene_rooms
+
+
+def resampled_wins(
+    evaluators: dict[str, InstanceEvaluator],
+    scene_rooms: list[str],
+    metric: str,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How often each candidate has the best pooled `metric` when the held-out rooms are drawn
+    again with replacement (ties count for each tied one): how settled the ranking is."""
+    rng = np.random.default_rng(seed)
+    by_room: dict[str, list[int]] = {}
+    for index, room in enumerate(scene_rooms):
+        by_room.setdefault(room, []).append(index)
+    names = sorted(by_room)
+    wins = dict.fromkeys(evaluators, 0)
+    for _ in range(resamples):
+        drawn = [i for r in rng.choice(len(names), len(names)) for i in by_room[names[r]]]
+        scores = {
+            n: pooled_value(e.compute(drawn).to_dict(), metric) for n, e in evaluators.items()
+        }
+        for name, score in scores.items():
+            wins[name] += score == max(scores.values())
+    return {name: count / resamples for name, count in wins.items()}
 
 
 RANK_METRICS = ("AP", "AP50", "AP25", "agnostic_AP", "agnostic_AP50", "agnostic_AP25")
@@ -164,20 +194,23 @@ def folds_won(candidates: dict[str, dict], metric: str) -> dict[str, int]:
     return won
 
 
-def format_comparison(candidates: dict[str, dict], metric: str) -> str:
-    """The candidates, best pooled `metric` first."""
-    won = folds_won(candidates, metric)
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """The candidates, best pooled metric first, with how settled each place is."""
+    metric, candidates = comparison["rank_by"], comparison["candidates"]
     lines = [
-        f"| candidate | AP / AP50 / AP25 | class-agnostic AP / AP50 / AP25 | best on ({metric}) |",
-        "|---|---|---|---|",
+        f"| candidate | AP / AP50 / AP25 | class-agnostic AP / AP50 / AP25 | best held-out rooms "
+        f"({metric}) | best in room resamples |",
+        "|---|---|---|---|---|",
     ]
     ranked = sorted(candidates, key=lambda n: -pooled_value(candidates[n]["pooled"], metric))
     for name in ranked:
         pooled = candidates[name]["pooled"]
         labelled = " / ".join(f"{pooled_value(pooled, k):.3f}" for k in RANK_METRICS[:3])
         agnostic = " / ".join(f"{pooled_value(pooled, k):.3f}" for k in RANK_METRICS[3:])
+        won = f"{comparison['rooms_won'][name]} of {len(comparison['rooms'])}"
         lines.append(
-            f"| {name} | {labelled} | {agnostic} | {won[name]} of {len(pooled_rooms(candidates))} |"
+            f"| {name} | {labelled} | {agnostic} | {won} | "
+            f"{comparison['resampled_wins'][name]:.0%} |"
         )
     return "\n".join(lines)
 
@@ -249,29 +282,32 @@ def main(argv: list[str] | None = None) -> int:
             cfg = fold_config(config, rooms, room, args.minutes_per_fold, paths[name].parent)
             fold_out = candidate_dir(out, name, len(candidates)) / f"fold_{room}"
             folds[name][room] = run_fold(cfg, fold_out)
-    summaries = {}
+    summaries, evaluators, scene_rooms = {}, {}, []
     for name, path in paths.items():
-        pooled = pooled_metrics(folds[name], rooms, scans_dir)
+        evaluators[name], scene_rooms = held_out_evaluator(folds[name], rooms, scans_dir)
+        pooled = evaluators[name].compute().to_dict()
         summaries[name] = {"config": str(path), "folds": folds[name], "pooled": pooled}
         summary = {**summaries[name], "overrides": args.set, "backbone": args.backbone}
         where = candidate_dir(out, name, len(candidates))
         (where / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         print(f"{name}:\n{format_summary(folds[name], pooled)}\n")
     if len(candidates) > 1:
-        best = max(summaries, key=lambda n: pooled_value(summaries[n]["pooled"], args.rank_by))
         comparison = {
             "rank_by": args.rank_by,
-            "best": best,
+            "best": max(
+                summaries, key=lambda n: pooled_value(summaries[n]["pooled"], args.rank_by)
+            ),
             "rooms": chosen,
             "backbone": args.backbone,
             "backbone_iterations": args.backbone_iterations if backbone else None,
             "overrides": args.set,
             "rooms_won": folds_won(summaries, args.rank_by),
+            "resampled_wins": resampled_wins(evaluators, scene_rooms, args.rank_by),
             "candidates": summaries,
         }
         (out / "comparison.json").write_text(json.dumps(comparison, indent=1, default=str))
-        print(format_comparison(summaries, args.rank_by))
-        print(f"best by pooled {args.rank_by}: {best}")
+        print(format_comparison(comparison))
+        print(f"best by pooled {args.rank_by}: {comparison['best']}")
     return 0
 
 
