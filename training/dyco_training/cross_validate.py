@@ -210,7 +210,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
         won = f"{comparison['rooms_won'][name]} of {len(comparison['rooms'])}"
         lines.append(
             f"| {name} | {labelled} | {agnostic} | {won} | "
-            f"{comparison['resampled_wins'][name]:.0%} |"
+            f"{comparison['resampled_wins'][name]:.1%} |"
         )
     return "\n".join(lines)
 
