@@ -12,10 +12,10 @@ labelled and class-agnostic) next to the per-fold numbers, in `summary.json` and
 
 Several `--config`s are candidates compared fold by fold (`<out>/<config stem>/fold_<room>`),
 ranked by one pooled metric (`--rank-by`), with how often each ranks first when the held-out
-rooms are drawn again with replacement (`comparison.json`). With `--backbone CONFIG`, each fold first trains a
-backbone on that fold's rooms only (the semantic and offset heads, no instance branch, for
-`--backbone-iterations`), and every candidate starts from it (`init.scope: backbone`): how the
-decoders are compared without a backbone that has seen the held-out room.
+rooms are drawn again with replacement (`comparison.json`). With `--backbone CONFIG`, each fold
+first trains a backbone on that fold's rooms only (the semantic and offset heads, no instance
+branch, for `--backbone-iterations`), and every candidate starts from it (`init.scope:
+backbone`): how the decoders are compared without a backbone that has seen the held-out room.
 """
 
 from __future__ import annotations
