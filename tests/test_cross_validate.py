@@ -13,8 +13,11 @@ from dyco_perception.checkpoint import load_checkpoint
 from dyco_perception.evaluation import build_evaluator
 from dyco_training.cross_validate import (
     apply_override,
+    backbone_fold_config,
     fold_config,
+    folds_won,
     main,
+    pooled_value,
     resampled_wins,
     training_rooms,
 )
@@ -35,6 +38,36 @@ def test_folds_hold_out_whole_training_rooms_and_never_val(scannet_dir: Path) ->
     assert len(cfg.data.train_scans) == 15 - 3
     assert not any(s.startswith(("scene0009", "scene0010")) for s in cfg.data.train_scans)
     assert cfg.train.max_minutes == 5.0 and cfg.export.checkpoint == ""
+
+
+def test_a_fold_backbone_starts_from_scratch_and_trains_no_instance_branch(scannet_dir) -> None:
+    rooms = training_rooms(scannet_dir)
+    base = {
+        "model_config": str(REPO / "config/model/tiny_test.yaml"),
+        "init": {"checkpoint": "runs/shipped_stage1/model.safetensors", "scope": "backbone"},
+        "train": {"iterations": 8000, "prepare_iters": 300, "max_minutes": 80},
+    }
+    cfg = backbone_fold_config(base, rooms, "scene0005", 500, REPO)
+    assert cfg.init.checkpoint == ""  # weights that saw every room would leak the held-out one
+    assert (cfg.train.iterations, cfg.train.prepare_iters, cfg.train.max_minutes) == (500, 500, 0)
+    assert cfg.data.val_scans == rooms["scene0005"]
+    assert base["init"]["checkpoint"]  # the caller's mapping is left as it was
+
+
+def test_ranking_reads_the_named_metric_and_counts_ties_for_each() -> None:
+    pooled = {"AP50": 0.2, "class_agnostic": {"AP50": 0.5, "AP25": None}}
+    assert pooled_value(pooled, "AP50") == 0.2
+    assert pooled_value(pooled, "agnostic_AP50") == 0.5
+    assert pooled_value(pooled, "agnostic_AP25") == 0.0  # nothing predicted
+    folds = {
+        "a": {"r1": 0.3, "r2": 0.0, "r3": 0.1},
+        "b": {"r1": 0.1, "r2": 0.0, "r3": 0.4, "r4": 0.9},  # r4: only b ran it, not counted
+    }
+    candidates = {
+        name: {"folds": {r: {"metrics": {"AP50": v}} for r, v in by_room.items()}}
+        for name, by_room in folds.items()
+    }
+    assert folds_won(candidates, "AP50") == {"a": 2, "b": 2}  # r2 is a tie
 
 
 def test_overrides_reach_nested_keys_and_bad_ones_are_refused() -> None:
@@ -118,6 +151,13 @@ def test_decoders_compare_on_a_backbone_each_fold_trains_without_its_room(
     # One held-out room: every resample is that room, so the pooled best wins all of them.
     assert comparison["resampled_wins"][comparison["best"]] == 1.0
     assert main([*args, "--config", str(paths["pg"])]) == 2  # two candidates of one name
+    bad = tmp_path / "bad_backbone.yaml"
+    bad.write_text(
+        yaml.safe_dump({"base": str(paths["backbone"]), "model": {"decoder": {"name": "mask3d"}}})
+    )
+    bad_args = [*args[:4], "--backbone", str(bad), "--out", str(tmp_path / "bad")]
+    assert main(bad_args) == 2  # refused before any fold trains
+    assert not (tmp_path / "bad").exists()
 
 
 def test_room_resampling_draws_whole_rooms_with_replacement() -> None:

@@ -24,6 +24,7 @@ import argparse
 import copy
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,101 @@ def candidate_dir(out: Path, name: str, count: int) -> Path:
     return out if count == 1 else out / name
 
 
+@dataclass
+class Plan:
+    """What a run will do, checked before any training starts."""
+
+    paths: dict[str, Path]  # candidate name (its config's file stem) -> config file
+    candidates: dict[str, dict[str, Any]]  # name -> config mapping, overrides applied
+    backbone: dict[str, Any] | None  # the per-fold backbone's config mapping
+    scans_dir: Path
+    rooms: dict[str, list[str]]  # every training room -> its scans
+    chosen: list[str]  # the held-out rooms of this run
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Read and check every config (a wrong value fails here, not hours into a run)."""
+    paths = {Path(c).stem: Path(c) for c in args.config}
+    if len(paths) != len(args.config):
+        raise ValueError(f"candidates need distinct file names, got {args.config}")
+    if args.backbone_iterations < 1:
+        raise ValueError("--backbone-iterations must be at least 1")
+    candidates = {name: read_candidate(path, args.set) for name, path in paths.items()}
+    probes = [
+        train_config_from_dict(copy.deepcopy(config), base=paths[name].parent)
+        for name, config in candidates.items()
+    ]
+    scans_dir = Path(probes[0].data.scans_dir)
+    scans_dir = scans_dir if scans_dir.is_absolute() else REPO_ROOT / scans_dir
+    rooms = training_rooms(scans_dir)
+    chosen = args.rooms.split(",") if args.rooms else list(rooms)
+    unknown = sorted(set(chosen) - set(rooms))
+    if unknown:
+        raise ValueError(f"rooms {unknown} are not training rooms {sorted(rooms)}")
+    backbone = read_train_yaml(Path(args.backbone)) if args.backbone else None
+    if backbone is not None:
+        backbone_fold_config(
+            backbone, rooms, chosen[0], args.backbone_iterations, Path(args.backbone).parent
+        )
+    return Plan(paths, candidates, backbone, scans_dir, rooms, chosen)
+
+
+def run_folds(plan: Plan, args: argparse.Namespace, out: Path) -> dict[str, dict[str, dict]]:
+    """Candidate -> held-out room -> fold result; per room, its backbone first if asked for."""
+    folds: dict[str, dict[str, dict]] = {name: {} for name in plan.candidates}
+    for room in plan.chosen:
+        start = None
+        if plan.backbone is not None:
+            cfg = backbone_fold_config(
+                plan.backbone,
+                plan.rooms,
+                room,
+                args.backbone_iterations,
+                Path(args.backbone).parent,
+            )
+            trained = run_fold(cfg, out / "backbone" / f"fold_{room}")
+            start = str(Path(trained["checkpoint"]).resolve())
+        for name, config in plan.candidates.items():
+            config = on_backbone(config, start) if start else config
+            cfg = fold_config(
+                config, plan.rooms, room, args.minutes_per_fold, plan.paths[name].parent
+            )
+            fold_out = candidate_dir(out, name, len(plan.candidates)) / f"fold_{room}"
+            folds[name][room] = run_fold(cfg, fold_out)
+    return folds
+
+
+def summarise(plan: Plan, folds: dict[str, dict[str, dict]], args: argparse.Namespace) -> None:
+    """Each candidate's summary.json and table; with several, comparison.json and its table."""
+    out, count = Path(args.out), len(plan.candidates)
+    summaries, evaluators, scene_rooms = {}, {}, []
+    for name, path in plan.paths.items():
+        evaluators[name], scene_rooms = held_out_evaluator(folds[name], plan.rooms, plan.scans_dir)
+        pooled = evaluators[name].compute().to_dict()
+        summaries[name] = {"config": str(path), "folds": folds[name], "pooled": pooled}
+        summary = {**summaries[name], "overrides": args.set, "backbone": args.backbone}
+        (candidate_dir(out, name, count) / "summary.json").write_text(
+            json.dumps(summary, indent=1, default=str)
+        )
+        print(f"{name}:\n{format_summary(folds[name], pooled)}\n")
+    if count == 1:
+        return
+    comparison = {
+        "rank_by": args.rank_by,
+        "best": max(summaries, key=lambda n: pooled_value(summaries[n]["pooled"], args.rank_by)),
+        "rooms": plan.chosen,
+        "backbone": args.backbone,
+        "backbone_iterations": args.backbone_iterations if plan.backbone else None,
+        "overrides": args.set,
+        "rooms_won": folds_won(summaries, args.rank_by),
+        "resampled_wins": resampled_wins(evaluators, scene_rooms, args.rank_by),
+        "candidates": summaries,
+    }
+    (out / "comparison.json").write_text(json.dumps(comparison, indent=1, default=str))
+    print(format_comparison(comparison))
+    print(f"best by pooled {args.rank_by}: {comparison['best']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dyco-cross-validate", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -247,68 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the folds and the summary")
     args = parser.parse_args(argv)
     try:
-        paths = {Path(c).stem: Path(c) for c in args.config}
-        if len(paths) != len(args.config):
-            raise ValueError(f"candidates need distinct file names, got {args.config}")
-        candidates = {name: read_candidate(path, args.set) for name, path in paths.items()}
-        backbone = read_train_yaml(Path(args.backbone)) if args.backbone else None
-        if args.backbone_iterations < 1:
-            raise ValueError("--backbone-iterations must be at least 1")
-        for name, config in candidates.items():  # every config error before hours of training
-            train_config_from_dict(copy.deepcopy(config), base=paths[name].parent)
-        probe = train_config_from_dict(copy.deepcopy(candidates[next(iter(paths))]), base=REPO_ROOT)
-        scans_dir = Path(probe.data.scans_dir)
-        scans_dir = scans_dir if scans_dir.is_absolute() else REPO_ROOT / scans_dir
-        rooms = training_rooms(scans_dir)
-        chosen = args.rooms.split(",") if args.rooms else list(rooms)
-        unknown = sorted(set(chosen) - set(rooms))
-        if unknown:
-            raise ValueError(f"rooms {unknown} are not training rooms {sorted(rooms)}")
+        plan = make_plan(args)
     except (OSError, ValueError) as exc:
         print(f"dyco-cross-validate: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    folds: dict[str, dict[str, dict]] = {name: {} for name in candidates}
-    for room in chosen:
-        start = None
-        if backbone is not None:
-            cfg = backbone_fold_config(
-                backbone, rooms, room, args.backbone_iterations, Path(args.backbone).parent
-            )
-            start = str(
-                Path(run_fold(cfg, out / "backbone" / f"fold_{room}")["checkpoint"]).resolve()
-            )
-        for name, config in candidates.items():
-            config = on_backbone(config, start) if start else config
-            cfg = fold_config(config, rooms, room, args.minutes_per_fold, paths[name].parent)
-            fold_out = candidate_dir(out, name, len(candidates)) / f"fold_{room}"
-            folds[name][room] = run_fold(cfg, fold_out)
-    summaries, evaluators, scene_rooms = {}, {}, []
-    for name, path in paths.items():
-        evaluators[name], scene_rooms = held_out_evaluator(folds[name], rooms, scans_dir)
-        pooled = evaluators[name].compute().to_dict()
-        summaries[name] = {"config": str(path), "folds": folds[name], "pooled": pooled}
-        summary = {**summaries[name], "overrides": args.set, "backbone": args.backbone}
-        where = candidate_dir(out, name, len(candidates))
-        (where / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        print(f"{name}:\n{format_summary(folds[name], pooled)}\n")
-    if len(candidates) > 1:
-        comparison = {
-            "rank_by": args.rank_by,
-            "best": max(
-                summaries, key=lambda n: pooled_value(summaries[n]["pooled"], args.rank_by)
-            ),
-            "rooms": chosen,
-            "backbone": args.backbone,
-            "backbone_iterations": args.backbone_iterations if backbone else None,
-            "overrides": args.set,
-            "rooms_won": folds_won(summaries, args.rank_by),
-            "resampled_wins": resampled_wins(evaluators, scene_rooms, args.rank_by),
-            "candidates": summaries,
-        }
-        (out / "comparison.json").write_text(json.dumps(comparison, indent=1, default=str))
-        print(format_comparison(comparison))
-        print(f"best by pooled {args.rank_by}: {comparison['best']}")
+    summarise(plan, run_folds(plan, args, Path(args.out)), args)
     return 0
 
 
