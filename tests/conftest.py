@@ -27,6 +27,19 @@ def scannet_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def scan_sample(scannet_dir):
+    """`sample(name, count)`: `count` points (xyz, rgb) of a real scan, the same on every call."""
+    import numpy as np
+
+    def sample(name: str, count: int):
+        with np.load(scannet_dir / f"{name}.npz") as data:
+            pick = np.random.default_rng(0).choice(len(data["xyz"]), count, replace=False)
+            return data["xyz"][pick], data["rgb"][pick]
+
+    return sample
+
+
+@pytest.fixture(scope="session")
 def eval_vectors_dir() -> Path:
     if not EVAL_VECTORS_DIR.is_dir():
         pytest.skip(f"official evaluator vectors not found at {EVAL_VECTORS_DIR}")

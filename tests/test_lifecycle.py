@@ -12,7 +12,6 @@ import time
 import weakref
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
@@ -76,10 +75,8 @@ def managed(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scan(scannet_dir):
-    with np.load(scannet_dir / "scene0001_00.npz") as data:
-        pick = np.random.default_rng(0).choice(len(data["xyz"]), 6_000, replace=False)
-        return data["xyz"][pick], data["rgb"][pick]
+def scan(scan_sample):
+    return scan_sample("scene0001_00", 6_000)
 
 
 def _input_subscribed(client: SegmentationClient, expected: bool, timeout: float = 10) -> bool:

@@ -95,11 +95,9 @@ def segment(client: SegmentationClient, msg, timeout: float = 60.0):
 
 
 @pytest.fixture(scope="module")
-def scan(scannet_dir):
+def scan(scan_sample):
     """8000 points of a real scan (enough for the test model to report instances)."""
-    with np.load(scannet_dir / "scene0001_00.npz") as data:
-        pick = np.random.default_rng(0).choice(len(data["xyz"]), 8_000, replace=False)
-        return data["xyz"][pick], data["rgb"][pick]
+    return scan_sample("scene0001_00", 8_000)
 
 
 def test_real_scan_gives_consistent_cloud_instances_and_markers(node, scan) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
@@ -62,11 +61,9 @@ def nodes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scan(scannet_dir):
+def scan(scan_sample):
     """A val scan (none of the checkpoints trained on it), subsampled to 20k points."""
-    with np.load(scannet_dir / "scene0009_00.npz") as data:
-        pick = np.random.default_rng(0).choice(len(data["xyz"]), 20_000, replace=False)
-        return data["xyz"][pick], data["rgb"][pick]
+    return scan_sample("scene0009_00", 20_000)
 
 
 @pytest.mark.parametrize("decoder", sorted(DECODERS))
