@@ -16,7 +16,7 @@ class RunLogger:
     def __init__(self, out_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
         self.out_dir = Path(out_dir)
         self.enabled = enabled
-        self._rows: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
+        self._rows: dict[str, list[dict[str, float]]] = {"train": [], "val": [], "train_eval": []}
         self._writer = None
         if not enabled:
             return
@@ -83,11 +83,15 @@ class RunLogger:
         ax_loss.set(xlabel="iteration", ylabel="loss", title="training losses")
         ax_loss.legend(fontsize=7)
         ax_loss.grid(alpha=0.3)
-        val = self._rows["val"]
-        for name in ("AP", "AP50", "AP25", "agnostic_AP50"):
-            steps = [r["step"] for r in val if name in r]
-            ax_val.plot(steps, [r[name] for r in val if name in r], marker="o", label=name)
-        ax_val.set(xlabel="iteration", ylabel="score", title="validation (val scans)")
+        for kind, style in (("val", "-"), ("train_eval", "--")):
+            rows = self._rows[kind]
+            for name in ("AP", "AP50", "AP25", "agnostic_AP50"):
+                steps = [r["step"] for r in rows if name in r]
+                if steps:
+                    values = [r[name] for r in rows if name in r]
+                    label = name if kind == "val" else f"{name} (train scans)"
+                    ax_val.plot(steps, values, style, marker="o", label=label)
+        ax_val.set(xlabel="iteration", ylabel="score", title="AP: val scans (-), train scans (--)")
         ax_val.legend(fontsize=8)
         ax_val.grid(alpha=0.3)
         fig.tight_layout()

@@ -111,6 +111,9 @@ class InitConfig:
 class LogConfig:
     every: int = ranged(10, 1, 1_000_000, "iterations between log rows")
     val_every: int = ranged(0, 0, 100_000_000, "iterations between validations; 0 = end only")
+    # Each validation also scores the real training scans (no augmentation): the train curve
+    # next to the val curve shows under- vs overfitting.
+    train_curve: bool = False
     save_every: int = ranged(100, 1, 100_000_000, "iterations between training-state saves")
     tensorboard: bool = True
     progress: bool = True
@@ -469,6 +472,11 @@ class Trainer:
             if self.info.is_main
             else []
         )
+        self.train_eval_scenes = (
+            load_scans(cfg.data, cfg.data.train_split, cfg.data.train_scans)
+            if self.info.is_main and cfg.log.train_curve
+            else []
+        )
         self.logger = RunLogger(
             self.out_dir, enabled=self.info.is_main, tensorboard=cfg.log.tensorboard
         )
@@ -703,8 +711,12 @@ class Trainer:
             if metrics:
                 flat = self.flat_metrics(metrics)
                 self.logger.log("val", self.step, flat)
-                self.logger.plot()
                 log.info("iteration %d val %s", self.step, flat)
+            if self.train_eval_scenes:
+                flat = self.flat_metrics(self.validate(self.train_eval_scenes))
+                self.logger.log("train_eval", self.step, flat)
+                log.info("iteration %d train scans %s", self.step, flat)
+            self.logger.plot()
         barrier(self.info)
         return metrics
 
