@@ -265,3 +265,20 @@ def test_observations_without_finite_points_get_no_object_and_nan_rows_are_dropp
     assert update.object_ids == [0, 1, 0]
     chair = objects.objects[1]
     assert chair.num_points == len(CHAIR_A) - 10 and np.isfinite(chair.centroid).all()
+
+
+def test_assignment_prefers_the_better_match_over_more_matches() -> None:
+    """A fits instance X almost exactly; B overlaps X a quarter and Y not at all; A overlaps Y a
+    little. Maximising the number of matches gives A-Y and B-X, an id swap: the best total
+    similarity gives A-X and leaves B and Y unmatched."""
+    sim = np.array([[0.95, 0.12], [0.25, 0.0]])
+    assert ObjectMap._assign(sim) == [(0, 0)]
+    y, z = [0.0, 0.0], [1.0, 1.0]
+    maps = Maps(min_overlap=0.05)
+    maps.update(
+        [seen(solid([0.0, *y], [1.0, *z], seed=4)), seen(solid([0.5, *y], [2.0, *z], seed=5))]
+    )
+    x_obs = solid([0.0, *y], [1.0, *z], seed=6)  # A's box: IoU 1 with A, 0.25 with B
+    y_obs = solid([-1.5, *y], [0.3, *z], seed=7)  # IoU ~0.12 with A, 0 with B
+    ids = maps.update([seen(x_obs), seen(y_obs)]).object_ids
+    assert ids[0] == 1 and ids[1] not in (1, 2)

@@ -10,7 +10,9 @@ ROS-free (numpy + scipy). Each update associates the new map's instances with th
   new cannot disagree with what was seen before.
 - class-aware: the Bhattacharyya coefficient of the two class distributions must pass a gate, and
   it weighs the cost (1 - similarity * class similarity);
-- an optimal one-to-one assignment (scipy's linear_sum_assignment), gated by `min_overlap`.
+- an optimal one-to-one assignment (scipy's linear_sum_assignment) of the most total
+  similarity, gated by `min_overlap` (a gated pair is worth nothing, so a better match is never
+  traded for more matches).
 Splits and merges (see README "Objects that keep their identity"):
 - split: an object none of whose parts passed the gate takes its largest part when that part lies
   mostly (`part_containment`) inside it; the other parts become new tentative objects, recorded
@@ -35,7 +37,6 @@ from scipy.optimize import linear_sum_assignment
 
 from dyco_perception.config import build_config, ranged
 
-_NO_MATCH = 1e6
 _KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)
 
 
@@ -454,11 +455,13 @@ class ObjectMap:
 
     @staticmethod
     def _assign(similarity: np.ndarray) -> list[tuple[int, int]]:
-        """Optimal one-to-one pairs (object row, observation column) among the gated ones."""
+        """Optimal one-to-one pairs (object row, observation column) among the gated ones:
+        the most total similarity (max-weight matching), a gated pair worth nothing. Not the
+        most pairs first: that would give a well-matched object a poor partner so that a
+        second object gets its instance (an id swap)."""
         if not similarity.size:
             return []
-        cost = np.where(similarity > 0, 1.0 - similarity, _NO_MATCH)
-        rows, cols = linear_sum_assignment(cost)
+        rows, cols = linear_sum_assignment(similarity, maximize=True)
         return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if similarity[r, c] > 0]
 
     def _containment(self, intersections: np.ndarray, sizes: np.ndarray) -> np.ndarray:
