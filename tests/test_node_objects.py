@@ -210,3 +210,112 @@ def test_disabled_object_map_gives_no_config() -> None:
     assert NodeSettings.from_values(values).objects.retire_after == 3
     values["objects.enabled"] = False
     assert NodeSettings.from_values(values).objects is None
+
+
+# ---- the object-map mixin without DDS: a stand-in node around ObjectMapNode ----------------
+class _StandInNode:
+    """What ObjectMapNode uses of SegmentationCore: settings, segmenter card, logger, counts,
+    a publisher factory (publishers record their messages) and a clock."""
+
+    def __init__(self, settings) -> None:
+        import collections
+        import threading
+        from types import SimpleNamespace
+
+        self.settings = settings
+        self.segmenter = SimpleNamespace(card=SimpleNamespace(classes=[f"c{k}" for k in range(20)]))
+        self._lock = threading.Lock()
+        self.counts = collections.Counter()
+        self._output_publishers = []
+        self.published = []
+        self.logged = []
+        self.now_ns = 123 * 10**9
+
+    def _create_output_publisher(self, _type, _topic, _qos):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(publish=self.published.append)
+
+    def create_service(self, *_args):
+        return None
+
+    def get_logger(self):
+        from types import SimpleNamespace
+
+        def log(level):
+            return lambda text: self.logged.append((level, text))
+
+        return SimpleNamespace(debug=log("debug"), info=log("info"), warning=log("warning"))
+
+    def get_clock(self):
+        from types import SimpleNamespace
+
+        from rclpy.time import Time as RclpyTime
+
+        return SimpleNamespace(now=lambda: RclpyTime(nanoseconds=self.now_ns))
+
+
+def _object_node(**settings):
+    from types import SimpleNamespace
+
+    from dyco_perception.objects import ObjectMapConfig
+    from dyco_perception.ros.object_node import ObjectMapNode
+
+    class Node(_StandInNode, ObjectMapNode):
+        pass
+
+    objects = ObjectMapConfig(**settings.pop("objects", {}))
+    node = Node(SimpleNamespace(objects=objects, roi=settings.pop("roi", None)))
+    node._make_object_map()
+    return node
+
+
+def _box(lo, hi, count, seed):
+    return np.random.default_rng(seed).uniform(lo, hi, (count, 3)).astype(np.float32)
+
+
+def _labelled(parts, extra=(), jitter_seed=None):
+    """A labelled map: the parts (instances, class 4) plus extra points; jitter_seed moves every
+    point by a tiny amount (a fresh scan of the same scene)."""
+    from dyco_perception.segmenter import Instance
+
+    xyz = np.concatenate([*parts, *extra])
+    if jitter_seed is not None:
+        xyz = xyz + np.random.default_rng(jitter_seed).normal(0, 1e-4, xyz.shape).astype(np.float32)
+    instances, start = [], 0
+    instance = np.zeros(len(xyz), np.uint32)
+    for k, part in enumerate(parts, 1):
+        rows = np.arange(start, start + len(part))
+        instance[rows] = k
+        start += len(part)
+        instances.append(
+            Instance(k, 4, "c4", 0.8, rows, part.mean(0), np.ptp(part, 0), part.mean(0), len(rows))
+        )
+    score = np.zeros(len(xyz), np.float32)
+    return outputs.Labelled(xyz, np.zeros(len(xyz), np.int32), instance, score, instances)
+
+
+def _header(sec: int, frame: str = "map"):
+    from std_msgs.msg import Header
+
+    header = Header(frame_id=frame)
+    header.stamp.sec = sec
+    return header
+
+
+def test_node_object_map_does_not_miss_objects_outside_the_region_of_interest() -> None:
+    from dyco_perception.tiling import RegionOfInterest
+
+    roi = RegionOfInterest.box([-5, -5, -5], [1.5, 5, 5])
+    node = _object_node(objects={"retire_after": 2}, roi=None)
+    chair_a, chair_b = (
+        _box([0, 0, 0], [0.5, 0.5, 0.9], 500, 1),
+        _box([2, 0, 0], [2.5, 0.5, 0.9], 500, 2),
+    )
+    floor = _box([-1, -1, -0.05], [4, 2, 0], 3000, 3)
+    node._track_objects(_labelled([chair_a, chair_b], [floor], 0), _header(1), node.settings)
+    node.settings.roi = roi  # from now on only x < 1.5 is segmented: chair B is not detected
+    for sec in range(2, 6):
+        labelled = _labelled([chair_a], [chair_b, floor], sec)
+        node._track_objects(labelled, _header(sec), node.settings)
+        assert sorted(node.object_map.objects) == [1, 2], sec

@@ -282,3 +282,23 @@ def test_assignment_prefers_the_better_match_over_more_matches() -> None:
     y_obs = solid([-1.5, *y], [0.3, *z], seed=7)  # IoU ~0.12 with A, 0 with B
     ids = maps.update([seen(x_obs), seen(y_obs)]).object_ids
     assert ids[0] == 1 and ids[1] not in (1, 2)
+
+
+def test_objects_outside_the_region_of_interest_are_not_missed() -> None:
+    """The map holds the whole cloud; only the region x < 1.5 is segmented. Chair B lies
+    outside: not detected, not missed, never retired; chair A inside is missed as before."""
+    from dyco_perception.tiling import RegionOfInterest
+
+    roi = RegionOfInterest.box([-5, -5, -5], [1.5, 5, 5])
+    maps = Maps(retire_after=2)
+    maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    for _ in range(4):
+        points = np.concatenate([maps.floor, CHAIR_A, CHAIR_B])
+        maps.stamp += 10**9
+        update = maps.objects.update([seen(CHAIR_A)], points, maps.stamp, "map", roi=roi)
+        assert update.retired == [] and maps.objects.objects[2].num_misses == 0
+    missed = [
+        maps.objects.update([], np.concatenate([maps.floor, CHAIR_A, CHAIR_B]), s, "map", roi=roi)
+        for s in (10**11, 2 * 10**11)
+    ]
+    assert missed[-1].retired == [1] and 2 in maps.objects.objects

@@ -21,7 +21,9 @@ Splits and merges (see README "Objects that keep their identity"):
   it; it counts a miss, so a persistent merge retires it while a one-map merge gives it back its
   id when the parts reappear.
 Misses: an unmatched object whose voxels the new map covers (`observed_fraction`) counts a miss
-and retires after `retire_after` in a row; one outside the new map (cropped, windowed) is kept.
+and retires after `retire_after` in a row; one outside the new map (cropped, windowed) or
+outside the region of interest (`update(..., roi=)`: only the segmented part of the map counts
+as covering) is kept.
 """
 
 from __future__ import annotations
@@ -321,13 +323,16 @@ class ObjectMap:
         map_xyz: np.ndarray,
         stamp: int,
         frame: str = "",
+        roi: Any = None,
     ) -> ObjectUpdate:
         """Associate the instances of a new map (all its points: `map_xyz`) with the objects.
-        Instances without a finite point get object id 0."""
+        Instances without a finite point get object id 0. `roi` (anything with
+        `contains(xyz) -> bool mask`, e.g. tiling.RegionOfInterest): the part of the map that
+        was segmented; only it re-observes objects, so an object outside it is not missed."""
         start = time.perf_counter()
         self._check_sequence(stamp, frame)
         given = len(observations)
-        observed = self._coverage(map_xyz)
+        observed = self._coverage(map_xyz, roi)
         usable, candidates = self._prepare(observations)
         observations = candidates.observations
         objects = list(self.objects.values())
@@ -386,12 +391,16 @@ class ObjectMap:
                 f"stamp {stamp} is older than the previous map's {self.last_stamp}"
             )
 
-    def _coverage(self, map_xyz: np.ndarray) -> np.ndarray:
-        """The voxels the map covers, from an even sample of at most `coverage_points` points:
-        a covered voxel holds several points, so a sample still finds it, and a large map
-        costs no more than a room."""
+    def _coverage(self, map_xyz: np.ndarray, roi: Any = None) -> np.ndarray:
+        """The voxels the map covers (inside the region of interest, when given: what was
+        segmented), from an even sample of at most `coverage_points` points: a covered voxel
+        holds several points, so a sample still finds it, and a large map costs no more than
+        a room."""
         stride = max(1, -(-len(map_xyz) // self.config.coverage_points))
-        return voxel_keys(np.asarray(map_xyz)[::stride], self.config.voxel_size)
+        sample = _as_points(map_xyz)[::stride]
+        if roi is not None and len(sample):
+            sample = sample[np.asarray(roi.contains(sample), bool)]
+        return voxel_keys(sample, self.config.voxel_size)
 
     def _prepare(self, observations: list[Observation]) -> tuple[list[int], _Candidates]:
         """The observations with finite points (their indices, and them prepared: points,

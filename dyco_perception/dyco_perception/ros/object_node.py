@@ -80,7 +80,7 @@ class ObjectMapNode:
             self.object_map.config = settings.objects  # parameters may change at run time
             try:
                 update = self.object_map.update(
-                    observations, labelled.xyz, stamp_ns(header), header.frame_id
+                    observations, labelled.xyz, stamp_ns(header), header.frame_id, roi=settings.roi
                 )
             except ObjectMapError as exc:
                 self.get_logger().warning(f"object map reset: {exc}")
@@ -88,7 +88,7 @@ class ObjectMapNode:
                     self.counts["objects_reset"] += 1
                 self.object_map.reset()
                 update = self.object_map.update(
-                    observations, labelled.xyz, stamp_ns(header), header.frame_id
+                    observations, labelled.xyz, stamp_ns(header), header.frame_id, roi=settings.roi
                 )
         labelled.object_ids = update.object_ids
         self._association_s = update.seconds
