@@ -119,6 +119,19 @@ def test_confident_partial_prediction_is_a_false_positive_until_iou_025() -> Non
     assert ap == pytest.approx(0.125)  # the same at every threshold 0.5..0.9
 
 
+@pytest.mark.parametrize(("points", "threshold"), [(400, 0.5), (200, 0.25)])
+def test_a_match_needs_iou_strictly_above_the_threshold(points: int, threshold: float) -> None:
+    """Part of chair B (800 points) alone: `points` of them give IoU exactly `threshold`, which
+    the benchmark does not count as a match (IoU > threshold); one point more does."""
+    gt = np.concatenate([np.full(200, CHAIR * 1000 + 1), np.full(800, CHAIR * 1000 + 2)])
+    chair_a, chair_b = _indices_of(gt, CHAIR * 1000 + 1), _indices_of(gt, CHAIR * 1000 + 2)
+    column = {0.5: 1, 0.25: 2}[threshold]  # (AP, AP50, AP25)
+    at = _evaluate(gt, [chair_a, chair_b[:points]], [CHAIR, CHAIR], [0.5, 0.9])
+    above = _evaluate(gt, [chair_a, chair_b[: points + 1]], [CHAIR, CHAIR], [0.5, 0.9])
+    assert at.per_class["chair"][column] == pytest.approx(0.125)  # a false positive
+    assert above.per_class["chair"][column] == pytest.approx(1.0)
+
+
 def test_small_instances_and_predictions_are_ignored() -> None:
     gt = np.concatenate([np.full(99, CHAIR * 1000 + 1), np.full(200, CHAIR * 1000 + 2)])
     small_gt_pred = np.arange(99)  # under 100 points: dropped
