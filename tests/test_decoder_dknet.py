@@ -161,7 +161,7 @@ def test_otsu_threshold_decides_the_mask_not_a_fixed_half() -> None:
     class_prob = torch.zeros(6, 20)
     class_prob[:, CHAIR] = 0.8
     class_prob[:, FLOOR] = 0.2
-    out = instance_outputs(masks, 1, class_prob, 100)
+    out = instance_outputs(masks, 1, class_prob, 100, "product")
     expected = ops.otsu_threshold(masks.logits.sigmoid(), masks.proposal_id, 1, 100)
     assert out["mask_threshold"].tolist() == expected.tolist()
     assert 0.14 < float(out["mask_threshold"][0]) < 0.3
@@ -169,6 +169,35 @@ def test_otsu_threshold_decides_the_mask_not_a_fixed_half() -> None:
     # Score: mean mask over the intra points x the voted class's mean probability.
     assert float(out["score"][0]) == pytest.approx(0.32 * 0.8, rel=1e-5)
     assert int(out["proposal_class_probs"][0].argmax()) == CHAIR
+    # The released code's score (the default): the square root of that product.
+    root = instance_outputs(masks, 1, class_prob, 100)
+    assert float(root["score"][0]) == pytest.approx(math.sqrt(0.32 * 0.8), rel=1e-5)
+
+
+def test_points_of_a_dropped_instance_go_to_the_next_surviving_one() -> None:
+    """A outscores B on points 0..3 but fails the score threshold (its class probability is
+    low there): with survival, A leaves the argmax and B takes all six points; without it, A
+    takes 0..3 and post-processing then drops A, leaving them unlabelled."""
+    a = [(0, p, 0.95) for p in range(4)] + [(0, p, 0.05) for p in (4, 5)]
+    b = [(1, p, 0.7) for p in range(6)]
+    class_prob = torch.zeros(6, 20)
+    class_prob[:4, CHAIR] = 0.02  # A's intra points: mean class probability 0.02
+    class_prob[:4, FLOOR] = 0.98
+    class_prob[4:, CHAIR] = 1.0
+    masks = _masks(a + b)
+    plain = instance_outputs(masks, 2, class_prob, 100, "sqrt", None)
+    final = plain["masks"]
+    owner = dict(zip(final.point_index.tolist(), final.proposal_id.tolist(), strict=True))
+    assert owner == {0: 0, 1: 0, 2: 0, 3: 0, 4: 1, 5: 1}
+    assert float(plain["score"][0]) < 0.2 < float(plain["score"][1])
+    kept = instance_outputs(masks, 2, class_prob, 100, "sqrt", (0.2, 1))["masks"]
+    assert sorted(kept.point_index.tolist()) == list(range(6))
+    assert set(kept.proposal_id.tolist()) == {1}
+    # The size rule drops too: B (score passes) keeps 2 points < 3 when A survives, so with
+    # a threshold A passes, B is dropped and A takes every point it covers.
+    sized = instance_outputs(masks, 2, class_prob, 100, "sqrt", (0.0, 3))["masks"]
+    assert set(sized.proposal_id.tolist()) == {0}
+    assert sorted(sized.point_index.tolist()) == [0, 1, 2, 3]
 
 
 def test_coverage_gives_each_point_to_one_instance() -> None:

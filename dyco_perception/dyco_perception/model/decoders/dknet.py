@@ -65,6 +65,14 @@ class DKNetOptions:
     merge_dice_weight: float = ranged(0.0, 0.0, 100.0, "paper Eq. 2: BCE only; code adds dice")
     mask_bce_weight: float = ranged(1.0, 0.0, 100.0)
     mask_dice_weight: float = ranged(1.0, 0.0, 100.0)
+    # Instance score: "sqrt", sqrt(mean mask x mean class probability) (released code; the
+    # inference score_threshold applies to it); "product", the product itself (our earlier
+    # rule: a 0.1 threshold on it is 0.01 on the released score, ten times stricter).
+    score_formula: str = choice("sqrt", ("sqrt", "product"))
+    # True (released code): instances below the score threshold or the minimum size drop out
+    # before the per-point argmax, so their points go to the next surviving instance; False:
+    # post-processing drops them afterwards and their points stay unlabelled.
+    reassign_dropped: bool = True
 
 
 @register_decoder
@@ -168,8 +176,17 @@ class DKNetDecoder(InstanceDecoder):
         if self.training:
             out["score_logits"] = masks.logits.new_zeros(proposals.num)
             return out
+        inference = self.cfg.inference
+        survival = (
+            (inference.score_threshold, inference.min_instance_points)
+            if o.reassign_dropped
+            else None
+        )
+        class_prob = inp.semantic_logits.softmax(1)
         out.update(
-            instance_outputs(masks, proposals.num, inp.semantic_logits.softmax(1), o.otsu_bins)
+            instance_outputs(
+                masks, proposals.num, class_prob, o.otsu_bins, o.score_formula, survival
+            )
         )
         return out
 
@@ -354,11 +371,18 @@ def per_point_owner(
 
 
 def instance_outputs(
-    masks: DecodedMasks, num: int, class_prob: torch.Tensor, bins: int
+    masks: DecodedMasks,
+    num: int,
+    class_prob: torch.Tensor,
+    bins: int,
+    score_formula: str = "sqrt",
+    survival: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     """Otsu threshold per instance, coverage re-weighting (Eq. 7) and the exclusive masks it
-    gives, score = mean mask x mean class probability over the instance's intra points, class
-    by vote (mean probabilities of thing classes over the intra points)."""
+    gives, score from the mean mask and the mean class probability over the instance's intra
+    points (`score_formula`), class by vote (mean probabilities of thing classes over the intra
+    points). `survival` = (score threshold, minimum points): instances failing either leave
+    the per-point argmax, so their points go to the next surviving instance."""
     probs = masks.logits.detach().sigmoid()
     pid, point = masks.proposal_id, masks.point_index
     threshold = ops.otsu_threshold(probs, pid, num, bins)
@@ -367,7 +391,6 @@ def instance_outputs(
     raw_owner = per_point_owner(probs, point, pid, intra)
     n_inter = torch.bincount(pid[raw_owner], minlength=num).float()
     coverage = n_inter / n_intra.clamp_min(1)
-    keep = per_point_owner(probs * coverage[pid], point, pid, intra)
     rows = intra.nonzero().squeeze(1)
     votes = class_prob.new_zeros((num, class_prob.shape[1]))
     votes.index_add_(0, pid[rows], class_prob[point[rows]])
@@ -375,6 +398,9 @@ def instance_outputs(
     class_probs = votes / n_intra.clamp_min(1)[:, None]
     mean_mask = probs.new_zeros(num).index_add(0, pid[rows], probs[rows]) / n_intra.clamp_min(1)
     score = mean_mask * class_probs.max(1).values
+    if score_formula == "sqrt":
+        score = score.sqrt()
+    keep = exclusive_masks(probs * coverage[pid], point, pid, intra, score, survival)
     final = DecodedMasks(masks.logits[keep], point[keep], pid[keep])
     return {
         "masks": final,
@@ -384,6 +410,34 @@ def instance_outputs(
         "proposal_class_probs": class_probs,
         "coverage": coverage,
     }
+
+
+MAX_SURVIVAL_ROUNDS = 10
+
+
+def exclusive_masks(
+    values: torch.Tensor,
+    point: torch.Tensor,
+    pid: torch.Tensor,
+    intra: torch.Tensor,
+    score: torch.Tensor,
+    survival: tuple[float, int] | None,
+) -> torch.Tensor:
+    """Each point to the intra instance of highest value. With `survival`, only instances
+    scoring at least its threshold and keeping at least its point count compete: the argmax
+    is repeated without the ones that fell under the count, until none does."""
+    if survival is None:
+        return per_point_owner(values, point, pid, intra)
+    min_score, min_points = survival
+    alive = score >= min_score
+    for _ in range(MAX_SURVIVAL_ROUNDS):
+        keep = per_point_owner(values, point, pid, intra & alive[pid])
+        sizes = torch.bincount(pid[keep], minlength=score.numel())
+        still = alive & (sizes >= min_points)
+        if torch.equal(still, alive):
+            break
+        alive = still
+    return keep
 
 
 # --- losses (Eq. 1, 2, 5, 6) -----------------------------------------------------------------
