@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dyco_perception.model import SegmentationNetwork
+from dyco_perception.model.decoders.base import DecoderInput
+from dyco_perception.model.decoders.dyco3d import DyCo3DDecoder
 from dyco_perception.model.dynamic_head import (
     DecodedMasks,
     cluster_grid,
@@ -19,7 +21,8 @@ from dyco_perception.model.dynamic_head import (
     split_decoder_params,
 )
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
-from dyco_perception.model.transformer import BottleneckTransformer
+from dyco_perception.model.transformer import BottleneckTransformer, RelativePositionBias
+from dyco_perception.model.voxelizer import Voxelized
 from dyco_perception.segmenter import Segmenter
 from dyco_perception.sparse import SparseVoxels, spconv_available
 from dyco_training.losses import LossConfig, mask_losses, match_proposals, offset_losses
@@ -108,6 +111,38 @@ def test_matching_takes_the_best_iou_instance_and_respects_the_minimum() -> None
     assert untrained["mask_bce"].item() == 0.0  # IoU 0.4 is below the minimum: no mask target
 
 
+def test_portion_rule_takes_the_instance_holding_most_of_the_cluster() -> None:
+    """GT 0 = points 0..9 (big), GT 1 = 10..12 (small). The cluster [0, 1, 2, 10, 11] holds 3
+    points of GT 0 (IoU 3/12) and 2 of GT 1 (IoU 2/6): IoU picks GT 1, the paper's portion
+    rule GT 0."""
+    gt_id = torch.tensor([0] * 10 + [1] * 3)
+    proposals = _proposals([[0, 1, 2, 10, 11]], [5])
+    assert match_proposals(proposals, gt_id, 2, "iou")[0].tolist() == [1]
+    best, best_iou, _ = match_proposals(proposals, gt_id, 2, "portion")
+    assert best.tolist() == [0]
+    assert best_iou[0].item() == pytest.approx(3 / 12)
+    # A cluster of background points only has no target under either rule.
+    background = _proposals([[0, 1]], [5])
+    gt_none = torch.tensor([-1] * 13)
+    assert match_proposals(background, gt_none, 2, "portion")[0].tolist() == [-1]
+
+
+def test_portion_rule_teaches_a_fragment_its_whole_object() -> None:
+    """A fragment (2 of GT 0's 10 points, IoU 0.2) is below the IoU rule's 0.25 gate, so it
+    gets no mask target; under the portion rule its target is the whole of GT 0, points
+    outside the fragment included."""
+    gt_id = torch.tensor([0] * 10 + [-1] * 2)
+    proposals = _proposals([[0, 1]], [5])
+    # The decoder predicts only the fragment: points 0, 1 in, 2..9 (GT 0) and 10, 11 out.
+    masks = _decoded([(0, p, 3.0 if p < 2 else -3.0) for p in range(12)])
+    outputs = {"masks": masks, "proposals": proposals, "score_logits": torch.zeros(1)}
+    iou_rule = mask_losses(outputs, gt_id, 1, LossConfig(target_rule="iou"))
+    assert iou_rule["mask_bce"].item() == 0.0
+    portion = mask_losses(outputs, gt_id, 1, LossConfig(target_rule="portion"))
+    want = (2 * _bce(3.0, 1) + 8 * _bce(-3.0, 1) + 2 * _bce(-3.0, 0)) / 12
+    assert portion["mask_bce"].item() == pytest.approx(want, rel=1e-5)
+
+
 def test_score_target_is_the_soft_iou_of_the_binary_mask() -> None:
     # GT 0 has 4 points; the mask (p > 0.5) holds 3 of them and 1 other point: IoU 3/5 = 0.6.
     gt_id = torch.tensor([0, 0, 0, 0, -1, -1])
@@ -152,6 +187,71 @@ def test_category_aware_training_restricts_the_loss_to_the_clusters_class() -> N
     decoded_points = out["masks"].point_index
     assert (predicted[decoded_points] == 5).all()
     assert decoded_points.numel() == int((predicted == 5).sum())
+
+
+def _two_blob_input(cfg: ModelConfig) -> DecoderInput:
+    """Two 30-point blobs 2 m apart, both predicted as class 5, plus 30 points between them
+    predicted as class 8; offsets bring each blob onto its own centre."""
+    gen = torch.Generator().manual_seed(0)
+    blob = torch.rand(30, 3, generator=gen) * 0.2
+    far = blob + torch.tensor([2.0, 0, 0])
+    middle = blob + torch.tensor([1.0, 0, 0])
+    xyz = torch.cat([blob, far, middle])
+    semantic = torch.cat([torch.full((60,), 5), torch.full((30,), 8)])
+    centres = torch.cat([blob.mean(0).expand(30, 3), far.mean(0).expand(30, 3), middle])
+    n, m = xyz.shape[0], cfg.backbone.width
+    features = torch.randn(n, m, generator=gen)
+    return DecoderInput(
+        xyz=xyz,
+        batch=torch.zeros(n, dtype=torch.long),
+        voxelized=Voxelized(None, torch.arange(n)),
+        voxel_features=features,
+        point_features=features,
+        semantic_logits=F.one_hot(semantic, 20).float() * 10,
+        offsets=centres - xyz,
+        gt_semantic=semantic,
+        gt_instance=torch.cat([torch.zeros(30), torch.ones(30), torch.full((30,), 2)]).long(),
+    )
+
+
+def _decoded_classes(mask_head: dict, training: bool) -> tuple[int, set[int]]:
+    """(points decoded for the first blob's cluster, the predicted classes among them)."""
+    cfg = ModelConfig.from_dict(
+        {
+            "backbone": {"width": 4, "levels": 2, "backend": "torch"},
+            "grouping": {"train_proposals": "pred", "min_points": 5, "radius": 0.05},
+            "mask_head": {"generator": "pooled_mlp", **mask_head},
+        }
+    )
+    torch.manual_seed(0)
+    decoder = DyCo3DDecoder(cfg).train(training)
+    inp = _two_blob_input(cfg)
+    with torch.no_grad():
+        out = decoder(inp)
+    first = int(out["proposals"].proposal_id[out["proposals"].point_index == 0][0])
+    rows = out["masks"].point_index[out["masks"].proposal_id == first]
+    return rows.numel(), set(inp.semantic_pred[rows].tolist())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_category_aware_follows_the_train_and_the_eval_setting(training: bool) -> None:
+    """category_aware_train rules the training forward, category_aware the eval one; each
+    decodes the class-8 points between the blobs exactly when it is off."""
+    for train_flag, eval_flag in ((True, False), (False, True)):
+        aware = train_flag if training else eval_flag
+        head = {"category_aware_train": train_flag, "category_aware": eval_flag}
+        count, classes = _decoded_classes({**head, "decode_region": "all"}, training)
+        assert classes == ({5} if aware else {5, 8}), (train_flag, eval_flag, training)
+        assert count == (60 if aware else 90)
+
+
+def test_decode_region_all_reaches_beyond_the_clusters_box() -> None:
+    """ "all" (the paper) decodes a cluster over the whole scene: the other blob 2 m away too;
+    "box" only inside the cluster's box + margin."""
+    unaware = {"category_aware_train": False, "category_aware": False}
+    assert _decoded_classes({**unaware, "decode_region": "all"}, False) == (90, {5, 8})
+    boxed = {**unaware, "decode_region": "box", "box_margin": 0.3}
+    assert _decoded_classes(boxed, False) == (30, {5})
 
 
 # ---- grouping (Algorithm 1) -----------------------------------------------------------------
@@ -363,6 +463,38 @@ def test_relative_position_attention_ignores_where_the_scene_sits() -> None:
         other = SparseVoxels(x.features, moved, 64, (64,) * 3, 1)
         assert not torch.allclose(t(x).features[0], t(other).features[0], atol=1e-4)
     assert t.last_mode == "global"
+
+
+def test_relative_position_bias_is_signed_per_axis() -> None:
+    """bias[h, i, j] = sum over axes of table[axis][c_i - c_j + clip, h]: the offset from j to i
+    with its sign, so a neighbour on the left and one on the right are told apart."""
+    bias_module = RelativePositionBias(heads=2, clip=3)
+    with torch.no_grad():
+        bias_module.tables.copy_(torch.randn(3, 7, 2))
+    coords = torch.tensor([[0, 0, 0], [2, 1, 0], [9, 0, 0]])
+    bias = bias_module(coords)
+    t = bias_module.tables
+    for i in range(3):
+        for j in range(3):
+            d = (coords[i] - coords[j]).clamp(-3, 3) + 3
+            want = t[0, d[0]] + t[1, d[1]] + t[2, d[2]]
+            assert torch.allclose(bias[:, i, j], want)
+
+
+def test_transformer_tells_a_layout_from_its_mirror_image() -> None:
+    """The same tokens laid out left-to-right and right-to-left: the middle token's
+    neighbours swap sides, so its output must change (it would not if the position encoding
+    lost the offset's sign)."""
+    t = _transformer()
+    gen = torch.Generator().manual_seed(3)
+    features = torch.randn(3, 16, generator=gen)
+    x = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 2, 0, 0]])
+    mirrored = x.clone()
+    mirrored[:, 1] = 2 - x[:, 1]
+    with torch.no_grad():
+        a = t(SparseVoxels(features, x, 64, (8,) * 3, 1)).features
+        b = t(SparseVoxels(features, mirrored, 64, (8,) * 3, 1)).features
+    assert not torch.allclose(a[1], b[1], atol=1e-4)
 
 
 def test_large_scenes_attend_in_windows_and_report_it() -> None:

@@ -93,7 +93,11 @@ class MaskHeadConfig:
     generator_channels: int = ranged(32, 1, 512, "channels of the generator's sparse convs")
     pooling: str = choice("mean", ("mean", "max"))
     controller_hidden: int = ranged(64, 1, 1024, "hidden width of the generator's MLP")
-    # Decode each proposal only on points inside its box grown by this margin (m).
+    # Where each cluster's decoder runs: "box", only on points inside the cluster's box grown
+    # by box_margin (m; ours, faster); "all", on every point of the scene (the paper, 3.4), so
+    # a fragment can still recover its whole object. category_aware narrows either to the
+    # points predicted as the cluster's class.
+    decode_region: str = choice("box", ("box", "all"))
     box_margin: float = ranged(0.3, 0.0, 100.0)
     category_aware: bool = True
     category_aware_train: bool = False

@@ -32,8 +32,11 @@ class LossConfig:
     mask_bce_weight: float = ranged(1.0, 0.0, 100.0)
     mask_dice_weight: float = ranged(1.0, 0.0, 100.0)
     score_weight: float = ranged(0.5, 0.0, 100.0)
-    # A proposal trains the mask head only if its best GT instance overlaps it this much.
-    min_match_iou: float = ranged(0.25, 0.0, 1.0)
+    # A cluster's mask target (DyCo3D): "iou", the GT instance of highest IoU, trained only when
+    # that IoU reaches min_match_iou (ours, the earlier rule); "portion", the GT instance that
+    # holds the largest portion of the cluster's points, with no IoU gate (the paper, 3.4).
+    target_rule: str = choice("iou", ("iou", "portion"))
+    min_match_iou: float = ranged(0.25, 0.0, 1.0, "target_rule iou: the gate")
     # "cluster": mask BCE averaged over each cluster's decoded points, then over clusters
     # (DyCo3D Eq. 5); "pair": over all (cluster, point) pairs, so big clusters weigh more.
     mask_bce_average: str = choice("cluster", ("cluster", "pair"))

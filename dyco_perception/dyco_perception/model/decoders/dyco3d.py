@@ -99,7 +99,7 @@ class DyCo3DDecoder(InstanceDecoder):
             inp.batch,
             inp.semantic_pred if category_aware else None,
             cfg.num_classes,
-            mh.box_margin,
+            mh.box_margin if mh.decode_region == "box" else float("inf"),
             cfg.decoder_layer_sizes,
             mh.use_relative_position,
         )
@@ -122,9 +122,13 @@ class DyCo3DDecoder(InstanceDecoder):
 
 
 def match_proposals(
-    proposals: Proposals, gt_id: torch.Tensor, num_gt: int
+    proposals: Proposals, gt_id: torch.Tensor, num_gt: int, rule: str = "iou"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best-IoU GT instance of each proposal: (gt index or -1, IoU, GT sizes)."""
+    """Each proposal's GT instance: (gt index or -1, IoU with it, GT sizes).
+
+    rule "iou": the instance of highest IoU with the proposal. rule "portion" (DyCo3D 3.4): the
+    instance that holds the largest portion of the proposal's points, however small the
+    proposal is next to it, so a fragment is taught to grow into its whole object."""
     k = proposals.num
     gt_size = torch.bincount(gt_id[gt_id >= 0], minlength=num_gt)
     if k == 0 or num_gt == 0:
@@ -137,8 +141,10 @@ def match_proposals(
     inter = torch.bincount(pair, minlength=k * num_gt).view(k, num_gt).float()
     union = proposal_size[:, None] + gt_size[None, :] - inter
     iou = inter / union.clamp_min(1)
-    best_iou, best = iou.max(1)
-    best = torch.where(best_iou > 0, best, torch.full_like(best, -1))
+    ranking = inter if rule == "portion" else iou
+    best = ranking.argmax(1)
+    best_iou = iou.gather(1, best[:, None]).squeeze(1)
+    best = torch.where(inter.gather(1, best[:, None]).squeeze(1) > 0, best, -1)
     return best, best_iou, gt_size
 
 
@@ -150,8 +156,10 @@ def mask_losses(
     zero = zero_like_graph(masks.logits) + zero_like_graph(score_logits)
     if proposals.num == 0 or masks.logits.numel() == 0:
         return {"mask_bce": zero, "mask_dice": zero, "score": zero}
-    best, best_iou, gt_size = match_proposals(proposals, gt_id, num_gt)
-    matched = (best >= 0) & (best_iou >= cfg.min_match_iou)
+    best, best_iou, gt_size = match_proposals(proposals, gt_id, num_gt, cfg.target_rule)
+    matched = best >= 0
+    if cfg.target_rule == "iou":
+        matched &= best_iou >= cfg.min_match_iou
     target = (gt_id[masks.point_index] == best[masks.proposal_id]).float()
     target = target * matched[masks.proposal_id].float()
     train_pair = matched[masks.proposal_id]
