@@ -116,10 +116,12 @@ def test_latched_objects_topic_lists_the_confirmed_objects(replayed) -> None:
         assert sum(obj.id in ids for ids in seen) == obj.num_observations
         assert 0.0 < obj.confidence <= obj.score <= 1.0
         assert abs(sum(obj.class_probs) - 1.0) < 1e-4 and obj.class_id == np.argmax(obj.class_probs)
-        if obj.id in last:  # seen in the newest map: its box and instance id are that view's
-            inst = last[obj.id]
-            assert obj.instance_id == inst.id and obj.num_points == inst.num_points
-            assert obj.box_center.x == pytest.approx(inst.box_center.x, abs=1e-4)
+        if obj.id in last:  # seen in the newest map: its instance id is that view's, its box
+            inst = last[obj.id]  # (the voxels seen often enough) overlaps that view's
+            assert obj.instance_id == inst.id and obj.num_points > 0
+            for axis in "xyz":
+                gap = abs(getattr(obj.box_center, axis) - getattr(inst.box_center, axis))
+                assert gap <= (getattr(obj.box_size, axis) + getattr(inst.box_size, axis)) / 2
         else:
             assert obj.instance_id == 0
 

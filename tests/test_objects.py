@@ -302,3 +302,45 @@ def test_objects_outside_the_region_of_interest_are_not_missed() -> None:
         for s in (10**11, 2 * 10**11)
     ]
     assert missed[-1].retired == [1] and 2 in maps.objects.objects
+
+
+NEIGHBOUR = solid([0.5, 0, 0], [1.0, 0.5, 0.9], seed=11)  # touches chair A's +x side
+
+
+def test_one_under_or_over_segmented_map_does_not_rewrite_the_extent() -> None:
+    """Evidence accumulates per voxel: a voxel is published when it was seen in enough of the
+    views that could have shown it (`voxel_support`)."""
+    maps = Maps()
+    for _ in range(3):
+        maps.update([seen(CHAIR_A)], extra=[NEIGHBOUR])
+    chair = maps.objects.objects[1]
+    full_min, full_max = chair.box_min.copy(), chair.box_max.copy()
+    under = maps.update([seen(np.concatenate([CHAIR_A, NEIGHBOUR]))])  # swallows the neighbour
+    assert under.object_ids == [1]
+    np.testing.assert_allclose(chair.box_min, full_min)
+    np.testing.assert_allclose(chair.box_max, full_max)
+    assert len(chair.voxels) == len(voxel_keys(CHAIR_A, 0.1))
+    assert chair.num_points == len(CHAIR_A)
+    # The next map separates them again: the neighbour is a new object, the chair keeps its id.
+    assert maps.update([seen(NEIGHBOUR), seen(CHAIR_A)]).object_ids == [2, 1]
+    over = maps.update([seen(CHAIR_A[CHAIR_A[:, 0] < 0.25])], extra=[CHAIR_A, NEIGHBOUR])
+    assert over.object_ids == [1]  # half the chair: the other half stays published
+    np.testing.assert_allclose(chair.box_min, full_min, atol=0.01)  # a cut voxel's points change
+    np.testing.assert_allclose(chair.box_max, full_max, atol=0.01)
+    assert len(chair.voxels) == len(voxel_keys(CHAIR_A, 0.1))
+
+
+def test_a_region_revealed_by_a_growing_map_is_published_at_once() -> None:
+    maps = Maps()
+    sofa = solid([0, 0, 0], [3.0, 1.0, 0.8], count=2000, seed=8)
+    for reach in (1.0, 2.0, 3.0):
+        maps.update([seen(sofa[sofa[:, 0] < reach], SOFA)], crop=reach)
+        assert maps.objects.objects[1].box_max[0] == pytest.approx(
+            sofa[sofa[:, 0] < reach, 0].max()
+        )
+
+
+def test_voxel_support_is_a_validated_setting() -> None:
+    assert ObjectMapConfig.from_dict({"voxel_support": 0.8}).voxel_support == 0.8
+    with pytest.raises(ValueError, match=r"objects\.voxel_support"):
+        ObjectMapConfig.from_dict({"voxel_support": 1.5})

@@ -61,6 +61,13 @@ class ObjectMapConfig:
     part_containment: float = ranged(
         0.6, 0.0, 1.0, "split/merge: share of the smaller side's voxels inside the larger"
     )
+    voxel_support: float = ranged(
+        0.6,
+        0.0,
+        1.0,
+        "an object's voxel is published when seen in at least this share of the object's views "
+        "that could show it",
+    )
     coverage_points: int = ranged(
         100_000,
         1_000,
@@ -113,16 +120,16 @@ def _finite_groups(clouds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def _group_voxels(
     xyz: np.ndarray, counts: np.ndarray, voxel_size: float
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
     """For consecutive groups of points (all counts > 0): each group's sorted unique voxel
-    keys and its box (min, max corners)."""
+    keys, its box (min, max corners) and each point's voxel key."""
     if not len(counts):
-        return [], np.zeros((0, 3)), np.zeros((0, 3))
+        return [], np.zeros((0, 3)), np.zeros((0, 3)), []
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     box_min = np.minimum.reduceat(xyz, starts).astype(np.float64)
     box_max = np.maximum.reduceat(xyz, starts).astype(np.float64)
     keys = np.split(_raw_keys(xyz, voxel_size), starts[1:])
-    return [np.unique(k) for k in keys], box_min, box_max  # small sorts beat one lexsort
+    return [np.unique(k) for k in keys], box_min, box_max, keys  # small sorts beat a lexsort
 
 
 def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]:
@@ -180,7 +187,9 @@ class MapObject:
     num_observations: int
     first_seen: int  # stamp (ns) of the first map it was seen in
     last_seen: int
-    points: np.ndarray  # latest observation: the accumulated map only grows
+    # Published geometry: the voxels with enough evidence (`voxel_support`), the newest points
+    # seen in them, their box.
+    points: np.ndarray
     voxels: np.ndarray
     box_min: np.ndarray
     box_max: np.ndarray
@@ -190,6 +199,13 @@ class MapObject:
     instance_id: int = 0  # id in the newest map, 0 when not seen in it
     merged_into: int = 0  # the object whose instance covered it in the newest map
     split_from: int = 0  # the object it was a part of when it was created
+    # Evidence per voxel (sorted keys of every voxel a view of it held): views that held the
+    # voxel (hits) and views that could have shown it (looks); the newest points seen in each.
+    evidence_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    hits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    looks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    evidence_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    evidence_point_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def class_probs(self) -> np.ndarray:
@@ -250,6 +266,8 @@ class _Candidates:
     points: list[np.ndarray]  # each observation's finite points, float32
     voxels: list[np.ndarray]
     known_voxels: list[np.ndarray]  # the part inside the previous map
+    known_mask: list[np.ndarray]  # per voxel: inside the previous map
+    point_keys: list[np.ndarray]  # each point's voxel key
     box_min: np.ndarray  # (K, 3)
     box_max: np.ndarray
     probs: np.ndarray  # (K, C)
@@ -348,6 +366,7 @@ class ObjectMap:
         matched_objects = self._recover_split_objects(candidates, intersections, classes, pairs)
         for row, col in pairs:
             self._fuse(objects[row], candidates, col, stamp, update)
+        self._add_evidence([(objects[row], col) for row, col in pairs], candidates, observed)
         self._handle_unmatched(
             objects, matched_objects, candidates, intersections, observed, update
         )
@@ -408,12 +427,14 @@ class ObjectMap:
         over all their points."""
         xyz, counts = _finite_groups([o.points for o in observations])
         usable = np.flatnonzero(counts).tolist()
-        voxels, box_min, box_max = _group_voxels(xyz, counts[usable], self.config.voxel_size)
+        voxels, box_min, box_max, point_keys = _group_voxels(
+            xyz, counts[usable], self.config.voxel_size
+        )
         if self.last_stamp is None or not voxels:
-            known = voxels
+            known, masks = voxels, [np.zeros(len(v), bool) for v in voxels]
         else:  # one search for all instances
-            inside = _member(np.concatenate(voxels), self._observed)
-            known = [v[m] for v, m in zip(voxels, _split_like(inside, voxels), strict=True)]
+            masks = _split_like(_member(np.concatenate(voxels), self._observed), voxels)
+            known = [v[m] for v, m in zip(voxels, masks, strict=True)]
         kept = [observations[k] for k in usable]
         probs = [_distribution(o.class_probs, o.class_id, self.num_classes) for o in kept]
         return usable, _Candidates(
@@ -421,6 +442,8 @@ class ObjectMap:
             points=np.split(xyz, np.cumsum(counts[usable])[:-1]) if usable else [],
             voxels=voxels,
             known_voxels=known,
+            known_mask=masks,
+            point_keys=point_keys,
             box_min=box_min,
             box_max=box_max,
             probs=np.array(probs).reshape(-1, self.num_classes),
@@ -518,14 +541,75 @@ class ObjectMap:
         obj.num_observations += 1
         obj.num_misses, obj.merged_into = 0, 0
         obj.last_seen = stamp
-        obj.points = candidates.points[col]
-        obj.voxels = candidates.voxels[col]
-        obj.box_min, obj.box_max = candidates.box_min[col], candidates.box_max[col]
         obj.instance_id = observation.instance_id
         if not obj.confirmed and obj.num_observations >= self.config.confirm_after:
             obj.confirmed = True
             update.confirmed.append(obj.id)
         update.object_ids[col] = obj.id
+
+    def _add_evidence(
+        self,
+        fused: list[tuple[MapObject, int]],
+        candidates: _Candidates,
+        observed: np.ndarray,
+    ) -> None:
+        """Each matched object's view (an observation column) into its per-voxel evidence,
+        then its published geometry. A voxel the object held before gets a look when the new
+        map could show it (the map covers its x-y column: a cropped or windowed-out part, or
+        one outside the region of interest, is not held against it) and a hit when the view
+        holds it. A voxel new to the object starts with one hit and one look, plus a look when
+        the previous map already covered it (it was there to see and was not part of the
+        object: an under-segmented view); a part a growing map reveals starts at full
+        support."""
+        if not fused:
+            return
+        olds = [obj.evidence_keys for obj, _ in fused]
+        columns = _member(np.concatenate(olds) >> _KEY_BITS, observed >> _KEY_BITS)
+        for (obj, col), column_seen in zip(fused, _split_like(columns, olds), strict=True):
+            voxels, old = candidates.voxels[col], obj.evidence_keys
+            index = np.minimum(np.searchsorted(old, voxels), max(len(old) - 1, 0))
+            was_held = old[index] == voxels if len(old) else np.zeros(len(voxels), bool)
+            if was_held.all():  # no voxel new to the object: the evidence keeps its keys
+                keys, at_new = old, index
+                hits, looks = obj.hits.copy(), obj.looks + column_seen
+            else:
+                keys = np.union1d(old, voxels)
+                at_old, at_new = np.searchsorted(keys, old), np.searchsorted(keys, voxels)
+                hits = np.zeros(len(keys), np.int64)
+                looks = np.zeros(len(keys), np.int64)
+                hits[at_old], looks[at_old] = obj.hits, obj.looks + column_seen
+            looks[at_new] = np.where(
+                was_held,
+                looks[at_new] + ~column_seen[np.where(was_held, index, 0)],
+                1 + candidates.known_mask[col],
+            )
+            hits[at_new] += 1
+            kept = ~_member(obj.evidence_point_keys, voxels)  # older points of voxels not seen
+            obj.evidence_keys, obj.hits, obj.looks = keys, hits, looks
+            obj.evidence_points = np.concatenate(
+                [obj.evidence_points[kept], candidates.points[col]]
+            )
+            obj.evidence_point_keys = np.concatenate(
+                [obj.evidence_point_keys[kept], candidates.point_keys[col]]
+            )
+            self._publish_geometry(obj, candidates.points[col], voxels)
+
+    def _publish_geometry(self, obj: MapObject, points: np.ndarray, voxels: np.ndarray) -> None:
+        """Voxels with enough support, their points, their box; the newest view when no voxel
+        has (a view whose every voxel was contradicted before)."""
+        supported = obj.hits >= self.config.voxel_support * obj.looks - 1e-9
+        if supported.all():
+            obj.voxels, obj.points = obj.evidence_keys, obj.evidence_points
+        else:
+            published = obj.evidence_keys[supported]
+            if not len(published):
+                published = voxels
+            obj.voxels = published
+            obj.points = obj.evidence_points[_member(obj.evidence_point_keys, published)]
+            if not len(obj.points):
+                obj.points = points
+        obj.box_min = obj.points.min(axis=0).astype(np.float64)
+        obj.box_max = obj.points.max(axis=0).astype(np.float64)
 
     def _handle_unmatched(
         self,
@@ -600,6 +684,10 @@ class ObjectMap:
                 confirmed=self.config.confirm_after <= 1,
                 instance_id=observation.instance_id,
             )
+            obj.evidence_keys = candidates.voxels[col]
+            obj.hits = obj.looks = np.ones(len(obj.evidence_keys), np.int64)
+            obj.evidence_points = candidates.points[col]
+            obj.evidence_point_keys = candidates.point_keys[col]
             if objects and part_sizes[col] and inside[:, col].max() >= self.config.part_containment:
                 obj.split_from = objects[int(np.argmax(inside[:, col]))].id
                 update.split[obj.id] = obj.split_from
