@@ -30,19 +30,27 @@ def seen(points: np.ndarray, class_id: int = CHAIR, score: float = 0.8) -> Obser
 
 
 class Maps:
-    """Feeds maps with increasing stamps; the map's points are the objects' plus a floor."""
+    """Feeds maps with increasing stamps; the map's points are the objects' plus a floor.
+    Each map is a fresh scan (every point moved by a tiny amount: new evidence everywhere)
+    unless `fresh=False` (the same map republished)."""
 
     def __init__(self, **config) -> None:
         self.objects = ObjectMap(ObjectMapConfig(**config))
         self.stamp = 0
         self.floor = solid(*FLOOR, count=3000, seed=99)
 
-    def update(self, observations: list[Observation], extra: list[np.ndarray] = (), crop=None):
+    def points(self, observations, extra=(), crop=None, fresh=True) -> np.ndarray:
         points = np.concatenate([self.floor, *[o.points for o in observations], *extra])
         if crop is not None:
             points = points[points[:, 0] < crop]
+        if fresh:
+            points = points + np.random.default_rng(self.stamp).normal(0, 1e-4, points.shape)
+        return points
+
+    def update(self, observations: list[Observation], extra=(), crop=None, fresh=True, roi=None):
+        points = self.points(observations, extra, crop, fresh)
         self.stamp += 1_000_000_000
-        return self.objects.update(observations, points, self.stamp, "map")
+        return self.objects.update(observations, points, self.stamp, "map", roi=roi)
 
 
 CHAIR_A = solid([0, 0, 0], [0.5, 0.5, 0.9], seed=1)
@@ -293,14 +301,9 @@ def test_objects_outside_the_region_of_interest_are_not_missed() -> None:
     maps = Maps(retire_after=2)
     maps.update([seen(CHAIR_A), seen(CHAIR_B)])
     for _ in range(4):
-        points = np.concatenate([maps.floor, CHAIR_A, CHAIR_B])
-        maps.stamp += 10**9
-        update = maps.objects.update([seen(CHAIR_A)], points, maps.stamp, "map", roi=roi)
+        update = maps.update([seen(CHAIR_A)], extra=[CHAIR_B], roi=roi)
         assert update.retired == [] and maps.objects.objects[2].num_misses == 0
-    missed = [
-        maps.objects.update([], np.concatenate([maps.floor, CHAIR_A, CHAIR_B]), s, "map", roi=roi)
-        for s in (10**11, 2 * 10**11)
-    ]
+    missed = [maps.update([], extra=[CHAIR_A, CHAIR_B], roi=roi) for _ in range(2)]
     assert missed[-1].retired == [1] and 2 in maps.objects.objects
 
 
@@ -344,3 +347,32 @@ def test_voxel_support_is_a_validated_setting() -> None:
     assert ObjectMapConfig.from_dict({"voxel_support": 0.8}).voxel_support == 0.8
     with pytest.raises(ValueError, match=r"objects\.voxel_support"):
         ObjectMapConfig.from_dict({"voxel_support": 1.5})
+
+
+def test_a_map_republished_unchanged_is_no_new_sighting_nor_miss() -> None:
+    """A false positive seen once and republished: still one sighting, not confirmed; a fresh
+    scan of its region is a second sighting. Misses likewise need new evidence."""
+    maps = Maps(confirm_after=2, retire_after=2)
+    first = maps.update([seen(CHAIR_A), seen(CHAIR_B)], fresh=False)
+    assert first.object_ids == [1, 2]
+    for _ in range(3):
+        again = maps.update([seen(CHAIR_A)], extra=[CHAIR_B], fresh=False)
+        assert again.object_ids == [1] and again.confirmed == [] and again.retired == []
+    assert maps.objects.objects[1].num_observations == 1
+    assert maps.objects.objects[2].num_misses == 0  # republished: no new evidence of absence
+    fresh = maps.update([seen(CHAIR_A)], extra=[CHAIR_B])
+    assert fresh.confirmed == [1] and maps.objects.objects[2].num_misses == 1
+
+
+def test_new_evidence_in_one_region_only_counts_there() -> None:
+    """The map grows at chair B only (chair A's points unchanged): B's sighting counts, A's
+    does not."""
+    maps = Maps(confirm_after=2)
+    maps.update([seen(CHAIR_A), seen(CHAIR_B)], fresh=False)
+    more_b = solid([2, 0, 0], [2.5, 0.5, 0.9], count=300, seed=12)
+    points = np.concatenate([maps.points([seen(CHAIR_A), seen(CHAIR_B)], fresh=False), more_b])
+    maps.stamp += 10**9
+    update = maps.objects.update(
+        [seen(CHAIR_A), seen(np.concatenate([CHAIR_B, more_b]))], points, maps.stamp, "map"
+    )
+    assert update.object_ids == [1, 2] and update.confirmed == [2]

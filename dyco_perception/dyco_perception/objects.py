@@ -199,6 +199,7 @@ class MapObject:
     instance_id: int = 0  # id in the newest map, 0 when not seen in it
     merged_into: int = 0  # the object whose instance covered it in the newest map
     split_from: int = 0  # the object it was a part of when it was created
+    evidence_update: int = 0  # the update that last counted a sighting or a miss of it
     # Evidence per voxel (sorted keys of every voxel a view of it held): views that held the
     # voxel (hits) and views that could have shown it (looks); the newest points seen in each.
     evidence_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -322,6 +323,12 @@ class ObjectMap:
         self.last_stamp: int | None = None
         self._next_id = 1
         self._observed = np.zeros(0, np.int64)  # voxels of the previous map
+        # Per voxel of the previous map (aligned with _observed): its point count, a checksum
+        # of its points and the update in which its content last changed.
+        self._counts = np.zeros(0, np.int64)
+        self._checksums = np.zeros(0, np.float64)
+        self._changed_at = np.zeros(0, np.int64)
+        self._updates = 0
 
     # ---- public API -----------------------------------------------------------------------
     def reset(self) -> int:
@@ -330,6 +337,9 @@ class ObjectMap:
         self.objects.clear()
         self.frame, self.last_stamp, self._next_id = None, None, 1
         self._observed = np.zeros(0, np.int64)
+        self._counts = np.zeros(0, np.int64)
+        self._checksums = np.zeros(0, np.float64)
+        self._changed_at = np.zeros(0, np.int64)
         return removed
 
     def confirmed_objects(self) -> list[MapObject]:
@@ -350,7 +360,9 @@ class ObjectMap:
         start = time.perf_counter()
         self._check_sequence(stamp, frame)
         given = len(observations)
-        observed = self._coverage(map_xyz, roi)
+        self._updates += 1
+        observed, counts, checksums = self._coverage(map_xyz, roi)
+        self._changed_at = self._changes(observed, counts, checksums)
         usable, candidates = self._prepare(observations)
         observations = candidates.observations
         objects = list(self.objects.values())
@@ -364,14 +376,17 @@ class ObjectMap:
         pairs = self._assign(similarity)
         update = ObjectUpdate(object_ids=[0] * len(observations))
         matched_objects = self._recover_split_objects(candidates, intersections, classes, pairs)
+        sightings = []
         for row, col in pairs:
-            self._fuse(objects[row], candidates, col, stamp, update)
-        self._add_evidence([(objects[row], col) for row, col in pairs], candidates, observed)
+            if self._fuse(objects[row], candidates, col, stamp, update, observed):
+                sightings.append((objects[row], col))
+        self._add_evidence(sightings, candidates, observed)
         self._handle_unmatched(
             objects, matched_objects, candidates, intersections, observed, update
         )
         self._create(candidates, objects, intersections, stamp, update)
-        self._observed, self.last_stamp, self.frame = observed, stamp, frame
+        self._observed, self._counts, self._checksums = observed, counts, checksums
+        self.last_stamp, self.frame = stamp, frame
         object_ids = [0] * given
         for index, object_id in zip(usable, update.object_ids, strict=True):
             object_ids[index] = object_id
@@ -410,16 +425,48 @@ class ObjectMap:
                 f"stamp {stamp} is older than the previous map's {self.last_stamp}"
             )
 
-    def _coverage(self, map_xyz: np.ndarray, roi: Any = None) -> np.ndarray:
+    def _coverage(
+        self, map_xyz: np.ndarray, roi: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The voxels the map covers (inside the region of interest, when given: what was
-        segmented), from an even sample of at most `coverage_points` points: a covered voxel
-        holds several points, so a sample still finds it, and a large map costs no more than
-        a room."""
+        segmented), with each one's point count and a checksum of its points, from an even
+        sample of at most `coverage_points` points: a covered voxel holds several points, so a
+        sample still finds it, and a large map costs no more than a room."""
         stride = max(1, -(-len(map_xyz) // self.config.coverage_points))
         sample = _as_points(map_xyz)[::stride]
         if roi is not None and len(sample):
             sample = sample[np.asarray(roi.contains(sample), bool)]
-        return voxel_keys(sample, self.config.voxel_size)
+        sample = sample[_finite_rows(sample)]
+        keys, inverse, counts = np.unique(
+            _raw_keys(sample, self.config.voxel_size), return_inverse=True, return_counts=True
+        )
+        sample = sample.astype(np.float64)  # no BLAS product (its threads spin, see above)
+        mix = sample[:, 0] + 1.618034 * sample[:, 1] + 2.718282 * sample[:, 2]
+        return keys, counts, np.bincount(inverse, weights=mix, minlength=len(keys))
+
+    def _changes(self, keys: np.ndarray, counts: np.ndarray, checksums: np.ndarray) -> np.ndarray:
+        """Per voxel of the new map: the update in which its content last changed (this one
+        when it is new, or its point count or checksum differs from the previous map's)."""
+        if not len(self._observed) or not len(keys):
+            return np.full(len(keys), self._updates, np.int64)
+        index = np.minimum(np.searchsorted(self._observed, keys), len(self._observed) - 1)
+        same = (
+            (self._observed[index] == keys)
+            & (self._counts[index] == counts)
+            & np.isclose(self._checksums[index], checksums, rtol=1e-9, atol=1e-6)
+        )
+        return np.where(same, self._changed_at[index], self._updates)
+
+    def _new_evidence(self, voxels: np.ndarray, observed: np.ndarray, since: int) -> bool:
+        """Whether the map's content in these voxels changed after update `since` (voxels the
+        coverage sample did not hold: assumed changed)."""
+        if not len(voxels) or not len(observed):
+            return True
+        index = np.minimum(np.searchsorted(observed, voxels), len(observed) - 1)
+        present = observed[index] == voxels
+        if not present.any():
+            return True
+        return bool(self._changed_at[index[present]].max() > since)
 
     def _prepare(self, observations: list[Observation]) -> tuple[list[int], _Candidates]:
         """The observations with finite points (their indices, and them prepared: points,
@@ -534,18 +581,26 @@ class ObjectMap:
         col: int,
         stamp: int,
         update: ObjectUpdate,
-    ) -> None:
+        observed: np.ndarray,
+    ) -> bool:
+        """The object keeps its id on this observation; a sighting (evidence fused, counted
+        towards confirmation) only when the map changed in the instance's voxels since the
+        object's last counted sighting or miss: a map republished unchanged, segmented again,
+        is no new evidence. Returns whether it was a sighting."""
         observation = candidates.observations[col]
+        update.object_ids[col] = obj.id
+        obj.instance_id, obj.merged_into, obj.last_seen = observation.instance_id, 0, stamp
+        if not self._new_evidence(candidates.voxels[col], observed, obj.evidence_update):
+            return False
+        obj.evidence_update = self._updates
         obj.class_evidence += observation.score * candidates.probs[col] + 1e-9
         obj.score_sum += observation.score
         obj.num_observations += 1
-        obj.num_misses, obj.merged_into = 0, 0
-        obj.last_seen = stamp
-        obj.instance_id = observation.instance_id
+        obj.num_misses = 0
         if not obj.confirmed and obj.num_observations >= self.config.confirm_after:
             obj.confirmed = True
             update.confirmed.append(obj.id)
-        update.object_ids[col] = obj.id
+        return True
 
     def _add_evidence(
         self,
@@ -634,6 +689,9 @@ class ObjectMap:
                 update.merged[obj.id] = absorber
             elif not self._region_observed(obj, observed):
                 continue
+            if not self._new_evidence(obj.voxels, observed, obj.evidence_update):
+                continue  # its region unchanged: the same map again is no new evidence
+            obj.evidence_update = self._updates
             obj.num_misses += 1
             obj.total_misses += 1
             if obj.num_misses >= self.config.retire_after:
@@ -683,6 +741,7 @@ class ObjectMap:
                 box_max=candidates.box_max[col],
                 confirmed=self.config.confirm_after <= 1,
                 instance_id=observation.instance_id,
+                evidence_update=self._updates,
             )
             obj.evidence_keys = candidates.voxels[col]
             obj.hits = obj.looks = np.ones(len(obj.evidence_keys), np.int64)
