@@ -376,3 +376,27 @@ def test_new_evidence_in_one_region_only_counts_there() -> None:
         [seen(CHAIR_A), seen(np.concatenate([CHAIR_B, more_b]))], points, maps.stamp, "map"
     )
     assert update.object_ids == [1, 2] and update.confirmed == [2]
+
+
+def test_an_object_whose_region_a_loop_closure_emptied_is_retired() -> None:
+    """A loop closure moves the part x < 1.5 of the map (floor and chair A) 0.8 m along x: the
+    chair is found at its new place (a new object), its old region lies inside the map and is
+    empty, so the old object is a ghost: retired at once, not kept confirmed forever."""
+    maps = Maps(confirm_after=2)
+    for _ in range(2):
+        maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    assert [o.id for o in maps.objects.confirmed_objects()] == [1, 2]
+    shift = np.array([0.8, 0.0, 0.0])
+    moved_floor = maps.floor[maps.floor[:, 0] < 1.5] + shift
+    kept_floor = maps.floor[maps.floor[:, 0] >= 1.5]
+    for k in range(3):
+        points = np.concatenate([moved_floor, kept_floor, CHAIR_A + shift, CHAIR_B])
+        points = points + np.random.default_rng(k).normal(0, 1e-4, points.shape)
+        maps.stamp += 10**9
+        update = maps.objects.update(
+            [seen(CHAIR_A + shift), seen(CHAIR_B)], points, maps.stamp, "map"
+        )
+        if k == 0:
+            assert update.retired == [1] and update.object_ids == [3, 2]
+    assert sorted(maps.objects.objects) == [2, 3]
+    assert [o.id for o in maps.objects.confirmed_objects()] == [2, 3]

@@ -23,7 +23,14 @@ Splits and merges (see README "Objects that keep their identity"):
 Misses: an unmatched object whose voxels the new map covers (`observed_fraction`) counts a miss
 and retires after `retire_after` in a row; one outside the new map (cropped, windowed) or
 outside the region of interest (`update(..., roi=)`: only the segmented part of the map counts
-as covering) is kept.
+as covering) is kept. One whose region the map no longer covers although the map surrounds it
+on all four x-y sides (a loop closure moved that part of the map away) is retired at once: a
+ghost would otherwise never be observed again, so never missed.
+Evidence: a sighting (fused, counted towards confirmation) or a miss counts only when the map's
+content in the object's voxels (point count and a checksum per voxel) changed since the
+object's last counted sighting or miss: a map republished unchanged is no new evidence.
+Geometry: hits and looks per voxel (see `_add_evidence`); the voxels seen in at least
+`voxel_support` of the views that could show them are published, with their newest points.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from scipy.optimize import linear_sum_assignment
 from dyco_perception.config import build_config, ranged
 
 _KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)
+_SURROUND_M = 0.5  # an emptied region is inside the map when the map holds points this near it
 
 
 @dataclass
@@ -329,6 +337,7 @@ class ObjectMap:
         self._checksums = np.zeros(0, np.float64)
         self._changed_at = np.zeros(0, np.int64)
         self._updates = 0
+        self._roi: Any = None
 
     # ---- public API -----------------------------------------------------------------------
     def reset(self) -> int:
@@ -361,6 +370,7 @@ class ObjectMap:
         self._check_sequence(stamp, frame)
         given = len(observations)
         self._updates += 1
+        self._roi = roi
         observed, counts, checksums = self._coverage(map_xyz, roi)
         self._changed_at = self._changes(observed, counts, checksums)
         usable, candidates = self._prepare(observations)
@@ -683,11 +693,16 @@ class ObjectMap:
             if row in matched_rows:
                 continue
             obj.instance_id = 0
+            if not self._inside_roi(obj):
+                continue  # not segmented this time: no evidence either way
             absorber = self._absorbing_object(row, covered, update)
             if absorber:
                 obj.merged_into = absorber
                 update.merged[obj.id] = absorber
             elif not self._region_observed(obj, observed):
+                if self._vacated(obj, observed):  # the map no longer holds it (a ghost)
+                    del self.objects[obj.id]
+                    update.retired.append(obj.id)
                 continue
             if not self._new_evidence(obj.voxels, observed, obj.evidence_update):
                 continue  # its region unchanged: the same map again is no new evidence
@@ -706,6 +721,44 @@ class ObjectMap:
         if covered[row, col] < self.config.part_containment:
             return 0
         return update.object_ids[col]
+
+    def _inside_roi(self, obj: MapObject) -> bool:
+        """Whether the region of interest (when one was given) holds most of the object."""
+        if self._roi is None or not len(obj.points):
+            return True
+        inside = np.asarray(self._roi.contains(obj.points), bool).mean()
+        return bool(inside >= self.config.observed_fraction)
+
+    def _vacated(self, obj: MapObject, observed: np.ndarray) -> bool:
+        """An object whose region the map does not cover although the map surrounds it: on
+        each of the four x-y sides, within _SURROUND_M, some column of the map holds points.
+        The map moved away from it (a loop closure) or lost it: the map no longer holds the
+        object. A crop, a window or a region of interest leaves at least one side empty (the
+        side facing away from the map), so an object outside is kept."""
+        if not len(obj.voxels) or not len(observed):
+            return False
+        offset = 1 << (_KEY_BITS - 1)
+        cx = (obj.voxels >> (2 * _KEY_BITS)) - offset
+        cy = ((obj.voxels >> _KEY_BITS) & ((1 << _KEY_BITS) - 1)) - offset
+        x0, x1, y0, y1 = int(cx.min()), int(cx.max()), int(cy.min()), int(cy.max())
+        reach = max(1, int(np.ceil(_SURROUND_M / self.config.voxel_size - 1e-9)))
+        columns = observed >> _KEY_BITS  # sorted: keys are x-major, then y, then z
+
+        def held(xs: range, y_lo: int, y_hi: int) -> bool:
+            """Whether the map holds a column with x in xs and y in y_lo..y_hi."""
+            x = np.arange(xs.start, xs.stop, dtype=np.int64) + offset
+            lo = (x << _KEY_BITS) | (y_lo + offset)
+            hi = (x << _KEY_BITS) | (y_hi + offset)
+            return bool(
+                (np.searchsorted(columns, hi, "right") > np.searchsorted(columns, lo)).any()
+            )
+
+        return (
+            held(range(x0 - reach, x0), y0, y1)
+            and held(range(x1 + 1, x1 + reach + 1), y0, y1)
+            and held(range(x0, x1 + 1), y0 - reach, y0 - 1)
+            and held(range(x0, x1 + 1), y1 + 1, y1 + reach)
+        )
 
     def _region_observed(self, obj: MapObject, observed: np.ndarray) -> bool:
         if not len(obj.voxels):
