@@ -18,6 +18,7 @@ from dyco_perception.ros.make_bag import GrowthConfig, growing_maps, write_scan_
 from dyco_perception.ros.process import start_node, stop_node
 from geometry_msgs.msg import Point
 
+from dyco_msgs.srv import ResetObjects
 from dyco_perception import pointcloud2 as pc2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -214,6 +215,9 @@ def test_disabled_object_map_gives_no_config() -> None:
     assert NodeSettings.from_values(values).objects is None
 
 
+ResetObjectsResponse = ResetObjects.Response
+
+
 # ---- the object-map mixin without DDS: a stand-in node around ObjectMapNode ----------------
 class _StandInNode:
     """What ObjectMapNode uses of SegmentationCore: settings, segmenter card, logger, counts,
@@ -321,3 +325,27 @@ def test_node_object_map_does_not_miss_objects_outside_the_region_of_interest() 
         labelled = _labelled([chair_a], [chair_b, floor], sec)
         node._track_objects(labelled, _header(sec), node.settings)
         assert sorted(node.object_map.objects) == [1, 2], sec
+
+
+def test_node_reset_keeps_the_frame_and_stamps_the_latched_message_now() -> None:
+    node = _object_node()
+    chair = _box([0, 0, 0], [0.5, 0.5, 0.9], 500, 1)
+    node._track_objects(_labelled([chair], [], 0), _header(5, "odom"), node.settings)
+    node._publish_objects(_header(5, "odom"))
+    response = node._on_reset_objects(None, ResetObjectsResponse())
+    assert response.num_removed == 1
+    latched = node.published[-1]
+    assert latched.objects == [] and latched.header.frame_id == "odom"
+    assert latched.header.stamp.sec == node.now_ns // 10**9  # now, not 0
+    assert node._object_map_header().frame_id == "odom"
+
+
+def test_node_logs_a_changed_object_voxel_size() -> None:
+    from dyco_perception.objects import ObjectMapConfig
+
+    node = _object_node()
+    chair = _box([0, 0, 0], [0.5, 0.5, 0.9], 500, 1)
+    node._track_objects(_labelled([chair], [], 0), _header(1), node.settings)
+    node.settings.objects = ObjectMapConfig(voxel_size=0.2)
+    node._track_objects(_labelled([chair], [], 1), _header(2), node.settings)
+    assert any(level == "warning" and "voxel_size" in text for level, text in node.logged)

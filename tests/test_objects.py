@@ -400,3 +400,17 @@ def test_an_object_whose_region_a_loop_closure_emptied_is_retired() -> None:
             assert update.retired == [1] and update.object_ids == [3, 2]
     assert sorted(maps.objects.objects) == [2, 3]
     assert [o.id for o in maps.objects.confirmed_objects()] == [2, 3]
+
+
+def test_a_new_voxel_size_re_keys_the_stored_voxels() -> None:
+    maps = Maps()
+    for _ in range(2):
+        maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    maps.objects.config = ObjectMapConfig(voxel_size=0.2)
+    update = maps.update([seen(CHAIR_A)], extra=[CHAIR_B])
+    assert update.object_ids == [1] and update.voxel_size_changed == (0.1, 0.2)
+    for obj in maps.objects.objects.values():  # matched or not, every key is on the new grid
+        assert np.array_equal(obj.voxels, voxel_keys(obj.points, 0.2))
+        assert np.array_equal(obj.evidence_keys, voxel_keys(obj.evidence_points, 0.2))
+    assert maps.update([seen(CHAIR_A), seen(CHAIR_B)]).object_ids == [1, 2]
+    assert maps.objects.objects[2].num_misses == 0

@@ -260,6 +260,9 @@ class ObjectUpdate:
     retired: list[int] = field(default_factory=list)
     merged: dict[int, int] = field(default_factory=dict)  # absorbed object -> absorbing object
     split: dict[int, int] = field(default_factory=dict)  # new object -> object it came from
+    # (old, new) when `config.voxel_size` changed since the previous update: the objects'
+    # voxels were re-keyed onto the new grid (and this map's content counts as new evidence).
+    voxel_size_changed: tuple[float, float] | None = None
     seconds: float = 0.0
 
 
@@ -338,6 +341,7 @@ class ObjectMap:
         self._changed_at = np.zeros(0, np.int64)
         self._updates = 0
         self._roi: Any = None
+        self._voxel_size = self.config.voxel_size  # the grid the stored keys are on
 
     # ---- public API -----------------------------------------------------------------------
     def reset(self) -> int:
@@ -345,6 +349,7 @@ class ObjectMap:
         removed = len(self.objects)
         self.objects.clear()
         self.frame, self.last_stamp, self._next_id = None, None, 1
+        self._voxel_size = self.config.voxel_size
         self._observed = np.zeros(0, np.int64)
         self._counts = np.zeros(0, np.int64)
         self._checksums = np.zeros(0, np.float64)
@@ -368,6 +373,7 @@ class ObjectMap:
         was segmented; only it re-observes objects, so an object outside it is not missed."""
         start = time.perf_counter()
         self._check_sequence(stamp, frame)
+        regridded = self._regrid()
         given = len(observations)
         self._updates += 1
         self._roi = roi
@@ -384,7 +390,7 @@ class ObjectMap:
         classes = self._class_similarity(objects, candidates)
         similarity = self._similarity(objects, candidates, intersections, classes)
         pairs = self._assign(similarity)
-        update = ObjectUpdate(object_ids=[0] * len(observations))
+        update = ObjectUpdate(object_ids=[0] * len(observations), voxel_size_changed=regridded)
         matched_objects = self._recover_split_objects(candidates, intersections, classes, pairs)
         sightings = []
         for row, col in pairs:
@@ -434,6 +440,34 @@ class ObjectMap:
             raise ObjectMapError(
                 f"stamp {stamp} is older than the previous map's {self.last_stamp}"
             )
+
+    def _regrid(self) -> tuple[float, float] | None:
+        """After a change of `config.voxel_size`: every object's evidence re-keyed onto the new
+        grid from its stored points (a new voxel takes the most hits and looks of the old ones
+        its points came from), and the previous map forgotten (its voxels were on the old
+        grid). Returns (old, new) sizes, or None when the size is unchanged."""
+        old_size, new_size = self._voxel_size, self.config.voxel_size
+        if new_size == old_size:
+            return None
+        self._voxel_size = new_size
+        if not self.objects and self.last_stamp is None:
+            return None  # nothing stored yet
+        for obj in self.objects.values():
+            source = np.searchsorted(obj.evidence_keys, obj.evidence_point_keys)
+            point_keys = _raw_keys(obj.evidence_points, new_size)
+            keys, inverse = np.unique(point_keys, return_inverse=True)
+            hits = np.zeros(len(keys), np.int64)
+            looks = np.zeros(len(keys), np.int64)
+            np.maximum.at(hits, inverse, obj.hits[source])
+            np.maximum.at(looks, inverse, obj.looks[source])
+            obj.evidence_keys, obj.hits, obj.looks = keys, hits, np.maximum(looks, hits)
+            obj.evidence_point_keys = point_keys
+            self._publish_geometry(obj, obj.evidence_points, keys)
+        self._observed = np.zeros(0, np.int64)
+        self._counts = np.zeros(0, np.int64)
+        self._checksums = np.zeros(0, np.float64)
+        self._changed_at = np.zeros(0, np.int64)
+        return old_size, new_size
 
     def _coverage(
         self, map_xyz: np.ndarray, roi: Any = None
@@ -487,7 +521,7 @@ class ObjectMap:
         voxels, box_min, box_max, point_keys = _group_voxels(
             xyz, counts[usable], self.config.voxel_size
         )
-        if self.last_stamp is None or not voxels:
+        if self.last_stamp is None or not voxels or not len(self._observed):
             known, masks = voxels, [np.zeros(len(v), bool) for v in voxels]
         else:  # one search for all instances
             masks = _split_like(_member(np.concatenate(voxels), self._observed), voxels)

@@ -42,6 +42,7 @@ class ObjectMapNode:
     object_map: ObjectMap | None = None
     _objects_pub: Any = None
     _association_s = 0.0
+    _objects_frame = ""  # the frame of the last map tracked, kept across resets
 
     def _make_object_map(self) -> None:
         """The map, its latched topic and its services (after the model is loaded)."""
@@ -90,6 +91,13 @@ class ObjectMapNode:
                 update = self.object_map.update(
                     observations, labelled.xyz, stamp_ns(header), header.frame_id, roi=settings.roi
                 )
+        if update.voxel_size_changed:
+            old, new = update.voxel_size_changed
+            self.get_logger().warning(
+                f"objects.voxel_size changed from {old} to {new} m: the objects' voxels were "
+                "re-keyed onto the new grid from their points; this map counts as new evidence"
+            )
+        self._objects_frame = header.frame_id
         labelled.object_ids = update.object_ids
         self._association_s = update.seconds
         self.get_logger().debug(
@@ -160,15 +168,22 @@ class ObjectMapNode:
         return response
 
     def _object_map_header(self) -> Header:
-        stamp = self.object_map.last_stamp or 0
+        """The newest map's stamp and frame; after a reset, now and the last map's frame."""
+        stamp = self.object_map.last_stamp
+        if stamp is None:
+            return Header(
+                stamp=self.get_clock().now().to_msg(),
+                frame_id=self.object_map.frame or self._objects_frame,
+            )
         return Header(
             stamp=Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000),
-            frame_id=self.object_map.frame or "",
+            frame_id=self.object_map.frame or self._objects_frame,
         )
 
     def _on_reset_objects(self, request: Any, response: Any) -> Any:
         with self._objects_lock:
             response.num_removed = self.object_map.reset()
-        self._publish_objects(Header())  # the latched topic must not keep stale objects
+            header = self._object_map_header()  # now, in the frame of the last map
+        self._publish_objects(header)  # the latched topic must not keep stale objects
         self.get_logger().info(f"object map reset on request: {response.num_removed} removed")
         return response
