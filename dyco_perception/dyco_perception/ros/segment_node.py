@@ -5,11 +5,16 @@
 Inference runs on a worker thread on the newest cloud only: a cloud that arrives while another
 waits replaces it and is counted as dropped, so the queue never grows. Bad clouds are logged
 once each, counted by reason in the diagnostics, and never stop the node.
+
+SIGINT or SIGTERM stops it with exit code 0: the first lets the cloud in progress finish, a
+repeated one (Ctrl-C under `ros2 launch` delivers two; launch escalates to SIGTERM) discards it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sys
 import threading
 import time
@@ -26,10 +31,11 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
@@ -103,6 +109,7 @@ class SegmentationCore(ObjectMapNode):
         self._lock = threading.Condition()
         self._pending: PointCloud2 | None = None
         self._stopping = False
+        self._given_up: set[threading.Thread] = set()  # workers that publish nothing more
         self.counts: Counter[str] = Counter()
         self._last: dict[str, float] = {}
         self._warned_no_rgb = False
@@ -323,6 +330,8 @@ class SegmentationCore(ObjectMapNode):
             return
         # The Segmenter's own time: what the node adds (conversion, publishing) is the rest.
         inference_time = time.perf_counter() - start - read_time
+        if threading.current_thread() in self._given_up:
+            return
         labelled = outputs.filter_instances(
             result,
             points.xyz,
@@ -407,14 +416,19 @@ class SegmentationCore(ObjectMapNode):
         msg.header.stamp = stamp
         self._diagnostics_pub.publish(msg)
 
-    def stop(self) -> None:
-        """Stop the worker (it finishes the cloud in progress first)."""
+    def stop(self, timeout: float = 30.0, give_up: Any = None) -> bool:
+        """Stop the worker: it finishes the cloud in progress first, unless that takes longer
+        than `timeout` or `give_up()` turns true; then the worker publishes nothing more.
+        True if the worker ended."""
         with self._lock:
             self._stopping = True
             self._lock.notify()
-        if self._worker is not None:
-            self._worker.join(timeout=30)
-            self._worker = None
+        ended = _join(self._worker, timeout, give_up)
+        if not ended:
+            self._given_up.add(self._worker)
+            self.get_logger().warning("not waiting for the cloud in progress: discarded")
+        self._worker = None
+        return ended
 
 
 class SegmentNode(SegmentationCore, Node):
@@ -434,24 +448,114 @@ class SegmentNode(SegmentationCore, Node):
         self._log_ready()
 
 
+class StopSignals:
+    """SIGINT and SIGTERM as requests to stop, never as exceptions.
+
+    The first one asks the node to stop cleanly (the cloud in progress is finished); any later
+    one, e.g. the second SIGINT a Ctrl-C under `ros2 launch` delivers (terminal and launch both
+    send one) or launch's SIGTERM escalation, only shortens the stop: the cloud in progress is
+    abandoned. Either way the process exits with code 0 and no traceback. rclpy's own handlers
+    are not installed: they turn the second SIGINT into a KeyboardInterrupt wherever the stop
+    happens to be."""
+
+    NUMBERS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.repeated = threading.Event()
+        self.on_request: Any = None  # called (in the main thread) on the first signal
+        self.logger: Any = None
+        for number in self.NUMBERS:
+            signal.signal(number, self._handle)
+
+    def ignore(self) -> None:
+        """From now on ignore them: the interpreter's exit would otherwise restore the default
+        action, and a late signal would end the process with -SIGINT."""
+        for number in self.NUMBERS:
+            signal.signal(number, signal.SIG_IGN)
+
+    def _handle(self, number: int, frame: Any) -> None:
+        name = signal.Signals(number).name
+        if self.requested.is_set():
+            self.repeated.set()
+            self._say(f"{name} again: stopping without waiting for the cloud in progress")
+            return
+        self.requested.set()
+        self._say(f"{name}: stopping")
+        if self.on_request is not None:
+            self.on_request()
+
+    def _say(self, text: str) -> None:
+        if self.logger is not None:
+            self.logger.info(text)
+        else:
+            print(f"{Path(sys.argv[0]).name}: {text}", file=sys.stderr, flush=True)
+
+
+def _spin(executor: SingleThreadedExecutor, finished: Future, stopped: threading.Event) -> None:
+    try:
+        executor.spin_until_future_complete(finished)
+    except ExternalShutdownException:
+        pass
+    finally:
+        stopped.set()
+
+
 def run(node_class: type[SegmentationCore], args: list[str] | None = None) -> None:
-    """Spin a node until Ctrl-C or until it is `finished`, then stop it cleanly; a StartupError
-    exits with code 2 and the reason."""
-    rclpy.init(args=args)
+    """Spin a node until SIGINT/SIGTERM or until it is `finished`, then stop it cleanly (exit
+    code 0, see `StopSignals`); a StartupError exits with code 2 and the reason."""
+    signals = StopSignals()  # before rclpy.init: a Ctrl-C during start-up stops cleanly too
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = node_class()
     except StartupError as exc:
         print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(uninstall_handlers=False)  # none installed: keep ours
+        signals.ignore()
         sys.exit(2)
-    try:
-        rclpy.spin_until_future_complete(node, node.finished)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    signals.logger = node.get_logger()
+    stopped = threading.Event()
+
+    def request_stop() -> None:
+        stopped.set()
+        if not node.finished.done():
+            node.finished.set_result("signal")  # wakes the executor
+
+    signals.on_request = request_stop
+    if signals.requested.is_set():
+        request_stop()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    # The executor spins in a thread so that the main thread, which Python runs signal
+    # handlers in, waits interruptibly instead of inside rcl_wait.
+    spinner = threading.Thread(
+        target=_spin, args=(executor, node.finished, stopped), name="spin", daemon=True
+    )
+    spinner.start()
+    while not stopped.wait(1.0):
         pass
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    request_stop()
+    _join(spinner, 10.0, signals.repeated.is_set)
+    abandoned = not node.stop(give_up=signals.repeated.is_set)
+    executor.shutdown(timeout_sec=0)
+    node.destroy_node()
+    rclpy.try_shutdown(uninstall_handlers=False)
+    signals.ignore()
+    if abandoned or spinner.is_alive():
+        # A thread still runs (a cloud in progress): do not let interpreter shutdown meet it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _join(thread: threading.Thread | None, timeout: float, give_up: Any = None) -> bool:
+    """Wait for a thread until it ends, `timeout` passes or `give_up()`; True if it ended."""
+    deadline = time.monotonic() + timeout
+    while thread is not None and thread.is_alive():
+        if time.monotonic() > deadline or (give_up is not None and give_up()):
+            return False
+        thread.join(0.1)
+    return True
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,0 +1,133 @@
+"""Stopping segment_node and managed_segment_node with signals, as real processes.
+
+`ros2 launch` forwards Ctrl-C to the node while the terminal sends it to the whole process
+group, so a node sees two SIGINTs close together; launch escalates to SIGTERM when a node is
+slow to stop, and `timeout -s INT` or a supervisor may repeat theirs. Whatever the mix, the
+node must stop cleanly: exit code 0, no traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+
+from dyco_perception.ros.process import MANAGED_NODE, PLAIN_NODE, start_node
+from test_node import write_test_checkpoint
+
+INT, TERM = signal.SIGINT, signal.SIGTERM
+
+
+def _start(tmp_path: Path, executable: str, ready: str, name: str):
+    checkpoint = write_test_checkpoint(tmp_path / "tiny.safetensors")
+    log = tmp_path / f"{name}.log"
+    process = start_node(
+        {"checkpoint": str(checkpoint), "device": "cpu"},
+        remaps={"cloud_in": f"/test_signals/{name}/cloud_in", "__node": name},
+        log_path=log,
+        executable=executable,
+        threads=1,
+    )
+    start = time.monotonic()
+    while ready not in log.read_text():
+        assert process.poll() is None, f"node exited early: {log.read_text()}"
+        assert time.monotonic() - start < 120, f"node did not come up: {log.read_text()}"
+        time.sleep(0.1)
+    return process, log
+
+
+def _signal_and_wait(process, signals: list[int], gap: float) -> int:
+    for number in signals:
+        if process.poll() is None:
+            process.send_signal(number)
+        time.sleep(gap)
+    try:
+        return process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    ("executable", "ready", "signals", "gap"),
+    [
+        (PLAIN_NODE, "ready", [INT, INT], 0.05),
+        (PLAIN_NODE, "ready", [INT, INT, INT], 0.2),
+        (PLAIN_NODE, "ready", [INT, TERM], 0.05),
+        (PLAIN_NODE, "ready", [TERM, TERM, INT], 0.1),
+        (MANAGED_NODE, "unconfigured", [INT, INT], 0.05),
+        (MANAGED_NODE, "unconfigured", [TERM, INT, TERM], 0.1),
+    ],
+    ids=[
+        "plain-int-int",
+        "plain-int-x3",
+        "plain-int-term",
+        "plain-term-term-int",
+        "managed-int-int",
+        "managed-term-int-term",
+    ],
+)
+def test_repeated_signals_stop_the_node_cleanly(
+    tmp_path: Path, executable: str, ready: str, signals: list[int], gap: float
+) -> None:
+    name = f"signals_{executable}"
+    process, log = _start(tmp_path, executable, ready, name)
+    code = _signal_and_wait(process, signals, gap)
+    text = log.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+
+
+@pytest.mark.parametrize("executable", [PLAIN_NODE, MANAGED_NODE])
+def test_one_signal_stops_the_node_with_code_zero(tmp_path: Path, executable: str) -> None:
+    ready = "ready" if executable == PLAIN_NODE else "unconfigured"
+    process, log = _start(tmp_path, executable, ready, f"one_signal_{executable}")
+    code = _signal_and_wait(process, [INT], 0.0)
+    assert code == 0 and "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def big_cloud(scan_sample):
+    """A million points (a real scan tiled 20 times): seconds of work for the tiny model."""
+    import numpy as np
+    from test_node import make_cloud
+
+    xyz, rgb = scan_sample("scene0001_00", 50_000)
+    tiles = [xyz + np.array([12.0 * i, 0.0, 0.0], dtype=np.float32) for i in range(20)]
+    return make_cloud(np.concatenate(tiles), np.concatenate([rgb] * 20))
+
+
+@pytest.mark.parametrize("repeat", [False, True], ids=["once", "twice"])
+def test_signals_while_a_cloud_is_segmented(tmp_path: Path, big_cloud, repeat: bool) -> None:
+    """One SIGINT lets the cloud in progress finish (its results are published); a second one
+    stops at once, discarding it. Both exit with code 0."""
+    from dyco_perception.ros.client import SegmentationClient
+
+    name = "signals_busy"
+    process, log = _start(tmp_path, PLAIN_NODE, "ready", name)
+    client = SegmentationClient(
+        input_topic=f"/test_signals/{name}/cloud_in", node_name=name, client_name="busy_client"
+    )
+    try:
+        assert client.wait_for_node(timeout=60), log.read_text()
+        key = client.publish(big_cloud)
+        assert client.wait_until(lambda: int(client.diagnostics.get("received", 0)) >= 1, 30)
+        start = time.monotonic()
+        code = _signal_and_wait(process, [INT, INT] if repeat else [INT], 0.3)
+        took = time.monotonic() - start
+        text = log.read_text()
+        assert code == 0 and "Traceback" not in text, text
+        if repeat:
+            assert "not waiting for the cloud in progress" in text, text
+            assert client.results.get(key) is None or not client.results[key].messages
+            assert took < 5.0, f"a second signal should stop at once, took {took:.1f} s"
+        else:
+            assert "segmented 1000000 points" in text, text
+            assert client.wait_for_result(key, kinds=["cloud"], timeout=10) is not None
+    finally:
+        client.close()
