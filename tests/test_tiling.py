@@ -372,3 +372,32 @@ def test_node_segments_only_its_region_of_interest_over_dds(tmp_path: Path, scan
     finally:
         client.close()
         stop_node(process)
+
+
+def _add_parts(merger: BlockMerger, block: Block, parts, semantic=None) -> None:
+    """parts: (first row, last row, class, score) in id order; semantic: per context row."""
+    instance = np.zeros(block.context.size, np.int32)
+    for k, (first, last, _, _) in enumerate(parts, 1):
+        instance[(block.context >= first) & (block.context <= last)] = k
+    classes = np.array([c for _, _, c, _ in parts], np.int64)
+    probs = np.eye(20, dtype=np.float32)[classes]
+    if semantic is None:
+        semantic = np.zeros(block.context.size, np.int64)
+    scores = np.array([s for *_, s in parts], np.float32)
+    merger.add(block, semantic, instance, classes, scores, probs)
+
+
+def test_two_instances_of_one_block_never_join_through_another_block() -> None:
+    """Block A (core rows 0..19) separates chair 1 (rows 0..19) and chair 2 (rows 20..39);
+    block B (core rows 20..39) sees both and under-segments them into one instance (rows
+    5..39). B's part joins chair 2 (it holds all of it); joining chair 1 too would put two of
+    A's instances in one group: refused, so the map keeps two chairs."""
+    a = Block(core=np.arange(20), context=np.arange(40))
+    b = Block(core=np.arange(20, 40), context=np.arange(40))
+    merger = BlockMerger(40, num_classes=20)
+    _add_parts(merger, a, [(0, 19, 4, 0.9), (20, 39, 4, 0.8)])
+    _add_parts(merger, b, [(5, 39, 4, 0.7)])
+    merged = merger.finish(merge_overlap=0.5, min_points=1)
+    assert len(merged.class_id) == 2
+    assert len(set(merged.instance[:20])) == 1 and len(set(merged.instance[20:])) == 1
+    assert merged.instance[0] != merged.instance[39]

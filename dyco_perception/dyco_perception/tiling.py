@@ -10,7 +10,9 @@ block, and with it memory, stays bounded whatever the map size.
 Each point takes its labels from the one block whose core holds it. Two instances of different
 blocks are the same object when, counted only over the points both blocks saw, they share more
 than `merge_overlap` of the smaller one (not IoU: a block that sees only the edge of an object
-often cuts it in pieces, and each piece must still join the other block's whole). The joined
+often cuts it in pieces, and each piece must still join the other block's whole). Pairs join in
+order of falling overlap, never putting two instances of one block in one group (a block that
+separated two objects is not overruled by one that under-segments them). The joined
 instance keeps the class and score of its largest part. So an object cut by a border comes out
 as one instance, and the instance cap (`inference.max_instances`) applies per block: the map's
 total grows with the map.
@@ -25,12 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from dyco_perception.config import build_config, ranged
 
 log = logging.getLogger(__name__)
+
+_SEEN_WHOLE = 0.9  # a block saw an instance whole when its context held this share of it
 
 
 @dataclass
@@ -285,9 +287,54 @@ class BlockMerger:
             return seen_count[np.searchsorted(seen, inst * num_blocks + other_block)]
 
         smaller = np.minimum(seen_by(a, block_of[b]), seen_by(b, block_of[a]))
-        join = inter / smaller > merge_overlap
-        graph = sp.coo_matrix((np.ones(join.sum()), (a[join], b[join])), shape=(n, n))
-        return connected_components(graph, directed=False)[1].astype(np.int64)
+        share = inter / smaller
+        join = np.flatnonzero(share > merge_overlap)
+        join = join[np.argsort(-share[join], kind="stable")]  # strongest overlap first
+        size = np.bincount(instance[instance >= 0], minlength=n)
+
+        def seen_whole(inst: int, other_block: int) -> bool:
+            """Whether that block's context held (nearly) all of the instance."""
+            key = inst * num_blocks + other_block
+            at = min(int(np.searchsorted(seen, key)), max(seen.size - 1, 0))
+            count = int(seen_count[at]) if seen.size and seen[at] == key else 0
+            return count >= _SEEN_WHOLE * size[inst]
+
+        return _join_without_conflicts(a[join], b[join], block_of, seen_whole)
+
+
+def _join_without_conflicts(
+    a: np.ndarray, b: np.ndarray, block_of: np.ndarray, seen_whole
+) -> np.ndarray:
+    """Group labels 0..G-1 of the instances (block_of: each one's block) after joining the
+    pairs (a[k], b[k]) in the order given, except a pair that would put two instances of one
+    block in one group when that block saw the other side of the pair whole
+    (`seen_whole(instance, block)`): a cannot-link constraint, the block separated them with
+    the whole object in view. Not transitive closure: one block that under-segments two
+    objects another block separated joins only the one it overlaps most. A block that saw
+    only the edge of an object (its context cut it) may still have cut it in pieces, and each
+    piece joins the other block's whole."""
+    parent = np.arange(block_of.size)
+    blocks = {int(i): {int(block_of[i])} for i in np.unique(np.concatenate([a, b]))}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    for i, j in zip(a.tolist(), b.tolist(), strict=True):
+        ri, rj = root(i), root(j)
+        if ri == rj:
+            continue
+        shared = blocks[ri] & blocks[rj]
+        if any(seen_whole(k, s) for s in shared for k in (i, j) if block_of[k] != s):
+            continue
+        if len(blocks[ri]) < len(blocks[rj]):
+            ri, rj = rj, ri
+        parent[rj] = ri
+        blocks[ri] |= blocks.pop(rj)
+    roots = np.array([root(i) for i in range(block_of.size)], dtype=np.int64)
+    return np.unique(roots, return_inverse=True)[1].astype(np.int64)
 
 
 def _largest_member(group: np.ndarray, points_of: np.ndarray) -> np.ndarray:
