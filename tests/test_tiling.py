@@ -401,3 +401,22 @@ def test_two_instances_of_one_block_never_join_through_another_block() -> None:
     assert len(merged.class_id) == 2
     assert len(set(merged.instance[:20])) == 1 and len(set(merged.instance[20:])) == 1
     assert merged.instance[0] != merged.instance[39]
+
+
+def test_a_core_point_whose_block_dropped_its_piece_takes_the_covering_neighbours() -> None:
+    """Block A (core rows 0..19, context 0..29) has the object on rows 12..29; block B (core
+    rows 20..39, context 10..39) labelled rows 20..27 with the object's class but dropped its
+    piece (too small, low score). Those rows take A's instance; rows 28..29, which B labelled
+    another class (floor), stay without one."""
+    a = Block(core=np.arange(20), context=np.arange(30))
+    b = Block(core=np.arange(20, 40), context=np.arange(10, 40))
+    merger = BlockMerger(40, num_classes=20)
+    _add_parts(merger, a, [(12, 29, 4, 0.9)], semantic=np.where(np.arange(30) >= 12, 4, 1))
+    b_semantic = np.where((b.context >= 12) & (b.context <= 27), 4, 1)
+    _add_parts(merger, b, [(35, 39, 7, 0.8)], semantic=b_semantic)
+    merged = merger.finish(merge_overlap=0.5, min_points=1)
+    object_rows = merged.instance[12:28]
+    assert object_rows.min() > 0 and len(set(object_rows)) == 1
+    assert merged.instance[28] == merged.instance[29] == 0
+    assert merged.class_id[object_rows[0] - 1] == 4 and (merged.semantic[12:28] == 4).all()
+    assert merged.instance[36] > 0 and merged.instance[36] != object_rows[0]

@@ -7,7 +7,9 @@ model sees each core with `overlap` metres of context on every side. A block who
 more than `max_block_points` is split in four (down to `min_block_size`), so the work per
 block, and with it memory, stays bounded whatever the map size.
 
-Each point takes its labels from the one block whose core holds it. Two instances of different
+Each point takes its labels from the one block whose core holds it; where that block labelled a
+point with an object's class but dropped its piece of the object (size, score), the instance of
+that class another block's context has there fills it. Two instances of different
 blocks are the same object when, counted only over the points both blocks saw, they share more
 than `merge_overlap` of the smaller one (not IoU: a block that sees only the edge of an object
 often cuts it in pieces, and each piece must still join the other block's whole). Pairs join in
@@ -233,14 +235,15 @@ class BlockMerger:
         described by its largest part, ids 1..K by descending score."""
         group = self._join_across_borders(merge_overlap)
         num_groups = int(group.max(initial=-1)) + 1
-        owned = self.core_instance >= 0
-        point_group = np.full(self.core_instance.size, -1, dtype=np.int64)
-        point_group[owned] = group[self.core_instance[owned]]
-        points_of = np.bincount(self.core_instance[owned], minlength=self.num_instances)
+        scores = np.concatenate([np.zeros(0, np.float32), *self.scores])
+        core_instance = self._filled_core_instances(scores)
+        owned = core_instance >= 0
+        point_group = np.full(core_instance.size, -1, dtype=np.int64)
+        point_group[owned] = group[core_instance[owned]]
+        points_of = np.bincount(core_instance[owned], minlength=self.num_instances)
         representative = _largest_member(group, points_of)
         group_size = np.bincount(point_group[owned], minlength=num_groups)
         groups = np.flatnonzero((representative >= 0) & (group_size >= min_points))
-        scores = np.concatenate([np.zeros(0, np.float32), *self.scores])
         groups = groups[np.argsort(-scores[representative[groups]], kind="stable")]
         chosen = representative[groups]
         new_id = np.zeros(num_groups + 1, dtype=np.int32)  # last entry: no group (-1)
@@ -255,6 +258,29 @@ class BlockMerger:
             instance_score=instance_score,
             class_probs=np.concatenate(self.class_probs)[chosen].astype(np.float32),
         )
+
+    def _filled_core_instances(self, scores: np.ndarray) -> np.ndarray:
+        """Each point's instance from its own block; where that block gave it none although it
+        labelled it with the class of an instance another block's context has there (the own
+        block dropped its piece of the object: too small, too low a score), that instance
+        (the highest-scoring one when several cover it)."""
+        core_instance = self.core_instance.copy()
+        if len(self.contexts) < 2 or self.num_instances == 0:
+            return core_instance
+        point = np.concatenate(self.contexts)
+        instance = np.concatenate(self.context_instances)
+        class_of = np.concatenate([np.zeros(0, np.int64), *self.class_ids])
+        covers = instance >= 0
+        point, instance = point[covers], instance[covers]
+        fill = (core_instance[point] < 0) & (class_of[instance] == self.semantic[point])
+        point, instance = point[fill], instance[fill]
+        if not point.size:
+            return core_instance
+        order = np.lexsort((-scores[instance], point))  # per point, the best score first
+        point, instance = point[order], instance[order]
+        first = np.r_[True, point[1:] != point[:-1]]
+        core_instance[point[first]] = instance[first]
+        return core_instance
 
     def _join_across_borders(self, merge_overlap: float) -> np.ndarray:
         """(num_instances,) group label: instances of different blocks that share more than
