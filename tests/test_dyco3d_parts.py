@@ -25,7 +25,13 @@ from dyco_perception.model.transformer import BottleneckTransformer, RelativePos
 from dyco_perception.model.voxelizer import Voxelized
 from dyco_perception.segmenter import Segmenter
 from dyco_perception.sparse import SparseVoxels, spconv_available
-from dyco_training.losses import LossConfig, mask_losses, match_proposals, offset_losses
+from dyco_training.losses import (
+    LossConfig,
+    mask_losses,
+    match_proposals,
+    offset_losses,
+    semantic_losses,
+)
 
 from dyco_perception.config import ModelConfig
 
@@ -154,6 +160,19 @@ def test_score_target_is_the_soft_iou_of_the_binary_mask() -> None:
     target = (0.6 - 0.25) / (0.75 - 0.25)  # 0.7
     losses = mask_losses(outputs, gt_id, 1, cfg)
     assert losses["score"].item() == pytest.approx(_bce(score_logit, target), rel=1e-5)
+
+
+def test_semantic_cross_entropy_and_focal_by_hand() -> None:
+    """Two labelled points (p_true 0.9 and 0.2) and an ignored one: CE is the mean of -log p
+    over the labelled points; focal weighs each by (1 - p)^gamma, so the easy point counts
+    (0.1 / 0.8)^2 = 1/64 as much as the hard one relative to plain CE."""
+    logits = torch.log(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.5, 0.5]]))
+    semantic = torch.tensor([0, 1, -100])
+    plain = semantic_losses(logits, semantic)["semantic_ce"].item()
+    assert plain == pytest.approx(-(math.log(0.9) + math.log(0.2)) / 2, rel=1e-5)
+    focal = semantic_losses(logits, semantic, 2.0)["semantic_ce"].item()
+    want = -(0.1**2 * math.log(0.9) + 0.8**2 * math.log(0.2)) / 2
+    assert focal == pytest.approx(want, rel=1e-5)
 
 
 def test_offset_losses_by_hand() -> None:

@@ -26,6 +26,9 @@ __all__ = ["LossConfig", "compute_losses", "mask_losses", "match_proposals", "of
 class LossConfig:
     semantic_weight: float = ranged(1.0, 0.0, 100.0)
     semantic_dice_weight: float = ranged(0.0, 0.0, 100.0, "0 turns the semantic dice off")
+    # Focal semantic loss (Lin et al.): each point's CE times (1 - p_true)^gamma, so the many
+    # easy wall and floor points stop drowning the rare thing classes; 0 = plain CE.
+    semantic_focal_gamma: float = ranged(0.0, 0.0, 10.0)
     offset_l1_weight: float = ranged(1.0, 0.0, 100.0)
     offset_dir_weight: float = ranged(1.0, 0.0, 100.0)
     # DyCo3D's decoder terms (other decoders keep their weights in their `decoder:` options).
@@ -73,7 +76,9 @@ def compute_losses(
         "offset_dir": cfg.offset_dir_weight,
     }
     losses: dict[str, torch.Tensor] = {}
-    losses.update(semantic_losses(outputs["semantic_logits"], gt.semantic))
+    losses.update(
+        semantic_losses(outputs["semantic_logits"], gt.semantic, cfg.semantic_focal_gamma)
+    )
     losses.update(offset_losses(outputs["offsets"], gt.xyz, gt.gt_id, gt.num_gt))
     total = sum(weights[name] * losses[name] for name in weights)
     decoder = getattr(model, "module", model).decoder  # DDP wraps the network in .module
@@ -84,11 +89,17 @@ def compute_losses(
     return losses
 
 
-def semantic_losses(logits: torch.Tensor, semantic: torch.Tensor) -> dict[str, torch.Tensor]:
+def semantic_losses(
+    logits: torch.Tensor, semantic: torch.Tensor, focal_gamma: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """Cross-entropy (focal when `focal_gamma` > 0), mean over labelled points, and the dice
+    over classes."""
     valid = semantic != IGNORE_LABEL
     if not valid.any():
         return {"semantic_ce": zero_like_graph(logits), "semantic_dice": zero_like_graph(logits)}
-    ce = F.cross_entropy(logits, semantic, ignore_index=IGNORE_LABEL)
+    log_p = logits[valid].log_softmax(1).gather(1, semantic[valid, None]).squeeze(1)
+    focal_weight = (1 - log_p.exp()) ** focal_gamma if focal_gamma > 0 else 1.0
+    ce = -(focal_weight * log_p).mean()
     probs = logits[valid].softmax(1)
     onehot = F.one_hot(semantic[valid], logits.shape[1]).to(probs.dtype)
     inter = (probs * onehot).sum(0)
