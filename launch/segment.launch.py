@@ -4,6 +4,11 @@ ros2 launch dyco_perception segment.launch.py input_topic:=/map_cloud device:=cu
 ros2 launch dyco_perception segment.launch.py decoder:=isbnet   # another method's checkpoint
 ros2 launch dyco_perception segment.launch.py managed:=true                  # lifecycle node
 ros2 launch dyco_perception segment.launch.py managed:=true autostart:=false  # a manager drives it
+
+Two nodes side by side (e.g. to compare methods): one namespace each, one shared input.
+ros2 launch dyco_perception segment.launch.py decoder:=dyco3d namespace:=dyco3d input_topic:=/map
+ros2 launch dyco_perception segment.launch.py decoder:=isbnet namespace:=isbnet input_topic:=/map
+(topics /dyco3d/segmentation/..., services /dyco3d/segmentation/..., node /dyco3d/segment_node)
 """
 
 from pathlib import Path
@@ -55,7 +60,16 @@ def generate_launch_description() -> LaunchDescription:
             description="Model checkpoint (.safetensors); default: the decoder's shipped one.",
         ),
         DeclareLaunchArgument(
-            "input_topic", default_value="cloud_in", description="PointCloud2 topic to segment."
+            "namespace",
+            default_value="",
+            description="Namespace of the node, its topics, services and parameters; one per "
+            "node to run several side by side. Default: none (/segment_node, /segmentation/...).",
+        ),
+        DeclareLaunchArgument(
+            "input_topic",
+            default_value="cloud_in",
+            description="PointCloud2 topic to segment (relative names resolve in the namespace; "
+            "give an absolute one, e.g. /map, to share one input among several nodes).",
         ),
         DeclareLaunchArgument(
             "device", default_value="auto", description="auto | cpu | cuda | cuda:N"
@@ -103,7 +117,7 @@ def generate_launch_description() -> LaunchDescription:
     node_options = {
         "package": "dyco_perception",
         "name": "segment_node",
-        "namespace": "",
+        "namespace": LaunchConfiguration("namespace"),
         "output": "screen",
         "parameters": [LaunchConfiguration("config"), overrides],
         "remappings": [("cloud_in", LaunchConfiguration("input_topic"))],

@@ -75,6 +75,23 @@ def test_launch_file_declares_arguments_and_starts_either_node() -> None:
         assert os.access(lib_dir / executable, os.X_OK), f"{executable} not in {lib_dir}"
 
 
+def test_launch_file_puts_the_node_in_the_namespace_argument() -> None:
+    """namespace:=NAME moves the node with its topics, services and parameters under /NAME, so
+    that two launches (e.g. decoder:=dyco3d namespace:=dyco3d and decoder:=isbnet
+    namespace:=isbnet) run side by side (tests/test_node_side_by_side.py); the default, none,
+    keeps the topics where they were."""
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    [argument] = [
+        c
+        for c in _calls(tree, "DeclareLaunchArgument")
+        if ast.literal_eval(c.args[0]) == "namespace"
+    ]
+    assert ast.literal_eval(_keywords(argument)["default_value"]) == ""
+    options = _dict_assigned(tree, "node_options")
+    assert ast.unparse(options["namespace"]) == "LaunchConfiguration('namespace')"
+    assert ast.literal_eval(options["name"]) == "segment_node"  # one name in every namespace
+
+
 def test_launch_file_gives_the_node_the_large_data_dds_profile() -> None:
     """The variable and file the launch file sets are those start_node (tests, replay) sets,
     so the best-effort test (test_node_qos.py) covers what the launch file does."""

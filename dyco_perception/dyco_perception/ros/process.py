@@ -53,8 +53,12 @@ def node_command(
     overrides: dict[str, Any] | None = None,
     remaps: dict[str, str] | None = None,
     executable: str = PLAIN_NODE,
+    namespace: str | None = None,
 ) -> list[str]:
+    """The node's command line; `namespace` as launch's `namespace:=` gives it (`__ns`)."""
     command = [node_executable(executable), "--ros-args"]
+    if namespace:
+        command += ["-r", f"__ns:=/{namespace.strip('/')}"]
     if params_file is not None:
         command += ["--params-file", str(params_file)]
     for name, value in (overrides or {}).items():
@@ -72,14 +76,15 @@ def start_node(
     threads: int | None = None,
     executable: str = PLAIN_NODE,
     dds_profile: str | None = DDS_PROFILE,
+    namespace: str | None = None,
 ) -> subprocess.Popen:
     """Start a node (segment_node, or MANAGED_NODE) as launch/segment.launch.py does, with
     config/segment.yaml (or params_file) and the overrides; its output goes to log_path (or is
-    inherited)."""
+    inherited); `namespace` is launch's `namespace:=` argument."""
     params_file = params_file or package_file("config/segment.yaml")
     log = open(log_path, "w") if log_path else None  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
-        node_command(params_file, overrides, remaps, executable),
+        node_command(params_file, overrides, remaps, executable, namespace),
         stdout=log,
         stderr=subprocess.STDOUT if log else None,
         env=node_environment(threads, dds_profile),

@@ -402,7 +402,9 @@ class SegmentationCore(ObjectMapNode):
             level, message = DiagnosticStatus.WARN, "some clouds were rejected or failed"
         return DiagnosticStatus(
             level=level,
-            name="dyco_perception: segment_node",
+            # One status per node: "dyco_perception: segment_node" without a namespace,
+            # "dyco_perception: dyco3d/segment_node" in /dyco3d.
+            name=f"dyco_perception: {self.get_fully_qualified_name().lstrip('/')}",
             message=message,
             hardware_id=str(self.segmenter.device),
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
