@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ACTIVATE := source scripts/activate.sh
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format bench train-shipped cv-decoders tiny-fixture clean
+.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders tiny-fixture clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,15 @@ bench: setup
 train-shipped: setup
 	@$(ACTIVATE) && dyco-train --config config/train/shipped_stage1.yaml \
 		&& dyco-train --config config/train/shipped.yaml
+
+# Training that keeps going: one more segment (config/train/continue.yaml, ~2 h on one core) from
+# the shipped checkpoint, resumed if interrupted, then entered in checkpoints/ledger.yaml (the
+# card, the README table and the cumulative curve follow). Run it in the background.
+train-continue: setup
+	@$(ACTIVATE) && n=$$(python -m dyco_training.ledger next) && out=runs/continue/segment_$$n \
+		&& resume=$$( [ -f $$out/state.pt ] && echo "--resume $$out/state.pt" || true ) \
+		&& dyco-train --config config/train/continue.yaml --out $$out $$resume \
+		&& python -m dyco_training.ledger add --run $$out
 
 # How the node's default decoder was chosen: leave-one-room-out over the 8 training rooms, each
 # fold a backbone of its own (500 iterations) then each decoder on it (250); ~2.5 h on one core,

@@ -1,0 +1,101 @@
+"""The training ledger: a real continued segment (our trainer, warm-started from the tiny
+checkpoint) is appended, totalled, written into the card with the weights untouched, drawn and
+tabled; a segment that does not continue the ledger's last shipped file is refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from dyco_perception.checkpoint import load_checkpoint
+from dyco_training import ledger
+from dyco_training.trainer import Trainer, read_train_yaml, train_config_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "checkpoints" / "tiny_fixture.safetensors"
+
+
+def _continue(start: Path, out: Path, iterations: int) -> Path:
+    """A real segment: tiny_fixture's recipe warm-started from `start` for a few iterations."""
+    config = read_train_yaml(REPO / "config" / "train" / "tiny_fixture.yaml")
+    config.update(
+        {
+            "init": {"checkpoint": str(start), "scope": "all"},
+            "out_dir": str(out),
+            "train": {"iterations": iterations, "threads": 1, "seed": 1},
+            "log": {"every": 1, "save_every": 100, "tensorboard": False, "progress": False},
+            "export": {"checkpoint": str(out / "model.safetensors"), "dtype": "float16"},
+        }
+    )
+    trainer = Trainer(train_config_from_dict(config, base=REPO))
+    trainer.logger.log("val", iterations, {"AP50": 0.25, "agnostic_AP50": 0.5})
+    return Path(trainer.run()["checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def segment(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ledger")
+    start = root / "start.safetensors"
+    shutil.copy(TINY, start)
+    return start, _continue(start, root / "run", 3)
+
+
+def _seed(tmp_path: Path, start: Path) -> tuple[Path, Path]:
+    """A ledger whose one segment shipped `start` (100 iterations, 1 h), and a README block."""
+    first = {
+        "segment": 1,
+        "config": "runs/first",
+        "iterations": 100,
+        "seconds": 3600.0,
+        "val": {"AP50": 0.1, "agnostic_AP50": 0.3},
+        "train_scans": None,
+        "curve": {"val": [[100, 0.1, 0.3]]},
+        "total_iterations": 100,
+        "total_hours": 1.0,
+        "sha256_16": ledger.file_digest(start),
+    }
+    book = tmp_path / "ledger.yaml"
+    book.write_text(yaml.safe_dump({"segments": [first]}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{ledger.BEGIN}\nold\n{ledger.END}\nafter\n")
+    return book, readme
+
+
+def test_a_continued_segment_adds_up_and_reaches_card_plot_and_table(segment, tmp_path) -> None:
+    start, exported = segment
+    checkpoint = tmp_path / "shipped.safetensors"
+    shutil.copy(exported, checkpoint)
+    before, _ = load_checkpoint(checkpoint)
+    book, readme = _seed(tmp_path, start)
+    entry = ledger.add(checkpoint, exported.parent, book, readme)
+    assert entry["segment"] == 2 and entry["iterations"] == 3
+    assert entry["total_iterations"] == 103
+    assert entry["total_hours"] == pytest.approx(1.0 + entry["seconds"] / 3600, abs=1e-3)
+    assert entry["val"]["AP50"] == pytest.approx(0.25)  # the run's last val row
+    assert entry["sha256_16"] == ledger.file_digest(checkpoint)  # the file as shipped
+    after, card = load_checkpoint(checkpoint)
+    assert [s["total_iterations"] for s in card.training["ledger"]] == [100, 103]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights untouched
+    assert len(ledger.read_ledger(book)) == 2
+    table = readme.read_text()
+    assert "old" not in table and table.endswith(f"{ledger.END}\nafter\n")
+    assert "| 2 |" in table and "| 103 |" in table
+    assert checkpoint.with_name("shipped_ledger.png").stat().st_size > 1000
+
+
+def test_a_segment_that_skips_a_link_is_refused(segment, tmp_path) -> None:
+    _, exported = segment
+    book, readme = _seed(tmp_path, exported)  # the ledger's last file is not the segment's start
+    with pytest.raises(ValueError, match="gap in the chain"):
+        ledger.add(exported, exported.parent, book, readme)
+    assert len(ledger.read_ledger(book)) == 1
+
+
+def test_a_checkpoint_trained_from_scratch_is_no_segment(tmp_path) -> None:
+    book, readme = _seed(tmp_path, TINY)
+    assert ledger.main(["add", "--run", str(tmp_path), "--checkpoint", str(TINY),
+                        "--ledger", str(book), "--readme", str(readme)]) == 2  # fmt: skip
+    assert ledger.main(["next", "--ledger", str(book)]) == 0
