@@ -46,18 +46,16 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "decoder",
-            default_value="dyco3d",
-            description="Instance decoder whose shipped checkpoint runs when no checkpoint is "
-            "given: dyco3d | pointgroup | dknet | isbnet.",
+            default_value="",
+            description="Instance decoder: dyco3d | pointgroup | dknet | isbnet. Without a "
+            "checkpoint its shipped checkpoint runs (dyco3d's when empty); with one, the node "
+            "checks that it holds this decoder. An unknown name stops the node, listing these.",
         ),
         DeclareLaunchArgument(
             "checkpoint",
-            default_value=[
-                "checkpoints/",
-                LaunchConfiguration("decoder"),
-                "_scannet_m16.safetensors",
-            ],
-            description="Model checkpoint (.safetensors); default: the decoder's shipped one.",
+            default_value="",
+            description="Model checkpoint (.safetensors); default: the decoder's shipped one. "
+            "Relative paths resolve in the package share; ./ or ../ for the working directory.",
         ),
         DeclareLaunchArgument(
             "namespace",
@@ -110,7 +108,9 @@ def generate_launch_description() -> LaunchDescription:
         condition=IfCondition(LaunchConfiguration("set_dds_profile")),
     )
     overrides = {
-        "checkpoint": LaunchConfiguration("checkpoint"),
+        # As strings: an empty value must stay "" (the node then picks the shipped checkpoint).
+        "checkpoint": ParameterValue(LaunchConfiguration("checkpoint"), value_type=str),
+        "decoder": ParameterValue(LaunchConfiguration("decoder"), value_type=str),
         "device": LaunchConfiguration("device"),
         "use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool),
     }

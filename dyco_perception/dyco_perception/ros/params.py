@@ -19,7 +19,16 @@ import numpy as np
 from dyco_perception.objects import ObjectMapConfig
 from dyco_perception.tiling import RegionOfInterest
 
-SHIPPED_CHECKPOINT = "checkpoints/dyco3d_scannet_m16.safetensors"
+DEFAULT_DECODER = "dyco3d"  # the decoders' cross-validation winner (README)
+
+
+def shipped_checkpoint(decoder: str = "") -> str:
+    """The checkpoint shipped for `decoder` (DEFAULT_DECODER's when empty), relative to the
+    package share directory."""
+    return f"checkpoints/{decoder or DEFAULT_DECODER}_scannet_m16.safetensors"
+
+
+SHIPPED_CHECKPOINT = shipped_checkpoint()
 OUTPUTS = ("cloud", "instances", "markers", "class_map", "diagnostics")
 RELIABILITY = ("reliable", "best_effort")
 DURABILITY = ("volatile", "transient_local")
@@ -65,7 +74,8 @@ def _check_decoder(value: str) -> str | None:
     from dyco_perception.model.decoders import DECODERS
 
     if value and value not in DECODERS:
-        return f"must be empty or one of {sorted(DECODERS)}, got {value!r}"
+        known = ", ".join(sorted(DECODERS))
+        return f"names an unknown decoder {value!r}; known decoders: {known} (or empty: any)"
     return None
 
 
@@ -79,19 +89,22 @@ def _check_rotation(values: list[float]) -> str | None:
 SPECS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "checkpoint",
-        SHIPPED_CHECKPOINT,
-        "Model checkpoint (.safetensors). Relative paths are tried against the working "
-        "directory, the package share directory and the repository.",
+        "",
+        "Model checkpoint (.safetensors). Empty: the shipped checkpoint of `decoder` "
+        "(checkpoints/<decoder>_scannet_m16.safetensors; dyco3d's when decoder is empty). "
+        "Absolute paths are used as given; paths starting with ./ or ../ are relative to the "
+        "working directory; any other relative path to the package share directory (then the "
+        "source repository), never the working directory.",
         read_only=True,
-        check=lambda v: None if v.strip() else "must name a checkpoint file",
+        constraints="empty | a .safetensors path",
     ),
     ParamSpec(
         "decoder",
         "",
         "The instance decoder of the loaded checkpoint (dyco3d, pointgroup, dknet or isbnet), "
         "set by the node once the model is loaded. Given at start it is an expectation: a "
-        "checkpoint with another decoder fails the start. The checkpoint chooses the decoder "
-        "(launch: decoder:=NAME picks that decoder's shipped checkpoint).",
+        "checkpoint with another decoder fails the start, and with an empty checkpoint the "
+        "decoder's shipped checkpoint runs (launch: decoder:=NAME).",
         check=_check_decoder,
         constraints="empty | a registered decoder name",
     ),
@@ -296,7 +309,8 @@ class NodeSettings:
                 raise ValueError(f"parameter '{name}' {reason}")
         get = values.__getitem__
         return cls(
-            checkpoint=str(get("checkpoint")),
+            checkpoint=str(get("checkpoint")).strip()
+            or shipped_checkpoint(str(values.get("decoder", ""))),
             device=str(get("device")),
             reliability=str(get("qos.reliability")),
             durability=str(get("qos.durability")),

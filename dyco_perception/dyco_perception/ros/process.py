@@ -45,6 +45,8 @@ def _format(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list | tuple):
         return "[" + ",".join(_format(v) for v in value) + "]"
+    if value == "":
+        return "''"  # `-p name:=` alone does not parse
     return str(value)
 
 

@@ -46,7 +46,7 @@ from dyco_perception import pointcloud2 as pc2
 from dyco_perception.ros import outputs
 from dyco_perception.ros.object_node import ObjectMapNode
 from dyco_perception.ros.params import SPECS, NodeSettings, check_value
-from dyco_perception.ros.resources import package_file, search_roots
+from dyco_perception.ros.resources import names_working_directory, user_path_candidates
 
 TOPIC_IN = "cloud_in"
 TOPIC_CLOUD = "segmentation/cloud"
@@ -62,12 +62,17 @@ class StartupError(RuntimeError):
 
 
 def resolve_checkpoint(path: str) -> Path:
-    """An existing checkpoint path: as given, else relative to the working directory, the
-    repository or the package share directory."""
-    found = package_file(path, cwd=True)
-    if not found.is_file():
-        tried = ", ".join(str(root / path) for root in search_roots(cwd=True))
-        raise StartupError(f"checkpoint '{path}' not found (tried {tried})")
+    """An existing checkpoint file, found by `resources.user_path_candidates`: absolute paths as
+    given, ./ or ../ in the working directory, other relative paths in the package share."""
+    candidates = user_path_candidates(path)
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = ", ".join(str(c) for c in candidates)
+        hint = ""
+        if not Path(path).expanduser().is_absolute() and not names_working_directory(path):
+            hint = "; relative paths name files in the package share: for one in the working "
+            hint += f"directory write ./{path}"
+        raise StartupError(f"checkpoint '{path}' not found (tried {tried}){hint}")
     return found
 
 

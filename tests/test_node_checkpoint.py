@@ -1,0 +1,89 @@
+"""Which checkpoint the node loads: `decoder` and an empty `checkpoint` (the launch file's
+`decoder:=NAME`), an unknown decoder, and where relative checkpoint paths resolve."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+
+from dyco_perception.model.decoders import DECODERS
+from dyco_perception.ros.process import node_command, start_node, stop_node
+from dyco_perception.ros.segment_node import StartupError, resolve_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = "checkpoints/dyco3d_scannet_m16.safetensors"
+
+
+def _share() -> Path:
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("dyco_perception"))
+
+
+def _start_fails(overrides: dict) -> str:
+    command = node_command(REPO_ROOT / "config" / "segment.yaml", overrides)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, f"exit {done.returncode} with {overrides}: {done.stderr}"
+    return done.stdout + done.stderr
+
+
+def test_unknown_decoder_is_reported_with_the_known_ones() -> None:
+    """As `ros2 launch ... decoder:=foo` starts the node (no checkpoint given): the reason is
+    the decoder, not a missing checkpoint."""
+    out = _start_fails({"checkpoint": "", "decoder": "foo"})
+    assert "unknown decoder 'foo'" in out, out
+    assert all(name in out for name in DECODERS), out
+    assert "not found" not in out and "foo_scannet" not in out, out
+
+
+def test_empty_checkpoint_loads_the_decoders_shipped_checkpoint(tmp_path: Path) -> None:
+    log = tmp_path / "node.log"
+    process = start_node(
+        {"checkpoint": "", "decoder": "isbnet", "device": "cpu", "objects.enabled": False},
+        remaps={"cloud_in": "/test_checkpoint/cloud_in"},
+        log_path=log,
+        threads=1,
+    )
+    try:
+        start = time.monotonic()
+        while "ready" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() - start < 120, log.read_text()
+            time.sleep(0.2)
+        assert "ready: isbnet_scannet_m16.safetensors" in log.read_text()
+    finally:
+        assert stop_node(process) == 0, log.read_text()
+
+
+def test_relative_checkpoint_resolves_in_the_package_share_not_the_working_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A same-named file in the working directory does not shadow the shipped checkpoint."""
+    decoy = tmp_path / SHIPPED
+    decoy.parent.mkdir(parents=True)
+    decoy.write_bytes(b"not the shipped checkpoint")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint(SHIPPED) == _share() / SHIPPED
+    # ./ (or ../) asks for the working directory explicitly.
+    assert resolve_checkpoint(f"./{SHIPPED}") == decoy
+    os.chdir(decoy.parent)
+    assert resolve_checkpoint(f"../{SHIPPED}") == decoy
+    assert resolve_checkpoint(str(decoy)) == decoy  # absolute: as given
+
+
+def test_missing_relative_checkpoint_names_the_places_and_the_rule(
+    tmp_path: Path, monkeypatch
+) -> None:
+    (tmp_path / "mine.safetensors").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StartupError) as error:
+        resolve_checkpoint("mine.safetensors")
+    message = str(error.value)
+    assert str(_share() / "mine.safetensors") in message
+    assert "./mine.safetensors" in message  # the hint for a file in the working directory
