@@ -21,6 +21,7 @@ import pytest
 import torch
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
+from dyco_perception.model.decoders.common import DecodedMasks
 from dyco_perception.model.decoders.dknet import (
     DKNetDecoder,
     describe_candidates,
@@ -34,7 +35,6 @@ from dyco_perception.model.decoders.dknet import (
     pair_matrix,
     scene_pairs,
 )
-from dyco_perception.model.dynamic_head import DecodedMasks
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import Voxelized
 from dyco_training.losses import LossConfig

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from dyco_perception.evaluation import evaluate_predictions
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders import DecoderInput, InstanceTargets
+from dyco_perception.model.decoders.common import cluster_grid
 from dyco_perception.model.decoders.pointgroup import (
     GT,
     ORIGINAL,
@@ -21,7 +22,6 @@ from dyco_perception.model.decoders.pointgroup import (
     score_loss,
     score_targets,
 )
-from dyco_perception.model.dynamic_head import cluster_grid
 from dyco_perception.model.grouping import Proposals
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize

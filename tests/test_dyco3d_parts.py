@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders.base import DecoderInput
-from dyco_perception.model.decoders.dyco3d import DyCo3DDecoder
-from dyco_perception.model.dynamic_head import (
+from dyco_perception.model.decoders.common import (
     DecodedMasks,
     cluster_grid,
     decode_masks,
     run_decoder,
     split_decoder_params,
 )
+from dyco_perception.model.decoders.dyco3d import DyCo3DDecoder
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.transformer import BottleneckTransformer, RelativePositionBias
 from dyco_perception.model.voxelizer import Voxelized

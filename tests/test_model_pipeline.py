@@ -6,7 +6,7 @@ import pytest
 import torch
 from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model import SegmentationNetwork
-from dyco_perception.model.dynamic_head import decode_masks, run_decoder, split_decoder_params
+from dyco_perception.model.decoders.common import decode_masks, run_decoder, split_decoder_params
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import devoxelize, voxelize
@@ -192,7 +192,7 @@ def _outputs_with_masks(mask_rows: list[list[int]], num_points: int, classes: li
         inside[rows] = 1
         logits.append(inside * 8 - 4)  # prob 0.98 inside, 0.018 outside
         ids.append(torch.full((num_points,), k))
-    from dyco_perception.model.dynamic_head import DecodedMasks
+    from dyco_perception.model.decoders.common import DecodedMasks
 
     k = len(mask_rows)
     semantic_logits = torch.zeros(num_points, 20)

@@ -2,6 +2,7 @@
 
 A fifth method is one new file here: subclass `InstanceDecoder` and decorate it with
 `@register_decoder`; every module of this package is imported (and so registered) below.
+`base.py` is the decoder contract, `common.py` the machinery several methods share.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def decoder_class(name: str) -> type[InstanceDecoder]:
 
 def _import_methods() -> None:
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-        if module != "base":
+        if module not in ("base", "common"):
             importlib.import_module(f"{__name__}.{module}")
 
 

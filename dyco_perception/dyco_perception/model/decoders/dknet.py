@@ -29,7 +29,7 @@ from dyco_perception.model.decoders.base import (
     InstanceTargets,
     zero_like_graph,
 )
-from dyco_perception.model.dynamic_head import DecodedMasks, run_decoder, split_decoder_params
+from dyco_perception.model.decoders.common import DecodedMasks, run_decoder, split_decoder_params
 from dyco_perception.model.grouping import Proposals, stuff_mask
 from dyco_perception.model.unet import point_mlp
 

@@ -19,7 +19,7 @@ from dyco_perception.model.decoders.base import (
     InstanceTargets,
     zero_like_graph,
 )
-from dyco_perception.model.dynamic_head import (
+from dyco_perception.model.decoders.common import (
     GridKernelGenerator,
     PooledKernelGenerator,
     decode_masks,

@@ -31,7 +31,7 @@ from dyco_perception.model.decoders.base import (
     InstanceTargets,
     zero_like_graph,
 )
-from dyco_perception.model.dynamic_head import DecodedMasks, split_decoder_params
+from dyco_perception.model.decoders.common import DecodedMasks, split_decoder_params
 from dyco_perception.model.grouping import Proposals
 from dyco_perception.model.unet import BatchNorm1d, point_mlp
 from dyco_perception.model.voxelizer import devoxelize
