@@ -15,11 +15,10 @@ from dyco_perception.model.decoders.base import DecoderInput
 from dyco_perception.model.decoders.common import (
     DecodedMasks,
     cluster_grid,
-    decode_masks,
     run_decoder,
     split_decoder_params,
 )
-from dyco_perception.model.decoders.dyco3d import DyCo3DDecoder
+from dyco_perception.model.decoders.dyco3d import DyCo3DDecoder, decode_masks
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.transformer import BottleneckTransformer, RelativePositionBias
 from dyco_perception.model.voxelizer import Voxelized

@@ -6,7 +6,8 @@ import pytest
 import torch
 from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model import SegmentationNetwork
-from dyco_perception.model.decoders.common import decode_masks, run_decoder, split_decoder_params
+from dyco_perception.model.decoders.common import run_decoder, split_decoder_params
+from dyco_perception.model.decoders.dyco3d import decode_masks
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import devoxelize, voxelize

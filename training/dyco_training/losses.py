@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model.decoders.base import InstanceTargets, zero_like_graph
-from dyco_perception.model.decoders.dyco3d import mask_losses, match_proposals
+from dyco_perception.model.decoders.common import match_proposals
+from dyco_perception.model.decoders.dyco3d import mask_losses
 
 from dyco_perception import ops
 from dyco_perception.config import build_config, choice, ranged

@@ -29,7 +29,12 @@ from dyco_perception.model.decoders.base import (
     InstanceTargets,
     zero_like_graph,
 )
-from dyco_perception.model.decoders.common import DecodedMasks, run_decoder, split_decoder_params
+from dyco_perception.model.decoders.common import (
+    DecodedMasks,
+    run_decoder,
+    segment_sum,
+    split_decoder_params,
+)
 from dyco_perception.model.grouping import Proposals, stuff_mask
 from dyco_perception.model.unet import point_mlp
 
@@ -562,7 +567,3 @@ def mask_losses(
     denom = segment_sum(prob, pid, k) + segment_sum(target, pid, k)
     dice = (1 - 2 * p_inter / denom.clamp_min(1e-6))[used].mean()
     return bce, dice
-
-
-def segment_sum(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
-    return values.new_zeros(num).index_add(0, index, values)

@@ -1,6 +1,17 @@
 """DyCo3D's instance branch (He et al., TPAMI; sections 3.3-3.5): clusters of same-class points
 on shifted coordinates, a kernel generated per cluster, each cluster's mask decoded by its own
 small network over the mask features (Eq. 2-4), trained with per-cluster BCE + dice (Eq. 5).
+docs/decoders/dyco3d.md lists paper vs ours.
+
+A generator turns each cluster into the flat parameter vector of its own instance decoder:
+"grid" is the paper's (the cluster voxelized on a g^3 grid of mean backbone features, two
+3x3x3 sparse convs, global pooling, an MLP), "pooled_mlp" pools the cluster's backbone features
+straight into the MLP. The decoder is a stack of 1x1 convs (per-point linear layers) with ReLU
+between them and no normalization (Eq. 3; `common.run_decoder`); its input per point is the mask
+feature and the point's position relative to the cluster centre (Eq. 2). It runs over candidate
+points: same scene, inside the cluster's box grown by a margin (`mask_head.decode_region: box`)
+or the whole scene (`all`) and, category-aware (Eq. 4), predicted as the cluster's class; every
+other point has mask 0.
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dyco_perception import ops
 from dyco_perception.config import ModelConfig
 from dyco_perception.model.decoders import register_decoder
 from dyco_perception.model.decoders.base import (
@@ -20,9 +32,14 @@ from dyco_perception.model.decoders.base import (
     zero_like_graph,
 )
 from dyco_perception.model.decoders.common import (
-    GridKernelGenerator,
-    PooledKernelGenerator,
-    decode_masks,
+    CandidateIndex,
+    DecodedMasks,
+    cluster_grid,
+    match_proposals,
+    run_decoder,
+    segment_sum,
+    soft_score_target,
+    split_decoder_params,
 )
 from dyco_perception.model.grouping import (
     Proposals,
@@ -32,6 +49,131 @@ from dyco_perception.model.grouping import (
     select_proposals,
 )
 from dyco_perception.model.unet import point_mlp
+from dyco_perception.sparse import SparseConv, SparseVoxels
+
+# --- kernel generation (3.3) and decoding (3.4, Eq. 2-4) -----------------------------------------
+
+
+def _mlp_controller(in_channels: int, hidden: int, num_params: int) -> nn.Sequential:
+    controller = nn.Sequential(
+        nn.Linear(in_channels, hidden), nn.ReLU(), nn.Linear(hidden, num_params)
+    )
+    # Small initial kernels keep the first masks near probability 0.5 instead of saturated.
+    nn.init.normal_(controller[2].weight, std=0.01)
+    nn.init.zeros_(controller[2].bias)
+    return controller
+
+
+def _pool(values: torch.Tensor, index: torch.Tensor, num: int, pooling: str) -> torch.Tensor:
+    reduce = ops.scatter_mean if pooling == "mean" else ops.scatter_max
+    return reduce(values, index, num)
+
+
+class PooledKernelGenerator(nn.Module):
+    """Cluster-pooled backbone features -> MLP -> decoder parameters."""
+
+    def __init__(self, in_channels: int, hidden: int, num_params: int, pooling: str):
+        super().__init__()
+        self.pooling, self.out_channels = pooling, in_channels
+        self.controller = _mlp_controller(in_channels, hidden, num_params)
+
+    def forward(
+        self, point_features: torch.Tensor, xyz: torch.Tensor, proposals: Proposals
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (params (K, P), pooled cluster descriptors (K, C))."""
+        values = point_features[proposals.point_index]
+        pooled = _pool(values, proposals.proposal_id, proposals.num, self.pooling)
+        return self.controller(pooled), pooled
+
+
+class GridKernelGenerator(nn.Module):
+    """DyCo3D's weight generator G_w: grid of mean backbone features -> 2 sparse convs (k=3)
+    -> global pooling -> MLP -> decoder parameters. All clusters of a batch run as one sparse
+    tensor, so both sparse backends and CPU/GPU run it unchanged."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        hidden: int,
+        num_params: int,
+        grid_size: int,
+        pooling: str,
+    ):
+        super().__init__()
+        self.grid_size, self.pooling, self.out_channels = grid_size, pooling, channels
+        # LayerNorm, not BatchNorm: a batch holds only a few clusters, whose cell statistics
+        # differ between training and inference; BatchNorm's running statistics then decoded
+        # empty masks at inference in the overfit test (no normalization learned 2x slower).
+        self.conv1 = SparseConv(in_channels, channels, "subm")
+        self.norm1 = nn.LayerNorm(channels)
+        self.conv2 = SparseConv(channels, channels, "subm")
+        self.norm2 = nn.LayerNorm(channels)
+        self.controller = _mlp_controller(channels, hidden, num_params)
+
+    def forward(
+        self, point_features: torch.Tensor, xyz: torch.Tensor, proposals: Proposals
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (params (K, P), pooled cluster descriptors (K, C))."""
+        k = proposals.num
+        if k == 0:
+            pooled = point_features.new_zeros((0, self.out_channels))
+            return self.controller(pooled), pooled
+        grid = cluster_grid(xyz, proposals, self.grid_size)
+        values = point_features[proposals.point_index]
+        cells = ops.scatter_mean(values, grid.cell_of_member, grid.coords.shape[0])
+        shape = (self.grid_size,) * 3
+        x = SparseVoxels(cells, grid.coords, 1, shape, k)
+        x = self.conv1(x)
+        x = self.conv2(x.with_features(torch.relu(self.norm1(x.features))))
+        x = x.with_features(torch.relu(self.norm2(x.features)))
+        pooled = _pool(x.features, grid.coords[:, 0], k, self.pooling)
+        return self.controller(pooled), pooled
+
+
+def decode_masks(
+    proposals: Proposals,
+    params: torch.Tensor,
+    mask_features: torch.Tensor,
+    xyz: torch.Tensor,
+    batch: torch.Tensor,
+    semantic: torch.Tensor | None,
+    num_classes: int,
+    margin: float,
+    layer_sizes: list[tuple[int, int]],
+    use_relative_position: bool,
+) -> DecodedMasks:
+    """Run each proposal's generated decoder over its candidate points (`semantic` given:
+    category-aware, only points predicted as the proposal's class)."""
+    device = xyz.device
+    if proposals.num == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return DecodedMasks(xyz.new_zeros(0), empty, empty)
+    members = xyz[proposals.point_index]
+    inf = torch.full((proposals.num, 3), float("inf"), device=device, dtype=xyz.dtype)
+    box_min = inf.scatter_reduce(0, _expand(proposals.proposal_id), members, "amin") - margin
+    box_max = (-inf).scatter_reduce(0, _expand(proposals.proposal_id), members, "amax") + margin
+    # Eq. 2: the cluster centre is the mean of its points' original (unshifted) coordinates.
+    centre = ops.scatter_mean(members, proposals.proposal_id, proposals.num)
+    layers = split_decoder_params(params, layer_sizes)
+    index = CandidateIndex(xyz, batch, semantic, num_classes)
+    starts, stops = index.ranges(proposals, box_min[:, 0], box_max[:, 0])
+    logits, points, ids = [], [], []
+    for k in range(proposals.num):
+        rows = index.order[starts[k] : stops[k]]
+        yz = xyz[rows, 1:]
+        rows = rows[((yz >= box_min[k, 1:]) & (yz <= box_max[k, 1:])).all(1)]
+        inputs = mask_features[rows]
+        if use_relative_position:
+            inputs = torch.cat([inputs, xyz[rows] - centre[k]], dim=1)
+        logits.append(run_decoder(inputs, [(weight[k], bias[k]) for weight, bias in layers]))
+        points.append(rows)
+        ids.append(torch.full_like(rows, k))
+    return DecodedMasks(torch.cat(logits), torch.cat(points), torch.cat(ids))
+
+
+def _expand(index: torch.Tensor) -> torch.Tensor:
+    return index.unsqueeze(1).expand(-1, 3)
 
 
 def kernel_generator(cfg: ModelConfig) -> nn.Module:
@@ -121,33 +263,6 @@ class DyCo3DDecoder(InstanceDecoder):
 # --- losses (Eq. 5) and target matching ------------------------------------------------------
 
 
-def match_proposals(
-    proposals: Proposals, gt_id: torch.Tensor, num_gt: int, rule: str = "iou"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each proposal's GT instance: (gt index or -1, IoU with it, GT sizes).
-
-    rule "iou": the instance of highest IoU with the proposal. rule "portion" (DyCo3D 3.4): the
-    instance that holds the largest portion of the proposal's points, however small the
-    proposal is next to it, so a fragment is taught to grow into its whole object."""
-    k = proposals.num
-    gt_size = torch.bincount(gt_id[gt_id >= 0], minlength=num_gt)
-    if k == 0 or num_gt == 0:
-        none = torch.full((k,), -1, dtype=torch.long, device=gt_id.device)
-        return none, torch.zeros(k, device=gt_id.device), gt_size
-    member_gt = gt_id[proposals.point_index]
-    proposal_size = torch.bincount(proposals.proposal_id, minlength=k)
-    hit = member_gt >= 0
-    pair = proposals.proposal_id[hit] * num_gt + member_gt[hit]
-    inter = torch.bincount(pair, minlength=k * num_gt).view(k, num_gt).float()
-    union = proposal_size[:, None] + gt_size[None, :] - inter
-    iou = inter / union.clamp_min(1)
-    ranking = inter if rule == "portion" else iou
-    best = ranking.argmax(1)
-    best_iou = iou.gather(1, best[:, None]).squeeze(1)
-    best = torch.where(inter.gather(1, best[:, None]).squeeze(1) > 0, best, -1)
-    return best, best_iou, gt_size
-
-
 def mask_losses(
     outputs: dict, gt_id: torch.Tensor, num_gt: int, cfg: Any
 ) -> dict[str, torch.Tensor]:
@@ -197,11 +312,6 @@ def _mask_bce(
     return (per_proposal[used] / count[used]).mean()
 
 
-def soft_score_target(iou: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """PointGroup's score target: 0 below `low` IoU, 1 above `high`, linear between."""
-    return ((iou - low) / (high - low)).clamp(0, 1)
-
-
 def _score_loss(
     score_logits, probs, target, proposal_id, best, gt_size, matched, cfg
 ) -> torch.Tensor:
@@ -216,7 +326,3 @@ def _score_loss(
     iou = inter / (pred_size + gt - inter).clamp_min(1)
     soft = soft_score_target(iou, cfg.score_low, cfg.score_high)
     return F.binary_cross_entropy_with_logits(score_logits, soft * matched.float())
-
-
-def segment_sum(values: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
-    return values.new_zeros(num).index_add(0, index, values)

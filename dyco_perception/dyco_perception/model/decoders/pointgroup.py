@@ -26,8 +26,12 @@ from dyco_perception.model.decoders.base import (
     InstanceTargets,
     zero_like_graph,
 )
-from dyco_perception.model.decoders.common import DecodedMasks, cluster_grid
-from dyco_perception.model.decoders.dyco3d import match_proposals, soft_score_target
+from dyco_perception.model.decoders.common import (
+    DecodedMasks,
+    cluster_grid,
+    match_proposals,
+    soft_score_target,
+)
 from dyco_perception.model.grouping import (
     Proposals,
     cluster_proposals,
