@@ -414,3 +414,52 @@ def test_a_new_voxel_size_re_keys_the_stored_voxels() -> None:
         assert np.array_equal(obj.evidence_keys, voxel_keys(obj.evidence_points, 0.2))
     assert maps.update([seen(CHAIR_A), seen(CHAIR_B)]).object_ids == [1, 2]
     assert maps.objects.objects[2].num_misses == 0
+
+
+def test_evidence_of_all_objects_merged_in_one_pass_equals_one_object_at_a_time(
+    monkeypatch,
+) -> None:
+    """The evidence of every sighted object is merged in one vectorised pass (objects in
+    batches whose codes fit in int64): one object per batch gives the same map."""
+    from dyco_perception import objects as objects_module
+
+    def run() -> dict:
+        maps = Maps(voxel_size=0.2)
+        rng = np.random.default_rng(5)
+        chairs = [
+            solid([x, y, 0], [x + 0.5, y + 0.4, 0.9], seed=10 + x)
+            for x, y in [(0, 0), (2, 0), (4, 1)]
+        ]
+        for step in range(6):
+            shown = [c + rng.normal(0, 0.03, 3) for c in chairs]
+            if step == 2:  # under-segmented: the first two as one
+                views = [seen(np.concatenate(shown[:2])), seen(shown[2][:400])]
+            elif step == 3:  # only part of the third
+                views = [seen(shown[0]), seen(shown[1]), seen(shown[2][shown[2][:, 0] < 4.3])]
+            else:
+                views = [seen(s) for s in shown]
+            maps.update(views)
+        return {
+            i: (
+                o.evidence_keys,
+                o.hits,
+                o.looks,
+                o.evidence_points,
+                o.evidence_point_keys,
+                o.voxels,
+                o.points,
+                o.box_min,
+                o.box_max,
+            )
+            for i, o in maps.objects.objects.items()
+        }
+
+    together = run()
+    monkeypatch.setattr(objects_module, "_CODE_LIMIT", 1.0)  # every object its own batch
+    alone = run()
+    assert together.keys() == alone.keys() and len(together) >= 3
+    for key, arrays in together.items():
+        for a, b in zip(arrays, alone[key], strict=True):
+            np.testing.assert_array_equal(a, b)
+    kept = together[1]
+    assert np.array_equal(kept[0], np.unique(kept[4])) and (kept[1] <= kept[2]).all()

@@ -47,6 +47,7 @@ from scipy.optimize import linear_sum_assignment
 from dyco_perception.config import build_config, ranged
 
 _KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)
+_CODE_LIMIT = 2.0**62  # (object, voxel) codes of one evidence batch stay below this
 _SURROUND_M = 0.5  # an emptied region is inside the map when the map holds points this near it
 
 
@@ -130,18 +131,26 @@ def _group_voxels(
     xyz: np.ndarray, counts: np.ndarray, voxel_size: float
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[np.ndarray]]:
     """For consecutive groups of points (all counts > 0): each group's sorted unique voxel
-    keys, its box (min, max corners) and each point's voxel key."""
+    keys, its box (min, max corners) and each point's voxel (an index into the group's keys)."""
     if not len(counts):
         return [], np.zeros((0, 3)), np.zeros((0, 3)), []
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     box_min = np.minimum.reduceat(xyz, starts).astype(np.float64)
     box_max = np.maximum.reduceat(xyz, starts).astype(np.float64)
-    keys = np.split(_raw_keys(xyz, voxel_size), starts[1:])
-    return [np.unique(k) for k in keys], box_min, box_max, keys  # small sorts beat a lexsort
+    groups = [  # small sorts beat a lexsort
+        np.unique(k, return_inverse=True) for k in np.split(_raw_keys(xyz, voxel_size), starts[1:])
+    ]
+    return [g[0] for g in groups], box_min, box_max, [g[1] for g in groups]
 
 
 def _split_like(values: np.ndarray, parts: list[np.ndarray]) -> list[np.ndarray]:
     return np.split(values, np.cumsum([len(p) for p in parts])[:-1])
+
+
+def _split_counts(values: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """Consecutive pieces of these lengths (views; slicing beats np.split's per-piece cost)."""
+    ends = np.cumsum(counts).tolist()
+    return [values[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def _member(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -214,7 +223,12 @@ class MapObject:
     hits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     looks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     evidence_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
-    evidence_point_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    evidence_point_voxel: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def evidence_point_keys(self) -> np.ndarray:
+        """Each evidence point's voxel key."""
+        return self.evidence_keys[self.evidence_point_voxel]
 
     @property
     def class_probs(self) -> np.ndarray:
@@ -279,7 +293,7 @@ class _Candidates:
     voxels: list[np.ndarray]
     known_voxels: list[np.ndarray]  # the part inside the previous map
     known_mask: list[np.ndarray]  # per voxel: inside the previous map
-    point_keys: list[np.ndarray]  # each point's voxel key
+    point_voxel: list[np.ndarray]  # each point's voxel: an index into its voxels
     box_min: np.ndarray  # (K, 3)
     box_max: np.ndarray
     probs: np.ndarray  # (K, C)
@@ -393,8 +407,9 @@ class ObjectMap:
         update = ObjectUpdate(object_ids=[0] * len(observations), voxel_size_changed=regridded)
         matched_objects = self._recover_split_objects(candidates, intersections, classes, pairs)
         sightings = []
+        latest = self._latest_changes(candidates.voxels, observed)
         for row, col in pairs:
-            if self._fuse(objects[row], candidates, col, stamp, update, observed):
+            if self._fuse(objects[row], candidates, col, stamp, update, latest[col]):
                 sightings.append((objects[row], col))
         self._add_evidence(sightings, candidates, observed)
         self._handle_unmatched(
@@ -453,16 +468,15 @@ class ObjectMap:
         if not self.objects and self.last_stamp is None:
             return None  # nothing stored yet
         for obj in self.objects.values():
-            source = np.searchsorted(obj.evidence_keys, obj.evidence_point_keys)
-            point_keys = _raw_keys(obj.evidence_points, new_size)
-            keys, inverse = np.unique(point_keys, return_inverse=True)
+            source = obj.evidence_point_voxel
+            keys, inverse = np.unique(_raw_keys(obj.evidence_points, new_size), return_inverse=True)
             hits = np.zeros(len(keys), np.int64)
             looks = np.zeros(len(keys), np.int64)
             np.maximum.at(hits, inverse, obj.hits[source])
             np.maximum.at(looks, inverse, obj.looks[source])
             obj.evidence_keys, obj.hits, obj.looks = keys, hits, np.maximum(looks, hits)
-            obj.evidence_point_keys = point_keys
-            self._publish_geometry(obj, obj.evidence_points, keys)
+            obj.evidence_point_voxel = inverse
+            self._publish_geometry(obj)
         self._observed = np.zeros(0, np.int64)
         self._counts = np.zeros(0, np.int64)
         self._checksums = np.zeros(0, np.float64)
@@ -512,13 +526,27 @@ class ObjectMap:
             return True
         return bool(self._changed_at[index[present]].max() > since)
 
+    def _latest_changes(self, groups: list[np.ndarray], observed: np.ndarray) -> np.ndarray:
+        """Per (non-empty) group of voxels, in one pass: the latest update in which the map's
+        content changed in them; this update when the coverage sample held none of them (as
+        _new_evidence: then assumed changed)."""
+        latest = np.full(len(groups), self._updates, np.int64)
+        if not groups or not len(observed):
+            return latest
+        keys = np.concatenate(groups)
+        index = np.minimum(np.searchsorted(observed, keys), len(observed) - 1)
+        changed = np.where(observed[index] == keys, self._changed_at[index], -1)
+        starts = np.cumsum([0, *(len(g) for g in groups[:-1])])
+        found = np.maximum.reduceat(changed, starts)
+        return np.where(found >= 0, found, latest)
+
     def _prepare(self, observations: list[Observation]) -> tuple[list[int], _Candidates]:
         """The observations with finite points (their indices, and them prepared: points,
         voxels, the voxels inside the previous map, boxes, class distributions), in one pass
         over all their points."""
         xyz, counts = _finite_groups([o.points for o in observations])
         usable = np.flatnonzero(counts).tolist()
-        voxels, box_min, box_max, point_keys = _group_voxels(
+        voxels, box_min, box_max, point_voxel = _group_voxels(
             xyz, counts[usable], self.config.voxel_size
         )
         if self.last_stamp is None or not voxels or not len(self._observed):
@@ -534,7 +562,7 @@ class ObjectMap:
             voxels=voxels,
             known_voxels=known,
             known_mask=masks,
-            point_keys=point_keys,
+            point_voxel=point_voxel,
             box_min=box_min,
             box_max=box_max,
             probs=np.array(probs).reshape(-1, self.num_classes),
@@ -625,7 +653,7 @@ class ObjectMap:
         col: int,
         stamp: int,
         update: ObjectUpdate,
-        observed: np.ndarray,
+        latest_change: int,
     ) -> bool:
         """The object keeps its id on this observation; a sighting (evidence fused, counted
         towards confirmation) only when the map changed in the instance's voxels since the
@@ -634,7 +662,7 @@ class ObjectMap:
         observation = candidates.observations[col]
         update.object_ids[col] = obj.id
         obj.instance_id, obj.merged_into, obj.last_seen = observation.instance_id, 0, stamp
-        if not self._new_evidence(candidates.voxels[col], observed, obj.evidence_update):
+        if latest_change <= obj.evidence_update:
             return False
         obj.evidence_update = self._updates
         obj.class_evidence += observation.score * candidates.probs[col] + 1e-9
@@ -662,51 +690,160 @@ class ObjectMap:
         support."""
         if not fused:
             return
-        olds = [obj.evidence_keys for obj, _ in fused]
-        columns = _member(np.concatenate(olds) >> _KEY_BITS, observed >> _KEY_BITS)
-        for (obj, col), column_seen in zip(fused, _split_like(columns, olds), strict=True):
-            voxels, old = candidates.voxels[col], obj.evidence_keys
-            index = np.minimum(np.searchsorted(old, voxels), max(len(old) - 1, 0))
-            was_held = old[index] == voxels if len(old) else np.zeros(len(voxels), bool)
-            if was_held.all():  # no voxel new to the object: the evidence keeps its keys
-                keys, at_new = old, index
-                hits, looks = obj.hits.copy(), obj.looks + column_seen
-            else:
-                keys = np.union1d(old, voxels)
-                at_old, at_new = np.searchsorted(keys, old), np.searchsorted(keys, voxels)
-                hits = np.zeros(len(keys), np.int64)
-                looks = np.zeros(len(keys), np.int64)
-                hits[at_old], looks[at_old] = obj.hits, obj.looks + column_seen
-            looks[at_new] = np.where(
-                was_held,
-                looks[at_new] + ~column_seen[np.where(was_held, index, 0)],
-                1 + candidates.known_mask[col],
+        # Batches of objects whose (object, voxel) codes fit in int64 (one batch on any real
+        # map: an object's codes span its x extent in voxels times 2^42).
+        ends = [(o.evidence_keys, candidates.voxels[c]) for o, c in fused]  # sorted keys
+        first = np.array([min(k[0], v[0]) if len(k) else v[0] for k, v in ends], np.int64)
+        last = np.array([max(k[-1], v[-1]) if len(k) else v[-1] for k, v in ends], np.int64)
+        batches: list[list[int]] = [[]]
+        total = 0
+        for k, span in enumerate((int(b) - int(a) + 1 for a, b in zip(first, last, strict=True))):
+            if batches[-1] and total + span > _CODE_LIMIT:
+                batches.append([])
+                total = 0
+            batches[-1].append(k)
+            total += span
+        for members in batches:
+            offsets = np.concatenate([[0], np.cumsum(last[members] - first[members] + 1)[:-1]])
+            self._merge_evidence(
+                [fused[m] for m in members], candidates, observed, first[members], offsets
             )
-            hits[at_new] += 1
-            kept = ~_member(obj.evidence_point_keys, voxels)  # older points of voxels not seen
-            obj.evidence_keys, obj.hits, obj.looks = keys, hits, looks
-            obj.evidence_points = np.concatenate(
-                [obj.evidence_points[kept], candidates.points[col]]
-            )
-            obj.evidence_point_keys = np.concatenate(
-                [obj.evidence_point_keys[kept], candidates.point_keys[col]]
-            )
-            self._publish_geometry(obj, candidates.points[col], voxels)
 
-    def _publish_geometry(self, obj: MapObject, points: np.ndarray, voxels: np.ndarray) -> None:
-        """Voxels with enough support, their points, their box; the newest view when no voxel
-        has (a view whose every voxel was contradicted before)."""
-        supported = obj.hits >= self.config.voxel_support * obj.looks - 1e-9
-        if supported.all():
-            obj.voxels, obj.points = obj.evidence_keys, obj.evidence_points
+    def _merge_evidence(
+        self,
+        fused: list[tuple[MapObject, int]],
+        candidates: _Candidates,
+        observed: np.ndarray,
+        lows: np.ndarray,
+        offsets: np.ndarray,
+    ) -> None:
+        """_add_evidence for a batch of objects in one pass: each (object, voxel) pair is one
+        int64 code (the key minus the object's lowest key, plus the object's offset), sorted by
+        object, then key, so that every search runs on sorted queries."""
+        objs = [obj for obj, _ in fused]
+        cols = [col for _, col in fused]
+        num = len(objs)
+        ids = np.arange(num)
+        old_count = np.array([len(o.evidence_keys) for o in objs])
+        new_count = np.array([len(candidates.voxels[c]) for c in cols])
+        old_owner, new_owner = np.repeat(ids, old_count), np.repeat(ids, new_count)
+        old_keys = np.concatenate([o.evidence_keys for o in objs])
+        new_keys = np.concatenate([candidates.voxels[c] for c in cols])
+        old_code = (old_keys - lows[old_owner]) + offsets[old_owner]
+        new_code = (new_keys - lows[new_owner]) + offsets[new_owner]
+        column_seen = _member(old_keys >> _KEY_BITS, observed >> _KEY_BITS)
+        position = np.searchsorted(old_code, new_code)
+        index = np.minimum(position, max(len(old_code) - 1, 0))
+        if len(old_code):
+            was_held = old_code[index] == new_code
         else:
-            published = obj.evidence_keys[supported]
-            if not len(published):
-                published = voxels
-            obj.voxels = published
-            obj.points = obj.evidence_points[_member(obj.evidence_point_keys, published)]
-            if not len(obj.points):
-                obj.points = points
+            was_held, column_seen = np.zeros(len(new_code), bool), np.zeros(1, bool)
+        added = ~was_held
+        inserted_at = position[added]  # non-decreasing: the new codes are sorted
+        keys = np.insert(old_keys, inserted_at, new_keys[added])
+        voxel_owner = np.insert(old_owner, inserted_at, new_owner[added])
+        # Where the old and the new voxels land in the merged arrays.
+        at_old = (
+            np.arange(len(old_code))
+            + np.cumsum(np.bincount(inserted_at, minlength=len(old_code) + 1))[: len(old_code)]
+        )
+        at_new = np.empty(len(new_code), np.int64)
+        at_new[added] = inserted_at + np.arange(len(inserted_at))
+        at_new[was_held] = at_old[index[was_held]]
+        hits = np.zeros(len(keys), np.int64)
+        looks = np.zeros(len(keys), np.int64)
+        hits[at_old] = np.concatenate([o.hits for o in objs])
+        looks[at_old] = np.concatenate([o.looks for o in objs]) + column_seen[: len(old_code)]
+        known = np.concatenate([candidates.known_mask[c] for c in cols])
+        looks[at_new] = np.where(was_held, looks[at_new] + ~column_seen[index], 1 + known)
+        hits[at_new] += 1
+        voxel_count = np.bincount(voxel_owner, minlength=num)
+        voxel_start = np.cumsum(voxel_count) - voxel_count
+        # Points: an object's older points in the voxels this view holds give way to the view's.
+        in_view = np.zeros(len(keys), bool)
+        in_view[at_new] = True
+        old_point_owner = np.repeat(ids, [len(o.evidence_points) for o in objs])
+        old_point_at = at_old[
+            (np.cumsum(old_count) - old_count)[old_point_owner]
+            + np.concatenate([o.evidence_point_voxel for o in objs])
+        ]
+        kept = ~in_view[old_point_at]
+        new_points = [candidates.points[c] for c in cols]
+        new_point_owner = np.repeat(ids, [len(p) for p in new_points])
+        new_point_at = at_new[
+            (np.cumsum(new_count) - new_count)[new_point_owner]
+            + np.concatenate([candidates.point_voxel[c] for c in cols])
+        ]
+        kept_at = np.flatnonzero(kept)
+        owners = np.concatenate([old_point_owner[kept_at], new_point_owner])
+        order = np.argsort(owners, kind="stable")  # per object: its kept points, then the new
+        owners = owners[order]
+        source = np.concatenate([kept_at, len(kept) + np.arange(len(new_point_owner))])[order]
+        all_points = np.concatenate([*(o.evidence_points for o in objs), *new_points])
+        point_at = np.concatenate([old_point_at, new_point_at])[source]
+        is_new = source >= len(kept)
+        point_count = np.bincount(owners, minlength=num)
+        # Publication: the voxels with enough support and their points; an object none of
+        # whose voxels has support publishes the newest view (its points all just came in).
+        supported = hits >= self.config.voxel_support * looks - 1e-9
+        supported_count = np.bincount(voxel_owner[supported], minlength=num)
+        any_supported = supported_count > 0
+        shown = np.where(any_supported[owners], supported[point_at], is_new)
+        points = np.take(all_points, source, axis=0)
+        if shown.all():
+            shown_count, shown_points = point_count, points
+        else:
+            shown_count = np.bincount(owners[shown], minlength=num)
+            shown_points = np.take(points, np.flatnonzero(shown), axis=0)
+        starts = np.cumsum(shown_count) - shown_count
+        box_min = np.minimum.reduceat(shown_points, starts).astype(np.float64)
+        box_max = np.maximum.reduceat(shown_points, starts).astype(np.float64)
+        published = _split_counts(keys[supported], supported_count)
+        parts = zip(
+            objs,
+            cols,
+            _split_counts(keys, voxel_count),
+            _split_counts(hits, voxel_count),
+            _split_counts(looks, voxel_count),
+            _split_counts(points, point_count),
+            _split_counts(point_at - voxel_start[owners], point_count),
+            _split_counts(shown_points, shown_count),
+            published,
+            strict=True,
+        )
+        for k, (
+            obj,
+            col,
+            obj_keys,
+            obj_hits,
+            obj_looks,
+            pts,
+            voxel_of,
+            shown_pts,
+            pub,
+        ) in enumerate(parts):
+            # Copies: a view would keep this update's arrays alive as long as any object.
+            obj.evidence_keys, obj.hits, obj.looks = (
+                obj_keys.copy(),
+                obj_hits.copy(),
+                obj_looks.copy(),
+            )
+            obj.evidence_points, obj.evidence_point_voxel = pts.copy(), voxel_of.copy()
+            if not any_supported[k]:
+                obj.voxels = candidates.voxels[col]
+            else:
+                obj.voxels = obj.evidence_keys if len(pub) == len(obj_keys) else pub.copy()
+            obj.points = obj.evidence_points if len(shown_pts) == len(pts) else shown_pts.copy()
+            obj.box_min, obj.box_max = box_min[k], box_max[k]
+
+    def _publish_geometry(self, obj: MapObject) -> None:
+        """(After a re-grid.) The voxels with enough support, their points, their box; every
+        voxel when none has."""
+        supported = obj.hits >= self.config.voxel_support * obj.looks - 1e-9
+        if not supported.any():
+            supported[:] = True
+        obj.voxels = obj.evidence_keys[supported]
+        obj.points = obj.evidence_points[supported[obj.evidence_point_voxel]]
         obj.box_min = obj.points.min(axis=0).astype(np.float64)
         obj.box_max = obj.points.max(axis=0).astype(np.float64)
 
@@ -833,7 +970,7 @@ class ObjectMap:
             obj.evidence_keys = candidates.voxels[col]
             obj.hits = obj.looks = np.ones(len(obj.evidence_keys), np.int64)
             obj.evidence_points = candidates.points[col]
-            obj.evidence_point_keys = candidates.point_keys[col]
+            obj.evidence_point_voxel = candidates.point_voxel[col]
             if objects and part_sizes[col] and inside[:, col].max() >= self.config.part_containment:
                 obj.split_from = objects[int(np.argmax(inside[:, col]))].id
                 update.split[obj.id] = obj.split_from
