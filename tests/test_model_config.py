@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dyco_perception.model  # noqa: F401 (the decoder registry validates `decoder:`)
 import pytest
 
 from dyco_perception.config import ModelConfig, load_model_config

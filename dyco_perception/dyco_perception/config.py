@@ -2,29 +2,55 @@
 
 Every method choice of the network and the inference pipeline is a field here. Each field
 declares its allowed range (`ranged`) or choices (`choice`) in its metadata; loading rejects
-unknown keys, wrong types and out-of-range values with a ValueError that names the key.
+unknown keys, wrong types and out-of-range values with a ValueError that names the key
+(`validation.py`; `build_config`, `ranged` and `choice` are re-exported here for older importers:
+new code imports them from `dyco_perception.validation`).
+
+The `decoder:` section's schema belongs to the decoders (`model/decoders/`), a layer above this
+module: the decoders package registers its validator here when imported
+(`register_decoder_section`), so this module never imports the model. Importing anything from
+`dyco_perception.model` loads it; before that, only the section's shape (a mapping with a string
+`name`) is checked, and the network checks the rest when it is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import types
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dyco_perception.validation import build_config, choice, ranged
 
-def ranged(default: Any, lo: float, hi: float, doc: str = "") -> Any:
-    """A numeric field with inclusive bounds [lo, hi]."""
-    return field(default=default, metadata={"range": (lo, hi), "doc": doc})
+__all__ = [
+    "BackboneConfig",
+    "GroupingConfig",
+    "InferenceConfig",
+    "MaskHeadConfig",
+    "ModelConfig",
+    "TransformerConfig",
+    "VoxelConfig",
+    "build_config",
+    "choice",
+    "load_model_config",
+    "ranged",
+    "register_decoder_section",
+]
+
+# (decoder name, its options without `name`) -> that decoder's validated `Options`; raises
+# ValueError naming the key. Set by `dyco_perception.model.decoders` when it is imported.
+DecoderSectionValidator = Callable[[str, dict[str, Any]], Any]
+_decoder_section: DecoderSectionValidator | None = None
 
 
-def choice(default: Any, choices: tuple[Any, ...], doc: str = "") -> Any:
-    return field(default=default, metadata={"choices": choices, "doc": doc})
+def register_decoder_section(validator: DecoderSectionValidator) -> None:
+    """Install the `decoder:` section's validator (the decoder registry calls this)."""
+    global _decoder_section
+    _decoder_section = validator
 
 
 @dataclass
@@ -153,12 +179,15 @@ class ModelConfig:
 
     @property
     def decoder_options(self) -> Any:
-        """The decoder's own settings as its validated `Options` dataclass."""
-        from dyco_perception.model.decoders import decoder_class
-        from dyco_perception.model.decoders.base import options_from_dict
-
+        """The decoder's own settings as its validated `Options` dataclass (needs the decoder
+        registry: import `dyco_perception.model` first)."""
+        if _decoder_section is None:
+            raise RuntimeError(
+                "the decoder registry is not loaded: import dyco_perception.model (or "
+                "dyco_perception.model.decoders) before reading decoder options"
+            )
         options = {k: v for k, v in self.decoder.items() if k != "name"}
-        return options_from_dict(decoder_class(self.decoder_name).Options, options)
+        return _decoder_section(self.decoder_name, options)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,7 +204,8 @@ class ModelConfig:
     def _check_consistency(self) -> ModelConfig:
         if not isinstance(self.decoder.get("name", "dyco3d"), str):
             raise ValueError(f"decoder.name: expected a string, got {self.decoder['name']!r}")
-        self.decoder_options  # noqa: B018 (validates the name and the options)
+        if _decoder_section is not None:  # else the network checks them when it is built
+            self.decoder_options  # noqa: B018 (validates the name and the options)
         if self.transformer.enabled:
             top = self.backbone.width * self.backbone.levels
             if top % self.transformer.heads:
@@ -193,53 +223,3 @@ def load_model_config(path: str | Path) -> ModelConfig:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return ModelConfig.from_dict(data)
-
-
-def build_config(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {[prefix + k for k in unknown]}; allowed: {sorted(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        key = prefix + name
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[name] = build_config(kind, value, key + ".")
-        else:
-            kwargs[name] = _check_value(key, value, kind, fields[name].metadata)
-    return cls(**kwargs)
-
-
-def _check_value(key: str, value: Any, kind: Any, meta: Any) -> Any:
-    if kind is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true/false, got {value!r}")
-    elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        value = float(value)
-    elif kind is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-    elif isinstance(kind, types.UnionType):
-        raise ValueError(f"{key}: unsupported field type {kind}")
-    if "range" in meta:
-        lo, hi = meta["range"]
-        if not lo <= value <= hi:
-            raise ValueError(f"{key}={value!r} out of range; allowed {lo}..{hi}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ValueError(f"{key}={value!r} not allowed; choose one of {list(meta['choices'])}")
-    return value

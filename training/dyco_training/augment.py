@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from dyco_perception.validation import build_config, ranged
 from scipy.interpolate import RegularGridInterpolator
 from scipy.ndimage import convolve1d
-
-from dyco_perception.config import build_config, ranged
 
 
 @dataclass

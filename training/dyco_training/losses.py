@@ -16,9 +16,9 @@ from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model.decoders.base import InstanceTargets, zero_like_graph
 from dyco_perception.model.decoders.common import match_proposals
 from dyco_perception.model.decoders.dyco3d import mask_losses
+from dyco_perception.validation import build_config, choice, ranged
 
 from dyco_perception import ops
-from dyco_perception.config import build_config, choice, ranged
 
 __all__ = ["LossConfig", "compute_losses", "mask_losses", "match_proposals", "offset_losses"]
 

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import yaml
 from dyco_perception.scenes import Scene, load_npz_scene
+from dyco_perception.validation import build_config, choice, ranged
 
-from dyco_perception.config import ModelConfig, build_config, choice, ranged
+from dyco_perception.config import ModelConfig
 from dyco_training.augment import AugmentConfig, augment_scene
 from dyco_training.datasets import SCANNET50K_DIR, list_npz_scans
 from dyco_training.distributed import (

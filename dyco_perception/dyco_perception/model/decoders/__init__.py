@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
+from dyco_perception.config import register_decoder_section
 from dyco_perception.model.decoders.base import (
     DecoderInput,
     InstanceDecoder,
     InstanceTargets,
+    options_from_dict,
     thing_instance_ids,
 )
 
@@ -39,7 +42,14 @@ def _import_methods() -> None:
             importlib.import_module(f"{__name__}.{module}")
 
 
+def decoder_options(name: str, options: dict[str, Any]) -> Any:
+    """The `decoder:` section of a model config (`name` + `options`) -> that method's validated
+    `Options`; ValueError naming the key. `ModelConfig` validates its section through this."""
+    return options_from_dict(decoder_class(name).Options, options)
+
+
 _import_methods()
+register_decoder_section(decoder_options)
 
 __all__ = [
     "DECODERS",
@@ -47,6 +57,7 @@ __all__ = [
     "InstanceDecoder",
     "InstanceTargets",
     "decoder_class",
+    "decoder_options",
     "register_decoder",
     "thing_instance_ids",
 ]

@@ -28,6 +28,7 @@ from torch import nn
 from dyco_perception.classes import STUFF_CLASS_IDS
 from dyco_perception.config import ModelConfig
 from dyco_perception.model.voxelizer import Voxelized, devoxelize
+from dyco_perception.validation import build_config
 
 
 @dataclass
@@ -130,8 +131,6 @@ class InstanceDecoder(nn.Module):
 
 def options_from_dict(options_cls: type, data: dict[str, Any]) -> Any:
     """Validate a decoder's options (the `decoder:` section without `name`)."""
-    from dyco_perception.config import build_config
-
     if not dataclasses.is_dataclass(options_cls):
         raise TypeError(f"{options_cls} must be a dataclass")
     return build_config(options_cls, data, "decoder.")

@@ -21,7 +21,7 @@ from torch import nn
 
 from dyco_perception import ops
 from dyco_perception.classes import STUFF_CLASS_IDS
-from dyco_perception.config import ModelConfig, choice, ranged
+from dyco_perception.config import ModelConfig
 from dyco_perception.model.decoders import register_decoder
 from dyco_perception.model.decoders.base import (
     DecoderInput,
@@ -37,6 +37,7 @@ from dyco_perception.model.decoders.common import (
 )
 from dyco_perception.model.grouping import Proposals, stuff_mask
 from dyco_perception.model.unet import point_mlp
+from dyco_perception.validation import choice, ranged
 
 # Hungarian cost of a prediction/GT pair of different scenes (never assigned).
 _FORBIDDEN = 1e6

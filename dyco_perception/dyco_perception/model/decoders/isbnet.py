@@ -23,7 +23,7 @@ from torch import nn
 
 from dyco_perception import ops
 from dyco_perception.classes import STUFF_CLASS_IDS
-from dyco_perception.config import ModelConfig, choice, ranged
+from dyco_perception.config import ModelConfig
 from dyco_perception.model.decoders import register_decoder
 from dyco_perception.model.decoders.base import (
     DecoderInput,
@@ -35,6 +35,7 @@ from dyco_perception.model.decoders.common import DecodedMasks, split_decoder_pa
 from dyco_perception.model.grouping import Proposals
 from dyco_perception.model.unet import BatchNorm1d, point_mlp
 from dyco_perception.model.voxelizer import devoxelize
+from dyco_perception.validation import choice, ranged
 
 
 @dataclass

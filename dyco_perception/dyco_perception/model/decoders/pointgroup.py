@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dyco_perception import ops
-from dyco_perception.config import ModelConfig, choice, ranged
+from dyco_perception.config import ModelConfig
 from dyco_perception.model.decoders import register_decoder
 from dyco_perception.model.decoders.base import (
     DecoderInput,
@@ -41,6 +41,7 @@ from dyco_perception.model.grouping import (
 )
 from dyco_perception.model.unet import SparseUNet
 from dyco_perception.sparse import SparseVoxels
+from dyco_perception.validation import choice, ranged
 
 # `cluster_set` values: which coordinate set found a proposal (GT instances in training: 2).
 ORIGINAL, SHIFTED, GT = 0, 1, 2
