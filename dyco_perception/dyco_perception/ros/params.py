@@ -117,6 +117,15 @@ SPECS: tuple[ParamSpec, ...] = (
         constraints="auto | cpu | cuda | cuda:N",
     ),
     ParamSpec(
+        "threads",
+        1,
+        "CPU threads torch may use for one cloud's inference (intra-op; inter-op is 1). 1 holds "
+        "up when the CPU is shared: measured as fast as 2 on a quiet 2-core machine and 2-40x "
+        "faster under competing load (bench/bench_node_load.py). Raise it on a machine the "
+        "node has to itself. Applies from the next cloud.",
+        int_range=(1, 1024),
+    ),
+    ParamSpec(
         "qos.reliability",
         "reliable",
         "Input subscription reliability (reliable or best_effort).",
@@ -300,6 +309,7 @@ class NodeSettings:
     roi: RegionOfInterest | None = None  # None: the whole cloud
     objects: ObjectMapConfig | None = None  # None: object map disabled
     decoder: str = ""  # the decoder the checkpoint must hold ("": any)
+    threads: int = 1  # torch intra-op threads of the worker
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
@@ -328,6 +338,7 @@ class NodeSettings:
             roi=_region_of_interest(values),
             objects=_object_map_config(values),
             decoder=str(values.get("decoder", "")),
+            threads=int(values.get("threads", 1)),
         )
 
     @property

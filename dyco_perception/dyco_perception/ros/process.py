@@ -82,8 +82,11 @@ def start_node(
 ) -> subprocess.Popen:
     """Start a node (segment_node, or MANAGED_NODE) as launch/segment.launch.py does, with
     config/segment.yaml (or params_file) and the overrides; its output goes to log_path (or is
-    inherited); `namespace` is launch's `namespace:=` argument."""
+    inherited); `namespace` is launch's `namespace:=` argument; `threads` sets the `threads`
+    parameter (unless the overrides do) and OMP_NUM_THREADS."""
     params_file = params_file or package_file("config/segment.yaml")
+    if threads is not None:
+        overrides = {"threads": threads, **(overrides or {})}
     log = open(log_path, "w") if log_path else None  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
         node_command(params_file, overrides, remaps, executable, namespace),

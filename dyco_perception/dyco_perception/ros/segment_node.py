@@ -76,6 +76,29 @@ def resolve_checkpoint(path: str) -> Path:
     return found
 
 
+def use_torch_threads(count: int) -> int:
+    """Let torch use `count` intra-op threads in the calling thread; returns the count in force.
+    Torch keeps the count per thread once it has run there, so the worker sets it itself."""
+    import torch
+
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return torch.get_num_threads()
+
+
+def _one_interop_thread() -> None:
+    """One inter-op thread: the model has no independent ops to overlap, and each extra
+    thread is one more to compete for a shared CPU. Torch allows setting it once per process,
+    before any inter-op work (a managed node's second configure keeps it)."""
+    import torch
+
+    try:
+        if torch.get_num_interop_threads() != 1:
+            torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+
+
 def _descriptor(spec: Any, read_only: bool) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(
         description=spec.description,
@@ -201,6 +224,8 @@ class SegmentationCore(ObjectMapNode):
         from dyco_perception.segmenter import Segmenter
 
         self._checkpoint = resolve_checkpoint(self.settings.checkpoint)
+        _one_interop_thread()
+        use_torch_threads(self.settings.threads)  # this thread's share of loading the model
         try:
             self.segmenter = Segmenter.from_checkpoint(
                 self._checkpoint, device=self.settings.device
@@ -324,6 +349,7 @@ class SegmentationCore(ObjectMapNode):
             return
         colours = self._colours(points)
         read_time = time.perf_counter() - start
+        threads = use_torch_threads(settings.threads)
         try:
             result = self.segmenter.segment(points.xyz, colours, roi=settings.roi)
         except (ValueError, RuntimeError) as exc:  # e.g. out of memory: skip this cloud
@@ -362,6 +388,7 @@ class SegmentationCore(ObjectMapNode):
                 "inference_time": inference_time,
                 "num_points": points.num_points,
                 "num_instances": len(labelled.instances),
+                "threads": threads,
             }
             self.counts["processing_time_total_ms"] += int(1000 * self._last["processing_time"])
         self._publish_diagnostics()
@@ -398,6 +425,8 @@ class SegmentationCore(ObjectMapNode):
             "last_processing_time_ms": round(1000 * last.get("processing_time", 0.0), 1),
             "last_num_points": int(last.get("num_points", 0)),
             "last_num_instances": int(last.get("num_instances", 0)),
+            # torch threads the last cloud ran with (before one: the parameter)
+            "threads": int(last.get("threads", self.settings.threads)),
         }
         values.update({k: v for k, v in counts.items() if k.startswith("rejected_")})
         values.update(self._object_map_diagnostics(counts))

@@ -1,0 +1,138 @@
+"""The node's inference latency on a real scan when the CPU is shared: torch intra-op threads 1
+and 2 (segment_node's `threads` parameter; inter-op 1 as in the node) against 0, 1 and 2
+competing busy processes (Python busy loops, standing in for a robot's other work).
+
+    OMP_NUM_THREADS=1 python bench/bench_node_load.py [--scan scene0009_00] [--repeats 3]
+        [--threads 1 2] [--loads 0 1 2] [--checkpoint CKPT] [--points N]
+
+Each cell is the median of --repeats timed runs of `Segmenter.segment` (what the worker thread
+of the node runs per cloud, on CPU) after one warm-up run, with the busy processes already
+running. Run it on an otherwise idle machine: anything else running (load average printed)
+counts as load too. Start it with OMP_NUM_THREADS=1 so that the OpenMP runtime's default
+does not matter; the thread count of each cell is set with torch.set_num_threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCANS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scannet50k"
+BUSY_LOOP = "while True:\n    pass\n"
+
+
+def load_scan(scans: Path, name: str, points: int | None) -> tuple[np.ndarray, np.ndarray]:
+    from dyco_perception.scenes import load_npz_scene
+
+    path = scans / f"{name}.npz"
+    if not path.is_file():
+        sys.exit(f"{path} not found (the real scans live in ../shared/data/scannet50k)")
+    scene = load_npz_scene(path)
+    xyz, rgb = scene.xyz, scene.rgb
+    if points and points < len(xyz):
+        pick = np.random.default_rng(0).choice(len(xyz), points, replace=False)
+        xyz, rgb = xyz[pick], rgb[pick]
+    return xyz, rgb
+
+
+def checkpoint_path(requested: str | None) -> Path:
+    from dyco_perception.ros.params import SHIPPED_CHECKPOINT
+    from dyco_perception.ros.resources import package_file
+
+    path = Path(requested).resolve() if requested else package_file(SHIPPED_CHECKPOINT)
+    if not path.is_file():
+        sys.exit(f"checkpoint {path} not found")
+    return path
+
+
+def start_busy(count: int) -> list[subprocess.Popen]:
+    return [
+        subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+
+
+def stop_busy(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.wait()
+
+
+def time_cell(segmenter, xyz, rgb, threads: int, load: int, repeats: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    busy = start_busy(load)
+    try:
+        time.sleep(0.5 if load else 0.0)  # let the busy loops get going
+        segmenter.segment(xyz, rgb)  # warm-up
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            segmenter.segment(xyz, rgb)
+            runs.append(time.perf_counter() - start)
+    finally:
+        stop_busy(busy)
+    return statistics.median(runs)
+
+
+def table(results: dict[tuple[int, int], float], threads: list[int], loads: list[int]) -> str:
+    header = ["threads"] + [f"{load} busy" for load in loads]
+    rows = [[str(t)] + [f"{results[t, load]:.2f} s" for load in loads] for t in threads]
+    if len(threads) > 1:
+        base = threads[0]
+        for t in threads[1:]:
+            ratios = [results[t, load] / results[base, load] for load in loads]
+            rows.append([f"{t} / {base}"] + [f"{r:.2f}x" for r in ratios])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    separator = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), separator, *(line(row) for row in rows)])
+
+
+def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scans", type=Path, default=SCANS)
+    parser.add_argument("--scan", default="scene0009_00", help="a val scan by default")
+    parser.add_argument("--points", type=int, default=None, help="subsample (default: all)")
+    parser.add_argument("--checkpoint", help="default: the shipped DyCo3D checkpoint")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if min(args.threads) < 1 or min(args.loads) < 0 or args.repeats < 1:
+        parser.error("--threads >= 1, --loads >= 0, --repeats >= 1")
+
+    import torch
+    from dyco_perception.segmenter import Segmenter
+
+    torch.set_num_interop_threads(1)  # as the node does
+    xyz, rgb = load_scan(args.scans, args.scan, args.points)
+    checkpoint = checkpoint_path(args.checkpoint)
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    print(
+        f"{args.scan}: {len(xyz)} points, {checkpoint.name}, {os.cpu_count()} CPUs, load "
+        f"average {os.getloadavg()[0]:.2f} before starting, median of {args.repeats}"
+    )
+    results = {}
+    for load in args.loads:
+        for threads in args.threads:
+            results[threads, load] = time_cell(segmenter, xyz, rgb, threads, load, args.repeats)
+            print(f"  threads {threads}, {load} busy: {results[threads, load]:.2f} s", flush=True)
+    print(table(results, args.threads, args.loads))
+    return results
+
+
+if __name__ == "__main__":
+    main()

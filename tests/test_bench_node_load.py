@@ -1,0 +1,35 @@
+"""bench/bench_node_load.py's parts that the smoke run (`--loads 0`) does not reach: the busy
+processes start and end, and the table with the thread ratio row."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_node_load.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_node_load", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_busy_processes_are_started_and_ended() -> None:
+    bench = _bench()
+    busy = bench.start_busy(2)
+    try:
+        assert len(busy) == 2 and all(p.poll() is None for p in busy)
+    finally:
+        bench.stop_busy(busy)
+    assert all(p.returncode is not None for p in busy)
+
+
+def test_table_has_a_row_per_thread_count_and_the_ratio() -> None:
+    results = {(1, 0): 1.0, (2, 0): 1.0, (1, 1): 1.0, (2, 1): 4.0}
+    text = _bench().table(results, [1, 2], [0, 1])
+    lines = text.splitlines()
+    assert lines[0].split("|")[1:-1] == [" threads ", " 0 busy ", " 1 busy "]
+    assert "| 2 / 1   | 1.00x  | 4.00x  |" in lines, text
+    assert len(lines) == 5
