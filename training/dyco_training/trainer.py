@@ -1,4 +1,4 @@
-"""DyCo3D training: config (YAML, validated), data pool, optimisation loop, validation, export.
+"""DyCo3D training: the optimisation loop, validation, export (`Trainer`).
 
 One process or many (`torchrun`, DistributedDataParallel). Each iteration draws
 `batch_size` scenes from this rank's shard of the pool (real train scans + generated rooms),
@@ -7,6 +7,9 @@ branch's losses are off for the first `prepare_iters` iterations (DyCo3D's stage
 offsets must be sensible before clusters are worth decoding). The training state (model,
 optimiser, scheduler, scaler, step) is a `torch.save` of tensors and plain containers only,
 read back with `weights_only=True`.
+
+The config (`TrainConfig`, YAML with `base:`) lives in `train_config.py`, the pool and batches
+in `data.py`; their names are re-exported here for older importers.
 """
 
 from __future__ import annotations
@@ -16,19 +19,21 @@ import logging
 import math
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
-from dyco_perception.scenes import Scene, load_npz_scene
-from dyco_perception.validation import build_config, choice, ranged
+from dyco_perception.scenes import Scene
 
-from dyco_perception.config import ModelConfig
-from dyco_training.augment import AugmentConfig, augment_scene
-from dyco_training.datasets import SCANNET50K_DIR, list_npz_scans
+from dyco_training.data import (
+    MAX_CROP_TRIES,
+    augment_spanning,
+    build_pool,
+    load_scans,
+    make_batch,
+)
 from dyco_training.distributed import (
     DistInfo,
     average_scalars,
@@ -38,291 +43,51 @@ from dyco_training.distributed import (
     shutdown_distributed,
 )
 from dyco_training.logging_utils import RunLogger
-from dyco_training.losses import LossConfig, compute_losses
+from dyco_training.losses import compute_losses
+from dyco_training.train_config import (
+    BACKBONE_PREFIXES,
+    REPO_ROOT,
+    DataConfig,
+    ExportConfig,
+    InitConfig,
+    LogConfig,
+    LoopConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    load_train_config,
+    read_train_yaml,
+    train_config_from_dict,
+)
+
+__all__ = [
+    "BACKBONE_PREFIXES",
+    "MAX_CROP_TRIES",
+    "REPO_ROOT",
+    "DataConfig",
+    "ExportConfig",
+    "InitConfig",
+    "LogConfig",
+    "LoopConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "Trainer",
+    "augment_spanning",
+    "build_pool",
+    "git_commit",
+    "load_scans",
+    "load_train_config",
+    "lr_factor",
+    "make_batch",
+    "make_optimizer",
+    "read_train_yaml",
+    "resolve_train_device",
+    "train_config_from_dict",
+    "warm_start",
+]
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-# --- configuration ----------------------------------------------------------------------------
-
-
-@dataclass
-class DataConfig:
-    scans_dir: str = str(SCANNET50K_DIR)
-    train_split: str = choice("train", ("train", "val", "all"))
-    val_split: str = choice("val", ("train", "val", "none"))
-    train_scans: list = field(default_factory=list)  # names; empty = the whole split
-    val_scans: list = field(default_factory=list)
-    real_repeat: int = ranged(1, 0, 1000, "copies of each real scan per epoch of the pool")
-    generated_rooms: int = ranged(0, 0, 100_000, "procedural rooms added to the pool")
-    generated_points: int = ranged(50_000, 1_000, 10_000_000)
-    generated_seed: int = ranged(1000, 0, 2**31 - 1)
-
-
-@dataclass
-class OptimConfig:
-    name: str = choice("adam", ("adam", "adamw"))
-    lr: float = ranged(1e-3, 1e-7, 1.0)
-    weight_decay: float = ranged(0.0, 0.0, 1.0)
-    beta1: float = ranged(0.9, 0.0, 0.9999)
-    beta2: float = ranged(0.999, 0.0, 0.99999)
-    grad_clip: float = ranged(0.0, 0.0, 1e6, "max gradient norm; 0 = off")
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = choice("cosine", ("cosine", "poly", "constant"))
-    warmup_iters: int = ranged(0, 0, 10_000_000)
-    min_lr_ratio: float = ranged(0.0, 0.0, 1.0, "final lr / lr (cosine)")
-    power: float = ranged(0.9, 0.0, 10.0, "poly exponent")
-
-
-@dataclass
-class LoopConfig:
-    iterations: int = ranged(1000, 1, 100_000_000)
-    # Wall-clock budget: training stops after this many minutes and the lr schedule runs over
-    # whichever of iterations / minutes ends first (0 = iterations only).
-    max_minutes: float = ranged(0.0, 0.0, 1e6)
-    batch_size: int = ranged(1, 1, 1024, "scenes per iteration per process")
-    prepare_iters: int = ranged(0, 0, 100_000_000, "mask losses off before this iteration")
-    device: str = choice("auto", ("auto", "cpu", "cuda"))
-    amp: bool = True  # float16 autocast, used only on CUDA
-    threads: int = ranged(0, 0, 1024, "torch CPU threads; 0 = torch's default")
-    seed: int = ranged(0, 0, 2**31 - 1)
-    find_unused_parameters: bool = True
-
-
-# Parts of the network shared by every decoder (what `init.scope: backbone` copies).
-BACKBONE_PREFIXES = ("backbone.", "semantic_head.", "offset_head.")
-
-
-@dataclass
-class InitConfig:
-    """Warm start: weights copied from a checkpoint before training (not a resume: the
-    optimiser, schedule and step start fresh)."""
-
-    checkpoint: str = ""  # .safetensors path relative to the working directory; empty = none
-    # "all": every weight (the model must match the checkpoint's); "backbone": the U-Net and
-    # the semantic and offset heads, so a new decoder trains on a pretrained backbone.
-    scope: str = choice("all", ("all", "backbone"))
-
-
-@dataclass
-class LogConfig:
-    every: int = ranged(10, 1, 1_000_000, "iterations between log rows")
-    val_every: int = ranged(0, 0, 100_000_000, "iterations between validations; 0 = end only")
-    # Each validation also scores the real training scans (no augmentation): the train curve
-    # next to the val curve shows under- vs overfitting.
-    train_curve: bool = False
-    save_every: int = ranged(100, 1, 100_000_000, "iterations between training-state saves")
-    tensorboard: bool = True
-    progress: bool = True
-
-
-@dataclass
-class ExportConfig:
-    checkpoint: str = ""  # .safetensors path; empty = <out>/model.safetensors
-    dtype: str = choice("float32", ("float32", "float16"))
-    curves_png: str = ""  # extra copy of the curves PNG (e.g. next to the checkpoint)
-
-
-@dataclass
-class TrainConfig:
-    model: ModelConfig
-    model_config: str = ""
-    out_dir: str = "runs/train"
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    init: InitConfig = field(default_factory=InitConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    train: LoopConfig = field(default_factory=LoopConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    source: dict = field(default_factory=dict)  # the YAML as read (recorded in the model card)
-
-
-_SECTIONS = {
-    "data": DataConfig,
-    "optim": OptimConfig,
-    "init": InitConfig,
-    "schedule": ScheduleConfig,
-    "train": LoopConfig,
-    "log": LogConfig,
-    "export": ExportConfig,
-}
-_TOP_KEYS = {"model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
-
-
-def _resolve(path: str, base: Path) -> Path:
-    """Relative paths: from the working directory if they exist there, else the repo root."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    for root in (base, REPO_ROOT):
-        if (root / p).exists():
-            return root / p
-    raise ValueError(f"model_config: file {path} not found (cwd, {base} or {REPO_ROOT})")
-
-
-def _deep_merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _string_list(value: Any, key: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{key}: expected a list of scan names, got {value!r}")
-    return list(value)
-
-
-def train_config_from_dict(data: dict[str, Any], base: Path | None = None) -> TrainConfig:
-    """Validate a training config mapping; errors name the offending key."""
-    if not isinstance(data, dict):
-        raise ValueError(f"training config must be a mapping, got {type(data).__name__}")
-    if "base" in data:
-        raise ValueError("base: read the file with load_train_config / read_train_yaml")
-    unknown = sorted(set(data) - _TOP_KEYS)
-    if unknown:
-        raise ValueError(f"unknown training config key(s) {unknown}; allowed {sorted(_TOP_KEYS)}")
-    model_dict: dict[str, Any] = {}
-    if data.get("model_config"):
-        with open(_resolve(str(data["model_config"]), base or Path.cwd()), encoding="utf-8") as f:
-            model_dict = yaml.safe_load(f) or {}
-    overrides = data.get("model") or {}
-    if not isinstance(overrides, dict):
-        raise ValueError("model: expected a mapping of model config overrides")
-    try:
-        model = ModelConfig.from_dict(_deep_merge(model_dict, overrides))
-    except ValueError as exc:
-        raise ValueError(f"model: {exc}") from exc
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        sections[name] = build_config(cls, data.get(name) or {}, f"{name}.")
-    sections["data"].train_scans = _string_list(sections["data"].train_scans, "data.train_scans")
-    sections["data"].val_scans = _string_list(sections["data"].val_scans, "data.val_scans")
-    out_dir = data.get("out_dir", "runs/train")
-    if not isinstance(out_dir, str):
-        raise ValueError(f"out_dir: expected a path string, got {out_dir!r}")
-    return TrainConfig(
-        model=model,
-        model_config=str(data.get("model_config", "")),
-        out_dir=out_dir,
-        augment=AugmentConfig.from_dict(data.get("augment") or {}),
-        loss=LossConfig.from_dict(data.get("loss") or {}),
-        source=copy.deepcopy(data),
-        **sections,
-    )
-
-
-def read_train_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The YAML at `path`, merged over the config its `base:` names (relative to `path`)."""
-    if path.resolve() in seen:
-        raise ValueError(f"base: {path} includes itself")
-    if not path.is_file():
-        raise ValueError(f"base: training config {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"training config must be a mapping, got {type(data).__name__}")
-    if "base" not in data:
-        return data
-    parent = read_train_yaml(path.parent / str(data.pop("base")), (*seen, path.resolve()))
-    return _deep_merge(parent, data)
-
-
-def load_train_config(path: str | Path) -> TrainConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"training config {path} does not exist")
-    try:
-        data = read_train_yaml(path, seen=())
-        return train_config_from_dict(data, base=path.parent)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-
-
-# --- data -------------------------------------------------------------------------------------
-
-
-def load_scans(cfg: DataConfig, split: str, names: list[str]) -> list[Scene]:
-    """Real scans of one split (or the named ones); [] for split 'none' without names."""
-    if split == "none" and not names:
-        return []
-    scans_dir = Path(cfg.scans_dir)
-    if not scans_dir.is_absolute() and not scans_dir.exists():
-        scans_dir = REPO_ROOT / scans_dir  # configs name ../shared relative to the repository
-    paths = list_npz_scans(scans_dir, None if split in ("all", "none") else split, names or None)
-    return [load_npz_scene(p) for p in paths]
-
-
-def build_pool(cfg: DataConfig) -> list[Scene]:
-    """The training pool: real train scans (x real_repeat) + generated rooms."""
-    real = load_scans(cfg, cfg.train_split, cfg.train_scans) if cfg.real_repeat else []
-    pool = real * cfg.real_repeat
-    if cfg.generated_rooms:
-        from dyco_perception.room_generator import generate_room
-
-        pool += [
-            generate_room(cfg.generated_seed + i, cfg.generated_points)
-            for i in range(cfg.generated_rooms)
-        ]
-    if not pool:
-        raise ValueError("data: the training pool is empty (no real scans and no generated rooms)")
-    return pool
-
-
-MAX_CROP_TRIES = 20
-
-
-def augment_spanning(
-    scene: Scene, augment: AugmentConfig, rng: np.random.Generator, min_extent: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """augment_scene, redrawn until the crop spans more than `min_extent` metres along some
-    axis: a crop inside one bottleneck voxel leaves BatchNorm a single value (a crash)."""
-    for _ in range(MAX_CROP_TRIES):
-        xyz, rgb, rows = augment_scene(scene.xyz, scene.rgb, augment, rng)
-        if len(xyz) and float(np.ptp(xyz, axis=0).max()) > min_extent:
-            return xyz, rgb, rows
-    raise ValueError(
-        f"scene {scene.name}: {MAX_CROP_TRIES} crops of augment.max_points="
-        f"{augment.max_points} all fit inside one bottleneck voxel ({min_extent:.2f} m); "
-        "raise augment.max_points or lower model backbone.levels / voxel_size"
-    )
-
-
-def make_batch(
-    scenes: list[Scene],
-    augment: AugmentConfig,
-    rng: np.random.Generator,
-    device: torch.device,
-    min_extent: float = 0.0,
-) -> dict[str, torch.Tensor]:
-    """Augment + crop each scene and concatenate them with a per-point scene index."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xyz", "rgb", "sem", "inst", "batch")}
-    for b, scene in enumerate(scenes):
-        xyz, rgb, rows = augment_spanning(scene, augment, rng, min_extent)
-        parts["xyz"].append(xyz)
-        parts["rgb"].append(rgb / 127.5 - 1.0)
-        parts["sem"].append(scene.semantic[rows])
-        parts["inst"].append(scene.instance[rows])
-        parts["batch"].append(np.full(len(rows), b, dtype=np.int64))
-    cat = {k: np.concatenate(v) for k, v in parts.items()}
-    instance = np.where(cat["inst"] > 0, cat["inst"], -100)  # losses: no instance = ignore
-    return {
-        "xyz": torch.from_numpy(cat["xyz"].astype(np.float32)).to(device),
-        "rgb": torch.from_numpy(cat["rgb"].astype(np.float32)).to(device),
-        "semantic": torch.from_numpy(cat["sem"].astype(np.int64)).to(device),
-        "instance": torch.from_numpy(instance.astype(np.int64)).to(device),
-        "batch": torch.from_numpy(cat["batch"]).to(device),
-    }
 
 
 # --- optimisation -----------------------------------------------------------------------------
