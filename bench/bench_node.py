@@ -40,7 +40,7 @@ def load_scenes(scans: Path, limit: int) -> list:
 
         return [load_npz_scene(p) for p in sorted(scans.glob("*.npz"))[:limit]]
     print(f"{scans} absent: using generated rooms")
-    from dyco_perception.room_generator import generate_room
+    from dyco_perception.data.room_generator import generate_room
 
     return [generate_room(seed) for seed in range(limit)]
 

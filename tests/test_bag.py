@@ -18,7 +18,7 @@ from dyco_perception import pointcloud2 as pc2
 
 @pytest.fixture(scope="module")
 def rooms():
-    from dyco_perception.room_generator import generate_room
+    from dyco_perception.data.room_generator import generate_room
 
     return [generate_room(seed, num_points=3000) for seed in (1, 2)]
 

@@ -32,7 +32,7 @@ def test_shipped_demo_bag_holds_generated_rooms_with_ground_truth() -> None:
 
 
 def test_demo_runs_the_node_prints_instances_and_renders(tmp_path: Path) -> None:
-    from dyco_perception.room_generator import generate_room
+    from dyco_perception.data.room_generator import generate_room
 
     bag = tmp_path / "rooms"
     write_scan_bag([generate_room(seed, num_points=3000) for seed in (5, 6)], bag)

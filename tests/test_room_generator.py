@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dyco_perception.room_generator import generate_room
+from dyco_perception.data.room_generator import generate_room
 from dyco_perception.scenes import load_npz_scene
 from dyco_training.cli_eval import generate_rooms_main
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dyco_perception.room_generator import generate_room
+from dyco_perception.data.room_generator import generate_room
 from dyco_perception.scenes import save_scene_npz
 from dyco_training.cli_evaluate import main as evaluate_main
 from dyco_training.cli_train import main as train_main

@@ -181,7 +181,7 @@ def test_run_writes_logs_curves_state_and_checkpoint(tmp_path):
 
 
 def test_validate_reports_benchmark_metrics(tmp_path):
-    from dyco_perception.room_generator import generate_room
+    from dyco_perception.data.room_generator import generate_room
 
     trainer = Trainer(train_config_from_dict(tiny_config()), out_dir=tmp_path)
     metrics = trainer.validate([generate_room(5, 6000)])

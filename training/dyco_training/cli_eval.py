@@ -52,7 +52,7 @@ def eval_vectors_main(argv: list[str] | None = None) -> int:
 
 
 def generate_rooms_main(argv: list[str] | None = None) -> int:
-    from dyco_perception.room_generator import generate_room
+    from dyco_perception.data.room_generator import generate_room
     from dyco_perception.scenes import save_scene_npz
     from tqdm import tqdm
 

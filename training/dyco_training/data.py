@@ -31,7 +31,7 @@ def build_pool(cfg: DataConfig) -> list[Scene]:
     real = load_scans(cfg, cfg.train_split, cfg.train_scans) if cfg.real_repeat else []
     pool = real * cfg.real_repeat
     if cfg.generated_rooms:
-        from dyco_perception.room_generator import generate_room
+        from dyco_perception.data.room_generator import generate_room
 
         pool += [
             generate_room(cfg.generated_seed + i, cfg.generated_points)
