@@ -6,11 +6,12 @@
 Per split it segments every scan once per class rule and prints
 - per thing class: GT instances, the semantic head's point recall (GT points of the class
   predicted as it) and the class it is most often mistaken for;
-- labelled AP / AP50 under each instance class rule: `cluster` (the class the cluster was
-  grouped under), `mask` (the thing class of highest mean probability over the mask), `vote`
-  (the most frequent predicted thing class among the mask's points) and `oracle` (the GT
-  class holding most of the mask's points: the AP50 the masks would reach with perfect labels,
-  so `oracle` - `mask` is what labels cost), next to the class-agnostic AP50.
+- labelled AP / AP50 under each instance class rule: `decoder` (the decoder's own class: its
+  classifier, else the class the cluster was grouped under), `mask` (the thing class of
+  highest mean probability over the mask), `vote` (the most frequent predicted thing class
+  among the mask's points) and `oracle` (the GT class holding most of the mask's points: the
+  AP50 the masks would reach with perfect labels, so `oracle` - `mask` is what labels cost),
+  next to the class-agnostic AP50.
 Inference rules may be compared on the training scans; the val row is for reporting only.
 """
 
@@ -26,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "training"))
 
-RULES = ("cluster", "mask", "vote", "oracle")
+RULES = ("decoder", "mask", "vote", "oracle")
 
 
 def relabel(instances: list, labels: np.ndarray, rule: str, gt_semantic: np.ndarray) -> list:
@@ -62,7 +63,7 @@ def measure(checkpoint: Path, scans: list[Path]) -> dict:
     for path in tqdm(scans, desc=f"segment {len(scans)} scans", unit="scan"):
         scene = load_npz_scene(path)
         labelled = scene.semantic >= 0
-        for source in ("cluster", "mask"):
+        for source in ("decoder", "mask"):
             segmenter.cfg.inference.class_source = source
             result = segmenter.segment(scene.xyz, scene.rgb)
             item = (scene.semantic, scene.instance, result.instances)

@@ -103,3 +103,18 @@ def test_the_decoder_section_names_a_registered_method_and_validates_its_options
         ModelConfig.from_dict({"decoder": {"name": "pointgroup", "score_grid": 0}})
     with pytest.raises(ValueError, match="decoder: expected a mapping"):
         ModelConfig.from_dict({"decoder": "isbnet"})
+
+
+def test_class_source_cluster_is_the_earlier_name_of_decoder() -> None:
+    """`inference.class_source: cluster` (old YAMLs, old model cards) loads as `decoder`."""
+    from dyco_perception.checkpoint import ModelCard
+
+    assert ModelConfig().inference.class_source == "decoder"
+    cfg = ModelConfig.from_dict({"inference": {"class_source": "cluster"}})
+    assert cfg.inference.class_source == "decoder"
+    old_card = ModelCard.for_config(ModelConfig())
+    old_card.model_config["inference"]["class_source"] = "cluster"
+    card = ModelCard.from_json(old_card.to_json())
+    assert card.config.inference.class_source == "decoder"
+    with pytest.raises(ValueError, match=r"inference\.class_source='vote' not allowed"):
+        ModelConfig.from_dict({"inference": {"class_source": "vote"}})

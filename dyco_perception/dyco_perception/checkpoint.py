@@ -34,6 +34,9 @@ KEYS_ADDED_LATER = {
     "transformer": {"position": "absolute"},
     "mask_head": {"layers": 2, "generator": "pooled_mlp"},
 }
+# Values renamed later need nothing here: the config maps an earlier value to its new name
+# itself (`validation.choice(..., renamed=...)`), for cards and YAMLs alike, e.g.
+# `inference.class_source: cluster` -> `decoder`.
 
 
 @dataclass

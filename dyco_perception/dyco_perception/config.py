@@ -107,6 +107,10 @@ class GroupingConfig:
 
 @dataclass
 class MaskHeadConfig:
+    """DyCo3D's mask branch (generator, decoder, candidate points), except `mask_threshold`,
+    which every decoder's post-processing reads. The other decoders keep their settings in
+    their own `decoder:` options."""
+
     mask_channels: int = ranged(16, 1, 128, "D': channels of the mask-feature head")
     hidden: int = ranged(16, 1, 128, "width of the instance decoder's hidden layers")
     layers: int = ranged(3, 1, 8, "1x1 conv layers of the instance decoder (paper Eq. 3: 3)")
@@ -127,6 +131,9 @@ class MaskHeadConfig:
     box_margin: float = ranged(0.3, 0.0, 100.0)
     category_aware: bool = True
     category_aware_train: bool = False
+    # Shared by every decoder, not DyCo3D's alone: the probability above which a decoded
+    # (point, proposal) pair is in the mask (post-processing; ISBNet binarizes with it too),
+    # unless a decoder returns its own per-proposal "mask_threshold" (DKNet's Otsu).
     mask_threshold: float = ranged(0.5, 0.0, 1.0)
 
 
@@ -137,9 +144,12 @@ class InferenceConfig:
     score_threshold: float = ranged(0.09, 0.0, 1.0)
     score_mode: str = choice("mask", ("mask", "learned", "mask_x_learned"))
     score_with_class_prob: bool = True
-    # "cluster": the class its cluster was grouped under; "mask": the thing class with the highest
-    # mean probability over the decoded mask (robust when the clusters' semantics are noisy).
-    class_source: str = choice("cluster", ("cluster", "mask"))
+    # An instance's class. "decoder": the decoder's own class decision, i.e. its classifier when
+    # it has one (ISBNet's query classifier, DKNet's vote: `proposal_class_probs`), else the class
+    # its proposal was grouped under (DyCo3D's and PointGroup's clusters); "mask": the thing class
+    # with the highest mean probability over the decoded mask (robust when the clusters'
+    # semantics are noisy). "cluster" is this value's earlier name (old YAMLs and cards).
+    class_source: str = choice("decoder", ("decoder", "mask"), renamed={"cluster": "decoder"})
     max_instances: int = ranged(256, 1, 100_000)
 
 

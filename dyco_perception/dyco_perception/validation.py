@@ -21,8 +21,16 @@ def ranged(default: Any, lo: float, hi: float, doc: str = "") -> Any:
     return field(default=default, metadata={"range": (lo, hi), "doc": doc})
 
 
-def choice(default: Any, choices: tuple[Any, ...], doc: str = "") -> Any:
-    return field(default=default, metadata={"choices": choices, "doc": doc})
+def choice(
+    default: Any,
+    choices: tuple[Any, ...],
+    doc: str = "",
+    renamed: dict[Any, Any] | None = None,
+) -> Any:
+    """A field with a fixed set of values. `renamed` maps values of earlier versions to the
+    value that now means the same, so old YAMLs and old model cards load unchanged."""
+    meta = {"choices": choices, "doc": doc, "renamed": dict(renamed or {})}
+    return field(default=default, metadata=meta)
 
 
 def build_config(cls: type, data: Any, prefix: str) -> Any:
@@ -68,6 +76,7 @@ def _check_value(key: str, value: Any, kind: Any, meta: Any) -> Any:
             raise ValueError(f"{key}: expected a string, got {value!r}")
     elif isinstance(kind, types.UnionType):
         raise ValueError(f"{key}: unsupported field type {kind}")
+    value = meta.get("renamed", {}).get(value, value) if isinstance(value, str) else value
     if "range" in meta:
         lo, hi = meta["range"]
         if not lo <= value <= hi:

@@ -12,7 +12,13 @@ from dyco_perception.classes import IGNORE_LABEL, STUFF_CLASS_IDS
 
 @dataclass
 class Proposals:
-    """K proposals in CSR-like form: `point_index[j]` belongs to proposal `proposal_id[j]`."""
+    """K proposals in CSR-like form: `point_index[j]` belongs to proposal `proposal_id[j]`.
+
+    The instance candidates of every decoder, whatever made them: DyCo3D's and PointGroup's
+    clusters (members = the clustered points, `class_id` = the class they were grouped under),
+    DKNet's merged kernels and ISBNet's queries (members = the points of the candidate's
+    thresholded mask, `class_id` = its own classifier's top class). `source` 1 marks GT
+    instances used as training proposals."""
 
     point_index: torch.Tensor  # (P,) int64 point rows
     proposal_id: torch.Tensor  # (P,) int64 in 0..K-1

@@ -44,7 +44,7 @@ def proposal_scores(
     class_prob = outputs["semantic_logits"].softmax(1)
     mean_prob = mean_class_probs(class_prob, masks.point_index, masks.proposal_id, inside, k)
     own_class_probs = outputs.get("proposal_class_probs")  # a decoder's classifier
-    if cfg.class_source == "mask":
+    if cfg.class_source == "mask":  # else "decoder": its classifier, or the grouped class
         mask_class_prob, class_id = mean_prob.max(1)
     elif own_class_probs is not None:
         mask_class_prob, class_id = own_class_probs.max(1)

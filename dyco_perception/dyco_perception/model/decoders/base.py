@@ -11,7 +11,7 @@ Optional keys, each read by `postprocess.proposal_scores` when present:
 - "mask_threshold": (K,) a threshold per candidate instead of `mask_head.mask_threshold`;
 - "score": (K,) the method's own final score in [0, 1] (replaces sigmoid(score_logits));
 - "proposal_class_probs": (K, C) the method's own class probabilities per candidate (replaces
-  the cluster's class when `inference.class_source: cluster`).
+  the proposal's grouped class when `inference.class_source: decoder`).
 Anything else a decoder returns is for its own `losses`.
 """
 
