@@ -307,6 +307,29 @@ def test_objects_outside_the_region_of_interest_are_not_missed() -> None:
     assert missed[-1].retired == [1] and 2 in maps.objects.objects
 
 
+def test_an_object_cut_by_the_region_of_interest_edge_keeps_its_id() -> None:
+    """Chair A is seen whole, then the region of interest moves away, then only a sliver of the
+    chair lies inside it, then all of it again. The sliver is a part of the known chair (the
+    previous map held its points, though it was not segmented there): not a new object, and the
+    whole chair seen again is not given to one."""
+    from dyco_perception.tiling import RegionOfInterest
+
+    maps = Maps()
+    for _ in range(2):
+        maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    away = RegionOfInterest.box([1.5, -5, -5], [5, 5, 5])
+    assert maps.update([seen(CHAIR_B)], extra=[CHAIR_A], roi=away).object_ids == [2]
+    edge = RegionOfInterest.box([0.42, -5, -5], [5, 5, 5])
+    sliver = CHAIR_A[CHAIR_A[:, 0] >= 0.42]
+    assert maps.update([seen(sliver), seen(CHAIR_B)], extra=[CHAIR_A], roi=edge).object_ids == [
+        1,
+        2,
+    ]
+    whole = maps.update([seen(CHAIR_A), seen(CHAIR_B)])
+    assert whole.object_ids == [1, 2] and whole.created == []
+    assert maps.objects.objects[1].num_misses == 0
+
+
 NEIGHBOUR = solid([0.5, 0, 0], [1.0, 0.5, 0.9], seed=11)  # touches chair A's +x side
 
 

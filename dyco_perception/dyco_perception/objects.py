@@ -291,8 +291,10 @@ class _Candidates:
     observations: list[Observation]
     points: list[np.ndarray]  # each observation's finite points, float32
     voxels: list[np.ndarray]
-    known_voxels: list[np.ndarray]  # the part inside the previous map
-    known_mask: list[np.ndarray]  # per voxel: inside the previous map
+    # The part inside the previous map (all its points, segmented or not: a part outside the
+    # previous region of interest was still there, so it is no newly revealed part).
+    known_voxels: list[np.ndarray]
+    known_mask: list[np.ndarray]  # per voxel: inside the previous map's segmented part
     point_voxel: list[np.ndarray]  # each point's voxel: an index into its voxels
     box_min: np.ndarray  # (K, 3)
     box_max: np.ndarray
@@ -347,7 +349,8 @@ class ObjectMap:
         self.frame: str | None = None
         self.last_stamp: int | None = None
         self._next_id = 1
-        self._observed = np.zeros(0, np.int64)  # voxels of the previous map
+        self._observed = np.zeros(0, np.int64)  # voxels of the previous map's segmented part
+        self._mapped = np.zeros(0, np.int64)  # voxels of all the previous map (roi or not)
         # Per voxel of the previous map (aligned with _observed): its point count, a checksum
         # of its points and the update in which its content last changed.
         self._counts = np.zeros(0, np.int64)
@@ -365,6 +368,7 @@ class ObjectMap:
         self.frame, self.last_stamp, self._next_id = None, None, 1
         self._voxel_size = self.config.voxel_size
         self._observed = np.zeros(0, np.int64)
+        self._mapped = np.zeros(0, np.int64)
         self._counts = np.zeros(0, np.int64)
         self._checksums = np.zeros(0, np.float64)
         self._changed_at = np.zeros(0, np.int64)
@@ -391,7 +395,7 @@ class ObjectMap:
         given = len(observations)
         self._updates += 1
         self._roi = roi
-        observed, counts, checksums = self._coverage(map_xyz, roi)
+        mapped, observed, counts, checksums = self._coverage(map_xyz, roi)
         self._changed_at = self._changes(observed, counts, checksums)
         usable, candidates = self._prepare(observations)
         observations = candidates.observations
@@ -417,6 +421,7 @@ class ObjectMap:
         )
         self._create(candidates, objects, intersections, stamp, update)
         self._observed, self._counts, self._checksums = observed, counts, checksums
+        self._mapped = mapped
         self.last_stamp, self.frame = stamp, frame
         object_ids = [0] * given
         for index, object_id in zip(usable, update.object_ids, strict=True):
@@ -478,6 +483,7 @@ class ObjectMap:
             obj.evidence_point_voxel = inverse
             self._publish_geometry(obj)
         self._observed = np.zeros(0, np.int64)
+        self._mapped = np.zeros(0, np.int64)
         self._counts = np.zeros(0, np.int64)
         self._checksums = np.zeros(0, np.float64)
         self._changed_at = np.zeros(0, np.int64)
@@ -485,22 +491,25 @@ class ObjectMap:
 
     def _coverage(
         self, map_xyz: np.ndarray, roi: Any = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The voxels the map covers (inside the region of interest, when given: what was
-        segmented), with each one's point count and a checksum of its points, from an even
-        sample of at most `coverage_points` points: a covered voxel holds several points, so a
-        sample still finds it, and a large map costs no more than a room."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The voxels the whole map covers; those inside the region of interest (when given:
+        what was segmented), with each one's point count and a checksum of its points. From an
+        even sample of at most `coverage_points` points: a covered voxel holds several points,
+        so a sample still finds it, and a large map costs no more than a room."""
         stride = max(1, -(-len(map_xyz) // self.config.coverage_points))
         sample = _as_points(map_xyz)[::stride]
-        if roi is not None and len(sample):
-            sample = sample[np.asarray(roi.contains(sample), bool)]
         sample = sample[_finite_rows(sample)]
-        keys, inverse, counts = np.unique(
-            _raw_keys(sample, self.config.voxel_size), return_inverse=True, return_counts=True
-        )
+        all_keys = _raw_keys(sample, self.config.voxel_size)
+        if roi is not None and len(sample):
+            inside = np.asarray(roi.contains(sample), bool)
+            sample, point_keys, mapped = sample[inside], all_keys[inside], np.unique(all_keys)
+        else:
+            point_keys, mapped = all_keys, None
+        keys, inverse, counts = np.unique(point_keys, return_inverse=True, return_counts=True)
         sample = sample.astype(np.float64)  # no BLAS product (its threads spin, see above)
         mix = sample[:, 0] + 1.618034 * sample[:, 1] + 2.718282 * sample[:, 2]
-        return keys, counts, np.bincount(inverse, weights=mix, minlength=len(keys))
+        checksums = np.bincount(inverse, weights=mix, minlength=len(keys))
+        return keys if mapped is None else mapped, keys, counts, checksums
 
     def _changes(self, keys: np.ndarray, counts: np.ndarray, checksums: np.ndarray) -> np.ndarray:
         """Per voxel of the new map: the update in which its content last changed (this one
@@ -549,11 +558,17 @@ class ObjectMap:
         voxels, box_min, box_max, point_voxel = _group_voxels(
             xyz, counts[usable], self.config.voxel_size
         )
-        if self.last_stamp is None or not voxels or not len(self._observed):
+        if self.last_stamp is None or not voxels or not len(self._mapped):
             known, masks = voxels, [np.zeros(len(v), bool) for v in voxels]
-        else:  # one search for all instances
-            masks = _split_like(_member(np.concatenate(voxels), self._observed), voxels)
-            known = [v[m] for v, m in zip(voxels, masks, strict=True)]
+        else:  # one search for all instances (two after a map with a region of interest)
+            everything = np.concatenate(voxels)
+            in_map = _split_like(_member(everything, self._mapped), voxels)
+            known = [v[m] for v, m in zip(voxels, in_map, strict=True)]
+            masks = (
+                in_map
+                if self._mapped is self._observed
+                else _split_like(_member(everything, self._observed), voxels)
+            )
         kept = [observations[k] for k in usable]
         probs = [_distribution(o.class_probs, o.class_id, self.num_classes) for o in kept]
         return usable, _Candidates(
