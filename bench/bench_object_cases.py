@@ -2,6 +2,7 @@
 
 python bench/bench_object_cases.py                    # 5 val scans, shipped checkpoint, 1 thread
 python bench/bench_object_cases.py --scans ../shared/data/scannet50k/scene0009_00.npz --maps 6
+python bench/bench_object_cases.py --cache runs/objects_bench/cache  # model results kept
 
 Cases, per real scan (`dyco-make-bag --grow` maps: a robot entering at one end, 2 cm / 0.5 deg
 pose noise per map); each map is a re-scan: a fresh random `--keep` share of the revealed points:
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -254,6 +256,10 @@ def main() -> None:
     parser.add_argument("--radius", type=float, default=2.5, help="region of interest (m)")
     parser.add_argument("--no-model", action="store_true", help="ground-truth detections only")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--cache",
+        help="folder for the model's instances per scan and settings (reruns skip the model)",
+    )
     args = parser.parse_args()
     import torch
     from dyco_perception.scenes import load_npz_scene
@@ -266,12 +272,23 @@ def main() -> None:
     for seed, path in enumerate(args.scans):
         scene = load_npz_scene(path)
         detector.cache.clear()
+        cached = None
+        if args.cache and detector.segmenter is not None:
+            settings = f"m{args.maps}-k{args.keep}-c{args.closures}-s{args.shift}-y{args.yaw}"
+            cached = Path(args.cache) / (
+                f"{Path(path).stem}-{Path(args.checkpoint).stem}-{settings}-r{args.radius}.pkl"
+            )
+            if cached.exists():
+                detector.cache.update(pickle.loads(cached.read_bytes()))
         for case, frames in scan_frames(scene, args, seed):
             runs = [("gt", Detector.ground_truth)]
             if detector.segmenter is not None:
                 runs.insert(0, ("model", detector.model))
             for source, detect in runs:
                 run_sequence(frames, detect, tallies.setdefault(f"{case} ({source})", Tally()))
+        if cached is not None and not cached.exists():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_bytes(pickle.dumps(detector.cache))
         print(f"{Path(path).stem}: done ({time.perf_counter() - start:.0f} s)", flush=True)
     print()
     print(
