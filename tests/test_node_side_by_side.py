@@ -86,6 +86,12 @@ def test_two_nodes_in_their_namespaces_share_one_map_without_colliding(nodes, sc
     with lock:
         names = {name for name in statuses if name.startswith("dyco_perception")}
     assert names == {f"dyco_perception: {d}/segment_node" for d in DECODERS}, names
+    for decoder, client in clients.items():  # each client reads its own node's status only
+        assert client.status_name == f"dyco_perception: {decoder}/segment_node"
+        for _ in range(3):  # several diagnostics rounds of both nodes
+            client.diagnostics = {}
+            assert client.wait_until(lambda c=client: c.diagnostics, 10)
+            assert client.diagnostics["decoder"] == decoder
     clients["dyco3d"].node.destroy_subscription(listener)
     for process, _, log in nodes.values():
         assert process.poll() is None, log.read_text()

@@ -91,6 +91,9 @@ class SegmentationClient:
         self.recorded: list[tuple[str, int, Any]] = []  # (topic, receive time ns, msg)
         self._record = record
         prefix = f"{namespace.rstrip('/')}/" if namespace else ""
+        # The node's own diagnostics status (segment_node names it by its qualified name), so a
+        # client of one of two nodes side by side does not read the other's.
+        self.status_name = f"dyco_perception: {(prefix + node_name).lstrip('/')}"
         reliable = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
             depth=1,
@@ -180,7 +183,7 @@ class SegmentationClient:
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith("dyco_perception"):
+            if status.name == self.status_name:
                 with self._lock:
                     self.diagnostics = {kv.key: kv.value for kv in status.values}
                     self._record_msg("diagnostics", msg)
