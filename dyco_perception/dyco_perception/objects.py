@@ -23,9 +23,16 @@ Splits and merges (see README "Objects that keep their identity"):
 Misses: an unmatched object whose voxels the new map covers (`observed_fraction`) counts a miss
 and retires after `retire_after` in a row; one outside the new map (cropped, windowed) or
 outside the region of interest (`update(..., roi=)`: only the segmented part of the map counts
-as covering) is kept. One whose region the map no longer covers although the map surrounds it
-on all four x-y sides (a loop closure moved that part of the map away) is retired at once: a
-ghost would otherwise never be observed again, so never missed.
+as covering) is kept. Ghosts (a ghost would never be observed again, so never missed):
+- moved away: when the map's points leave an object's voxels (they held points in the previous
+  map; now neither they nor their neighbours hold any) and at least as many voxels new to the
+  map appear within 1 m of them (the points moved, not removed: a loop closure corrected the
+  map), those voxels' evidence is forgotten; an unmatched object most of whose published
+  voxels moved away is retired at once, in or outside the region of interest (the whole map
+  tells). A crop or a map window removes points without adding any next to them: it retires
+  nothing;
+- surrounded: an unmatched object inside the region of interest whose region the map no
+  longer covers although it holds points within 0.5 m on all four x-y sides is retired too.
 Evidence: a sighting (fused, counted towards confirmation) or a miss counts only when the map's
 content in the object's voxels (point count and a checksum per voxel) changed since the
 object's last counted sighting or miss: a map republished unchanged is no new evidence.
@@ -49,6 +56,7 @@ from dyco_perception.config import build_config, ranged
 _KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)
 _CODE_LIMIT = 2.0**62  # (object, voxel) codes of one evidence batch stay below this
 _SURROUND_M = 0.5  # an emptied region is inside the map when the map holds points this near it
+_MOVED_M = 1.0  # an emptied region's points moved (not removed) when they reappear this near
 
 
 @dataclass
@@ -112,6 +120,21 @@ def voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     xyz = _as_points(xyz)
     finite = _finite_rows(xyz)
     return np.unique(_raw_keys(xyz if finite.all() else xyz[finite], voxel_size))
+
+
+_NEIGHBOURS = [
+    (dx << (2 * _KEY_BITS)) + (dy << _KEY_BITS) + dz
+    for dx in (-1, 0, 1)
+    for dy in (-1, 0, 1)
+    for dz in (-1, 0, 1)
+    if dx or dy or dz
+]  # key offsets of a voxel's 26 neighbours
+
+
+def _cells(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y voxel coordinates (offset, as stored) of voxel keys."""
+    mask = (1 << _KEY_BITS) - 1
+    return keys >> (2 * _KEY_BITS), (keys >> _KEY_BITS) & mask
 
 
 def _finite_groups(clouds: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -396,6 +419,7 @@ class ObjectMap:
         self._updates += 1
         self._roi = roi
         mapped, observed, counts, checksums = self._coverage(map_xyz, roi)
+        moved = self._moved_away(mapped)
         self._changed_at = self._changes(observed, counts, checksums)
         usable, candidates = self._prepare(observations)
         observations = candidates.observations
@@ -415,7 +439,10 @@ class ObjectMap:
         for row, col in pairs:
             if self._fuse(objects[row], candidates, col, stamp, update, latest[col]):
                 sightings.append((objects[row], col))
+        republish = self._drop_moved_away(moved, {objects[r].id for r, _ in pairs}, update)
         self._add_evidence(sightings, candidates, observed)
+        for object_id in republish - {obj.id for obj, _ in sightings}:
+            self._publish_geometry(self.objects[object_id])
         self._handle_unmatched(
             objects, matched_objects, candidates, intersections, observed, update
         )
@@ -872,11 +899,12 @@ class ObjectMap:
         update: ObjectUpdate,
     ) -> None:
         """Merged-away objects and objects whose region was re-observed count a miss; objects
-        outside the new map are kept as they are."""
+        outside the new map are kept as they are; ghosts (the map's points moved away from
+        them) are retired."""
         sizes = np.array([len(o.voxels) for o in objects])
         covered = self._containment(intersections, sizes[:, None])
         for row, obj in enumerate(objects):
-            if row in matched_rows:
+            if row in matched_rows or obj.id not in self.objects:  # matched, or a ghost
                 continue
             obj.instance_id = 0
             if not self._inside_roi(obj):
@@ -914,6 +942,72 @@ class ObjectMap:
             return True
         inside = np.asarray(self._roi.contains(obj.points), bool).mean()
         return bool(inside >= self.config.observed_fraction)
+
+    def _moved_away(self, mapped: np.ndarray) -> dict[int, np.ndarray]:
+        """Per object with such voxels: which of its evidence voxels the map's points moved
+        away from in this update (a loop closure corrected the map). Such a voxel held points
+        in the previous map and now neither it nor its 26 neighbours hold any (pose noise moves
+        a thin object's points into the next voxel, not further), and at least as many voxels
+        new to the map appeared within _MOVED_M (x-y) of the object's emptied voxels: the
+        points moved, not removed. The whole map counts, segmented or not. A crop or a map
+        window removes points without adding any next to them: nothing is moved away there."""
+        objects = [o for o in self.objects.values() if len(o.evidence_keys)]
+        if not objects or not len(self._mapped) or not len(mapped):
+            return {}
+        keys = np.concatenate([o.evidence_keys for o in objects])
+        emptied = _member(keys, self._mapped)
+        emptied[emptied] = ~_member(keys[emptied], mapped)
+        for step in _NEIGHBOURS:
+            if not emptied.any():
+                return {}
+            emptied[emptied] = ~_member(keys[emptied] + step, mapped)
+        appeared = _cells(mapped[~_member(mapped, self._mapped)])
+        reach = max(1, int(np.ceil(_MOVED_M / self.config.voxel_size - 1e-9)))
+        moved = {}
+        parts = _split_like(emptied, [o.evidence_keys for o in objects])
+        for obj, gone in zip(objects, parts, strict=True):
+            count = int(gone.sum())
+            if not count:
+                continue
+            x, y = _cells(obj.evidence_keys[gone])
+            near = (
+                (appeared[0] >= x.min() - reach)
+                & (appeared[0] <= x.max() + reach)
+                & (appeared[1] >= y.min() - reach)
+                & (appeared[1] <= y.max() + reach)
+            )
+            if int(near.sum()) >= count:
+                moved[obj.id] = gone
+        return moved
+
+    def _drop_moved_away(
+        self, moved: dict[int, np.ndarray], matched: set[int], update: ObjectUpdate
+    ) -> set[int]:
+        """An unmatched object most of whose published voxels (`observed_fraction`) the map
+        moved away from is a ghost: retired, wherever the region of interest is. Any other
+        object forgets its moved-away voxels' evidence (a matched object's new view then
+        replaces them). Returns the ids of the objects whose geometry must be published again."""
+        changed = set()
+        for object_id, gone in moved.items():
+            obj = self.objects[object_id]
+            shown = _member(obj.voxels, obj.evidence_keys[gone])
+            if object_id not in matched and shown.mean() >= self.config.observed_fraction:
+                del self.objects[object_id]
+                update.retired.append(object_id)
+                continue
+            if gone.all():
+                continue  # nothing would be left: a matched object's view replaces it
+            keep = ~gone
+            obj.evidence_keys, obj.hits, obj.looks = (
+                obj.evidence_keys[keep],
+                obj.hits[keep],
+                obj.looks[keep],
+            )
+            point_kept = keep[obj.evidence_point_voxel]
+            obj.evidence_points = obj.evidence_points[point_kept]
+            obj.evidence_point_voxel = (np.cumsum(keep) - 1)[obj.evidence_point_voxel[point_kept]]
+            changed.add(object_id)
+        return changed
 
     def _vacated(self, obj: MapObject, observed: np.ndarray) -> bool:
         """An object whose region the map does not cover although the map surrounds it: on
