@@ -145,6 +145,24 @@ def test_an_object_falling_into_many_small_parts_keeps_its_id() -> None:
     assert set(update.split.values()) == {1} and not update.retired
 
 
+def test_after_a_loop_closure_a_part_in_an_objects_old_place_does_not_take_its_id() -> None:
+    """The map's part x >= 1 moves 0.5 m along x. Chair S straddles that edge: its moved half
+    lands in chair T's old place, T itself moves on. The half lies inside T's old voxels, but
+    the map moved away from T in this update: not T's part (an id swap), a new object."""
+    maps = Maps()
+    chair_s = solid([0.6, 0, 0], [1.1, 0.5, 0.9], seed=16)
+    chair_t = solid([1.3, 0, 0], [1.8, 0.5, 0.9], seed=17)
+    for _ in range(2):
+        assert maps.update([seen(chair_s), seen(chair_t)]).object_ids == [1, 2]
+    shift = np.array([0.5, 0.0, 0.0])
+    stays = chair_s[:, 0] < 1.0
+    floor_moves = maps.floor[:, 0] >= 1.0
+    observed = [chair_s[stays], chair_s[~stays] + shift, chair_t + shift]
+    points = np.concatenate([maps.floor[~floor_moves], maps.floor[floor_moves] + shift, *observed])
+    ids = closed_loop(maps, [seen(p) for p in observed], points, 0).object_ids
+    assert ids[0] == 1 and ids[1] != 2
+
+
 def test_merge_keeps_the_larger_id_and_the_parts_get_theirs_back() -> None:
     left = LONG_TABLE[LONG_TABLE[:, 0] < 1.2]
     right = LONG_TABLE[LONG_TABLE[:, 0] >= 1.2]

@@ -30,7 +30,9 @@ as covering) is kept. Ghosts (a ghost would never be observed again, so never mi
   map), those voxels' evidence is forgotten; an unmatched object most of whose published
   voxels moved away is retired at once, in or outside the region of interest (the whole map
   tells). A crop or a map window removes points without adding any next to them: it retires
-  nothing;
+  nothing. An object the map moved away from in an update is not given another instance's
+  part (split recovery) and matches only a box of like extent (`_SHAPE_RATIO` per axis): what
+  stands in its old place now may be another object (an id swap);
 - surrounded: an unmatched object inside the region of interest whose region the map no
   longer covers although it holds points within 0.5 m on all four x-y sides is retired too.
 Evidence: a sighting (fused, counted towards confirmation) or a miss counts only when the map's
@@ -56,6 +58,7 @@ from dyco_perception.config import build_config, ranged
 _KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)
 _CODE_LIMIT = 2.0**62  # (object, voxel) codes of one evidence batch stay below this
 _SURROUND_M = 0.5  # an emptied region is inside the map when the map holds points this near it
+_SHAPE_RATIO = 0.5  # an object the map moved matches boxes this alike (least extent ratio)
 _MOVED_M = 1.0  # an emptied region's points moved (not removed) when they reappear this near
 
 
@@ -419,7 +422,9 @@ class ObjectMap:
         self._updates += 1
         self._roi = roi
         mapped, observed, counts, checksums = self._coverage(map_xyz, roi)
+        update = ObjectUpdate(object_ids=[0] * len(observations), voxel_size_changed=regridded)
         moved = self._moved_away(mapped)
+        self._drop_moved_away(moved, update)
         self._changed_at = self._changes(observed, counts, checksums)
         usable, candidates = self._prepare(observations)
         observations = candidates.observations
@@ -431,18 +436,18 @@ class ObjectMap:
         )
         classes = self._class_similarity(objects, candidates)
         similarity = self._similarity(objects, candidates, intersections, classes)
+        self._gate_moved_shapes(similarity, objects, candidates, moved)
         pairs = self._assign(similarity)
-        update = ObjectUpdate(object_ids=[0] * len(observations), voxel_size_changed=regridded)
-        matched_objects = self._recover_split_objects(candidates, intersections, classes, pairs)
+        update.object_ids = [0] * len(observations)
+        matched_objects = self._recover_split_objects(
+            candidates, intersections, classes, pairs, [o.id in moved for o in objects]
+        )
         sightings = []
         latest = self._latest_changes(candidates.voxels, observed)
         for row, col in pairs:
             if self._fuse(objects[row], candidates, col, stamp, update, latest[col]):
                 sightings.append((objects[row], col))
-        republish = self._drop_moved_away(moved, {objects[r].id for r, _ in pairs}, update)
         self._add_evidence(sightings, candidates, observed)
-        for object_id in republish - {obj.id for obj, _ in sightings}:
-            self._publish_geometry(self.objects[object_id])
         self._handle_unmatched(
             objects, matched_objects, candidates, intersections, observed, update
         )
@@ -647,6 +652,24 @@ class ObjectMap:
         return np.where(passes, overlap * classes, 0.0)
 
     @staticmethod
+    def _gate_moved_shapes(
+        similarity: np.ndarray,
+        objects: list[MapObject],
+        candidates: _Candidates,
+        moved: dict[int, np.ndarray],
+    ) -> None:
+        """An object the map moved away from in this update (a loop closure) sits where
+        other objects may now stand: it matches only an instance of a like shape (box extent
+        within _SHAPE_RATIO of its own on every axis), not a part of another object."""
+        for row, obj in enumerate(objects):
+            if obj.id not in moved or not similarity[row].any():
+                continue
+            own = np.maximum(obj.box_size, 1e-3)
+            other = np.maximum(candidates.box_max - candidates.box_min, 1e-3)
+            ratio = np.minimum(own, other) / np.maximum(own, other)
+            similarity[row, ratio.min(axis=1) < _SHAPE_RATIO] = 0.0
+
+    @staticmethod
     def _assign(similarity: np.ndarray) -> list[tuple[int, int]]:
         """Optimal one-to-one pairs (object row, observation column) among the gated ones:
         the most total similarity (max-weight matching), a gated pair worth nothing. Not the
@@ -666,10 +689,13 @@ class ObjectMap:
         intersections: np.ndarray,
         classes: np.ndarray,
         pairs: list[tuple[int, int]],
+        moved: list[bool],
     ) -> set[int]:
         """An object that fell apart into parts none of which passed the gate keeps its id on
-        its largest class-compatible part lying mostly inside it. Adds to `pairs`; returns the
-        rows now matched."""
+        its largest class-compatible part lying mostly inside it: the whole part, not only its
+        voxels inside the previous map (an instance mostly where the map held nothing before
+        is no part of an object it touches, e.g. one a loop closure moved into the object's
+        old place). Adds to `pairs`; returns the rows now matched."""
         matched_rows = {r for r, _ in pairs}
         free = np.ones(len(candidates.observations), bool)
         free[[c for _, c in pairs]] = False
@@ -680,7 +706,7 @@ class ObjectMap:
             & (intersections > 0)
         )
         for row in np.flatnonzero(parts_of.any(axis=1)):
-            if row in matched_rows or not (parts_of[row] & free).any():
+            if row in matched_rows or moved[row] or not (parts_of[row] & free).any():
                 continue
             best = int(np.argmax(np.where(parts_of[row] & free, intersections[row], -1)))
             pairs.append((int(row), best))
@@ -879,8 +905,8 @@ class ObjectMap:
             obj.box_min, obj.box_max = box_min[k], box_max[k]
 
     def _publish_geometry(self, obj: MapObject) -> None:
-        """(After a re-grid.) The voxels with enough support, their points, their box; every
-        voxel when none has."""
+        """(After a re-grid or a move.) The voxels with enough support, their points, their
+        box; every voxel when none has."""
         supported = obj.hits >= self.config.voxel_support * obj.looks - 1e-9
         if not supported.any():
             supported[:] = True
@@ -980,34 +1006,28 @@ class ObjectMap:
                 moved[obj.id] = gone
         return moved
 
-    def _drop_moved_away(
-        self, moved: dict[int, np.ndarray], matched: set[int], update: ObjectUpdate
-    ) -> set[int]:
-        """An unmatched object most of whose published voxels (`observed_fraction`) the map
-        moved away from is a ghost: retired, wherever the region of interest is. Any other
-        object forgets its moved-away voxels' evidence (a matched object's new view then
-        replaces them). Returns the ids of the objects whose geometry must be published again."""
-        changed = set()
+    def _drop_moved_away(self, moved: dict[int, np.ndarray], update: ObjectUpdate) -> None:
+        """Before association: an object most of whose published voxels (`observed_fraction`)
+        the map moved away from is a ghost: retired, wherever the region of interest is (else
+        another object that now stands in its old place would take its id). Any other object
+        forgets its moved-away voxels' evidence."""
         for object_id, gone in moved.items():
             obj = self.objects[object_id]
             shown = _member(obj.voxels, obj.evidence_keys[gone])
-            if object_id not in matched and shown.mean() >= self.config.observed_fraction:
+            keep = ~gone
+            point_kept = keep[obj.evidence_point_voxel]
+            if shown.mean() >= self.config.observed_fraction or not point_kept.any():
                 del self.objects[object_id]
                 update.retired.append(object_id)
                 continue
-            if gone.all():
-                continue  # nothing would be left: a matched object's view replaces it
-            keep = ~gone
             obj.evidence_keys, obj.hits, obj.looks = (
                 obj.evidence_keys[keep],
                 obj.hits[keep],
                 obj.looks[keep],
             )
-            point_kept = keep[obj.evidence_point_voxel]
             obj.evidence_points = obj.evidence_points[point_kept]
             obj.evidence_point_voxel = (np.cumsum(keep) - 1)[obj.evidence_point_voxel[point_kept]]
-            changed.add(object_id)
-        return changed
+            self._publish_geometry(obj)
 
     def _vacated(self, obj: MapObject, observed: np.ndarray) -> bool:
         """An object whose region the map does not cover although the map surrounds it: on
