@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from dyco_perception.ros.client import SegmentationClient
-from dyco_perception.ros.make_bag import scan_messages
 from dyco_perception.ros.params import SHIPPED_CHECKPOINT
-from dyco_perception.ros.process import start_node, stop_node
 from dyco_perception.ros.resources import package_file
+from dyco_perception.tools.client import SegmentationClient
+from dyco_perception.tools.make_bag import scan_messages
+from dyco_perception.tools.process import start_node, stop_node
 
 from dyco_perception import pointcloud2 as pc2
 

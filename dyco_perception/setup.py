@@ -1,4 +1,5 @@
-"""ament_python package: the ROS-free core (dyco_perception.*) and its rclpy shell (.ros)."""
+"""ament_python package: the ROS-free core (dyco_perception.*), its rclpy node (.ros) and the
+ROS command-line tools (.tools)."""
 
 from glob import glob
 
@@ -31,9 +32,9 @@ setup(
         "console_scripts": [
             "segment_node = dyco_perception.ros.segment_node:main",
             "managed_segment_node = dyco_perception.ros.managed_node:main",
-            "dyco-make-bag = dyco_perception.ros.make_bag:main",
-            "dyco-replay = dyco_perception.ros.replay:main",
-            "dyco-demo = dyco_perception.ros.demo:main",
+            "dyco-make-bag = dyco_perception.tools.make_bag:main",
+            "dyco-replay = dyco_perception.tools.replay:main",
+            "dyco-demo = dyco_perception.tools.demo:main",
         ],
     },
 )

@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-from dyco_perception.ros import bags
-from dyco_perception.ros.make_bag import main as make_bag_main
-from dyco_perception.ros.make_bag import write_scan_bag
+from dyco_perception.tools import bags
+from dyco_perception.tools.make_bag import main as make_bag_main
+from dyco_perception.tools.make_bag import write_scan_bag
 
 from dyco_perception import pointcloud2 as pc2
 

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-from dyco_perception.ros import bags
-from dyco_perception.ros.demo import DEMO_BAG, choose_checkpoint
-from dyco_perception.ros.make_bag import write_scan_bag
 from dyco_perception.ros.params import SHIPPED_CHECKPOINT
 from dyco_perception.ros.resources import package_file
+from dyco_perception.tools import bags
+from dyco_perception.tools.demo import DEMO_BAG, choose_checkpoint
+from dyco_perception.tools.make_bag import write_scan_bag
 
 from tests.test_node import write_test_checkpoint
 

@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 from builtin_interfaces.msg import Time
-from dyco_perception.ros import bags, replay
-from dyco_perception.ros.client import Result
-from dyco_perception.ros.make_bag import GrowthConfig, growing_maps, reveal_order
-from dyco_perception.ros.make_bag import main as make_bag_main
 from dyco_perception.ros.outputs import Labelled, instance_array_msg, labelled_cloud_msg
 from dyco_perception.segmenter import Instance
+from dyco_perception.tools import bags, replay
+from dyco_perception.tools.client import Result
+from dyco_perception.tools.make_bag import GrowthConfig, growing_maps, reveal_order
+from dyco_perception.tools.make_bag import main as make_bag_main
 from std_msgs.msg import Header
 
 

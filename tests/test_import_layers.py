@@ -1,7 +1,8 @@
 """The import rule (docs/architecture.md): dyco_perception's core imports no higher layer (its
-ros/ shell, dyco_training, rclpy), its modules import each other without a cycle, and the
-decoder methods share code through decoders/common.py, never through each other. Parsed with
-`ast` (nothing is imported), lazy imports inside functions included."""
+ros/ node, the tools/ beside it, dyco_training, rclpy), the node in ros/ never imports tools/,
+its modules import each other without a cycle, and the decoder methods share code through
+decoders/common.py, never through each other. Parsed with `ast` (nothing is imported), lazy
+imports inside functions included."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "dyco_perception" / "dyco_perception"
 PACKAGE = "dyco_perception"
-HIGHER_LAYERS = ("dyco_perception.ros", "dyco_training", "rclpy")
+ROS_NODE = "dyco_perception.ros"
+TOOLS = "dyco_perception.tools"
+HIGHER_LAYERS = (ROS_NODE, TOOLS, "dyco_training", "rclpy")
 DECODERS = "dyco_perception.model.decoders"
 DECODER_SHARED = {DECODERS, f"{DECODERS}.base", f"{DECODERS}.common"}
 
@@ -100,8 +103,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
 def is_core(module: str) -> bool:
-    return not (module == "dyco_perception.ros" or module.startswith("dyco_perception.ros."))
+    return not (in_package(module, ROS_NODE) or in_package(module, TOOLS))
 
 
 def test_the_graph_sees_the_packages_modules_and_their_imports() -> None:
@@ -122,6 +129,17 @@ def test_core_modules_import_no_higher_layer() -> None:
         if bad:
             offending[name] = bad
     assert not offending, f"core modules importing a higher layer: {offending}"
+
+
+def test_the_node_imports_no_tool() -> None:
+    graph = import_graph()
+    assert f"{TOOLS}.make_bag" in graph and f"{ROS_NODE}.segment_node" in graph
+    offending = {
+        name: sorted(t for t in edges if in_package(t, TOOLS))
+        for name, edges in graph.items()
+        if in_package(name, ROS_NODE) and any(in_package(t, TOOLS) for t in edges)
+    }
+    assert not offending, f"node modules (ros/) importing the tools: {offending}"
 
 
 def test_the_ros_shell_needs_no_training_package() -> None:

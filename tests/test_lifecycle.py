@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 import rclpy
-from dyco_perception.ros.client import SegmentationClient
 from dyco_perception.ros.managed_node import ManagedSegmentNode
-from dyco_perception.ros.process import MANAGED_NODE, start_node, stop_node
+from dyco_perception.tools.client import SegmentationClient
+from dyco_perception.tools.process import MANAGED_NODE, start_node, stop_node
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
 from rclpy.executors import SingleThreadedExecutor

@@ -18,8 +18,8 @@ pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 from builtin_interfaces.msg import Time
 from dyco_perception.ros import outputs
-from dyco_perception.ros.client import SegmentationClient, stamp_key
-from dyco_perception.ros.process import node_command, start_node, stop_node
+from dyco_perception.tools.client import SegmentationClient, stamp_key
+from dyco_perception.tools.process import node_command, start_node, stop_node
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 from dyco_perception.model.decoders import DECODERS
-from dyco_perception.ros.process import node_command, start_node, stop_node
 from dyco_perception.ros.segment_node import StartupError, resolve_checkpoint
+from dyco_perception.tools.process import node_command, start_node, stop_node
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = "checkpoints/dyco3d_scannet_m16.safetensors"

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 from dyco_perception.model.decoders import DECODERS
-from dyco_perception.ros.client import SegmentationClient
-from dyco_perception.ros.process import start_node, stop_node
+from dyco_perception.tools.client import SegmentationClient
+from dyco_perception.tools.process import start_node, stop_node
 from test_node import make_cloud, segment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

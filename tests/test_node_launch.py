@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from dyco_perception.ros.params import SPECS
-from dyco_perception.ros.process import (
+from dyco_perception.tools.process import (
     DDS_PROFILE,
     DDS_PROFILE_VARIABLE,
     MANAGED_NODE,
@@ -191,7 +191,7 @@ def test_node_starts_like_launch_starts_it_and_stops_on_sigint(tmp_path: Path) -
     """The launch file's command: params file + checkpoint override + remapped input."""
     pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
     from dyco_perception.checkpoint import write_random_checkpoint
-    from dyco_perception.ros.process import start_node, stop_node
+    from dyco_perception.tools.process import start_node, stop_node
 
     from dyco_perception.config import load_model_config
 

@@ -12,10 +12,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-from dyco_perception.ros import bags, outputs, replay
-from dyco_perception.ros.client import SegmentationClient
-from dyco_perception.ros.make_bag import GrowthConfig, growing_maps, write_scan_bag
-from dyco_perception.ros.process import start_node, stop_node
+from dyco_perception.ros import outputs
+from dyco_perception.tools import bags, replay
+from dyco_perception.tools.client import SegmentationClient
+from dyco_perception.tools.make_bag import GrowthConfig, growing_maps, write_scan_bag
+from dyco_perception.tools.process import start_node, stop_node
 from geometry_msgs.msg import Point
 
 from dyco_msgs.srv import ResetObjects

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 import rclpy
-from dyco_perception.ros.client import SegmentationClient, stamp_key
-from dyco_perception.ros.process import DDS_PROFILE, start_node, stop_node
+from dyco_perception.tools.client import SegmentationClient, stamp_key
+from dyco_perception.tools.process import DDS_PROFILE, start_node, stop_node
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 from diagnostic_msgs.msg import DiagnosticArray
-from dyco_perception.ros.client import SegmentationClient
-from dyco_perception.ros.process import start_node, stop_node
+from dyco_perception.tools.client import SegmentationClient
+from dyco_perception.tools.process import start_node, stop_node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from test_node import make_cloud
 

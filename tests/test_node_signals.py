@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-from dyco_perception.ros.process import MANAGED_NODE, PLAIN_NODE, start_node
+from dyco_perception.tools.process import MANAGED_NODE, PLAIN_NODE, start_node
 from test_node import write_test_checkpoint
 
 INT, TERM = signal.SIGINT, signal.SIGTERM
@@ -106,7 +106,7 @@ def big_cloud(scan_sample):
 def test_signals_while_a_cloud_is_segmented(tmp_path: Path, big_cloud, repeat: bool) -> None:
     """One SIGINT lets the cloud in progress finish (its results are published); a second one
     stops at once, discarding it. Both exit with code 0."""
-    from dyco_perception.ros.client import SegmentationClient
+    from dyco_perception.tools.client import SegmentationClient
 
     name = "signals_busy"
     process, log = _start(tmp_path, PLAIN_NODE, "ready", name)

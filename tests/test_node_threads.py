@@ -28,8 +28,8 @@ def test_threads_parameter_defaults_to_one_and_is_validated() -> None:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
-    from dyco_perception.ros.client import SegmentationClient
-    from dyco_perception.ros.process import start_node, stop_node
+    from dyco_perception.tools.client import SegmentationClient
+    from dyco_perception.tools.process import start_node, stop_node
     from test_node import TINY_FIXTURE
 
     tmp = tmp_path_factory.mktemp("threads")
@@ -65,7 +65,7 @@ def test_worker_runs_with_the_threads_parameter_and_follows_changes(node, scan_s
 
 def test_bad_threads_value_stops_the_start() -> None:
     pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
-    from dyco_perception.ros.process import node_command
+    from dyco_perception.tools.process import node_command
     from test_node import TINY_FIXTURE
 
     command = node_command(

@@ -10,10 +10,10 @@ import pytest
 import torch
 from dyco_perception.checkpoint import write_random_checkpoint
 from dyco_perception.model import SegmentationNetwork
-from dyco_perception.ros.client import SegmentationClient
-from dyco_perception.ros.process import start_node, stop_node
 from dyco_perception.segmenter import Segmenter
 from dyco_perception.sparse import spconv_available
+from dyco_perception.tools.client import SegmentationClient
+from dyco_perception.tools.process import start_node, stop_node
 from dyco_training.trainer import Trainer, train_config_from_dict
 
 from dyco_perception.config import load_model_config

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-from dyco_perception.ros import bags, replay
-from dyco_perception.ros.client import Result, SegmentationClient
-from dyco_perception.ros.make_bag import scan_messages, write_scan_bag
 from dyco_perception.ros.outputs import Labelled, instance_array_msg, labelled_cloud_msg
-from dyco_perception.ros.process import start_node, stop_node
+from dyco_perception.tools import bags, replay
+from dyco_perception.tools.client import Result, SegmentationClient
+from dyco_perception.tools.make_bag import scan_messages, write_scan_bag
+from dyco_perception.tools.process import start_node, stop_node
 
 from tests.test_node import write_test_checkpoint
 

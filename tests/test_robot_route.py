@@ -29,8 +29,8 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-from dyco_perception.ros import make_bag
 from dyco_perception.scenes import make_scene, save_scene_npz
+from dyco_perception.tools import make_bag
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README_SECTION = "## On a robot with a normal ROS 2 install"

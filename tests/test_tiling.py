@@ -339,8 +339,8 @@ def test_node_segments_only_its_region_of_interest_over_dds(tmp_path: Path, scan
     moved), and a bad box refused with the reason."""
     pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
     from dyco_perception.checkpoint import write_random_checkpoint
-    from dyco_perception.ros.client import SegmentationClient
-    from dyco_perception.ros.process import start_node, stop_node
+    from dyco_perception.tools.client import SegmentationClient
+    from dyco_perception.tools.process import start_node, stop_node
     from test_node import make_cloud, segment
 
     from dyco_perception import pointcloud2 as pc2

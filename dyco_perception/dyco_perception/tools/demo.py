@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from dyco_perception import pointcloud2 as pc2
-from dyco_perception.ros import bags, replay
-from dyco_perception.ros.client import SegmentationClient
 from dyco_perception.ros.outputs import instance_colours
 from dyco_perception.ros.params import SHIPPED_CHECKPOINT
-from dyco_perception.ros.process import start_node, stop_node
 from dyco_perception.ros.resources import package_file
+from dyco_perception.tools import bags, replay
+from dyco_perception.tools.client import SegmentationClient
+from dyco_perception.tools.process import start_node, stop_node
 
 DEMO_BAG = "demo/demo_rooms"
 INPUT_TOPIC = "/dyco_demo/cloud_in"
@@ -55,7 +55,7 @@ def choose_checkpoint(requested: str | None, out_dir: Path) -> tuple[Path, bool]
 
 
 def _bag_from_scans(scans_dir: str, work: Path) -> Path:
-    from dyco_perception.ros.make_bag import _scan_scenes, write_scan_bag
+    from dyco_perception.tools.make_bag import _scan_scenes, write_scan_bag
 
     out = work / "scans_bag"
     write_scan_bag(_scan_scenes([scans_dir], None), out)

@@ -25,8 +25,8 @@ from builtin_interfaces.msg import Time
 from std_msgs.msg import Header, String
 
 from dyco_perception import pointcloud2 as pc2
-from dyco_perception.ros import bags
 from dyco_perception.ros.outputs import to_cloud_msg
+from dyco_perception.tools import bags
 
 START_SEC = 1_700_000_000  # bag time of the first scan
 

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from dyco_perception import pointcloud2 as pc2
-from dyco_perception.ros import bags
-from dyco_perception.ros.client import Result, SegmentationClient
+from dyco_perception.tools import bags
+from dyco_perception.tools.client import Result, SegmentationClient
 
 RESULT_KINDS = ("cloud", "instances")
 POLL_S = 0.5  # how often a wait checks that the node it started is still running
@@ -291,7 +291,7 @@ def format_identity(identity: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> ReplayReport:
-    from dyco_perception.ros.process import start_node, stop_node
+    from dyco_perception.tools.process import start_node, stop_node
 
     scans = bags.read_scan_bag(args.bag)
     if args.limit:
