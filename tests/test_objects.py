@@ -374,6 +374,35 @@ def test_one_under_or_over_segmented_map_does_not_rewrite_the_extent() -> None:
     assert len(chair.voxels) == len(voxel_keys(CHAIR_A, 0.1))
 
 
+def test_voxels_below_the_publishing_support_still_count_for_association() -> None:
+    """The voxel overlap weighs every voxel the object's views held by its support (hits /
+    looks), not only the published ones: an object once seen with its neighbour matches the
+    next such view at three quarters, not at the half its published voxels give."""
+    maps = Maps()
+    for _ in range(2):
+        maps.update([seen(CHAIR_A)], extra=[NEIGHBOUR])
+    both = np.concatenate([CHAIR_A, NEIGHBOUR])
+    assert maps.update([seen(both)]).object_ids == [1]  # the neighbour's voxels: 1 hit, 2 looks
+    assert len(maps.objects.objects[1].voxels) == len(voxel_keys(CHAIR_A, 0.1))
+    maps.objects.config.min_overlap = 0.6  # above the published voxels' and the boxes' half
+    assert maps.update([seen(both)]).object_ids == [1]
+
+
+def test_a_split_object_keeps_its_id_on_the_part_holding_its_core() -> None:
+    """Seen alone three times, then once together with a region the map revealed just then
+    (published at once), an object split in two keeps its id on the part its views held most
+    often (its core), not on the larger part that is mostly the once-seen region."""
+    maps = Maps()
+    core = solid([0, 0, 0], [1.0, 1.0, 0.8], count=1500, seed=21)
+    side = solid([1.0, 0, 0], [2.0, 1.0, 0.8], count=1500, seed=22)
+    for _ in range(3):
+        maps.update([seen(core, SOFA)], crop=1.0)
+    assert maps.update([seen(np.concatenate([core, side]), SOFA)]).object_ids == [1]
+    rim = core[:, 0] >= 0.7
+    split = maps.update([seen(np.concatenate([core[rim], side]), SOFA), seen(core[~rim], SOFA)])
+    assert split.object_ids == [2, 1] and split.split == {2: 1}
+
+
 def test_a_region_revealed_by_a_growing_map_is_published_at_once() -> None:
     maps = Maps()
     sofa = solid([0, 0, 0], [3.0, 1.0, 0.8], count=2000, seed=8)

@@ -328,16 +328,21 @@ class _Candidates:
 
 
 def _pair_intersections(
-    left: list[np.ndarray], right: list[np.ndarray], shape: tuple[int, int]
+    left: list[np.ndarray],
+    right: list[np.ndarray],
+    shape: tuple[int, int],
+    weights: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """(len(left), len(right)) counts of shared keys; each array holds unique keys."""
-    counts = np.zeros(shape, np.int64)
+    """(len(left), len(right)) counts of shared keys; each array holds unique keys. With
+    `weights` (one per left key): the sums of the shared left keys' weights instead."""
+    counts = np.zeros(shape, np.int64 if weights is None else np.float64)
     if not left or not right or not shape[0] or not shape[1]:
         return counts
     keys = np.concatenate(left)
     owner = np.repeat(np.arange(len(left)), [len(k) for k in left])
     order = np.argsort(keys, kind="stable")
     keys, owner = keys[order], owner[order]
+    weight = None if weights is None else np.concatenate(weights)[order]
     probe = np.concatenate(right)
     probe_owner = np.repeat(np.arange(len(right)), [len(k) for k in right])
     lo = np.searchsorted(keys, probe, "left")
@@ -346,10 +351,13 @@ def _pair_intersections(
     if total == 0:
         return counts
     # Every (probe, matching key) pair: a key may belong to several objects (touching objects).
-    starts = np.repeat(lo - (np.cumsum(hits) - hits), hits)
-    rows = owner[starts + np.arange(total)]
+    at = np.repeat(lo - (np.cumsum(hits) - hits), hits) + np.arange(total)
     cols = np.repeat(probe_owner, hits)
-    return np.bincount(rows * shape[1] + cols, minlength=shape[0] * shape[1]).reshape(shape)
+    return np.bincount(
+        owner[at] * shape[1] + cols,
+        None if weight is None else weight[at],
+        minlength=shape[0] * shape[1],
+    ).reshape(shape)
 
 
 def _box_iou(
@@ -437,7 +445,7 @@ class ObjectMap:
         classes = self._class_similarity(objects, candidates)
         similarity = self._similarity(objects, candidates, intersections, classes)
         self._gate_moved_shapes(similarity, objects, candidates, moved)
-        pairs = self._assign(similarity)
+        pairs = self._keep_cores(self._assign(similarity), similarity, objects, candidates)
         update.object_ids = [0] * len(observations)
         matched_objects = self._recover_split_objects(
             candidates, intersections, classes, pairs, [o.id in moved for o in objects]
@@ -632,13 +640,23 @@ class ObjectMap:
         intersections: np.ndarray,
         classes: np.ndarray,
     ) -> np.ndarray:
-        """(O, K) similarity (max of voxel and box IoU) times class similarity; 0 when gated."""
+        """(O, K) similarity (max of voxel and box IoU) times class similarity; 0 when gated.
+        The voxel IoU is weighted: each voxel of an object's evidence counts at its support
+        (hits / looks: the share of the views that could show it that held it), published or
+        not, each voxel of the instance's known part at 1 (a weighted Jaccard index)."""
         if not objects or not candidates.observations:
             return np.zeros((len(objects), len(candidates.observations)))
-        sizes_o = np.array([len(o.voxels) for o in objects])[:, None]
+        support = [o.hits / np.maximum(o.looks, 1) for o in objects]
+        shared = _pair_intersections(
+            [o.evidence_keys for o in objects],
+            candidates.known_voxels,
+            (len(objects), len(candidates.observations)),
+            support,
+        )
+        sizes_o = np.array([float(w.sum()) for w in support])[:, None]
         sizes_k = np.array([len(v) for v in candidates.known_voxels])[None]
-        union = sizes_o + sizes_k - intersections
-        voxel_iou = np.where(union > 0, intersections / np.maximum(union, 1), 0.0)
+        union = sizes_o + sizes_k - shared
+        voxel_iou = np.where(union > 0, shared / np.maximum(union, 1e-12), 0.0)
         box_iou = _box_iou(
             np.array([o.box_min for o in objects]),
             np.array([o.box_max for o in objects]),
@@ -679,6 +697,49 @@ class ObjectMap:
             return []
         rows, cols = linear_sum_assignment(similarity, maximize=True)
         return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if similarity[r, c] > 0]
+
+    def _keep_cores(
+        self,
+        pairs: list[tuple[int, int]],
+        similarity: np.ndarray,
+        objects: list[MapObject],
+        candidates: _Candidates,
+    ) -> list[tuple[int, int]]:
+        """An object seen split into parts keeps its id on the part holding its core: among
+        its matched instance and the unmatched ones it passes the gate with, each lying mostly
+        (`part_containment`) inside its evidence voxels and holding at least `min_overlap` of
+        its hits, the one whose voxels its views held most often (the most hits per voxel).
+        The matched one on a tie. The part best by IoU may be mostly a region seen once (an
+        under-segmented view whose newly revealed part was published at once)."""
+        taken = {col for _, col in pairs}
+        kept = []
+        for row, col in pairs:
+            obj = objects[row]
+            others = [c for c in np.flatnonzero(similarity[row] > 0).tolist() if c not in taken]
+            if others and len(obj.evidence_keys):
+                best, best_core = col, self._core(obj, candidates.known_voxels[col])
+                if best_core is not None:
+                    for other in others:
+                        core = self._core(obj, candidates.known_voxels[other])
+                        if core is not None and core > best_core:
+                            best, best_core = other, core
+                if best != col:
+                    taken.discard(col)
+                    taken.add(best)
+                    col = best
+            kept.append((row, col))
+        return kept
+
+    def _core(self, obj: MapObject, known: np.ndarray) -> float | None:
+        """The mean hits of an instance's known voxels when it is a part of the object (see
+        _keep_cores), else None."""
+        inside = _member(known, obj.evidence_keys)
+        if not len(known) or inside.mean() < self.config.part_containment:
+            return None
+        hits = obj.hits[np.searchsorted(obj.evidence_keys, known[inside])]
+        if hits.sum() < self.config.min_overlap * obj.hits.sum():
+            return None
+        return float(hits.mean())
 
     def _containment(self, intersections: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         return intersections / np.maximum(sizes, 1)
