@@ -92,7 +92,8 @@ class RunLogger:
                     label = name if kind == "val" else f"{name} (train scans)"
                     ax_val.plot(steps, values, style, marker="o", label=label)
         ax_val.set(xlabel="iteration", ylabel="score", title="AP: val scans (-), train scans (--)")
-        ax_val.legend(fontsize=8)
+        if ax_val.lines:  # no validation yet: no legend
+            ax_val.legend(fontsize=8)
         ax_val.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=90)
