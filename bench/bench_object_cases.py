@@ -19,7 +19,7 @@ ground-truth instances as detections ("gt": every instance, inside the region of
 only, is detected), which isolates the object map from segmentation noise.
 
 Reported over all scans, for the ground-truth objects (>= 100 points) detected at least once
-(an object's points overlap it with IoU >= 0.5, objects.identity_stability):
+(an object's points overlap it with IoU >= 0.5, identity_metric.identity_stability):
 - kept one id: the share whose detections all carry one object id (target >= 95 %);
 - id switches: detections whose id differs from that object's previous one (CLEAR-MOT IDSW);
 - swaps: detections whose object id an earlier map gave to another ground-truth object;
@@ -43,13 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from dyco_perception.objects import (
-    ObjectMap,
-    ObjectMapConfig,
-    Observation,
-    detected_ids,
-    identity_stability,
-)
+from dyco_perception.identity_metric import detected_ids, identity_stability
+from dyco_perception.objects import ObjectMap, ObjectMapConfig, Observation
 from scipy.spatial import cKDTree
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scannet50k"
@@ -205,8 +200,8 @@ def loop_closed(xyz: np.ndarray, shift: float, yaw_deg: float) -> np.ndarray:
 
 def scan_frames(scene, args: argparse.Namespace, seed: int) -> Iterator[tuple[str, list[Frame]]]:
     """(case, frames) for one scan."""
-    from dyco_perception.ros.make_bag import GrowthConfig, _pose_noise, reveal_order
     from dyco_perception.tiling import RegionOfInterest
+    from dyco_perception.tools.make_bag import GrowthConfig, _pose_noise, reveal_order
 
     growth = GrowthConfig(updates=args.maps, seed=seed)
     rng = np.random.default_rng(seed)

@@ -96,8 +96,8 @@ def time_updates(
 def time_scan(path: str, updates: int) -> tuple[list[float], int]:
     """Wall seconds per growing map of a real scan (ground-truth instances as detections), and
     the largest object count."""
-    from dyco_perception.ros.make_bag import GrowthConfig, growing_maps
     from dyco_perception.scenes import load_npz_scene
+    from dyco_perception.tools.make_bag import GrowthConfig, growing_maps
 
     object_map = ObjectMap()
     seconds, most = [], 0

@@ -7,12 +7,12 @@ import itertools
 
 import numpy as np
 import pytest
+from dyco_perception.identity_metric import identity_stability
 from dyco_perception.objects import (
     ObjectMap,
     ObjectMapConfig,
     ObjectMapError,
     Observation,
-    identity_stability,
     voxel_keys,
 )
 
