@@ -54,8 +54,7 @@ from scipy.optimize import linear_sum_assignment
 
 from dyco_perception.config import build_config, ranged
 
-# The identity-stability metric moved to identity_metric.py; re-exported for importers not
-# updated yet (tools/replay.py, being moved by another change).
+# The identity-stability metric lives in identity_metric.py; re-exported for older importers.
 from dyco_perception.identity_metric import detected_ids, identity_stability  # noqa: F401
 
 _KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)

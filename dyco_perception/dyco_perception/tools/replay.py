@@ -10,7 +10,7 @@ timing (scaled by --rate); clouds the busy node replaced count as dropped.
 
 Growing-map bags (dyco-make-bag --grow K): the node's object map is reset before each scan's
 first map, AP is computed on each scan's final map, and the identity stability of the
-ground-truth objects over the maps is reported (objects.identity_stability).
+ground-truth objects over the maps is reported (identity_metric.identity_stability).
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def object_ids_of(result: Result) -> np.ndarray:
 
 def identity_metrics(report: ReplayReport) -> dict[str, Any] | None:
     """Identity stability of the ground-truth objects over each scan's maps (growing bags)."""
-    from dyco_perception.objects import identity_stability
+    from dyco_perception.identity_metric import identity_stability
 
     groups = growing_scans(report.scans)
     if groups is None:
