@@ -54,7 +54,7 @@ def make_cloud(xyz: np.ndarray, rgb: np.ndarray | None, frame: str = "camera"):
 
 @pytest.fixture(scope="module")
 def room():
-    from dyco_perception.room_generator import generate_room
+    from dyco_perception.data.room_generator import generate_room
 
     return generate_room(seed=3, num_points=4000)
 

@@ -155,7 +155,7 @@ def _scan_scenes(sources: list[str], limit: int | None) -> Iterator[Any]:
 
 
 def _room_scenes(count: int, seed: int, points: int) -> Iterator[Any]:
-    from dyco_perception.room_generator import generate_room
+    from dyco_perception.data.room_generator import generate_room
 
     for k in range(count):
         yield generate_room(seed + k, num_points=points)
