@@ -52,10 +52,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from dyco_perception.config import build_config, ranged
-
-# The identity-stability metric lives in identity_metric.py; re-exported for older importers.
-from dyco_perception.identity_metric import detected_ids, identity_stability  # noqa: F401
+from dyco_perception.validation import build_config, ranged
 
 _KEY_BITS = 21  # voxel coordinates within +-2^20 voxels (+-100 km at 0.1 m)
 _CODE_LIMIT = 2.0**62  # (object, voxel) codes of one evidence batch stay below this

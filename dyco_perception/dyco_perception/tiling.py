@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dyco_perception.config import build_config, ranged
+from dyco_perception.validation import build_config, ranged
 
 log = logging.getLogger(__name__)
 
