@@ -27,7 +27,13 @@ def _continue(start: Path, out: Path, iterations: int) -> Path:
             "out_dir": str(out),
             "augment": {"enabled": True, "max_points": 4000},  # a small crop: a fast test
             "train": {"iterations": iterations, "threads": 1, "seed": 1},
-            "log": {"every": 1, "save_every": 100, "tensorboard": False, "progress": False},
+            "log": {
+                "every": 1,
+                "save_every": 100,
+                "tensorboard": False,
+                "progress": False,
+                "train_curve": True,  # the final validation also scores the training scan
+            },
             "export": {"checkpoint": str(out / "model.safetensors"), "dtype": "float16"},
         }
     )
@@ -76,6 +82,8 @@ def test_a_continued_segment_adds_up_and_reaches_card_plot_and_table(segment, tm
     assert entry["total_iterations"] == 103
     assert entry["total_hours"] == pytest.approx(1.0 + entry["seconds"] / 3600, abs=1e-3)
     assert entry["val"]["AP50"] == pytest.approx(0.25)  # the run's last val row
+    assert entry["train_scans"] is not None  # log.train_curve wrote train_eval.csv
+    assert entry["curve"]["train"][-1][0] == 3
     assert entry["sha256_16"] == ledger.file_digest(checkpoint)  # the file as shipped
     after, card = load_checkpoint(checkpoint)
     assert [s["total_iterations"] for s in card.training["ledger"]] == [100, 103]
