@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 ACTIVATE := source scripts/activate.sh
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist); whole files go to one worker so module fixtures start once.
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets tiny-fixture clean
 
@@ -12,7 +14,7 @@ demo: setup
 	@$(ACTIVATE) && dyco-demo $(DEMO_ARGS)
 
 test: setup
-	@$(ACTIVATE) && python -m pytest tests $(PYTEST_ARGS)
+	@$(ACTIVATE) && python -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	@$(ACTIVATE) && ruff check . && ruff format --check .

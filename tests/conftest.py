@@ -13,9 +13,20 @@ SHARED_DIR = REPO_ROOT.parent / "shared"
 SCANNET50K_DIR = SHARED_DIR / "data" / "scannet50k"
 EVAL_VECTORS_DIR = SHARED_DIR / "eval_vectors"
 
+
+def _test_domain_id() -> str:
+    """A DDS domain of this run's own. Parallel workers (pytest-xdist) inherit the controller's
+    domain and each moves to its neighbour, so no two workers of one run share one."""
+    base = int(os.environ.get("ROS_DOMAIN_ID") or random.Random(os.getpid()).randint(1, 100))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...; unset without xdist
+    if worker is None:
+        return str(base)
+    return str(1 + (base - 1 + int(worker.removeprefix("gw"))) % 100)
+
+
 # DDS traffic of the tests stays on this machine, on a domain no other run on it is using.
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+os.environ["ROS_DOMAIN_ID"] = _test_domain_id()
 
 
 @pytest.fixture(scope="session")
