@@ -1,13 +1,15 @@
-"""The node's inference latency on a real scan when the CPU is shared: torch intra-op threads 1
-and 2 (segment_node's `threads` parameter; inter-op 1 as in the node) against 0, 1 and 2
-competing busy processes (Python busy loops, standing in for a robot's other work).
+"""The node's latency on a real scan when the CPU is shared: torch intra-op threads 1 and 2
+(segment_node's `threads` parameter; inter-op 1 as in the node) against 0, 1 and 2 competing
+busy processes (Python busy loops, standing in for a robot's other work).
 
     OMP_NUM_THREADS=1 python bench/bench_node_load.py [--scan scene0009_00] [--repeats 3]
-        [--threads 1 2] [--loads 0 1 2] [--checkpoint CKPT] [--points N]
+        [--threads 1 2] [--loads 0 1 2] [--checkpoint CKPT] [--points N] [--node]
 
-Each cell is the median of --repeats timed runs of `Segmenter.segment` (what the worker thread
-of the node runs per cloud, on CPU) after one warm-up run, with the busy processes already
-running. Run it on an otherwise idle machine: anything else running (load average printed)
+Each cell is the median of --repeats timed runs after one warm-up run, with the busy processes
+already running: of `Segmenter.segment` in this process (what the node's worker thread runs per
+cloud), or with --node of the whole node, end to end (a segment_node started per cell with that
+`threads` value; publish -> labelled cloud received over DDS, bench/bench_node.py's client).
+Run it on an otherwise idle machine: anything else running (load average printed)
 counts as load too. Start it with OMP_NUM_THREADS=1 so that the OpenMP runtime's default
 does not matter; the thread count of each cell is set with torch.set_num_threads.
 """
@@ -84,6 +86,22 @@ def time_cell(segmenter, xyz, rgb, threads: int, load: int, repeats: int) -> flo
     return statistics.median(runs)
 
 
+def time_node_cell(checkpoint: Path, scene, threads: int, load: int, repeats: int) -> float:
+    """The node's end-to-end latency (median of `repeats`) with `load` busy processes running."""
+    import tempfile
+
+    from bench_node import node_times
+
+    log = Path(tempfile.mkdtemp(prefix="bench_node_load_")) / "node.log"
+    busy = start_busy(load)
+    try:
+        time.sleep(0.5 if load else 0.0)
+        [(e2e, _, _)] = node_times(checkpoint, "cpu", [scene], repeats, log, threads)
+    finally:
+        stop_busy(busy)
+    return e2e
+
+
 def table(results: dict[tuple[int, int], float], threads: list[int], loads: list[int]) -> str:
     header = ["threads"] + [f"{load} busy" for load in loads]
     rows = [[str(t)] + [f"{results[t, load]:.2f} s" for load in loads] for t in threads]
@@ -110,11 +128,15 @@ def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--node", action="store_true", help="time the node end to end")
     args = parser.parse_args(argv)
+    if args.node and args.points:
+        parser.error("--points subsamples for the Segmenter only; the node gets the whole scan")
     if min(args.threads) < 1 or min(args.loads) < 0 or args.repeats < 1:
         parser.error("--threads >= 1, --loads >= 0, --repeats >= 1")
 
     import torch
+    from dyco_perception.scenes import load_npz_scene
     from dyco_perception.segmenter import Segmenter
 
     torch.set_num_interop_threads(1)  # as the node does
@@ -125,10 +147,16 @@ def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
         f"{args.scan}: {len(xyz)} points, {checkpoint.name}, {os.cpu_count()} CPUs, load "
         f"average {os.getloadavg()[0]:.2f} before starting, median of {args.repeats}"
     )
+    scene = load_npz_scene(args.scans / f"{args.scan}.npz") if args.node else None
+    print("timing the node end to end" if args.node else "timing the Segmenter in this process")
     results = {}
     for load in args.loads:
         for threads in args.threads:
-            results[threads, load] = time_cell(segmenter, xyz, rgb, threads, load, args.repeats)
+            if args.node:
+                cell = time_node_cell(checkpoint, scene, threads, load, args.repeats)
+            else:
+                cell = time_cell(segmenter, xyz, rgb, threads, load, args.repeats)
+            results[threads, load] = cell
             print(f"  threads {threads}, {load} busy: {results[threads, load]:.2f} s", flush=True)
     print(table(results, args.threads, args.loads))
     return results

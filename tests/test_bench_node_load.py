@@ -33,3 +33,19 @@ def test_table_has_a_row_per_thread_count_and_the_ratio() -> None:
     assert lines[0].split("|")[1:-1] == [" threads ", " 0 busy ", " 1 busy "]
     assert "| 2 / 1   | 1.00x  | 4.00x  |" in lines, text
     assert len(lines) == 5
+
+
+def test_node_mode_times_the_real_node_end_to_end(scannet_dir: Path) -> None:
+    """--node starts a segment_node with the cell's `threads` and times publish -> labelled cloud
+    over DDS (a node that never answers raises instead of timing nothing)."""
+    import sys
+
+    import pytest
+
+    pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+    sys.path.insert(0, str(BENCH.parent))  # the bench imports bench_node's client loop
+    tiny = BENCH.parents[1] / "checkpoints" / "tiny_fixture.safetensors"
+    args = ["--node", "--threads", "1", "--loads", "0", "--repeats", "1"]
+    results = _bench().main([*args, "--checkpoint", str(tiny), "--scans", str(scannet_dir)])
+    assert list(results) == [(1, 0)]
+    assert 0.0 < results[1, 0] < 60.0
