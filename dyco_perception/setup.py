@@ -11,6 +11,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # The measured per-layer sparse-conv table (bench/bench_sparse_conv.py --write).
+    package_data={PACKAGE: ["sparse/algorithms.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -73,7 +73,7 @@ class BackboneConfig:
     width: int = ranged(16, 1, 256, "m: channels of level 1; level i has i*m")
     levels: int = ranged(7, 1, 10)
     blocks_per_level: int = ranged(2, 1, 8)
-    backend: str = choice("auto", ("auto", "torch", "spconv"))
+    backend: str = choice("auto", ("auto", "torch", "spconv", "gemm"))
 
 
 @dataclass

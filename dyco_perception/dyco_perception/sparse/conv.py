@@ -8,10 +8,17 @@ import warnings
 import torch
 from torch import nn
 
-from dyco_perception.sparse import torch_backend
-from dyco_perception.sparse.tensor import SparseVoxels, resolve_backend
+from dyco_perception.sparse import gemm, torch_backend
+from dyco_perception.sparse.algorithms import default_table
+from dyco_perception.sparse.tensor import SparseVoxels, resolve_backend, spconv_available
 
 KINDS = ("subm", "down", "up")
+# backend value -> algorithm of a subm layer (float32, bfloat16); down/up use "torch" for gemm.
+FIXED_ALGORITHMS = {
+    "torch": ("torch", "torch_bf16"),
+    "gemm": ("gemm", "gemm_bf16"),
+    "spconv": ("spconv", None),
+}
 
 
 class SparseConv(nn.Module):
@@ -20,7 +27,13 @@ class SparseConv(nn.Module):
     kind="subm": 3x3x3 submanifold conv (output voxels = input voxels).
     kind="down": 2x2x2 stride-2 conv; output voxel = input coords // 2.
     kind="up":   the inverse of the "down" conv that produced this level (restores its voxels).
-    `backend` ("torch" | "spconv") may be switched at any time; the weight does not change.
+    `backend` may be switched at any time; the weight does not change:
+      "torch" | "spconv" | "gemm" (gather-GEMM for subm, torch for down/up): that algorithm;
+      "auto": without autograd, the fastest measured algorithm for this layer's size
+      (`algorithms.py`); with autograd (training), spconv when importable, else torch.
+    `precision` "bfloat16" runs the matmuls of the torch/gemm algorithms in bfloat16
+    (inference only). `fold_scale(scale, shift)` folds a following eval BatchNorm into a
+    separate weight and bias (non-persistent: the state_dict keeps the trained weight).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kind: str, backend: str = "torch"):
@@ -36,23 +49,71 @@ class SparseConv(nn.Module):
         bound = 1.0 / math.sqrt(volume * in_channels)
         nn.init.uniform_(self.weight, -bound * math.sqrt(3), bound * math.sqrt(3))
         self.backend = backend
+        self.precision = "float32"
         self._spconv_modules: dict[str, nn.Module] = {}  # plain dict: not in state_dict
+        # Set only by fold_scale (inference); non-persistent, so state_dict is unchanged.
+        self.register_buffer("folded_weight", None, persistent=False)
+        self.register_buffer("bias", None, persistent=False)
+        self.last_algorithm = ""  # what the last forward ran (benches, tests)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kind={self.kind}"
+
+    @property
+    def is_folded(self) -> bool:
+        return self.folded_weight is not None
+
+    def fold_scale(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Inference weights for conv followed by `y * scale + shift` per output channel."""
+        with torch.no_grad():
+            self.folded_weight = self.weight * scale
+            self.bias = shift.clone()
 
     def forward(self, x: SparseVoxels) -> SparseVoxels:
         if x.features.shape[1] != self.in_channels:
             raise ValueError(
                 f"SparseConv expects {self.in_channels} channels, got {x.features.shape[1]}"
             )
-        if resolve_backend(self.backend) == "spconv":
-            return self._forward_spconv(x)
-        if self.kind == "subm":
-            return torch_backend.subm_conv(x, self.weight)
-        if self.kind == "down":
-            return torch_backend.down_conv(x, self.weight)
-        return torch_backend.up_conv(x, self.weight)
+        algorithm = self.algorithm_for(x)
+        self.last_algorithm = algorithm
+        weight = self.folded_weight if self.is_folded else self.weight
+        if algorithm == "spconv":
+            out = self._forward_spconv(x, weight)
+        elif self.kind != "subm":
+            out = _torch_forward(self.kind, x, weight)
+        elif algorithm in ("gemm", "gemm_bf16"):
+            dtype = torch.bfloat16 if algorithm == "gemm_bf16" else None
+            return gemm.subm_conv_gemm(x, weight, self.bias, dtype)
+        elif algorithm == "torch_bf16":
+            return gemm.subm_conv_offsets_bf16(x, weight, self.bias)
+        else:
+            out = torch_backend.subm_conv(x, weight)
+        if self.bias is not None:
+            out = out.with_features(out.features + self.bias)
+        return out
+
+    def algorithm_for(self, x: SparseVoxels) -> str:
+        """The algorithm this layer runs on `x` (see the class docstring)."""
+        grad = torch.is_grad_enabled()
+        if self.precision != "float32" and grad:
+            raise RuntimeError(
+                "bfloat16 sparse convs are inference-only: run under torch.no_grad() "
+                "or set precision 'float32'"
+            )
+        if self.backend == "auto":
+            table = None if grad else default_table()
+            usable = _usable_algorithms(self.kind, x)
+            voxels = int(x.coords.shape[0])
+            choice = table and table.choose(
+                self.kind, voxels, self.in_channels, self.out_channels, self.precision, usable
+            )
+            return choice or resolve_backend("auto")
+        fp32, bf16 = FIXED_ALGORITHMS[resolve_backend(self.backend)]
+        if self.kind != "subm" and self.backend == "gemm":
+            fp32, bf16 = "torch", None  # gather-GEMM is written for subm only
+        if self.precision == "bfloat16" and bf16 is not None:
+            return bf16 if self.kind == "subm" else fp32
+        return fp32
 
     # ---- spconv backend -------------------------------------------------------------------
     def _spconv_module(self, stride: int, device: torch.device) -> nn.Module:
@@ -63,7 +124,7 @@ class SparseConv(nn.Module):
             )
         return self._spconv_modules[key]
 
-    def _forward_spconv(self, x: SparseVoxels) -> SparseVoxels:
+    def _forward_spconv(self, x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
         import spconv.pytorch as spc
 
         # "up" restores the level the matching "down" started from (stride / 2).
@@ -76,7 +137,7 @@ class SparseConv(nn.Module):
             x.batch_size,
             indice_dict=x.cache.setdefault("spconv", {}),
         )
-        weight = _to_spconv_layout(self.weight, self.kernel_size)
+        weight = _to_spconv_layout(weight, self.kernel_size)
         out = module._conv_forward(module.training, tensor, weight, None)
         x.cache["spconv"] = out.indice_dict  # spconv copies the dict; keep the newest
         stride = {"subm": x.stride, "down": x.stride * 2, "up": x.stride // 2}[self.kind]
@@ -88,6 +149,25 @@ class SparseConv(nn.Module):
             x.batch_size,
             x.cache,
         )
+
+
+def _usable_algorithms(kind: str, x: SparseVoxels) -> set[str]:
+    """An up conv reuses the maps of its down conv, so it must run that conv's algorithm."""
+    usable = {"torch", "gemm", "torch_bf16", "gemm_bf16"}
+    if spconv_available():
+        usable.add("spconv")
+    if kind == "up":
+        fine = x.stride // 2
+        usable = {a for a in usable if a == "torch"} if ("down", fine) in x.cache else set()
+        if f"down{fine}" in x.cache.get("spconv", {}):
+            usable.add("spconv")
+    return usable
+
+
+def _torch_forward(kind: str, x: SparseVoxels, weight: torch.Tensor) -> SparseVoxels:
+    if kind == "down":
+        return torch_backend.down_conv(x, weight)
+    return torch_backend.up_conv(x, weight)
 
 
 def _to_spconv_layout(weight: torch.Tensor, k: int) -> torch.Tensor:
