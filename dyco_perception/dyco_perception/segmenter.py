@@ -1,6 +1,7 @@
 """`Segmenter`: numpy point cloud in, per-point labels and instances out (ROS-free).
 
-    seg = Segmenter.from_checkpoint("model.safetensors", device="auto", backend="auto")
+    seg = Segmenter.from_checkpoint("model.safetensors", device="auto", backend="auto",
+                                    precision="float32")
     result = seg.segment(xyz, rgb)  # xyz (N,3) float; rgb (N,3) uint8 0..255 or float 0..1
     result = seg.segment(xyz, rgb, roi=RegionOfInterest.around((x, y), 5.0))
 
@@ -91,12 +92,15 @@ class Segmenter:
         device: str | torch.device = "auto",
         backend: str | None = None,
         tiling: TilingConfig | None = None,
+        precision: str | None = None,
     ):
         self.device = resolve_device(device)
         self.card = card
         self.model = model.to(self.device)
         if backend is not None:
             self.model.set_backend(backend)
+        if precision is not None:
+            self.model.set_precision(precision)
         self.cfg = model.cfg
         self.tiling = (tiling or TilingConfig()).validate()
 
@@ -107,9 +111,16 @@ class Segmenter:
         device: str = "auto",
         backend: str = "auto",
         tiling: TilingConfig | None = None,
+        precision: str = "float32",
+        fuse: bool = True,
     ) -> Segmenter:
+        """The Segmenter owns this model, so its batch norms are folded into the convs
+        (`fuse`, inference only). `precision`: "float32" | "bfloat16" sparse-conv matmuls."""
         state, card = load_checkpoint(path)
-        return cls(build_model(state, card), card, device, backend, tiling)
+        model = build_model(state, card)
+        if fuse:
+            model.fuse_for_inference()
+        return cls(model, card, device, backend, tiling, precision)
 
     @classmethod
     def from_model(
@@ -118,6 +129,7 @@ class Segmenter:
         card: ModelCard | None = None,
         device: str | torch.device | None = None,
     ) -> Segmenter:
+        """Runs a caller's model as it is (never fused: a trainer passes its own model)."""
         card = card or ModelCard.for_config(model.cfg)
         device = device or next(model.parameters()).device
         return cls(model, card, device)

@@ -11,9 +11,10 @@ from torch import nn
 from dyco_perception.config import ModelConfig
 from dyco_perception.model.decoders import DecoderInput, decoder_class
 from dyco_perception.model.transformer import BottleneckTransformer
-from dyco_perception.model.unet import SparseUNet, point_mlp
+from dyco_perception.model.unet import FUSED_TRAIN_ERROR, ResidualBlock, SparseUNet, point_mlp
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
 from dyco_perception.sparse import SparseConv, resolve_backend
+from dyco_perception.sparse.algorithms import PRECISIONS
 
 
 class _Clock:
@@ -67,16 +68,46 @@ class SegmentationNetwork(nn.Module):
         self.semantic_head = point_mlp(m, m, cfg.num_classes)
         self.offset_head = point_mlp(m, m, 3)
         self.decoder = decoder_class(cfg.decoder_name)(cfg)
+        self.fused = False
+        self.precision = "float32"
         self.set_backend(cfg.backbone.backend)
 
     def set_backend(self, backend: str) -> str:
-        """Switch every sparse conv to `backend` ("auto" | "torch" | "spconv"); weights stay."""
-        resolved = resolve_backend(backend)
+        """Switch every sparse conv to `backend` ("auto" | "torch" | "spconv" | "gemm");
+        weights stay. "auto" picks per layer from measurements at inference, spconv (when
+        importable, else torch) under autograd; see `sparse.SparseConv`."""
+        resolve_backend(backend)  # validates (and that spconv imports when asked for)
+        for module in self._sparse_convs():
+            module.backend = backend
+        self.backend = backend
+        return backend
+
+    def set_precision(self, precision: str) -> str:
+        """Matmul precision of the sparse convs at inference: "float32" | "bfloat16"."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} unknown; choose one of {PRECISIONS}")
+        for module in self._sparse_convs():
+            module.precision = precision
+        self.precision = precision
+        return precision
+
+    def fuse_for_inference(self) -> SegmentationNetwork:
+        """Eval mode, with each residual block's second BN folded into its first conv (the
+        state_dict is unchanged: folded weights are non-persistent). train() then raises."""
+        self.eval()
         for module in self.modules():
-            if isinstance(module, SparseConv):
-                module.backend = resolved
-        self.backend = resolved
-        return resolved
+            if isinstance(module, ResidualBlock) and not module.act2.folded:
+                module.fold_batch_norm()
+        self.fused = True
+        return self
+
+    def train(self, mode: bool = True) -> SegmentationNetwork:
+        if mode and getattr(self, "fused", False):
+            raise RuntimeError(FUSED_TRAIN_ERROR)
+        return super().train(mode)
+
+    def _sparse_convs(self) -> list[SparseConv]:
+        return [m for m in self.modules() if isinstance(m, SparseConv)]
 
     def forward(
         self,
