@@ -1,0 +1,256 @@
+"""Per-layer sparse-conv timings of the shipped backbone on a real scan, per algorithm.
+
+    python bench/bench_sparse_conv.py [--checkpoint CKPT] [--scan scene0001_00] [--points N]
+                                      [--repeats 7] [--threads 1] [--write]
+
+Runs the checkpoint's backbone once on a real scan, records every SparseConv layer's input
+(kind, voxels, c_in, c_out, neighbour pairs), then times each algorithm on each layer with the
+neighbour maps already built (they are shared by a level's layers and timed apart, "maps"):
+spconv (Native on CPU), torch (per offset: gather -> matmul -> index_add), gemm (gather-GEMM:
+one gather into (V, 27 C_in), one matmul), and the bfloat16-matmul variants torch_bf16 and
+gemm_bf16 (subm only; down/up run torch or spconv). All candidates of a layer are timed in
+the same process, interleaved, median of `--repeats`. Layers of one shape (same kind, voxels,
+channels) are pooled. `--write` stores the table as sparse/algorithms.yaml, which "auto"
+reads at inference (`sparse/algorithms.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from dyco_perception.checkpoint import build_model, load_checkpoint
+from dyco_perception.model.voxelizer import point_features, voxelize
+from dyco_perception.sparse import SparseConv, SparseVoxels, gemm, spconv_available, torch_backend
+from dyco_perception.sparse.algorithms import DEFAULT_TABLE, KIND_ALGORITHMS
+
+REPO = Path(__file__).resolve().parents[1]
+SCANS = REPO.parent / "shared" / "data" / "scannet50k"
+CHECKPOINT = REPO / "checkpoints" / "dyco3d_scannet_m16.safetensors"
+
+
+def capture_layers(
+    model, xyz: np.ndarray, rgb: np.ndarray
+) -> list[tuple[SparseConv, SparseVoxels]]:
+    """(layer, input) of every SparseConv in one backbone forward; maps of both backends are
+    left in the shared cache (spconv's forward first, then torch's on the same voxels)."""
+    points = torch.from_numpy(xyz)
+    colours = torch.from_numpy(rgb).float() / 127.5 - 1
+    batch = torch.zeros(len(points), dtype=torch.long)
+    cfg = model.cfg
+    features = point_features(points, colours, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
+    vox = voxelize(points, features, batch, cfg.voxel.voxel_size, cfg.backbone.levels).voxels
+    captured = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: captured.append((m, args[0])))
+        for m in model.modules()
+        if isinstance(m, SparseConv)
+    ]
+    with torch.no_grad():
+        if spconv_available():
+            model.set_backend("spconv")
+            model.backbone(vox)
+            captured.clear()
+        model.set_backend("torch")
+        model.backbone(vox)
+    for hook in hooks:
+        hook.remove()
+    return [(m, x.with_features(x.features.clone())) for m, x in captured]
+
+
+def neighbour_pairs(layer: SparseConv, x: SparseVoxels) -> int:
+    if layer.kind == "subm":
+        return int(sum(p[0].numel() for p in torch_backend.subm_pairs(x) if p) + len(x.features))
+    return int(
+        x.features.shape[0]
+        if layer.kind == "down"
+        else x.cache[("level", x.stride // 2)][0].shape[0]
+    )
+
+
+def candidates(layer: SparseConv, x: SparseVoxels) -> dict[str, Callable[[], object]]:
+    """Each algorithm of this layer as a no-argument call (fresh SparseVoxels per call: the
+    spconv path stores its newest indice dict in the cache)."""
+    run = {}
+    for algorithm in KIND_ALGORITHMS[layer.kind]:
+        if algorithm == "spconv" and not spconv_available():
+            continue
+        run[algorithm] = _call(layer, x, algorithm)
+    return run
+
+
+def _call(layer: SparseConv, x: SparseVoxels, algorithm: str) -> Callable[[], object]:
+    def call() -> object:
+        layer.backend = "gemm" if algorithm.startswith("gemm") else algorithm.split("_")[0]
+        layer.precision = "bfloat16" if algorithm.endswith("bf16") else "float32"
+        assert layer.algorithm_for(x) == algorithm, (layer.algorithm_for(x), algorithm)
+        if algorithm == "spconv" and layer.kind == "down":
+            # spconv recomputes a strided conv's indices and refuses an existing key for them.
+            indices = {k: v for k, v in x.cache["spconv"].items() if k != f"down{x.stride}"}
+            cache = {**x.cache, "spconv": indices}
+            return layer(SparseVoxels(x.features, x.coords, x.stride, x.spatial_shape, 1, cache))
+        return layer(x.with_features(x.features))
+
+    return call
+
+
+def time_layers(layers, repeats: int) -> list[dict]:
+    rows = []
+    for layer, x in layers:
+        rows.append(
+            {
+                "kind": layer.kind,
+                "voxels": int(x.features.shape[0]),
+                "c_in": layer.in_channels,
+                "c_out": layer.out_channels,
+                "pairs": neighbour_pairs(layer, x),
+                "runs": candidates(layer, x),
+                "times": {},
+            }
+        )
+    with torch.no_grad():
+        for row in rows:  # warm-up: builds the gather-GEMM tables, grows the scratch buffer
+            for run in row["runs"].values():
+                run()
+        for _ in range(repeats):
+            for row in rows:
+                for name, run in row["runs"].items():
+                    start = time.perf_counter()
+                    run()
+                    row["times"].setdefault(name, []).append(time.perf_counter() - start)
+    return rows
+
+
+def pool(rows: list[dict]) -> list[dict]:
+    """Layers of one shape -> one entry (median over all their runs, milliseconds)."""
+    shapes: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["kind"], row["voxels"], row["c_in"], row["c_out"])
+        entry = shapes.setdefault(key, {**{k: row[k] for k in key_names()}, "layers": 0, "t": {}})
+        entry["layers"] += 1
+        entry["pairs"] = row["pairs"]
+        for name, values in row["times"].items():
+            entry["t"].setdefault(name, []).extend(values)
+    for entry in shapes.values():
+        entry["ms"] = {n: round(statistics.median(v) * 1000, 3) for n, v in entry.pop("t").items()}
+    return list(shapes.values())
+
+
+def key_names() -> tuple[str, ...]:
+    return ("kind", "voxels", "c_in", "c_out")
+
+
+def map_times(layers, repeats: int) -> dict[str, float]:
+    """Building the neighbour maps once per level (ms): torch pairs and the gemm tables."""
+    levels = {x.stride: x for layer, x in layers if layer.kind == "subm"}
+    out = {"torch pairs": [], "gemm tables (from pairs)": []}
+    for _ in range(repeats):
+        fresh = {
+            s: SparseVoxels(x.features, x.coords, s, x.spatial_shape, 1) for s, x in levels.items()
+        }
+        start = time.perf_counter()
+        for x in fresh.values():
+            torch_backend.subm_pairs(x)
+        middle = time.perf_counter()
+        for x in fresh.values():
+            gemm.subm_table(x)
+        out["torch pairs"].append(middle - start)
+        out["gemm tables (from pairs)"].append(time.perf_counter() - middle)
+    return {k: statistics.median(v) * 1000 for k, v in out.items()}
+
+
+def print_table(entries: list[dict], load: float) -> None:
+    names = [n for n in ("spconv", "torch", "gemm", "torch_bf16", "gemm_bf16")]
+    print(
+        f"torch threads {torch.get_num_threads()}, load average {load:.1f}: the other core was "
+        "busy with a training run (timings are noisy; all algorithms interleaved in one process)"
+    )
+    header = [
+        "layers",
+        "kind",
+        "voxels",
+        "c_in",
+        "c_out",
+        "pairs/voxel",
+        *names,
+        "fastest fp32",
+        "fastest",
+    ]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    totals = dict.fromkeys(names, 0.0)
+    for e in entries:
+        ms = e["ms"]
+        fp32 = {n: t for n, t in ms.items() if not n.endswith("bf16")}
+        cells = [str(e["layers"]), e["kind"], f"{e['voxels']:,}", str(e["c_in"]), str(e["c_out"])]
+        cells.append(f"{e['pairs'] / e['voxels']:.1f}")
+        cells += [f"{ms[n]:.2f}" if n in ms else "-" for n in names]
+        cells += [min(fp32, key=fp32.get), min(ms, key=ms.get)]
+        print("| " + " | ".join(cells) + " |")
+        for n in names:  # down/up have no gemm or bf16 variant: they count at torch's time
+            totals[n] += e["layers"] * ms.get(n, ms["torch"])
+    best32 = sum(
+        e["layers"] * min(t for n, t in e["ms"].items() if not n.endswith("bf16")) for e in entries
+    )
+    best = sum(e["layers"] * min(e["ms"].values()) for e in entries)
+    print(
+        "\nsum over all layers (ms; down/up at torch's time where a column has no variant): "
+        + ", ".join(f"{n} {t:.1f}" for n, t in totals.items())
+        + f", best per layer fp32 {best32:.1f}, best per layer any {best:.1f}"
+    )
+
+
+def write_table(entries: list[dict], args: argparse.Namespace, path: Path) -> None:
+    header = (
+        f"# Written by bench/bench_sparse_conv.py --threads {args.threads} --repeats "
+        f"{args.repeats} --scan {args.scan} on {datetime.date.today()}\n"
+        f"# ({platform.processor() or platform.machine()}, torch {torch.__version__}); "
+        "median ms per algorithm per layer shape.\n"
+        "# sparse/algorithms.py reads it: a layer runs the fastest algorithm of the nearest\n"
+        "# measured shape that its precision allows. Rerun the bench with --write on a new CPU.\n"
+    )
+    layers = [{k: e[k] for k in (*key_names(), "pairs", "ms")} for e in entries]
+    text = yaml.safe_dump({"layers": layers}, sort_keys=False, default_flow_style=None, width=100)
+    path.write_text(header + text)
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(CHECKPOINT))
+    parser.add_argument("--scan", default="scene0001_00")
+    parser.add_argument("--points", type=int, default=0, help="subsample (0 = the whole scan)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--write", action="store_true", help=f"write {DEFAULT_TABLE.name}")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    state, card = load_checkpoint(args.checkpoint)
+    model = build_model(state, card).eval()
+    with np.load(SCANS / f"{args.scan}.npz") as scan:
+        xyz, rgb = scan["xyz"], scan["rgb"]
+    if args.points:
+        pick = np.random.default_rng(0).choice(len(xyz), args.points, replace=False)
+        xyz, rgb = xyz[pick], rgb[pick]
+    layers = capture_layers(model, xyz, rgb)
+    print(f"{args.scan}: {len(xyz):,} points, {len(layers)} sparse conv layers")
+    load = os.getloadavg()[0]
+    entries = pool(time_layers(layers, args.repeats))
+    print_table(entries, load)
+    maps = map_times(layers, args.repeats)
+    print("neighbour maps per forward (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in maps.items()))
+    if args.write:
+        write_table(entries, args, DEFAULT_TABLE)
+
+
+if __name__ == "__main__":
+    main()
