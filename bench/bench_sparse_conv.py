@@ -150,22 +150,38 @@ def key_names() -> tuple[str, ...]:
 
 
 def map_times(layers, repeats: int) -> dict[str, float]:
-    """Building the neighbour maps once per level (ms): torch pairs and the gemm tables."""
-    levels = {x.stride: x for layer, x in layers if layer.kind == "subm"}
-    out = {"torch pairs": [], "gemm tables (from pairs)": []}
-    for _ in range(repeats):
-        fresh = {
-            s: SparseVoxels(x.features, x.coords, s, x.spatial_shape, 1) for s, x in levels.items()
-        }
-        start = time.perf_counter()
-        for x in fresh.values():
-            torch_backend.subm_pairs(x)
-        middle = time.perf_counter()
-        for x in fresh.values():
-            gemm.subm_table(x)
-        out["torch pairs"].append(middle - start)
-        out["gemm tables (from pairs)"].append(time.perf_counter() - middle)
-    return {k: statistics.median(v) * 1000 for k, v in out.items()}
+    """Building the subm neighbour maps of every level once (ms): torch pairs, the gemm tables
+    (from the pairs), and spconv's (a first spconv call minus a call that reuses them)."""
+    levels = {x.stride: (layer, x) for layer, x in layers if layer.kind == "subm"}
+    out = {"torch pairs": [], "gemm tables": [], "spconv indices": []}
+    with torch.no_grad():
+        for _ in range(repeats):
+            fresh = [
+                SparseVoxels(x.features, x.coords, s, x.spatial_shape, 1)
+                for s, (_, x) in levels.items()
+            ]
+            out["torch pairs"].append(
+                _seconds(lambda f=fresh: [torch_backend.subm_pairs(x) for x in f])
+            )
+            out["gemm tables"].append(_seconds(lambda f=fresh: [gemm.subm_table(x) for x in f]))
+            if spconv_available():
+                out["spconv indices"].append(
+                    sum(_spconv_map_seconds(*lx) for lx in levels.values())
+                )
+    return {k: statistics.median(v) * 1000 for k, v in out.items() if v}
+
+
+def _seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _spconv_map_seconds(layer: SparseConv, x: SparseVoxels) -> float:
+    layer.backend, layer.precision = "spconv", "float32"
+    fresh = SparseVoxels(x.features, x.coords, x.stride, x.spatial_shape, 1)
+    first = _seconds(lambda: layer(fresh))
+    return first - _seconds(lambda: layer(fresh.with_features(x.features)))
 
 
 def print_table(entries: list[dict], load: float) -> None:
