@@ -31,7 +31,12 @@ import yaml
 from dyco_perception.checkpoint import build_model, load_checkpoint
 from dyco_perception.model.voxelizer import point_features, voxelize
 from dyco_perception.sparse import SparseConv, SparseVoxels, gemm, spconv_available, torch_backend
-from dyco_perception.sparse.algorithms import DEFAULT_TABLE, KIND_ALGORITHMS
+from dyco_perception.sparse.algorithms import (
+    ALGORITHMS,
+    DEFAULT_TABLE,
+    KIND_ALGORITHMS,
+    parse_algorithm_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCANS = REPO.parent / "shared" / "data" / "scannet50k"
@@ -149,26 +154,23 @@ def key_names() -> tuple[str, ...]:
     return ("kind", "voxels", "c_in", "c_out")
 
 
-def map_times(layers, repeats: int) -> dict[str, float]:
-    """Building the subm neighbour maps of every level once (ms): torch pairs, the gemm tables
-    (from the pairs), and spconv's (a first spconv call minus a call that reuses them)."""
+def map_times(layers, repeats: int) -> list[dict]:
+    """Per level, building its subm neighbour maps once (ms): torch pairs, the gemm table
+    (from the pairs), spconv's indices (a first spconv call minus one that reuses them)."""
     levels = {x.stride: (layer, x) for layer, x in layers if layer.kind == "subm"}
-    out = {"torch pairs": [], "gemm tables": [], "spconv indices": []}
+    rows = []
     with torch.no_grad():
-        for _ in range(repeats):
-            fresh = [
-                SparseVoxels(x.features, x.coords, s, x.spatial_shape, 1)
-                for s, (_, x) in levels.items()
-            ]
-            out["torch pairs"].append(
-                _seconds(lambda f=fresh: [torch_backend.subm_pairs(x) for x in f])
-            )
-            out["gemm tables"].append(_seconds(lambda f=fresh: [gemm.subm_table(x) for x in f]))
-            if spconv_available():
-                out["spconv indices"].append(
-                    sum(_spconv_map_seconds(*lx) for lx in levels.values())
-                )
-    return {k: statistics.median(v) * 1000 for k, v in out.items() if v}
+        for stride, (layer, x) in levels.items():
+            runs = {"pairs": [], "table": [], "spconv": []}
+            for _ in range(repeats):
+                fresh = SparseVoxels(x.features, x.coords, stride, x.spatial_shape, 1)
+                runs["pairs"].append(_seconds(lambda f=fresh: torch_backend.subm_pairs(f)))
+                runs["table"].append(_seconds(lambda f=fresh: gemm.subm_table(f)))
+                if spconv_available():
+                    runs["spconv"].append(_spconv_map_seconds(layer, x))
+            ms = {k: round(max(statistics.median(v), 0.0) * 1000, 3) for k, v in runs.items() if v}
+            rows.append({"voxels": int(x.features.shape[0]), "ms": ms})
+    return rows
 
 
 def _seconds(call: Callable[[], object]) -> float:
@@ -225,17 +227,23 @@ def print_table(entries: list[dict], load: float) -> None:
     )
 
 
-def write_table(entries: list[dict], args: argparse.Namespace, path: Path) -> None:
+def write_table(
+    entries: list[dict], maps: list[dict], args: argparse.Namespace, path: Path
+) -> None:
     header = (
         f"# Written by bench/bench_sparse_conv.py --threads {args.threads} --repeats "
         f"{args.repeats} --scan {args.scan} on {datetime.date.today()}\n"
         f"# ({platform.processor() or platform.machine()}, torch {torch.__version__}); "
         "median ms per algorithm per layer shape.\n"
-        "# sparse/algorithms.py reads it: a layer runs the fastest algorithm of the nearest\n"
-        "# measured shape that its precision allows. Rerun the bench with --write on a new CPU.\n"
+        "# sparse/algorithms.py reads it: a level picks the algorithm families of least layer\n"
+        "# time + map cost; a layer the fastest of those for the nearest measured shape.\n"
+        "# Rerun the bench with --write on a new CPU.\n"
     )
-    layers = [{k: e[k] for k in (*key_names(), "pairs", "ms")} for e in entries]
-    text = yaml.safe_dump({"layers": layers}, sort_keys=False, default_flow_style=None, width=100)
+    layers = [
+        {**{k: e[k] for k in (*key_names(), "pairs", "ms")}, "count": e["layers"]} for e in entries
+    ]
+    document = {"layers": layers, "maps": maps}
+    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     path.write_text(header + text)
     print(f"\nwrote {path}")
 
@@ -263,9 +271,34 @@ def main() -> None:
     entries = pool(time_layers(layers, args.repeats))
     print_table(entries, load)
     maps = map_times(layers, args.repeats)
-    print("neighbour maps per forward (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in maps.items()))
+    print("\nsubm neighbour maps per level, ms (built once per forward, shared by its layers):")
+    for row in maps:
+        print(
+            f"  {row['voxels']:>7,} voxels: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in row["ms"].items())
+        )
+    print_plans(entries, maps)
     if args.write:
-        write_table(entries, args, DEFAULT_TABLE)
+        write_table(entries, maps, args, DEFAULT_TABLE)
+
+
+def print_plans(entries: list[dict], maps: list[dict]) -> None:
+    """What "auto" runs per level with these measurements (sparse/algorithms.py)."""
+    layers = [{**{k: e[k] for k in (*key_names(), "ms")}, "count": e["layers"]} for e in entries]
+    table = parse_algorithm_table({"layers": layers, "maps": maps})
+    usable = set(ALGORITHMS) if spconv_available() else set(ALGORITHMS) - {"spconv"}
+    print('\n"auto" per level (subm layers: algorithm x count), float32 | bfloat16:')
+    for level in maps:
+        picks = {}
+        for precision in ("float32", "bfloat16"):
+            chosen = [
+                table.choose("subm", e["voxels"], e["c_in"], e["c_out"], precision, usable)
+                for e in entries
+                for _ in range(e["layers"])
+                if e["kind"] == "subm" and e["voxels"] == level["voxels"]
+            ]
+            picks[precision] = ", ".join(f"{a} x{chosen.count(a)}" for a in sorted(set(chosen)))
+        print(f"  {level['voxels']:>7,} voxels: {picks['float32']} | {picks['bfloat16']}")
 
 
 if __name__ == "__main__":

@@ -128,6 +128,38 @@ def test_the_table_picks_the_fastest_allowed_algorithm_of_the_nearest_shape() ->
     assert table.choose("down", 30000, 16, 32, "float32", usable) is None
 
 
+def test_a_level_does_not_build_two_kinds_of_maps_to_save_less_than_one_costs() -> None:
+    """Per layer spconv is faster, but the level already needs pairs for its faster torch layer
+    and spconv's maps cost more than spconv saves: the level runs torch throughout."""
+    layers = [
+        {
+            "kind": "subm",
+            "voxels": 1000,
+            "c_in": 8,
+            "c_out": 8,
+            "ms": {"torch": 1.0, "spconv": 0.9},
+            "count": 2,
+        },
+        {
+            "kind": "subm",
+            "voxels": 1000,
+            "c_in": 16,
+            "c_out": 8,
+            "ms": {"torch": 1.0, "spconv": 2.0},
+        },
+    ]
+    usable = {"torch", "spconv"}
+    cheap_maps = parse_algorithm_table(
+        {"layers": layers, "maps": [{"voxels": 1000, "ms": {"pairs": 1.0, "spconv": 0.1}}]}
+    )
+    dear_maps = parse_algorithm_table(
+        {"layers": layers, "maps": [{"voxels": 1000, "ms": {"pairs": 1.0, "spconv": 5.0}}]}
+    )
+    assert cheap_maps.choose("subm", 1000, 8, 8, "float32", usable) == "spconv"
+    assert dear_maps.choose("subm", 1000, 8, 8, "float32", usable) == "torch"
+    assert dear_maps.level_plan(1000, usable) == {"torch"}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -154,6 +186,15 @@ def test_the_table_picks_the_fastest_allowed_algorithm_of_the_nearest_shape() ->
             r"unknown keys \['speed'\]",
         ),
         ("layers: [{kind: subm", "not valid YAML"),
+        (
+            "{layers: [{kind: up, voxels: 9, c_in: 1, c_out: 1, ms: {torch: 1}}],"
+            " maps: [{voxels: 9, ms: {hash: 1}}]}",
+            r"maps\[0\].ms.hash: not a map kind",
+        ),
+        (
+            "{layers: [{kind: up, voxels: 9, c_in: 1, c_out: 1, ms: {torch: 1}}], speed: 1}",
+            r"unknown keys \['speed'\]",
+        ),
     ],
 )
 def test_the_table_loader_names_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:

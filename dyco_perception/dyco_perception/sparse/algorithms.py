@@ -2,10 +2,12 @@
 
 `bench/bench_sparse_conv.py` times every algorithm on every layer of the shipped model on a
 real scan and writes `algorithms.yaml` (beside this file): one entry per layer shape (kind,
-voxels, c_in, c_out) with milliseconds per algorithm. A layer at inference takes the entry of
-its kind nearest in size (log voxels + log channel product) and runs the fastest algorithm that
-the precision allows. No thresholds are guessed here: a new machine gets a new table by
-rerunning the bench with `--write`.
+voxels, c_in, c_out, count) with milliseconds per algorithm, and per level the cost of
+building each kind of neighbour map. A level's subm layers share their maps, so a level first
+picks which algorithm families it uses (least summed layer time + map cost over the measured
+layers of the nearest level); each layer then takes the entry of its kind nearest in size (log
+voxels + log channel product) and runs the fastest of those that the precision allows. No
+thresholds are guessed here: a new machine gets a new table by rerunning the bench (`--write`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class LayerTiming:
     c_in: int
     c_out: int
     ms: dict[str, float]
+    count: int = 1  # layers of this shape in the measured model (they share the level's maps)
 
     def distance(self, voxels: int, c_in: int, c_out: int) -> float:
         """Size distance in log space: voxel count and channel product weigh alike."""
@@ -49,21 +52,82 @@ class LayerTiming:
 
 
 @dataclass(frozen=True)
+class MapTiming:
+    """Building one level's subm neighbour maps (ms), per map kind (MAP_KINDS)."""
+
+    voxels: int
+    ms: dict[str, float]
+
+
+# A subm algorithm needs these neighbour maps of its level (gemm's table is built from pairs).
+MAPS_NEEDED: dict[str, tuple[str, ...]] = {
+    "torch": ("pairs",),
+    "torch_bf16": ("pairs",),
+    "gemm": ("pairs", "table"),
+    "gemm_bf16": ("pairs", "table"),
+    "spconv": ("spconv",),
+}
+MAP_KINDS = ("pairs", "table", "spconv")
+# Algorithm families a level may mix; each family brings its maps.
+FAMILIES = (("torch", "torch_bf16"), ("gemm", "gemm_bf16"), ("spconv",))
+
+
+@dataclass(frozen=True)
 class AlgorithmTable:
     layers: tuple[LayerTiming, ...]
+    maps: tuple[MapTiming, ...] = ()
     source: str = ""
 
     def choose(
         self, kind: str, voxels: int, c_in: int, c_out: int, precision: str, usable: set[str]
     ) -> str | None:
-        """Fastest usable algorithm of the nearest measured layer of `kind`; None if none."""
+        """Fastest usable algorithm of the nearest measured layer of `kind`; None if none.
+        A subm layer first narrows to its level's plan (`level_plan`)."""
         allowed = {a for a in usable if precision == "bfloat16" or ALGORITHMS[a] == "float32"}
+        if kind == "subm":
+            allowed &= self.level_plan(voxels, allowed)
         entries = [e for e in self.layers if e.kind == kind and allowed & set(e.ms)]
         if not entries:
             return None
         nearest = min(entries, key=lambda e: e.distance(voxels, c_in, c_out))
         times = {a: t for a, t in nearest.ms.items() if a in allowed}
         return min(times, key=times.__getitem__)
+
+    def level_plan(self, voxels: int, allowed: set[str]) -> set[str]:
+        """The algorithms a level's subm layers may use: the union of families whose summed
+        time over the measured layers of the nearest level, plus the maps those families
+        need (built once per level), is least. Without map timings: all of `allowed`."""
+        if not self.maps:
+            return allowed
+        level = min(self.maps, key=lambda m: abs(math.log(max(voxels, 1) / m.voxels)))
+        layers = [e for e in self.layers if e.kind == "subm" and e.voxels == level.voxels]
+        best, best_cost = allowed, math.inf
+        for chosen in _family_unions(allowed):
+            cost = _plan_cost(layers, chosen, level.ms)
+            if cost < best_cost:
+                best, best_cost = chosen, cost
+        return best
+
+
+def _family_unions(allowed: set[str]) -> list[set[str]]:
+    families = [set(f) & allowed for f in FAMILIES if set(f) & allowed]
+    unions = []
+    for mask in range(1, 1 << len(families)):
+        unions.append(set().union(*(f for i, f in enumerate(families) if mask >> i & 1)))
+    return unions
+
+
+def _plan_cost(layers: list[LayerTiming], chosen: set[str], map_ms: dict[str, float]) -> float:
+    used, total = set(), 0.0
+    for entry in layers:
+        times = {a: t for a, t in entry.ms.items() if a in chosen}
+        if not times:
+            return math.inf
+        fastest = min(times, key=times.__getitem__)
+        used.add(fastest)
+        total += entry.count * times[fastest]
+    maps = {m for a in used for m in MAPS_NEEDED[a]}
+    return total + sum(map_ms.get(m, 0.0) for m in maps)
 
 
 def parse_algorithm_table(data: object, source: str = "<table>") -> AlgorithmTable:
@@ -72,14 +136,37 @@ def parse_algorithm_table(data: object, source: str = "<table>") -> AlgorithmTab
         raise ValueError(f"{source}: expected a mapping with a 'layers' list")
     if not data["layers"]:
         raise ValueError(f"{source}: 'layers' is empty")
+    unknown = set(data) - {"layers", "maps"}
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {sorted(unknown)}")
+    maps = data.get("maps", [])
+    if not isinstance(maps, list):
+        raise ValueError(f"{source}: 'maps' must be a list")
     return AlgorithmTable(
         tuple(_parse_layer(e, f"{source}: layers[{i}]") for i, e in enumerate(data["layers"])),
+        tuple(_parse_map(e, f"{source}: maps[{i}]") for i, e in enumerate(maps)),
         source,
     )
 
 
+def _parse_map(entry: object, where: str) -> MapTiming:
+    if not isinstance(entry, dict) or set(entry) != {"voxels", "ms"}:
+        raise ValueError(f"{where}: expected a mapping with keys 'voxels' and 'ms'")
+    voxels, ms = entry["voxels"], entry["ms"]
+    if isinstance(voxels, bool) or not isinstance(voxels, int) or voxels < 1:
+        raise ValueError(f"{where}.voxels: expected a positive integer, got {voxels!r}")
+    if not isinstance(ms, dict):
+        raise ValueError(f"{where}.ms: expected a mapping map kind -> milliseconds")
+    for name, value in ms.items():
+        if name not in MAP_KINDS:
+            raise ValueError(f"{where}.ms.{name}: not a map kind; choose from {MAP_KINDS}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{where}.ms.{name}: expected milliseconds >= 0, got {value!r}")
+    return MapTiming(voxels, {name: float(value) for name, value in ms.items()})
+
+
 def _parse_layer(entry: object, where: str) -> LayerTiming:
-    keys = {"kind", "voxels", "c_in", "c_out", "ms", "pairs"}
+    keys = {"kind", "voxels", "c_in", "c_out", "ms", "pairs", "count"}
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
     unknown = set(entry) - keys
@@ -89,12 +176,13 @@ def _parse_layer(entry: object, where: str) -> LayerTiming:
     kind = entry["kind"]
     if kind not in KIND_ALGORITHMS:
         raise ValueError(f"{where}.kind: {kind!r}; choose one of {tuple(KIND_ALGORITHMS)}")
-    for key in ("voxels", "c_in", "c_out"):
-        value = entry[key]
+    for key in ("voxels", "c_in", "c_out", "count"):
+        value = entry.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{where}.{key}: expected a positive integer, got {value!r}")
     ms = _parse_ms(entry, where)
-    return LayerTiming(kind, entry["voxels"], entry["c_in"], entry["c_out"], ms)
+    count = entry.get("count", 1)
+    return LayerTiming(kind, entry["voxels"], entry["c_in"], entry["c_out"], ms, count)
 
 
 def _parse_ms(entry: dict, where: str) -> dict[str, float]:

@@ -105,7 +105,12 @@ class SparseConv(nn.Module):
             usable = _usable_algorithms(self.kind, x)
             voxels = int(x.coords.shape[0])
             choice = table and table.choose(
-                self.kind, voxels, self.in_channels, self.out_channels, self.precision, usable
+                self.kind,
+                voxels,
+                self.in_channels,
+                self.out_channels,
+                self.precision,
+                usable,
             )
             return choice or resolve_backend("auto")
         fp32, bf16 = FIXED_ALGORITHMS[resolve_backend(self.backend)]
