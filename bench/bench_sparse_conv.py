@@ -5,7 +5,8 @@
 
 Runs the checkpoint's backbone once on a real scan, records every SparseConv layer's input
 (kind, voxels, c_in, c_out, neighbour pairs), then times each algorithm on each layer with the
-neighbour maps already built (they are shared by a level's layers and timed apart, "maps"):
+subm neighbour maps already built (shared by a level's layers, they are timed apart per level;
+a down conv's own map is built inside its timing, an up conv reuses its down conv's):
 spconv (Native on CPU), torch (per offset: gather -> matmul -> index_add), gemm (gather-GEMM:
 one gather into (V, 27 C_in), one matmul), and the bfloat16-matmul variants torch_bf16 and
 gemm_bf16 (subm only; down/up run torch or spconv). All candidates of a layer are timed in
@@ -98,10 +99,12 @@ def _call(layer: SparseConv, x: SparseVoxels, algorithm: str) -> Callable[[], ob
         layer.backend = "gemm" if algorithm.startswith("gemm") else algorithm.split("_")[0]
         layer.precision = "bfloat16" if algorithm.endswith("bf16") else "float32"
         assert layer.algorithm_for(x) == algorithm, (layer.algorithm_for(x), algorithm)
-        if algorithm == "spconv" and layer.kind == "down":
-            # spconv recomputes a strided conv's indices and refuses an existing key for them.
+        if layer.kind == "down":
+            # A down conv builds its map in the forward (spconv refuses an existing key for it):
+            # both algorithms start from a cache without it, so both times include the map.
+            cache = {k: v for k, v in x.cache.items() if k != ("down", x.stride)}
             indices = {k: v for k, v in x.cache["spconv"].items() if k != f"down{x.stride}"}
-            cache = {**x.cache, "spconv": indices}
+            cache["spconv"] = indices
             return layer(SparseVoxels(x.features, x.coords, x.stride, x.spatial_shape, 1, cache))
         return layer(x.with_features(x.features))
 
