@@ -29,8 +29,8 @@ class SparseConv(nn.Module):
     kind="up":   the inverse of the "down" conv that produced this level (restores its voxels).
     `backend` may be switched at any time; the weight does not change:
       "torch" | "spconv" | "gemm" (gather-GEMM for subm, torch for down/up): that algorithm;
-      "auto": without autograd, the fastest measured algorithm for this layer's size
-      (`algorithms.py`); with autograd (training), spconv when importable, else torch.
+      "auto": on CPU without autograd, the fastest measured algorithm for this layer's size
+      (`algorithms.py`); with autograd (training) or on GPU, spconv when importable, else torch.
     `precision` "bfloat16" runs the matmuls of the torch/gemm algorithms in bfloat16
     (inference only). `fold_scale(scale, shift)` folds a following eval BatchNorm into a
     separate weight and bias (non-persistent: the state_dict keeps the trained weight).
@@ -101,7 +101,8 @@ class SparseConv(nn.Module):
                 "or set precision 'float32'"
             )
         if self.backend == "auto":
-            table = None if grad else default_table()
+            # The table is measured on this CPU; on a GPU spconv's implicit GEMM is the choice.
+            table = None if grad or x.features.device.type != "cpu" else default_table()
             usable = _usable_algorithms(self.kind, x)
             voxels = int(x.coords.shape[0])
             choice = table and table.choose(
