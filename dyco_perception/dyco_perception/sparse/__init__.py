@@ -4,7 +4,9 @@
 offset index = (dx * k + dy) * k + dz with d in 0..k-1 (for the 3x3x3 submanifold conv the
 spatial offset is d - 1). The "torch" backend (pure PyTorch: hashed keys, sort + searchsorted
 neighbour maps, gather -> matmul -> index_add) uses it directly; the "spconv" backend permutes it
-into spconv's layout at call time, so one state_dict serves both.
+into spconv's layout at call time, so one state_dict serves both. "gemm" (gemm.py) runs a
+submanifold conv as one gather + one matmul; "auto" picks per layer at inference from the
+measurements in algorithms.yaml (algorithms.py).
 """
 
 from __future__ import annotations

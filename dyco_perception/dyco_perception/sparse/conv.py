@@ -22,7 +22,7 @@ FIXED_ALGORITHMS = {
 
 
 class SparseConv(nn.Module):
-    """One sparse conv layer without bias (BatchNorm follows it in the U-Net).
+    """One sparse conv layer; no bias (BatchNorm follows it) unless a BN is folded in.
 
     kind="subm": 3x3x3 submanifold conv (output voxels = input voxels).
     kind="down": 2x2x2 stride-2 conv; output voxel = input coords // 2.
