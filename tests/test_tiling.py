@@ -121,6 +121,21 @@ def test_blocks_cover_every_point_once_and_bound_the_work(scannet_dir: Path, cop
     assert len(one) == 1 and one[0].context.size == len(xyz)
 
 
+def test_a_map_inside_one_block_is_one_block_unless_it_holds_too_many_points(
+    scannet_dir: Path,
+) -> None:
+    """The shortcut for maps that fit gives what the general plan gives, and a map small in
+    extent but over the point bound is still split."""
+    xyz, _ = tiled_map(scannet_dir, 1)
+    fits = TilingConfig(block_size=16.0, overlap=1.0, max_block_points=len(xyz))
+    [block] = plan_blocks(xyz[:, :2], fits)
+    assert np.array_equal(block.core, np.arange(len(xyz)))
+    assert np.array_equal(block.context, block.core)
+    crowded = TilingConfig(block_size=16.0, overlap=1.0, max_block_points=len(xyz) // 2)
+    blocks = plan_blocks(xyz[:, :2], crowded)
+    assert len(blocks) > 1 and max(b.context.size for b in blocks) <= crowded.max_block_points
+
+
 def test_segmenter_runs_the_model_on_bounded_blocks(shipped: Segmenter, scannet_dir: Path) -> None:
     """The Segmenter follows the plan: no block over the bound, full voxel resolution."""
     xyz, rgb = tiled_map(scannet_dir, 2, every=4)

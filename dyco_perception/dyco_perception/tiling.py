@@ -139,6 +139,8 @@ def plan_blocks(xy: np.ndarray, cfg: TilingConfig) -> list[Block]:
         return [Block(everything, everything)]
     origin = xy.min(0).astype(np.float64)
     extent = xy.max(0) - origin
+    if xy.shape[0] <= cfg.max_block_points and bool(np.all(extent <= cfg.block_size)):
+        return [Block(everything, everything)]  # what the general path gives, without its sorts
     cells = np.maximum(np.ceil(extent / cfg.block_size), 1).astype(np.int64)
     size = np.maximum(extent / cells, 1e-9)
     cell = np.minimum(np.floor((xy - origin) / size).astype(np.int64), cells - 1)
