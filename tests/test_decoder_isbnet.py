@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from dyco_perception.model import SegmentationNetwork
+from dyco_perception.model.decoders import isbnet as isbnet_module
 from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
 from dyco_perception.model.decoders.isbnet import (
+    OUTSIDE_LOGIT,
     IsbnetDecoder,
     MaskBlock,
     PointAggregator,
@@ -212,11 +214,80 @@ def test_decode_scene_equals_the_layers_on_the_concatenated_inputs(layers: int) 
     weights = torch.randn_like(direct)  # any loss: the gradients must match too
     expected = torch.autograd.grad((direct * weights).sum(), inputs)
     with mock.patch("dyco_perception.model.decoders.isbnet._DECODE_CHUNK", 50 * 8 * 3):
-        split = decode_scene(*inputs, sizes)  # chunks of 3
+        split = decode_scene(*inputs, sizes)  # under autograd: chunks of 3 queries
     assert torch.allclose(split, direct, atol=1e-4)
+    with torch.no_grad(), mock.patch("dyco_perception.model.decoders.isbnet._DECODE_TILE", 3):
+        inference = decode_scene(*inputs, sizes)  # one query at a time, tiles of 3 voxels
+    assert torch.allclose(inference, direct, atol=1e-4)
     got = torch.autograd.grad((split * weights).sum(), inputs)
     for got_grad, want in zip(got, expected, strict=True):
         assert torch.allclose(got_grad, want, atol=1e-3)
+
+
+def _random_decoding_inputs(v: int = 60, k: int = 5) -> tuple:
+    torch.manual_seed(1)
+    sizes = dynamic_layer_sizes(4, 8, 2)
+    feats, xyz, boxes = torch.randn(v, 4), torch.rand(v, 3) * 3, torch.rand(v, 6) * 3
+    q_xyz, q_box = torch.rand(k, 3) * 3, torch.rand(k, 6) * 3
+    params = torch.randn(k, sum(a * b + b for a, b in sizes))
+    return (feats, xyz, boxes, q_xyz, q_box, params), sizes
+
+
+def test_box_restricted_decoding_equals_dense_near_the_box_and_outside_elsewhere() -> None:
+    inputs, sizes = _random_decoding_inputs()
+    _, xyz, _, _, q_box, params = inputs
+    margin = 0.25
+    q_box[0] = torch.tensor([-1.0, -1.0, -1.0, 4.0, 4.0, 4.0])  # every voxel
+    q_box[1] = torch.tensor([1.0, 1.0, 1.0, 1.5, 1.5, 1.5])  # a few voxels
+    q_box[2] = torch.tensor([2.5, 2.0, 2.5, 1.0, 0.5, 1.0])  # corners swapped (max first)
+    q_box[3] = torch.tensor([9.0, 9.0, 9.0, 9.5, 9.5, 9.5])  # no voxel
+    # Voxels 0 and 1 sit exactly on query 1's grown faces (inclusive), voxel 2 just beyond.
+    xyz[0], xyz[1], xyz[2] = torch.tensor([[1.75, 1.2, 1.2], [0.75, 1.75, 0.75], [1.2, 1.2, 1.76]])
+    low = torch.minimum(q_box[:, :3], q_box[:, 3:]) - margin
+    high = torch.maximum(q_box[:, :3], q_box[:, 3:]) + margin
+    near = ((xyz[None] >= low[:, None]) & (xyz[None] <= high[:, None])).all(2)
+    assert near[0].all() and not near[3].any()
+    assert near[1, :2].all() and not near[1, 2] and 3 <= int(near[1].sum()) < 60
+    assert 0 < int(near[2].sum()) < 60
+    dense = run_dynamic(dynamic_inputs(*inputs[:5]), params, sizes)
+    with mock.patch("dyco_perception.model.decoders.isbnet._DECODE_TILE", 4):
+        got = decode_scene(*inputs, sizes, box_margin=margin)
+    expected = torch.where(near, dense, torch.full_like(dense, OUTSIDE_LOGIT))
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_decode_scene_with_no_queries_or_no_voxels() -> None:
+    (feats, xyz, boxes, q_xyz, q_box, params), sizes = _random_decoding_inputs()
+    for margin in (None, 0.5):
+        assert decode_scene(
+            feats, xyz, boxes, q_xyz[:0], q_box[:0], params[:0], sizes, margin
+        ).shape == (0, 60)
+        none = decode_scene(feats[:0], xyz[:0], boxes[:0], q_xyz, q_box, params, sizes, margin)
+        assert none.shape == (5, 0)
+
+
+def test_box_margin_option_restricts_inference_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    margins = []
+    real = isbnet_module.decode_scene
+
+    def spy(*args, **kwargs):
+        margins.append(args[7])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(isbnet_module, "decode_scene", spy)
+    torch.manual_seed(0)
+    inp = hand_input(torch.rand(400, 3) * torch.tensor([2.0, 1.0, 1.0]), fg=lambda p: p[:, 0] > 1)
+    tiny_decoder(decode_box_margin=0.3).train()(inp)
+    assert margins and set(margins) == {None}  # training decodes every voxel
+    margins.clear()
+    with torch.no_grad():
+        tiny_decoder(decode_box_margin=0.3).eval()(inp)
+        assert margins and set(margins) == {0.3}
+        margins.clear()
+        tiny_decoder(decode_box_margin=-1.0).eval()(inp)
+    assert margins and set(margins) == {None}
+    with pytest.raises(ValueError, match="decode_box_margin"):
+        tiny_decoder(decode_box_margin=-2.0)
 
 
 # --- boxes and matching (Eq. 4) -------------------------------------------------------------
