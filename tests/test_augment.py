@@ -5,6 +5,7 @@ import pytest
 from dyco_training.augment import (
     AugmentConfig,
     augment_scene,
+    colour_augment,
     crop_to_budget,
     elastic_distortion,
     linear_transform,
@@ -120,3 +121,31 @@ def test_config_errors_name_the_key():
         AugmentConfig.from_dict({"flip_y_prob": 0.5})
     cfg = AugmentConfig.from_dict({"elastic": [{"granularity": 0.2, "magnitude": 0.5}]})
     assert len(cfg.elastic) == 1 and cfg.elastic[0].granularity == 0.2
+
+
+def _colours(n=500, seed=3):
+    return np.random.default_rng(seed).integers(0, 256, (n, 3)).astype(np.float32)
+
+
+def test_colour_shift_moves_every_point_by_one_offset():
+    rgb = _colours()
+    out = colour_augment(rgb, AugmentConfig(colour_shift_std=20.0), np.random.default_rng(1))
+    offset = out - rgb
+    assert np.allclose(offset, offset[0]) and np.abs(offset[0]).max() > 1.0
+
+
+def test_colour_dropout_greys_the_whole_scene_at_its_rate():
+    rgb = _colours()
+    always = colour_augment(rgb, AugmentConfig(colour_dropout_prob=1.0), np.random.default_rng(0))
+    assert np.all(always == 127.5)
+    rng = np.random.default_rng(4)
+    cfg = AugmentConfig(colour_dropout_prob=0.3)
+    dropped = [np.all(colour_augment(rgb, cfg, rng) == 127.5) for _ in range(400)]
+    assert 0.22 < np.mean(dropped) < 0.38
+
+
+def test_colour_augmentation_off_leaves_colours_and_the_random_stream_alone():
+    rgb = _colours()
+    rng = np.random.default_rng(9)
+    np.testing.assert_array_equal(colour_augment(rgb, AugmentConfig(), rng), rgb)
+    assert rng.random() == np.random.default_rng(9).random()  # nothing was drawn

@@ -1,5 +1,6 @@
 """Training augmentation as in PointGroup / DyCo3D: flip, rotation about z, scaling, jitter,
-elastic distortion at two scales, and a crop to a point budget.
+elastic distortion at two scales, and a crop to a point budget; colour shift, jitter and dropout
+(issue 18's generalisation candidates, off unless a config sets them).
 
 Every function takes numpy arrays and a `numpy.random.Generator`, so runs are reproducible.
 `augment_scene` applies the whole chain from an `AugmentConfig` and keeps all per-point
@@ -43,6 +44,11 @@ class AugmentConfig:
     elastic_prob: float = ranged(1.0, 0.0, 1.0)
     elastic: list = field(default_factory=_pointgroup_elastic)
     colour_jitter_std: float = ranged(0.0, 0.0, 255.0, "per-point RGB noise (0..255 units)")
+    # One RGB offset for the whole scene (another camera's exposure and white balance).
+    colour_shift_std: float = ranged(0.0, 0.0, 255.0, "per-scene RGB offset (0..255 units)")
+    # The whole scene's colour replaced by mid-grey: the model must also segment by geometry
+    # (a door and the wall around it often share a colour; a robot's map may carry none).
+    colour_dropout_prob: float = ranged(0.0, 0.0, 1.0, "probability of a colourless scene")
     max_points: int = ranged(250_000, 10, 100_000_000, "crop budget")
 
     @classmethod
@@ -101,6 +107,21 @@ def elastic_distortion(
     return (xyz + shift * magnitude).astype(xyz.dtype)
 
 
+GREY = 127.5  # mid-range of 0..255: the network's colour input 0
+
+
+def colour_augment(rgb: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Scene shift, per-point jitter, then dropout (0..255 units; clipped by the caller). Each
+    draws from `rng` only when enabled, so configs without it keep their random stream."""
+    if cfg.colour_shift_std > 0:
+        rgb = rgb + rng.normal(0.0, cfg.colour_shift_std, 3).astype(np.float32)
+    if cfg.colour_jitter_std > 0:
+        rgb = rgb + rng.normal(0.0, cfg.colour_jitter_std, rgb.shape).astype(np.float32)
+    if cfg.colour_dropout_prob > 0 and rng.random() < cfg.colour_dropout_prob:
+        rgb = np.full_like(rgb, GREY)
+    return rgb
+
+
 def crop_to_budget(xyz: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
     """Rows of a random axis-aligned xy box holding at most `max_points` points (all rows if
     the scene fits). The box is centred on a random point and shrunk until it fits."""
@@ -135,8 +156,7 @@ def augment_scene(
                 xyz = elastic_distortion(xyz, scale.granularity, scale.magnitude, rng)
         if cfg.point_jitter_std > 0:
             xyz = xyz + rng.normal(0.0, cfg.point_jitter_std, xyz.shape).astype(np.float32)
-        if cfg.colour_jitter_std > 0:
-            rgb = rgb + rng.normal(0.0, cfg.colour_jitter_std, rgb.shape).astype(np.float32)
+        rgb = colour_augment(rgb, cfg, rng)
     rows = crop_to_budget(xyz, cfg.max_points, rng)
     xyz, rgb = xyz[rows], np.clip(rgb[rows], 0.0, 255.0)
     return (xyz - xyz.min(0)).astype(np.float32), rgb.astype(np.float32), rows
