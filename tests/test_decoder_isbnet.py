@@ -285,6 +285,7 @@ def test_box_margin_option_restricts_inference_only(monkeypatch: pytest.MonkeyPa
         assert margins and set(margins) == {0.3}
         margins.clear()
         tiny_decoder(decode_box_margin=-1.0).eval()(inp)
+        tiny_decoder().eval()(inp)  # off by default
     assert margins and set(margins) == {None}
     with pytest.raises(ValueError, match="decode_box_margin"):
         tiny_decoder(decode_box_margin=-2.0)
