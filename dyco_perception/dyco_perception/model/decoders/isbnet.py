@@ -60,7 +60,7 @@ class IsbnetOptions:
     dynamic_layers: int = ranged(2, 1, 3, "BA-DyCo layers: paper 2 (41,32,1), code 3 (41,32,16,1)")
     dynamic_hidden: int = ranged(32, 1, 256, "first hidden width; each further layer halves it")
     score_formula: str = choice("product", ("product", "sqrt"), "cls x mask score; code: sqrt")
-    # Off by default: 1 m matched dense decoding on the 5 val scans (IoU 1.0) but not on 10 of
+    # Off by default: 1 m matched dense decoding on the 5 val scans (IoU 1.0) but not on 9 of
     # the 15 training scans (IoU down to 0.22), 2 m not on one (0.985): README, ISBNet decoding.
     decode_box_margin: float = ranged(
         -1.0,
