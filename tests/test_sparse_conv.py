@@ -94,6 +94,7 @@ def test_backends_agree_on_random_voxels_forward_and_backward(kinds: list[str]) 
     x = random_voxels()
     x = SparseVoxels(x.features.float(), x.coords, 1, x.spatial_shape, x.batch_size)
     channels = [3, 6, 6, 4]
+    torch.manual_seed(0)  # the layers' initial weights
     layers = [SparseConv(channels[i], channels[i + 1], k) for i, k in enumerate(kinds)]
     results = {}
     for backend in ("torch", "spconv"):
@@ -114,7 +115,10 @@ def test_backends_agree_on_random_voxels_forward_and_backward(kinds: list[str]) 
     assert torch.equal(c_t, c_s)
     torch.testing.assert_close(f_t, f_s, atol=1e-5, rtol=1e-5)
     for grad_t, grad_s in zip(g_t, g_s, strict=True):
-        torch.testing.assert_close(grad_t, grad_s, atol=1e-3, rtol=1e-4)
+        # float32 sums of ~1000 weighted terms in another order: rounding scales with the
+        # gradient's magnitude, not with each (possibly cancelled) entry.
+        scale = float(grad_s.abs().max())
+        torch.testing.assert_close(grad_t, grad_s, atol=1e-5 * scale, rtol=1e-4)
 
 
 def _coord_key(coords: torch.Tensor) -> torch.Tensor:
