@@ -6,7 +6,7 @@ One process, one torch thread, every variant run on a scan before the next repea
 the shared machine hits all alike); seconds are medians over scans x repeats, wall and CPU
 time of this thread (CPU time does not count while the core serves another process).
 1. `decode_scene` alone on each scan's real inputs (captured from an ISBNet Segmenter run):
-   the previous implementation (batched (K, V, C) products, kept below as `old_decode_scene`),
+   the previous implementation (batched (K, V, C) products, training's `_decode_batched`),
    the new dense one, and box-restricted decoding per margin (`decode_box_margin`); seconds
    per scan (all of its decode calls) and the largest difference from the old logits.
 2. The instance stage in the Segmenter (timings "grouping" + "decoding"; ISBNet's grouping lap
@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 from bench_speed_check import SCANS, check
 from dyco_perception.model.decoders import isbnet
-from dyco_perception.model.decoders.common import split_decoder_params
 from dyco_perception.scenes import load_npz_scene
 from dyco_perception.segmenter import Segmenter
 from dyco_training.datasets import list_npz_scans
@@ -38,36 +37,10 @@ ISBNET = REPO / "checkpoints" / "isbnet_scannet_m16.safetensors"
 DYCO3D = REPO / "checkpoints" / "dyco3d_scannet_m16.safetensors"
 
 
-# --- the previous decode_scene (commit 684b9ea), the baseline -----------------------------------
-
-_OLD_CHUNK = 1 << 22
-
-
-def old_decode_scene(mask_features, xyz, boxes, query_xyz, query_boxes, params, sizes):
-    k, v = query_xyz.shape[0], xyz.shape[0]
-    step = max(1, _OLD_CHUNK // max(1, v * sizes[0][1]))
-    shared = torch.cat([mask_features, xyz], 1).to(params.dtype)
-    boxes = boxes.to(params.dtype)
-    out = [xyz.new_zeros((0, v))]
-    for first in range(0, k, step):
-        sel = slice(first, first + step)
-        queries = (query_xyz[sel], query_boxes[sel], params[sel])
-        out.append(_old_decode_chunk(shared, boxes, queries, sizes))
-    return torch.cat(out)
-
-
-def _old_decode_chunk(shared, boxes, queries, sizes):
-    query_xyz, query_boxes, params = queries
-    layers = split_decoder_params(params, sizes)
-    (w1, b1), rest = layers[0], layers[1:]
-    h3 = shared.shape[1]
-    constant = b1[:, None] - torch.bmm(query_xyz[:, None].to(w1.dtype), w1[:, h3 - 3 : h3])
-    geometry = (boxes[None] - query_boxes[:, None].to(w1.dtype)).abs_()
-    x = torch.baddbmm(constant, geometry, w1[:, h3:])
-    x += torch.matmul(shared, w1[:, :h3])
-    for weight, bias in rest:
-        x = torch.baddbmm(bias[:, None], x.relu_(), weight)
-    return x.squeeze(2)
+# The previous inference decoding: the batched (K, V, C) chunks that training still runs (since
+# commit 684b9ea it gathers with index_select, as the new path does, so the baseline is that much
+# faster than the code it replaced).
+old_decode_scene = isbnet._decode_batched
 
 
 # --- measurements -------------------------------------------------------------------------------
