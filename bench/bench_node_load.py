@@ -17,6 +17,7 @@ does not matter; the thread count of each cell is set with torch.set_num_threads
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -139,7 +140,10 @@ def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
     from dyco_perception.scenes import load_npz_scene
     from dyco_perception.segmenter import Segmenter
 
-    torch.set_num_interop_threads(1)  # as the node does
+    # As the node does; a process that already ran parallel work (main() called from a test)
+    # cannot change it any more and keeps its own.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
     xyz, rgb = load_scan(args.scans, args.scan, args.points)
     checkpoint = checkpoint_path(args.checkpoint)
     segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
