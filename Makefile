@@ -36,7 +36,7 @@ train-shipped: setup
 train-continue: setup
 	@$(ACTIVATE) && n=$$(python -m dyco_training.ledger next) && out=runs/continue/segment_$$n \
 		&& resume=$$( [ -f $$out/state.pt ] && echo "--resume $$out/state.pt" || true ) \
-		&& dyco-train --config config/train/continue.yaml --out $$out $$resume \
+		&& dyco-train --config config/train/continue.yaml --out $$out --seed $$n $$resume \
 		&& python -m dyco_training.ledger add --run $$out
 
 # How the node's default decoder was chosen: leave-one-room-out over the 8 training rooms, each

@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", help="training state file (state.pt) to continue from")
     parser.add_argument("--out", help="run folder (default: the config's out_dir)")
     parser.add_argument("--iterations", type=int, help="override train.iterations")
+    parser.add_argument("--seed", type=int, help="override train.seed (crops, augmentation)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.iterations < 1:
                 raise ValueError("--iterations must be >= 1")
             cfg.train.iterations = args.iterations
+        if args.seed is not None:
+            cfg.train.seed = args.seed
         trainer = Trainer(cfg, out_dir=args.out, resume=args.resume)
     except ValueError as exc:
         print(f"dyco-train: {exc}", file=sys.stderr)
