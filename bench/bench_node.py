@@ -74,10 +74,18 @@ def segmenter_times(checkpoint: Path, device: str, scenes: list, repeats: int) -
 
 
 def node_times(
-    checkpoint: Path, device: str, scenes: list, repeats: int, log: Path, threads: int
+    checkpoint: Path,
+    device: str,
+    scenes: list,
+    repeats: int,
+    log: Path,
+    threads: int,
+    parameters: dict | None = None,
 ) -> list[tuple[float, float, float]]:
-    """Per scene: medians of (end-to-end latency, node-reported Segmenter time, overhead)."""
+    """Per scene: medians of (end-to-end latency, node-reported Segmenter time, overhead);
+    `parameters`: more node parameters."""
     overrides = {"checkpoint": str(checkpoint), "device": device, "score_threshold": 0.0}
+    overrides |= parameters or {}
     process = start_node(overrides, {"cloud_in": INPUT_TOPIC}, log_path=log, threads=threads)
     client = SegmentationClient(INPUT_TOPIC, client_name="bench_node")
     stamp = [1_800_000_000 * 10**9]

@@ -1,14 +1,17 @@
 """The node's latency on a real scan when the CPU is shared: torch intra-op threads 1 and 2
 (segment_node's `threads` parameter; inter-op 1 as in the node) against 0, 1 and 2 competing
-busy processes (Python busy loops, standing in for a robot's other work).
+busy processes (Python busy loops, standing in for a robot's other work), and with --nice the
+inference thread's niceness (segment_node's `worker_nice`).
 
     OMP_NUM_THREADS=1 python bench/bench_node_load.py [--scan scene0009_00] [--repeats 3]
-        [--threads 1 2] [--loads 0 1 2] [--checkpoint CKPT] [--points N] [--node]
+        [--threads 1 2] [--loads 0 1 2] [--nice 0 -5] [--checkpoint CKPT] [--points N] [--node]
 
 Each cell is the median of --repeats timed runs after one warm-up run, with the busy processes
 already running: of `Segmenter.segment` in this process (what the node's worker thread runs per
 cloud), or with --node of the whole node, end to end (a segment_node started per cell with that
 `threads` value; publish -> labelled cloud received over DDS, bench/bench_node.py's client).
+The table has a row per (threads, nice) and each load's latency relative to that row's 0-busy
+cell. Negative --nice needs the rights the node needs for it (CAP_SYS_NICE, e.g. root).
 Run it on an otherwise idle machine: anything else running (load average printed)
 counts as load too. Start it with OMP_NUM_THREADS=1 so that the OpenMP runtime's default
 does not matter; the thread count of each cell is set with torch.set_num_threads.
@@ -69,10 +72,14 @@ def stop_busy(processes: list[subprocess.Popen]) -> None:
         process.wait()
 
 
-def time_cell(segmenter, xyz, rgb, threads: int, load: int, repeats: int) -> float:
+def time_cell(segmenter, xyz, rgb, threads: int, nice: int, load: int, repeats: int) -> float:
     import torch
+    from dyco_perception.ros.segment_node import use_worker_nice
 
     torch.set_num_threads(threads)
+    _, refused = use_worker_nice(nice)  # this thread runs the Segmenter, as the worker
+    if refused:
+        raise PermissionError(refused)
     busy = start_busy(load)
     try:
         time.sleep(0.5 if load else 0.0)  # let the busy loops get going
@@ -87,7 +94,9 @@ def time_cell(segmenter, xyz, rgb, threads: int, load: int, repeats: int) -> flo
     return statistics.median(runs)
 
 
-def time_node_cell(checkpoint: Path, scene, threads: int, load: int, repeats: int) -> float:
+def time_node_cell(
+    checkpoint: Path, scene, threads: int, nice: int, load: int, repeats: int
+) -> float:
     """The node's end-to-end latency (median of `repeats`) with `load` busy processes running."""
     import tempfile
 
@@ -97,20 +106,31 @@ def time_node_cell(checkpoint: Path, scene, threads: int, load: int, repeats: in
     busy = start_busy(load)
     try:
         time.sleep(0.5 if load else 0.0)
-        [(e2e, _, _)] = node_times(checkpoint, "cpu", [scene], repeats, log, threads)
+        parameters = {"worker_nice": nice}
+        [(e2e, _, _)] = node_times(checkpoint, "cpu", [scene], repeats, log, threads, parameters)
     finally:
         stop_busy(busy)
     return e2e
 
 
-def table(results: dict[tuple[int, int], float], threads: list[int], loads: list[int]) -> str:
-    header = ["threads"] + [f"{load} busy" for load in loads]
-    rows = [[str(t)] + [f"{results[t, load]:.2f} s" for load in loads] for t in threads]
-    if len(threads) > 1:
-        base = threads[0]
-        for t in threads[1:]:
-            ratios = [results[t, load] / results[base, load] for load in loads]
-            rows.append([f"{t} / {base}"] + [f"{r:.2f}x" for r in ratios])
+Setting = tuple[int, int]  # (threads, nice)
+
+
+def table(
+    results: dict[tuple[int, int, int], float], settings: list[Setting], loads: list[int]
+) -> str:
+    """A row per (threads, nice): latency per load, then each load's latency over the quiet one
+    (when load 0 was measured)."""
+    relative = [load for load in loads if load] if 0 in loads else []
+    header = ["threads", "nice"] + [f"{load} busy" for load in loads]
+    header += [f"{load} busy / quiet" for load in relative]
+    rows = []
+    for threads, nice in settings:
+        row = [str(threads), str(nice)]
+        row += [f"{results[threads, nice, load]:.2f} s" for load in loads]
+        quiet = results.get((threads, nice, 0))
+        row += [f"{results[threads, nice, load] / quiet:.2f}x" for load in relative]
+        rows.append(row)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -120,7 +140,7 @@ def table(results: dict[tuple[int, int], float], threads: list[int], loads: list
     return "\n".join([line(header), separator, *(line(row) for row in rows)])
 
 
-def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
+def main(argv: list[str] | None = None) -> dict[tuple[int, int, int], float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", type=Path, default=SCANS)
     parser.add_argument("--scan", default="scene0009_00", help="a val scan by default")
@@ -128,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
     parser.add_argument("--checkpoint", help="default: the shipped DyCo3D checkpoint")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--loads", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--nice", type=int, nargs="+", default=[0], help="worker niceness")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--node", action="store_true", help="time the node end to end")
     args = parser.parse_args(argv)
@@ -135,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
         parser.error("--points subsamples for the Segmenter only; the node gets the whole scan")
     if min(args.threads) < 1 or min(args.loads) < 0 or args.repeats < 1:
         parser.error("--threads >= 1, --loads >= 0, --repeats >= 1")
+    if not all(-20 <= n <= 19 for n in args.nice):
+        parser.error("--nice within -20..19")
 
     import torch
     from dyco_perception.scenes import load_npz_scene
@@ -153,16 +176,17 @@ def main(argv: list[str] | None = None) -> dict[tuple[int, int], float]:
     )
     scene = load_npz_scene(args.scans / f"{args.scan}.npz") if args.node else None
     print("timing the node end to end" if args.node else "timing the Segmenter in this process")
+    settings = [(threads, nice) for threads in args.threads for nice in args.nice]
     results = {}
     for load in args.loads:
-        for threads in args.threads:
+        for threads, nice in settings:
             if args.node:
-                cell = time_node_cell(checkpoint, scene, threads, load, args.repeats)
+                cell = time_node_cell(checkpoint, scene, threads, nice, load, args.repeats)
             else:
-                cell = time_cell(segmenter, xyz, rgb, threads, load, args.repeats)
-            results[threads, load] = cell
-            print(f"  threads {threads}, {load} busy: {results[threads, load]:.2f} s", flush=True)
-    print(table(results, args.threads, args.loads))
+                cell = time_cell(segmenter, xyz, rgb, threads, nice, load, args.repeats)
+            results[threads, nice, load] = cell
+            print(f"  threads {threads}, nice {nice}, {load} busy: {cell:.2f} s", flush=True)
+    print(table(results, settings, args.loads))
     return results
 
 

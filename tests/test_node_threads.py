@@ -1,10 +1,14 @@
 """The node's `threads` parameter: torch's intra-op CPU threads for inference (inter-op 1),
 default 1 (it holds up when the CPU is shared: bench/bench_node_load.py), validated, applied in
-the worker thread that runs the model, and changeable at run time."""
+the worker thread that runs the model, and changeable at run time. And `worker_nice`: the
+worker thread's scheduling niceness, the rest of the node untouched."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,7 +39,7 @@ def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("threads")
     topic = "/test_threads/cloud_in"
     process = start_node(
-        {"checkpoint": str(TINY_FIXTURE), "device": "cpu", "threads": 2},
+        {"checkpoint": str(TINY_FIXTURE), "device": "cpu", "threads": 2, "worker_nice": 5},
         remaps={"cloud_in": topic},
         log_path=tmp / "node.log",
     )
@@ -43,6 +47,7 @@ def node(tmp_path_factory):
     try:
         if not client.wait_for_node(timeout=90):
             pytest.fail((tmp / "node.log").read_text())
+        client.node_pid = process.pid
         yield client
     finally:
         client.close()
@@ -74,3 +79,59 @@ def test_bad_threads_value_stops_the_start() -> None:
     )
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "threads" in done.stderr, done.stderr
+
+
+def _thread_nices(pid: int) -> dict[int, int]:
+    """{thread id: niceness} of a running process, from /proc (field 19 of each task's stat)."""
+    nices = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        nices[int(task.name)] = int(fields[16])
+    return nices
+
+
+def test_worker_thread_alone_runs_at_the_worker_nice(node, scan_sample) -> None:
+    from test_node import make_cloud, segment
+
+    xyz, rgb = scan_sample("scene0001_00", 3_000)
+    segment(node, make_cloud(xyz, rgb))
+    assert node.wait_until(lambda: node.diagnostics.get("worker_nice") == "5", 10)
+    nices = _thread_nices(node.node_pid)
+    assert 5 in nices.values(), nices  # the worker (and its intra-op threads)
+    assert nices[node.node_pid] == os.getpriority(os.PRIO_PROCESS, 0), nices  # main: as started
+    assert SPECS_BY_NAME["worker_nice"].default == 0
+    assert check_value("worker_nice", -21) and check_value("worker_nice", 20)
+
+
+def test_use_worker_nice_sets_the_calling_thread_only() -> None:
+    pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+    from dyco_perception.ros.segment_node import use_worker_nice
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    answer = []
+    thread = threading.Thread(target=lambda: answer.append(use_worker_nice(before + 3)))
+    thread.start()
+    thread.join()
+    assert answer == [(before + 3, None)]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+REFUSED = """
+import os
+from dyco_perception.ros.segment_node import use_worker_nice
+if os.getuid() == 0:
+    os.setuid(65534)  # root may raise priority: drop to nobody, as a robot's user runs
+nice, reason = use_worker_nice(-5)
+print(nice, reason)
+"""
+
+
+def test_refused_worker_nice_says_why_and_keeps_the_inherited_one() -> None:
+    pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert done.stdout.startswith(f"{nice} worker_nice=-5 refused"), done.stdout
+    assert "CAP_SYS_NICE" in done.stdout

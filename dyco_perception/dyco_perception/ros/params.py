@@ -126,6 +126,18 @@ SPECS: tuple[ParamSpec, ...] = (
         int_range=(1, 1024),
     ),
     ParamSpec(
+        "worker_nice",
+        0,
+        "Scheduling niceness of the inference worker thread (Linux, per thread; threads it "
+        "starts inherit it), the rest of the node untouched. Negative values give inference "
+        "precedence over the robot's other processes on a shared CPU (bench/bench_node_load.py "
+        "--nice) and need CAP_SYS_NICE or an RLIMIT_NICE allowance (limits.conf `nice`); when "
+        "refused the node logs a warning and runs at the niceness it inherited (diagnostics: "
+        "worker_nice). 0 leaves the scheduling as it is.",
+        read_only=True,
+        int_range=(-20, 19),
+    ),
+    ParamSpec(
         "qos.reliability",
         "reliable",
         "Input subscription reliability (reliable or best_effort).",
@@ -310,6 +322,7 @@ class NodeSettings:
     objects: ObjectMapConfig | None = None  # None: object map disabled
     decoder: str = ""  # the decoder the checkpoint must hold ("": any)
     threads: int = 1  # torch intra-op threads of the worker
+    worker_nice: int = 0  # the worker thread's scheduling niceness
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
@@ -339,6 +352,7 @@ class NodeSettings:
             objects=_object_map_config(values),
             decoder=str(values.get("decoder", "")),
             threads=int(values.get("threads", 1)),
+            worker_nice=int(values.get("worker_nice", 0)),
         )
 
     @property

@@ -86,6 +86,23 @@ def use_torch_threads(count: int) -> int:
     return torch.get_num_threads()
 
 
+def use_worker_nice(nice: int) -> tuple[int, str | None]:
+    """Give the calling thread the scheduling niceness `nice` (Linux keeps it per thread, and
+    threads it starts inherit it: torch's intra-op threads of this worker). Returns the niceness
+    in force and, when the system refused, why."""
+    thread = threading.get_native_id()
+    if os.getpriority(os.PRIO_PROCESS, thread) != nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread, nice)
+        except PermissionError:
+            reason = (
+                f"worker_nice={nice} refused: raising a thread's priority needs CAP_SYS_NICE "
+                "or an RLIMIT_NICE allowance (limits.conf `nice`)"
+            )
+            return os.getpriority(os.PRIO_PROCESS, thread), reason
+    return os.getpriority(os.PRIO_PROCESS, thread), None
+
+
 def _one_interop_thread() -> None:
     """One inter-op thread: the model has no independent ops to overlap, and each extra
     thread is one more to compete for a shared CPU. Torch allows setting it once per process,
@@ -143,6 +160,7 @@ class SegmentationCore(ObjectMapNode):
         self._warned_no_rgb = False
         self._output_publishers: list[Any] = []
         self._worker: threading.Thread | None = None
+        self._worker_nice = os.getpriority(os.PRIO_PROCESS, 0)  # the worker's, once it runs
         # Done when the node has nothing left to do (the managed node after shutdown).
         self.finished = Future()
 
@@ -295,6 +313,9 @@ class SegmentationCore(ObjectMapNode):
             self._lock.notify()
 
     def _work(self) -> None:
+        self._worker_nice, refused = use_worker_nice(self.settings.worker_nice)
+        if refused:
+            self.get_logger().warning(f"{refused}; inference runs at nice {self._worker_nice}")
         while True:
             with self._lock:
                 while self._pending is None and not self._stopping:
@@ -427,6 +448,7 @@ class SegmentationCore(ObjectMapNode):
             "last_num_instances": int(last.get("num_instances", 0)),
             # torch threads the last cloud ran with (before one: the parameter)
             "threads": int(last.get("threads", self.settings.threads)),
+            "worker_nice": self._worker_nice,
         }
         values.update({k: v for k, v in counts.items() if k.startswith("rejected_")})
         values.update(self._object_map_diagnostics(counts))
