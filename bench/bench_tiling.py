@@ -1,7 +1,11 @@
 """Maps bigger than one room: tiled inference time, peak memory, and AP against untiled.
 
     python bench/bench_tiling.py --checkpoint checkpoints/dyco3d_scannet_m16.safetensors \
-        [--threads 2] [--sizes 1000000 5000000] [--untiled-sizes 1000000] [--ap-block-size 4.0]
+        [--threads 2] [--workers 1] [--sizes 1000000 5000000] [--untiled-sizes 1000000] \
+        [--ap-block-size 4.0]
+
+--workers W > 1 runs W blocks of a tiled map side by side, one torch thread each (the node's
+`threads` parameter does this for maps of several blocks); --threads is then the untiled rows'.
 
 Speed rows: real scannet50k scans laid side by side (`bench_pipeline.tiled_cloud`), one process
 per row so its peak RSS is its own; tiled rows use the default `TilingConfig`, untiled rows
@@ -36,7 +40,7 @@ def run_child(args: argparse.Namespace) -> None:
     from dyco_perception.segmenter import Segmenter
     from dyco_perception.tiling import TilingConfig
 
-    tiling = TilingConfig(enabled=args.child_tiling == "on")
+    tiling = TilingConfig(enabled=args.child_tiling == "on", workers=args.workers)
     seg = Segmenter.from_checkpoint(args.checkpoint, device="cpu", backend="auto", tiling=tiling)
     xyz, rgb = tiled_cloud(args.child_size)
     seg.segment(xyz[:20000], rgb[:20000])  # warm-up (allocator, lazy imports)
@@ -64,7 +68,8 @@ def speed_rows(args: argparse.Namespace) -> None:
     runs = [(size, "on") for size in args.sizes] + [(size, "off") for size in args.untiled_sizes]
     for size, tiling in sorted(runs):
         command = [sys.executable, __file__, "--checkpoint", args.checkpoint]
-        command += ["--threads", str(args.threads), "--child-size", str(size)]
+        command += ["--threads", str(args.threads), "--workers", str(args.workers)]
+        command += ["--child-size", str(size)]
         command += ["--child-tiling", tiling]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
@@ -125,6 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="checkpoints/dyco3d_scannet_m16.safetensors")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="tiled blocks side by side")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 5_000_000])
     parser.add_argument("--untiled-sizes", type=int, nargs="*", default=[1_000_000])
     parser.add_argument("--ap-block-size", type=float, default=4.0)
@@ -135,7 +141,8 @@ def main() -> None:
         run_child(args)
         return
     print(
-        f"cores: {os.cpu_count()}, torch threads: {args.threads}, load average at start: "
+        f"cores: {os.cpu_count()}, torch threads: {args.threads}, block workers: "
+        f"{args.workers}, load average at start: "
         f"{os.getloadavg()[0]:.1f}, checkpoint: {args.checkpoint}\n"
     )
     speed_rows(args)

@@ -273,6 +273,28 @@ def test_tiled_and_untiled_inference_agree_on_a_real_scan(
     assert np.mean(matched) >= 0.5
 
 
+def test_blocks_side_by_side_give_the_sequential_result(shipped: Segmenter, room) -> None:
+    """tiling.workers runs blocks on parallel threads; the merge sees them in block order, so
+    labels, scores, instances and the block report are those of one worker, and the caller's
+    torch thread count is back afterwards. (Sequentially on one torch thread, as each worker
+    runs: another thread count sums in another order, equal only up to float rounding.)"""
+    xyz, rgb, _ = room
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = with_tiling(shipped, block_size=2.5, overlap=0.5).segment(xyz, rgb)
+    finally:
+        torch.set_num_threads(threads)
+    three = with_tiling(shipped, block_size=2.5, overlap=0.5, workers=3).segment(xyz, rgb)
+    assert torch.get_num_threads() == threads
+    assert len(one.block_points) >= 4 and three.block_points == one.block_points
+    assert np.array_equal(three.semantic, one.semantic)
+    assert np.array_equal(three.instance, one.instance)
+    assert np.array_equal(three.score, one.score)
+    assert [i.class_id for i in three.instances] == [i.class_id for i in one.instances]
+    assert set(three.timings) == set(one.timings)
+
+
 # ---- region of interest ---------------------------------------------------------------------
 @pytest.mark.parametrize(
     "roi",

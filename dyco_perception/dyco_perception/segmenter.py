@@ -10,10 +10,12 @@ and counted (their outputs: semantic -1, instance 0, score 0), and so are rows o
 optional region of interest. Empty clouds, single points and identical points give valid
 (possibly empty) results. Maps larger than a block (`TilingConfig`) run block by block, with
 instances merged across block borders (`tiling.py`), so memory stays bounded whatever the map
-size. A block that still exceeds `voxel.max_voxels` (a single block of extreme density, or
-tiling off) is voxelized coarser, with a warning, and counted in `coarse_blocks`. The same
-input gives the same output (eval mode, no randomness; CPU kernels are deterministic; on
-CUDA, atomic adds make results equal only up to float rounding).
+size; on CPU, `tiling.workers` blocks run side by side (one torch thread each: independent
+blocks scale where one block's intra-op threads wait on each other). A block that still
+exceeds `voxel.max_voxels` (a single block of extreme density, or tiling off) is voxelized
+coarser, with a warning, and counted in `coarse_blocks`. The same input gives the same output,
+whatever the workers (eval mode, no randomness; CPU kernels are deterministic; blocks merge in
+order; on CUDA, atomic adds make results equal only up to float rounding).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.tiling import (
+    Block,
     BlockMerger,
     MergedInstances,
     RegionOfInterest,
@@ -252,10 +257,9 @@ class Segmenter:
         # One voxel grid for the whole map: a point falls in the same voxel whichever block
         # sees it, so blocks agree where they overlap.
         origin = torch.from_numpy(xyz.min(0))
-        for block in blocks:
-            colours = None if rgb is None else rgb[block.context]
-            block_out = self._infer(xyz[block.context], colours, origin, result, timings)
-            merger.add(block, *block_out)
+        for block, run in zip(blocks, self._infer_blocks(blocks, xyz, rgb, origin), strict=True):
+            merger.add(block, *run.outputs)
+            run.report_to(result, timings)
         t1 = time.perf_counter()
         merged = merger.finish(self.tiling.merge_overlap, self.cfg.inference.min_instance_points)
         result.semantic[keep] = merged.semantic
@@ -264,24 +268,41 @@ class Segmenter:
         result.instances = _describe(result, merged, xyz, keep)
         _add_time(timings, "tiling", t1)
 
+    def _infer_blocks(
+        self, blocks: list[Block], xyz: np.ndarray, rgb: np.ndarray | None, origin: torch.Tensor
+    ) -> Iterator[BlockRun]:
+        """The blocks' runs, in block order (so the merge, and the result, do not depend on
+        the workers); on CPU `tiling.workers` at a time, each worker on one torch thread."""
+
+        def infer(block: Block) -> BlockRun:
+            colours = None if rgb is None else rgb[block.context]
+            return self._infer(xyz[block.context], colours, origin)
+
+        workers = min(self.tiling.workers, len(blocks))
+        if workers == 1 or self.device.type != "cpu":
+            yield from map(infer, blocks)  # lazily: one block's model memory at a time
+            return
+        threads = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(
+                workers, initializer=torch.set_num_threads, initargs=(1,)
+            ) as pool:
+                yield from pool.map(infer, blocks)
+        finally:
+            torch.set_num_threads(threads)  # the workers changed torch's process-wide default
+
+    @torch.no_grad()  # grad mode is per thread: a block worker does not inherit segment()'s
     def _infer(
-        self,
-        xyz: np.ndarray,
-        rgb: np.ndarray | None,
-        grid_origin: torch.Tensor,
-        result: SegmentationResult,
-        timings: dict[str, float],
-    ) -> tuple[np.ndarray, ...]:
+        self, xyz: np.ndarray, rgb: np.ndarray | None, grid_origin: torch.Tensor
+    ) -> BlockRun:
         """One block through the model: semantic, instance (n,), and per instance class id,
-        score, class probabilities."""
+        score, class probabilities; with what the result reports about the block."""
+        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         points = torch.from_numpy(xyz).to(self.device)
         colours = None if rgb is None else torch.from_numpy(rgb).to(self.device)
         batch = torch.zeros(points.shape[0], dtype=torch.long, device=self.device)
         voxel_size = self._voxel_size_for(points)
-        result.voxel_size = max(result.voxel_size, voxel_size)
-        result.coarse_blocks += int(voxel_size != self.cfg.voxel.voxel_size)
-        result.block_points.append(int(points.shape[0]))
         _add_time(timings, "preprocess", t0)
         outputs = self.model(
             points,
@@ -290,10 +311,6 @@ class Segmenter:
             voxel_size=voxel_size,
             timings=timings,
             grid_origin=grid_origin.to(self.device),
-        )
-        modes = ("off", "global", "windowed")  # a map reports the most approximate block
-        result.transformer = max(
-            result.transformer, outputs["diagnostics"]["transformer"], key=modes.index
         )
         t1 = time.perf_counter()
         final = select_instances(outputs, points.shape[0], self.cfg.mask_head, self.cfg.inference)
@@ -306,7 +323,36 @@ class Segmenter:
         )
         block = tuple(t.cpu().numpy() for t in block)
         _add_time(timings, "postprocess", t1)
-        return block
+        return BlockRun(
+            outputs=block,
+            voxel_size=voxel_size,
+            coarse=voxel_size != self.cfg.voxel.voxel_size,
+            points=int(points.shape[0]),
+            transformer=outputs["diagnostics"]["transformer"],
+            timings=timings,
+        )
+
+
+@dataclass
+class BlockRun:
+    """One block's model outputs and what the result reports about it (kept apart from the
+    result while blocks run side by side)."""
+
+    outputs: tuple[np.ndarray, ...]
+    voxel_size: float
+    coarse: bool
+    points: int
+    transformer: str
+    timings: dict[str, float]
+
+    def report_to(self, result: SegmentationResult, timings: dict[str, float]) -> None:
+        result.voxel_size = max(result.voxel_size, self.voxel_size)
+        result.coarse_blocks += int(self.coarse)
+        result.block_points.append(self.points)
+        modes = ("off", "global", "windowed")  # a map reports the most approximate block
+        result.transformer = max(result.transformer, self.transformer, key=modes.index)
+        for stage, seconds in self.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
 
 
 def _add_time(timings: dict[str, float], stage: str, since: float) -> None:

@@ -49,6 +49,9 @@ class TilingConfig:
     merge_overlap: float = ranged(
         0.5, 0.0, 1.0, "share of the smaller of two parts both blocks saw above which they join"
     )
+    workers: int = ranged(
+        1, 1, 1024, "blocks run side by side on this many CPU threads, one torch thread each"
+    )
 
     @classmethod
     def from_dict(cls, data: dict) -> TilingConfig:

@@ -119,10 +119,11 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "threads",
         1,
-        "CPU threads torch may use for one cloud's inference (intra-op; inter-op is 1). 1 holds "
-        "up when the CPU is shared: measured as fast as 2 on a quiet 2-core machine and 2-40x "
-        "faster under competing load (bench/bench_node_load.py). Raise it on a machine the "
-        "node has to itself. Applies from the next cloud.",
+        "CPU threads for one cloud's inference: torch intra-op threads for a cloud of one block "
+        "(inter-op is 1), blocks side by side, one thread each, for a map of several (tiling). "
+        "1 holds up when the CPU is shared: measured as fast as 2 on a quiet 2-core machine and "
+        "2-40x faster under competing load (bench/bench_node_load.py). Raise it on a machine "
+        "the node has to itself. Applies from the next cloud.",
         int_range=(1, 1024),
     ),
     ParamSpec(

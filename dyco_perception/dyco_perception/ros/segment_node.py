@@ -371,6 +371,7 @@ class SegmentationCore(ObjectMapNode):
         colours = self._colours(points)
         read_time = time.perf_counter() - start
         threads = use_torch_threads(settings.threads)
+        self.segmenter.tiling.workers = threads  # a map of several blocks: blocks side by side
         try:
             result = self.segmenter.segment(points.xyz, colours, roi=settings.roi)
         except (ValueError, RuntimeError) as exc:  # e.g. out of memory: skip this cloud
