@@ -8,9 +8,10 @@ Runs the checkpoint's backbone once on a real scan, records every SparseConv lay
 subm neighbour maps already built (shared by a level's layers, they are timed apart per level;
 a down conv's own map is built inside its timing, an up conv reuses its down conv's):
 spconv (Native on CPU), torch (per offset: gather -> matmul -> index_add), gemm (gather-GEMM:
-one gather into (V, 27 C_in), one matmul), and the bfloat16-matmul variants torch_bf16 and
-gemm_bf16 (subm only; down/up run torch or spconv). All candidates of a layer are timed in
-the same process, interleaved, median of `--repeats`. Layers of one shape (same kind, voxels,
+one gather into (V, 27 C_in), one matmul), native (dyco_ops' output-stationary C++ kernel on
+gemm's table, where it is built) and the bfloat16-matmul variants torch_bf16 and gemm_bf16
+(subm only; down/up run torch or spconv). All candidates of a layer are timed in the same
+process, interleaved, median of `--repeats`. Layers of one shape (same kind, voxels,
 channels) are pooled. `--write` stores the table as sparse/algorithms.yaml, which "auto"
 reads at inference (`sparse/algorithms.py`).
 """
@@ -31,7 +32,14 @@ import torch
 import yaml
 from dyco_perception.checkpoint import build_model, load_checkpoint
 from dyco_perception.model.voxelizer import point_features, voxelize
-from dyco_perception.sparse import SparseConv, SparseVoxels, gemm, spconv_available, torch_backend
+from dyco_perception.sparse import (
+    SparseConv,
+    SparseVoxels,
+    gemm,
+    native_conv,
+    spconv_available,
+    torch_backend,
+)
 from dyco_perception.sparse.algorithms import (
     ALGORITHMS,
     DEFAULT_TABLE,
@@ -89,6 +97,8 @@ def candidates(layer: SparseConv, x: SparseVoxels) -> dict[str, Callable[[], obj
     run = {}
     for algorithm in KIND_ALGORITHMS[layer.kind]:
         if algorithm == "spconv" and not spconv_available():
+            continue
+        if algorithm == "native" and not native_conv.kernel():
             continue
         run[algorithm] = _call(layer, x, algorithm)
     return run
@@ -190,7 +200,10 @@ def _spconv_map_seconds(layer: SparseConv, x: SparseVoxels) -> float:
 
 
 def print_table(entries: list[dict], load: float) -> None:
-    names = [n for n in ("spconv", "torch", "gemm", "torch_bf16", "gemm_bf16")]
+    measured = {n for e in entries for n in e["ms"]}
+    names = [
+        n for n in ("spconv", "torch", "gemm", "native", "torch_bf16", "gemm_bf16") if n in measured
+    ]
     print(
         f"torch threads {torch.get_num_threads()}, load average {load:.1f}: the other core was "
         "busy with a training run (timings are noisy; all algorithms interleaved in one process)"
@@ -289,7 +302,11 @@ def print_plans(entries: list[dict], maps: list[dict]) -> None:
     """What "auto" runs per level with these measurements (sparse/algorithms.py)."""
     layers = [{**{k: e[k] for k in (*key_names(), "ms")}, "count": e["layers"]} for e in entries]
     table = parse_algorithm_table({"layers": layers, "maps": maps})
-    usable = set(ALGORITHMS) if spconv_available() else set(ALGORITHMS) - {"spconv"}
+    usable = set(ALGORITHMS)
+    if not spconv_available():
+        usable.discard("spconv")
+    if not native_conv.kernel():
+        usable.discard("native")
     print('\n"auto" per level (subm layers: algorithm x count), float32 | bfloat16:')
     for level in maps:
         picks = {}

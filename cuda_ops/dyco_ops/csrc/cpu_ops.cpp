@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.h"
+#include "subm_conv.h"
 
 namespace {
 
@@ -532,4 +533,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("box_iou_3d", &box_iou_3d, "pairwise IoU of axis-aligned 3D boxes");
   m.def("otsu_threshold", &otsu_threshold, "per-segment Otsu threshold");
   m.def("ln_nms", &ln_nms, "DKNet local-normalised NMS per scene, -1 padded");
+  m.def("subm_conv3d", &dyco::subm_conv3d, "output-stationary submanifold 3x3x3 conv",
+        py::arg("features"), py::arg("table"), py::arg("weight"), py::arg("bias") = py::none());
 }

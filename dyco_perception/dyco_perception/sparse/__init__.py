@@ -5,7 +5,8 @@ offset index = (dx * k + dy) * k + dz with d in 0..k-1 (for the 3x3x3 submanifol
 spatial offset is d - 1). The "torch" backend (pure PyTorch: hashed keys, sort + searchsorted
 neighbour maps, gather -> matmul -> index_add) uses it directly; the "spconv" backend permutes it
 into spconv's layout at call time, so one state_dict serves both. "gemm" (gemm.py) runs a
-submanifold conv as one gather + one matmul; "auto" picks per layer at inference from the
+submanifold conv as one gather + one matmul, "native" (native_conv.py) by dyco_ops'
+output-stationary C++ kernel where it is built; "auto" picks per layer at inference from the
 measurements in algorithms.yaml (algorithms.py).
 """
 

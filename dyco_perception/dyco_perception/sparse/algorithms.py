@@ -26,6 +26,7 @@ ALGORITHMS: dict[str, str] = {
     "gemm": "float32",  # gather-GEMM (gemm.py)
     "torch_bf16": "bfloat16",  # per-offset with bfloat16 matmuls
     "gemm_bf16": "bfloat16",  # gather-GEMM with a bfloat16 matmul
+    "native": "float32",  # output-stationary C++ kernel (native_conv.py), where it is built
 }
 KIND_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "subm": tuple(ALGORITHMS),
@@ -66,10 +67,11 @@ MAPS_NEEDED: dict[str, tuple[str, ...]] = {
     "gemm": ("pairs", "table"),
     "gemm_bf16": ("pairs", "table"),
     "spconv": ("spconv",),
+    "native": ("pairs", "table"),
 }
 MAP_KINDS = ("pairs", "table", "spconv")
 # Algorithm families a level may mix; each family brings its maps.
-FAMILIES = (("torch", "torch_bf16"), ("gemm", "gemm_bf16"), ("spconv",))
+FAMILIES = (("torch", "torch_bf16"), ("gemm", "gemm_bf16"), ("spconv",), ("native",))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import nn
 
-from dyco_perception.sparse import gemm, torch_backend
+from dyco_perception.sparse import gemm, native_conv, torch_backend
 from dyco_perception.sparse.algorithms import default_table
 from dyco_perception.sparse.tensor import SparseVoxels, resolve_backend, spconv_available
 
@@ -18,7 +18,10 @@ FIXED_ALGORITHMS = {
     "torch": ("torch", "torch_bf16"),
     "gemm": ("gemm", "gemm_bf16"),
     "spconv": ("spconv", None),
+    "native": ("native", None),
 }
+# Backends written for subm only: their down/up convs run torch.
+SUBM_ONLY = ("gemm", "native")
 
 
 class SparseConv(nn.Module):
@@ -29,6 +32,7 @@ class SparseConv(nn.Module):
     kind="up":   the inverse of the "down" conv that produced this level (restores its voxels).
     `backend` may be switched at any time; the weight does not change:
       "torch" | "spconv" | "gemm" (gather-GEMM for subm, torch for down/up): that algorithm;
+      "native" (the output-stationary C++ kernel for subm, inference only; torch for down/up);
       "auto": on CPU without autograd, the fastest measured algorithm for this layer's size
       (`algorithms.py`); with autograd (training) or on GPU, spconv when importable, else torch.
     `precision` "bfloat16" runs the matmuls of the torch/gemm algorithms in bfloat16
@@ -84,6 +88,8 @@ class SparseConv(nn.Module):
         elif algorithm in ("gemm", "gemm_bf16"):
             dtype = torch.bfloat16 if algorithm == "gemm_bf16" else None
             return gemm.subm_conv_gemm(x, weight, self.bias, dtype)
+        elif algorithm == "native":
+            return native_conv.subm_conv_native(x, weight, self.bias)
         elif algorithm == "torch_bf16":
             return gemm.subm_conv_offsets_bf16(x, weight, self.bias)
         else:
@@ -115,8 +121,8 @@ class SparseConv(nn.Module):
             )
             return choice or resolve_backend("auto")
         fp32, bf16 = FIXED_ALGORITHMS[resolve_backend(self.backend)]
-        if self.kind != "subm" and self.backend == "gemm":
-            fp32, bf16 = "torch", None  # gather-GEMM is written for subm only
+        if self.kind != "subm" and self.backend in SUBM_ONLY:
+            fp32, bf16 = "torch", None
         if self.precision == "bfloat16" and bf16 is not None:
             return bf16 if self.kind == "subm" else fp32
         return fp32
@@ -158,10 +164,13 @@ class SparseConv(nn.Module):
 
 
 def _usable_algorithms(kind: str, x: SparseVoxels) -> set[str]:
-    """An up conv reuses the maps of its down conv, so it must run that conv's algorithm."""
+    """An up conv reuses the maps of its down conv, so it must run that conv's algorithm;
+    "native" only where its kernel can run on `x` (built, CPU, float32, no autograd)."""
     usable = {"torch", "gemm", "torch_bf16", "gemm_bf16"}
     if spconv_available():
         usable.add("spconv")
+    if kind == "subm" and native_conv.usable(x):
+        usable.add("native")
     if kind == "up":
         fine = x.stride // 2
         usable = {a for a in usable if a == "torch"} if ("down", fine) in x.cache else set()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-BACKENDS = ("torch", "spconv", "gemm")
+BACKENDS = ("torch", "spconv", "gemm", "native")
 # Voxel keys pack (batch, x+1, y+1, z+1) into one int64: 15 bits batch, 16 bits per axis.
 AXIS_BITS = 16
 MAX_AXIS = (1 << AXIS_BITS) - 3  # room for the +1 shift and a -1/+1 neighbour offset
@@ -77,7 +77,9 @@ def resolve_backend(backend: str) -> str:
     if backend == "auto":
         return "spconv" if spconv_available() else "torch"
     if backend not in BACKENDS:
-        raise ValueError(f"sparse backend {backend!r} unknown; choose auto, torch, spconv or gemm")
+        raise ValueError(
+            f"sparse backend {backend!r} unknown; choose one of auto, {', '.join(BACKENDS)}"
+        )
     if backend == "spconv" and not spconv_available():
         raise ValueError("sparse backend 'spconv' requested but spconv.pytorch cannot be imported")
     return backend

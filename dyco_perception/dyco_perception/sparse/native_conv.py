@@ -1,0 +1,61 @@
+"""Submanifold conv by the native output-stationary CPU kernel (dyco_ops `subm_conv3d`).
+
+Per output voxel the C++ kernel sums features[table[i, k]] @ weight[k] over the voxel's
+present neighbours in a register accumulator and writes the row once: no (V, 27 * C_in)
+column matrix (gather-GEMM) and no scatter (the per-offset path's index_add). It reads the
+gather-GEMM's cached neighbour table (`gemm.subm_table`), so the two share a level's maps.
+Inference only: float32 CPU tensors without autograd, and only where the native CPU extension
+is built and current; elsewhere `usable` is False and "auto" picks another algorithm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from dyco_perception.sparse import gemm
+from dyco_perception.sparse.tensor import SparseVoxels
+
+try:  # the native kernels are an optional speed-up (package dyco_ops, cuda_ops/)
+    from dyco_ops import native
+except ImportError:
+    native = None
+
+NOT_INSTALLED = "dyco_ops not installed (pip install cuda_ops/, then python -m dyco_ops.build)"
+
+
+def kernel() -> Callable[..., torch.Tensor] | None:
+    """The native `subm_conv3d`, or None when the CPU extension is absent, stale or older."""
+    module = None if native is None else native.load("dyco_ops_cpu").module
+    return getattr(module, "subm_conv3d", None)
+
+
+def unavailable_reason(x: SparseVoxels | None = None) -> str | None:
+    """Why the native kernel cannot run (on `x`, when given) in this context; None if it can."""
+    if kernel() is None:
+        if native is None:
+            return NOT_INSTALLED
+        why = native.load("dyco_ops_cpu").reason
+        return "the build has no subm_conv3d (rebuild)" if why == "loaded" else why
+    if torch.is_grad_enabled():
+        return "inference only: run under torch.no_grad()"
+    if x is not None and x.features.device.type != "cpu":
+        return f"CPU tensors only, got {x.features.device.type}"
+    if x is not None and x.features.dtype != torch.float32:
+        return f"float32 features only, got {x.features.dtype}"
+    return None
+
+
+def usable(x: SparseVoxels) -> bool:
+    return unavailable_reason(x) is None
+
+
+def subm_conv_native(
+    x: SparseVoxels, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> SparseVoxels:
+    """Submanifold 3x3x3 conv of `x` with weight (27, C_in, C_out) and an optional bias."""
+    why = unavailable_reason(x)
+    if why is not None:
+        raise RuntimeError(f"native submanifold conv unavailable: {why}")
+    return x.with_features(kernel()(x.features, gemm.subm_table(x), weight, bias))
