@@ -259,3 +259,33 @@ def test_fusing_keeps_the_state_dict_and_refuses_training() -> None:
     with pytest.raises(RuntimeError, match="cannot train"):
         model.backbone.train()  # a submodule too
     model.eval()  # eval stays allowed (the Segmenter restores the mode it found)
+
+
+NO_SPCONV_AT_INFERENCE = """
+import sys
+import numpy as np
+from dyco_perception.segmenter import Segmenter
+segmenter = Segmenter.from_checkpoint(sys.argv[1], device="cpu")
+scan = np.load(sys.argv[2])
+result = segmenter.segment(scan["xyz"][:5000], scan["rgb"][:5000])
+print(len(result.semantic), "spconv" in " ".join(sys.modules))
+"""
+
+
+def test_cpu_inference_never_imports_spconv(scannet_dir) -> None:
+    """Importing spconv costs 6-12 s (its GPU kernel catalogue, built in Python) at every node
+    start; CPU inference ("auto") must run without it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "tiny_fixture.safetensors"
+    scan = scannet_dir / "scene0001_00.npz"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_SPCONV_AT_INFERENCE, str(checkpoint), str(scan)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["5000", "False"], done.stdout

@@ -13,7 +13,7 @@ from dyco_perception.model.decoders import DecoderInput, decoder_class
 from dyco_perception.model.transformer import BottleneckTransformer
 from dyco_perception.model.unet import FUSED_TRAIN_ERROR, ResidualBlock, SparseUNet, point_mlp
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
-from dyco_perception.sparse import SparseConv, resolve_backend
+from dyco_perception.sparse import SparseConv, check_backend
 from dyco_perception.sparse.algorithms import PRECISIONS
 
 
@@ -76,7 +76,7 @@ class SegmentationNetwork(nn.Module):
         """Switch every sparse conv to `backend` ("auto" | "torch" | "spconv" | "gemm");
         weights stay. "auto" picks per layer from measurements at inference, spconv (when
         importable, else torch) under autograd; see `sparse.SparseConv`."""
-        resolve_backend(backend)  # validates (and that spconv imports when asked for)
+        check_backend(backend)  # validates (and that spconv imports when asked for)
         for module in self._sparse_convs():
             module.backend = backend
         self.backend = backend

@@ -13,6 +13,11 @@ measurements in algorithms.yaml (algorithms.py).
 from __future__ import annotations
 
 from dyco_perception.sparse.conv import SparseConv
-from dyco_perception.sparse.tensor import SparseVoxels, resolve_backend, spconv_available
+from dyco_perception.sparse.tensor import (
+    SparseVoxels,
+    check_backend,
+    resolve_backend,
+    spconv_available,
+)
 
-__all__ = ["SparseConv", "SparseVoxels", "resolve_backend", "spconv_available"]
+__all__ = ["SparseConv", "SparseVoxels", "check_backend", "resolve_backend", "spconv_available"]

@@ -34,7 +34,8 @@ class SparseConv(nn.Module):
       "torch" | "spconv" | "gemm" (gather-GEMM for subm, torch for down/up): that algorithm;
       "native" (the output-stationary C++ kernel for subm, inference only; torch for down/up);
       "auto": on CPU without autograd, the fastest measured algorithm for this layer's size
-      (`algorithms.py`); with autograd (training) or on GPU, spconv when importable, else torch.
+      (`algorithms.py`) other than spconv (never imported for CPU inference); with autograd
+      (training) or on GPU, spconv when importable, else torch.
     `precision` "bfloat16" runs the matmuls of the torch/gemm algorithms in bfloat16
     (inference only). `fold_scale(scale, shift)` folds a following eval BatchNorm into a
     separate weight and bias (non-persistent: the state_dict keeps the trained weight).
@@ -107,19 +108,21 @@ class SparseConv(nn.Module):
                 "or set precision 'float32'"
             )
         if self.backend == "auto":
-            # The table is measured on this CPU; on a GPU spconv's implicit GEMM is the choice.
-            table = None if grad or x.features.device.type != "cpu" else default_table()
-            usable = _usable_algorithms(self.kind, x)
-            voxels = int(x.coords.shape[0])
-            choice = table and table.choose(
+            if grad or x.features.device.type != "cpu":
+                return resolve_backend("auto")  # training, or a GPU: spconv's implicit GEMM
+            # CPU inference: the table measured on this CPU, without spconv, whose import alone
+            # takes 6-12 s (it builds its GPU kernel catalogue in Python) at every start of a
+            # node, and which the native kernel outruns wherever spconv was the choice.
+            usable = _usable_algorithms(self.kind, x, spconv=False)
+            choice = default_table().choose(
                 self.kind,
-                voxels,
+                int(x.coords.shape[0]),
                 self.in_channels,
                 self.out_channels,
                 self.precision,
                 usable,
             )
-            return choice or resolve_backend("auto")
+            return choice or "torch"
         fp32, bf16 = FIXED_ALGORITHMS[resolve_backend(self.backend)]
         if self.kind != "subm" and self.backend in SUBM_ONLY:
             fp32, bf16 = "torch", None
@@ -163,11 +166,12 @@ class SparseConv(nn.Module):
         )
 
 
-def _usable_algorithms(kind: str, x: SparseVoxels) -> set[str]:
+def _usable_algorithms(kind: str, x: SparseVoxels, spconv: bool = True) -> set[str]:
     """An up conv reuses the maps of its down conv, so it must run that conv's algorithm;
-    "native" only where its kernel can run on `x` (built, CPU, float32, no autograd)."""
+    "native" only where its kernel can run on `x` (built, CPU, float32, no autograd);
+    "spconv" only when asked for and importable."""
     usable = {"torch", "gemm", "torch_bf16", "gemm_bf16"}
-    if spconv_available():
+    if spconv and spconv_available():
         usable.add("spconv")
     if kind == "subm" and native_conv.usable(x):
         usable.add("native")

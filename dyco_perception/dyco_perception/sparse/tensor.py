@@ -71,6 +71,12 @@ def spconv_available() -> bool:
     return True
 
 
+def check_backend(backend: str) -> str:
+    """`backend` if it names one ("auto" or one of BACKENDS; "spconv" must import), else
+    ValueError. "auto" imports nothing: CPU inference never needs spconv."""
+    return backend if backend == "auto" else resolve_backend(backend)
+
+
 def resolve_backend(backend: str) -> str:
     """'auto' -> spconv when importable, else the pure-torch backend (the training choice;
     at inference `SparseConv` resolves 'auto' per layer from measurements instead)."""
