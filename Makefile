@@ -4,6 +4,10 @@ ACTIVATE := source scripts/activate.sh
 PYTEST_ARGS ?=
 # Test workers (pytest-xdist); whole files go to one worker so module fixtures start once.
 TEST_WORKERS ?= 2
+# CPU threads per test worker (OMP_NUM_THREADS): two workers on two cores, one thread each. A
+# second OpenMP thread per worker busy-waits for a core the other worker holds (a tiling test
+# went from 4 s to 54 s so).
+TEST_THREADS ?= 1
 
 .PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment tiny-fixture clean
 
@@ -14,7 +18,8 @@ demo: setup
 	@$(ACTIVATE) && dyco-demo $(DEMO_ARGS)
 
 test: setup
-	@$(ACTIVATE) && python -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	@$(ACTIVATE) && OMP_NUM_THREADS=$(TEST_THREADS) \
+		python -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	@$(ACTIVATE) && ruff check . && ruff format --check .
