@@ -10,10 +10,11 @@ a down conv's own map is built inside its timing, an up conv reuses its down con
 spconv (Native on CPU), torch (per offset: gather -> matmul -> index_add), gemm (gather-GEMM:
 one gather into (V, 27 C_in), one matmul), native (dyco_ops' output-stationary C++ kernel on
 gemm's table, where it is built) and the bfloat16-matmul variants torch_bf16 and gemm_bf16
-(subm only; down/up run torch or spconv). All candidates of a layer are timed in the same
-process, interleaved, median of `--repeats`. Layers of one shape (same kind, voxels,
-channels) are pooled. `--write` stores the table as sparse/algorithms.yaml, which "auto"
-reads at inference (`sparse/algorithms.py`).
+(subm only; down/up run torch or spconv). Where dyco_ops has the native table builder, gemm's
+table is built by it (from the coords, no pairs) and its map row is timed that way. All
+candidates of a layer are timed in the same process, interleaved, median of `--repeats`.
+Layers of one shape (same kind, voxels, channels) are pooled. `--write` stores the table as
+sparse/algorithms.yaml, which "auto" reads at inference (`sparse/algorithms.py`).
 """
 
 from __future__ import annotations
@@ -168,9 +169,12 @@ def key_names() -> tuple[str, ...]:
 
 
 def map_times(layers, repeats: int) -> list[dict]:
-    """Per level, building its subm neighbour maps once (ms): torch pairs, the gemm table
-    (from the pairs), spconv's indices (a first spconv call minus one that reuses them)."""
+    """Per level, building its subm neighbour maps once (ms): torch pairs, the gemm table as
+    `gemm.subm_table` builds it here (natively from the coords alone when dyco_ops has the
+    builder, else from the pairs: then the pairs are built first and not counted), spconv's
+    indices (a first spconv call minus one that reuses them)."""
     levels = {x.stride: (layer, x) for layer, x in layers if layer.kind == "subm"}
+    native_table = gemm.native_table_builder() is not None
     rows = []
     with torch.no_grad():
         for stride, (layer, x) in levels.items():
@@ -178,12 +182,20 @@ def map_times(layers, repeats: int) -> list[dict]:
             for _ in range(repeats):
                 fresh = SparseVoxels(x.features, x.coords, stride, x.spatial_shape, 1)
                 runs["pairs"].append(_seconds(lambda f=fresh: torch_backend.subm_pairs(f)))
+                if native_table:  # a level without pairs in its cache, as "native" runs it
+                    fresh = SparseVoxels(x.features, x.coords, stride, x.spatial_shape, 1)
                 runs["table"].append(_seconds(lambda f=fresh: gemm.subm_table(f)))
                 if spconv_available():
                     runs["spconv"].append(_spconv_map_seconds(layer, x))
             ms = {k: round(max(statistics.median(v), 0.0) * 1000, 3) for k, v in runs.items() if v}
             rows.append({"voxels": int(x.features.shape[0]), "ms": ms})
     return rows
+
+
+def table_source() -> str:
+    if gemm.native_table_builder() is not None:
+        return "table: built natively from the coords (dyco_ops subm_neighbour_table)"
+    return "table: scattered from the pairs (dyco_ops' native table builder not loaded)"
 
 
 def _seconds(call: Callable[[], object]) -> float:
@@ -254,6 +266,7 @@ def write_table(
         "# sparse/algorithms.py reads it: a level picks the algorithm families of least layer\n"
         "# time + map cost; a layer the fastest of those for the nearest measured shape.\n"
         "# Rerun the bench with --write on a new CPU.\n"
+        f"# Maps: {table_source()}.\n"
     )
     layers = [
         {**{k: e[k] for k in (*key_names(), "pairs", "ms")}, "count": e["layers"]} for e in entries
@@ -287,7 +300,10 @@ def main() -> None:
     entries = pool(time_layers(layers, args.repeats))
     print_table(entries, load)
     maps = map_times(layers, args.repeats)
-    print("\nsubm neighbour maps per level, ms (built once per forward, shared by its layers):")
+    print(
+        "\nsubm neighbour maps per level, ms (built once per forward, shared by its layers; "
+        f"{table_source()}):"
+    )
     for row in maps:
         print(
             f"  {row['voxels']:>7,} voxels: "

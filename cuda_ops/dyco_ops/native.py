@@ -24,7 +24,14 @@ BUILD_DIR = Path(os.environ.get("DYCO_OPS_BUILD_DIR", PACKAGE_DIR / "_build"))
 
 # Extension name -> its source files (relative to CSRC_DIR).
 EXTENSIONS: dict[str, list[str]] = {
-    "dyco_ops_cpu": ["common.h", "cpu_ops.cpp", "subm_conv.h", "subm_conv.cpp"],
+    "dyco_ops_cpu": [
+        "common.h",
+        "cpu_ops.cpp",
+        "subm_conv.h",
+        "subm_conv.cpp",
+        "neighbour_table.h",
+        "neighbour_table.cpp",
+    ],
     "dyco_ops_cuda": ["common.h", "cuda_bindings.cpp", "cuda_ops.cu"],
 }
 DEVICE_EXTENSION = {"cpu": "dyco_ops_cpu", "cuda": "dyco_ops_cuda"}

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.h"
+#include "neighbour_table.h"
 #include "subm_conv.h"
 
 namespace {
@@ -535,4 +536,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ln_nms", &ln_nms, "DKNet local-normalised NMS per scene, -1 padded");
   m.def("subm_conv3d", &dyco::subm_conv3d, "output-stationary submanifold 3x3x3 conv",
         py::arg("features"), py::arg("table"), py::arg("weight"), py::arg("bias") = py::none());
+  m.def("subm_neighbour_table", &dyco::subm_neighbour_table,
+        "(V, 27) submanifold neighbour rows of (V, 4) coords, V where absent", py::arg("coords"));
 }

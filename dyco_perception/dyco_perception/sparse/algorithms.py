@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from dyco_perception.sparse import gemm
+
 # algorithm -> the matmul precision it needs ("float32" runs in either precision setting).
 ALGORITHMS: dict[str, str] = {
     "torch": "float32",  # per-offset gather -> matmul -> index_add (torch_backend.py)
@@ -60,7 +62,9 @@ class MapTiming:
     ms: dict[str, float]
 
 
-# A subm algorithm needs these neighbour maps of its level (gemm's table is built from pairs).
+# A subm algorithm needs these neighbour maps of its level: gemm's table is scattered from
+# the pairs, unless dyco_ops' native table builder is loaded, which builds it from the coords
+# (`maps_needed`). The bench measures "table" as this machine builds it.
 MAPS_NEEDED: dict[str, tuple[str, ...]] = {
     "torch": ("pairs",),
     "torch_bf16": ("pairs",),
@@ -69,6 +73,19 @@ MAPS_NEEDED: dict[str, tuple[str, ...]] = {
     "spconv": ("spconv",),
     "native": ("pairs", "table"),
 }
+MAPS_NEEDED_NATIVE_TABLE: dict[str, tuple[str, ...]] = {
+    **MAPS_NEEDED,
+    "gemm": ("table",),
+    "gemm_bf16": ("table",),
+    "native": ("table",),
+}
+
+
+def maps_needed() -> dict[str, tuple[str, ...]]:
+    """MAPS_NEEDED as `gemm.subm_table` builds the table here (natively or from the pairs)."""
+    return MAPS_NEEDED_NATIVE_TABLE if gemm.native_table_builder() else MAPS_NEEDED
+
+
 MAP_KINDS = ("pairs", "table", "spconv")
 # Algorithm families a level may mix; each family brings its maps.
 FAMILIES = (("torch", "torch_bf16"), ("gemm", "gemm_bf16"), ("spconv",), ("native",))
@@ -128,7 +145,8 @@ def _plan_cost(layers: list[LayerTiming], chosen: set[str], map_ms: dict[str, fl
         fastest = min(times, key=times.__getitem__)
         used.add(fastest)
         total += entry.count * times[fastest]
-    maps = {m for a in used for m in MAPS_NEEDED[a]}
+    needed = maps_needed()
+    maps = {m for a in used for m in needed[a]}
     return total + sum(map_ms.get(m, 0.0) for m in maps)
 
 

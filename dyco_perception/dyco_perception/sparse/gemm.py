@@ -7,18 +7,34 @@ path's 27 small gathers, matmuls and index_adds for one large GEMM that also mul
 padding zeros, so it wins where voxels are few (dispatch overhead dominates) and loses where a
 scan's surface leaves most of the 27 neighbours empty (bench/bench_sparse_conv.py measures it).
 Autograd flows through both (plain ops); the scratch buffer is used only without grad.
+The table is built by dyco_ops' native `subm_neighbour_table` from the coords alone where that
+is built and the coords are on the CPU (integer work: with or without grad), else from the
+per-offset pairs (torch_backend.subm_pairs); both give the same table.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import torch
 
 from dyco_perception.sparse.tensor import SparseVoxels
 from dyco_perception.sparse.torch_backend import CENTER, subm_pairs
 
+try:  # the native kernels are an optional speed-up (package dyco_ops, cuda_ops/)
+    from dyco_ops import native
+except ImportError:
+    native = None
+
 _local = threading.local()
+
+
+def native_table_builder() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """dyco_ops' `subm_neighbour_table` (coords (V, 4) int64 -> (V, 27) int64), or None when
+    the CPU extension is absent, stale or older."""
+    module = None if native is None else native.load("dyco_ops_cpu").module
+    return getattr(module, "subm_neighbour_table", None)
 
 
 def subm_table(x: SparseVoxels) -> torch.Tensor:
@@ -26,6 +42,17 @@ def subm_table(x: SparseVoxels) -> torch.Tensor:
     cache_key = ("subm_table", x.stride)
     if cache_key in x.cache:
         return x.cache[cache_key]
+    build = native_table_builder()
+    if build is not None and x.coords.device.type == "cpu":
+        table = build(x.coords.long())  # from the coords alone: no pairs needed
+    else:
+        table = subm_table_from_pairs(x)
+    x.cache[cache_key] = table
+    return table
+
+
+def subm_table_from_pairs(x: SparseVoxels) -> torch.Tensor:
+    """The table of `subm_table` scattered from the per-offset pairs (builds or reuses them)."""
     num = x.coords.shape[0]
     table = torch.full((num, 27), num, dtype=torch.long, device=x.coords.device)
     table[:, CENTER] = torch.arange(num, device=x.coords.device)
@@ -33,7 +60,6 @@ def subm_table(x: SparseVoxels) -> torch.Tensor:
         if pair is not None:
             rows_in, rows_out = pair
             table[rows_out, index] = rows_in
-    x.cache[cache_key] = table
     return table
 
 

@@ -3,7 +3,8 @@
 Per output voxel the C++ kernel sums features[table[i, k]] @ weight[k] over the voxel's
 present neighbours in a register accumulator and writes the row once: no (V, 27 * C_in)
 column matrix (gather-GEMM) and no scatter (the per-offset path's index_add). It reads the
-gather-GEMM's cached neighbour table (`gemm.subm_table`), so the two share a level's maps.
+gather-GEMM's cached neighbour table (`gemm.subm_table`), so the two share a level's maps;
+with the extension built, that table comes from its `subm_neighbour_table` (no pairs needed).
 Inference only: float32 CPU tensors without autograd, and only where the native CPU extension
 is built and current; elsewhere `usable` is False and "auto" picks another algorithm.
 """
