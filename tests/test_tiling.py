@@ -251,8 +251,12 @@ def test_an_object_cut_by_a_block_border_is_one_instance(shipped: Segmenter, roo
     labels = tiled.instance[object_rows]
     main = np.bincount(labels[labels > 0]).argmax()
     assert (labels == main).mean() >= 0.75
-    for side in (beyond, ~beyond):  # one instance on both sides of the border
-        assert (labels[side] == main).mean() >= 0.6
+    for side in (beyond, ~beyond):  # one instance on both sides of the border: unjoined, a
+        # side would be another instance's (~0 here); how much of a side the model covers from
+        # a block that sees it cut varies between checkpoints (0.60-0.8), hence only a majority
+        side_labels = labels[side]
+        assert np.bincount(side_labels[side_labels > 0]).argmax() == main
+        assert (side_labels == main).mean() >= 0.5
     check_contract(tiled, len(xyz))
 
 
