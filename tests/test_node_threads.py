@@ -60,10 +60,12 @@ def test_worker_runs_with_the_threads_parameter_and_follows_changes(node, scan_s
     xyz, rgb = scan_sample("scene0001_00", 3_000)
     segment(node, make_cloud(xyz, rgb))
     assert node.wait_until(lambda: node.diagnostics.get("threads") == "2", 10), node.diagnostics
+    assert node.diagnostics.get("block_workers") == "2"  # a tiled map: two blocks at a time
     [result] = node.set_parameters({"threads": 1})
     assert result.successful
     segment(node, make_cloud(xyz, rgb))
     assert node.wait_until(lambda: node.diagnostics.get("threads") == "1", 10), node.diagnostics
+    assert node.diagnostics.get("block_workers") == "1"
     [refused] = node.set_parameters({"threads": 0})
     assert not refused.successful and "threads" in refused.reason
 

@@ -43,7 +43,8 @@ def _write_config(tmp_path: Path, **extra) -> Path:
 def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("cli")
     config = _write_config(tmp_path)
-    assert train_main(["--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    run = ["--config", str(config), "--out", str(tmp_path / "run"), "--seed", "11"]
+    assert train_main(run) == 0
     return tmp_path
 
 
@@ -55,6 +56,7 @@ def test_train_writes_fp16_checkpoint_with_model_card(trained):
     assert floats and all(t.dtype.itemsize == 2 for t in floats)
     assert card.training["weights_dtype"] == "float16"
     assert card.training["config"]["train"]["iterations"] == 2
+    assert card.training["config"]["train"]["seed"] == 11  # --seed overrides the config's
     assert len(card.training["git_commit"]) >= 7
     assert card.config.backbone.width == 8
     model = build_model(state, card)  # loads into the fp32 model

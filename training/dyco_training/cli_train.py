@@ -14,6 +14,12 @@ import sys
 from dyco_training.trainer import Trainer, load_train_config
 
 
+def _override(cfg, key: str, value: int) -> None:
+    """train.<key> = value, in the settings and in the source the model card records."""
+    setattr(cfg.train, key, value)
+    cfg.source.setdefault("train", {})[key] = value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dyco-train", description="Train DyCo3D.")
     parser.add_argument("--config", required=True, help="training config YAML")
@@ -28,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.iterations is not None:
             if args.iterations < 1:
                 raise ValueError("--iterations must be >= 1")
-            cfg.train.iterations = args.iterations
+            _override(cfg, "iterations", args.iterations)
         if args.seed is not None:
-            cfg.train.seed = args.seed
+            _override(cfg, "seed", args.seed)
         trainer = Trainer(cfg, out_dir=args.out, resume=args.resume)
     except ValueError as exc:
         print(f"dyco-train: {exc}", file=sys.stderr)

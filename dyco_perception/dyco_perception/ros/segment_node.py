@@ -450,6 +450,8 @@ class SegmentationCore(ObjectMapNode):
             # torch threads the last cloud ran with (before one: the parameter)
             "threads": int(last.get("threads", self.settings.threads)),
             "worker_nice": self._worker_nice,
+            # blocks of a tiled map run side by side on this many threads (from `threads`)
+            "block_workers": self.segmenter.tiling.workers,
         }
         values.update({k: v for k, v in counts.items() if k.startswith("rejected_")})
         values.update(self._object_map_diagnostics(counts))
