@@ -521,21 +521,28 @@ torch::Tensor ln_nms(const torch::Tensor& xyz, const torch::Tensor& heat,
 
 }  // namespace
 
+// The kernels touch no Python objects: they release the GIL, so blocks segmented side by side
+// on several threads (TilingConfig.workers) run them at the same time.
+using NoGil = py::call_guard<py::gil_scoped_release>;
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "dyco_ops C++ CPU kernels";
-  m.def("voxelize", &voxelize, "unique voxels (lexicographic) and point -> voxel index");
-  m.def("scatter_mean", &scatter_mean, "segment mean (+ counts)");
-  m.def("scatter_max", &scatter_max, "segment max, empty segments 0");
-  m.def("connected_components", &connected_components, "radius graph components per label");
-  m.def("mask_iou", &mask_iou, "pairwise IoU of bool masks");
-  m.def("mask_nms", &mask_nms, "greedy mask NMS, kept indices in score order");
-  m.def("furthest_point_sample", &furthest_point_sample, "FPS per scene (grouped positions)");
-  m.def("ball_query", &ball_query, "first k in-radius positions per query, -1 padded");
-  m.def("box_iou_3d", &box_iou_3d, "pairwise IoU of axis-aligned 3D boxes");
-  m.def("otsu_threshold", &otsu_threshold, "per-segment Otsu threshold");
-  m.def("ln_nms", &ln_nms, "DKNet local-normalised NMS per scene, -1 padded");
-  m.def("subm_conv3d", &dyco::subm_conv3d, "output-stationary submanifold 3x3x3 conv",
+  m.def("voxelize", &voxelize, "unique voxels (lexicographic) and point -> voxel index", NoGil());
+  m.def("scatter_mean", &scatter_mean, "segment mean (+ counts)", NoGil());
+  m.def("scatter_max", &scatter_max, "segment max, empty segments 0", NoGil());
+  m.def("connected_components", &connected_components, "radius graph components per label",
+        NoGil());
+  m.def("mask_iou", &mask_iou, "pairwise IoU of bool masks", NoGil());
+  m.def("mask_nms", &mask_nms, "greedy mask NMS, kept indices in score order", NoGil());
+  m.def("furthest_point_sample", &furthest_point_sample, "FPS per scene (grouped positions)",
+        NoGil());
+  m.def("ball_query", &ball_query, "first k in-radius positions per query, -1 padded", NoGil());
+  m.def("box_iou_3d", &box_iou_3d, "pairwise IoU of axis-aligned 3D boxes", NoGil());
+  m.def("otsu_threshold", &otsu_threshold, "per-segment Otsu threshold", NoGil());
+  m.def("ln_nms", &ln_nms, "DKNet local-normalised NMS per scene, -1 padded", NoGil());
+  m.def("subm_conv3d", &dyco::subm_conv3d, "output-stationary submanifold 3x3x3 conv", NoGil(),
         py::arg("features"), py::arg("table"), py::arg("weight"), py::arg("bias") = py::none());
   m.def("subm_neighbour_table", &dyco::subm_neighbour_table,
-        "(V, 27) submanifold neighbour rows of (V, 4) coords, V where absent", py::arg("coords"));
+        "(V, 27) submanifold neighbour rows of (V, 4) coords, V where absent", NoGil(),
+        py::arg("coords"));
 }
