@@ -140,22 +140,88 @@ def plan_blocks(xy: np.ndarray, cfg: TilingConfig) -> list[Block]:
     everything = np.arange(xy.shape[0], dtype=np.int64)
     if not cfg.enabled or xy.shape[0] == 0:
         return [Block(everything, everything)]
-    origin = xy.min(0).astype(np.float64)
-    extent = xy.max(0) - origin
+    # Per column: numpy reduces slowly over a trailing dimension of 2.
+    origin = np.array([xy[:, a].min() for a in (0, 1)], dtype=np.float64)
+    extent = np.array([xy[:, a].max() for a in (0, 1)], dtype=np.float64) - origin
     if xy.shape[0] <= cfg.max_block_points and bool(np.all(extent <= cfg.block_size)):
         return [Block(everything, everything)]  # what the general path gives, without its sorts
     cells = np.maximum(np.ceil(extent / cfg.block_size), 1).astype(np.int64)
     size = np.maximum(extent / cells, 1e-9)
-    cell = np.minimum(np.floor((xy - origin) / size).astype(np.int64), cells - 1)
-    key = cell[:, 0] * cells[1] + cell[:, 1]
-    order = np.argsort(key, kind="stable")
-    keys, starts = np.unique(key[order], return_index=True)
-    index = _XIndex(xy)
+    grid = _Grid(origin, size, cells, cfg.overlap)
+    cell = grid.cell_of(xy)
+    cores = _rows_by_key(cell[:, 0] * cells[1] + cell[:, 1])
+    contexts = dict(zip(*grid.contexts(xy, cell), strict=True))
+    index = None  # built only when a block must be split
     blocks = []
-    for k, rows in zip(keys, np.split(order, starts[1:]), strict=True):  # rows sorted: stable
-        lo = origin + np.array([k // cells[1], k % cells[1]]) * size
-        blocks += _split(rows, lo, size, index, cfg)
+    for k, core in zip(*cores, strict=True):
+        if contexts[k].size <= cfg.max_block_points:
+            blocks.append(Block(core, contexts[k]))
+            continue
+        index = index or _XIndex(xy)
+        blocks += _split(core, grid.corner(k), size, index, cfg)
     return blocks
+
+
+@dataclass
+class _Grid:
+    """The block cores' grid: cell (i, j) spans origin + (i, j) * size, `overlap` around it
+    is its context."""
+
+    origin: np.ndarray  # (2,) float64
+    size: np.ndarray  # (2,) float64
+    cells: np.ndarray  # (2,) int64
+    overlap: float
+
+    def cell_of(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) int64 cell of each row (the last cell holds the far border)."""
+        return np.stack([self._cell_on(xy[:, a], a) for a in (0, 1)], axis=1)
+
+    def _cell_on(self, x: np.ndarray, axis: int) -> np.ndarray:
+        # One contiguous axis at a time: numpy is slow over a trailing dimension of 2.
+        cell = np.floor((x.astype(np.float64) - self.origin[axis]) / self.size[axis])
+        return np.minimum(cell.astype(np.int64), self.cells[axis] - 1)
+
+    def corner(self, key: int) -> np.ndarray:
+        return self.origin + np.array([key // self.cells[1], key % self.cells[1]]) * self.size
+
+    def contexts(self, xy: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(keys, sorted rows of each key's context): every row within `overlap` of the cell,
+        borders included, and the cell's own rows. O(N): each row tests only the cells
+        within reach of its own, never a sort over the map."""
+        # A cell further than overlap / size away is out of reach; the + 1 covers rounding.
+        reach = int(np.floor(self.overlap / self.size.min())) + 1
+        steps = np.arange(-reach, reach + 1)
+        near = [[self._inside(xy[:, a], cell[:, a], d, a) for d in steps] for a in (0, 1)]
+        member = np.empty((xy.shape[0], steps.size**2), dtype=bool)
+        for i, j in np.ndindex(steps.size, steps.size):
+            np.logical_and(near[0][i], near[1][j], out=member[:, i * steps.size + j])
+        rows, combo = np.nonzero(member)  # rows ascending
+        cx = cell[:, 0][rows] + steps[combo // steps.size]
+        key = cx * self.cells[1] + cell[:, 1][rows] + steps[combo % steps.size]
+        keys, parts = _rows_by_key(key)
+        return keys, [rows[part] for part in parts]
+
+    def _inside(self, x: np.ndarray, cell: np.ndarray, step: int, axis: int) -> np.ndarray:
+        """(N,) bool: x lies in the context of the cell `step` away on `axis`."""
+        if step == 0:
+            return np.ones(x.shape[0], dtype=bool)  # its own cell's, whatever rounding
+        neighbour = cell + step
+        lo = self.origin[axis] + neighbour * self.size[axis]
+        x = x.astype(np.float64)
+        inside = (x >= lo - self.overlap) & (x <= lo + self.size[axis] + self.overlap)
+        return inside & (neighbour >= 0) & (neighbour < self.cells[axis])
+
+
+def _rows_by_key(key: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(distinct keys, for each the positions holding it in ascending order): one stable sort,
+    a radix sort when the keys fit 16 bits."""
+    if key.size == 0:
+        return key, []
+    small = key.min() >= 0 and key.max() < 2**15
+    order = np.argsort(key.astype(np.int16) if small else key, kind="stable")
+    sorted_key = key[order]
+    starts = np.concatenate([[0], np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1])
+    return sorted_key[starts], np.split(order, starts[1:])
 
 
 def _split(
