@@ -112,12 +112,15 @@ def test_non_finite_rows_are_dropped_and_counted(segmenter, cloud) -> None:
     bad = xyz.copy()
     bad[[3, 10]] = np.nan
     bad[20, 1] = np.inf
+    bad[30, 2] = -np.inf  # each column is checked
+    bad[40, 0] = np.nan
     result = segmenter.segment(bad, rgb)
     check_contract(result, len(xyz))
-    assert result.num_dropped_points == 3
-    assert (result.semantic[[3, 10, 20]] == -1).all()
-    assert (result.instance[[3, 10, 20]] == 0).all()
-    assert (np.delete(result.semantic, [3, 10, 20]) >= 0).all()
+    dropped = [3, 10, 20, 30, 40]
+    assert result.num_dropped_points == len(dropped)
+    assert (result.semantic[dropped] == -1).all()
+    assert (result.instance[dropped] == 0).all()
+    assert (np.delete(result.semantic, dropped) >= 0).all()
 
 
 @pytest.mark.parametrize("n", [0, 1])

@@ -33,6 +33,7 @@ import torch
 
 from dyco_perception import classes
 from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
+from dyco_perception.columns import column_min, finite_rows
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.tiling import (
@@ -183,13 +184,13 @@ class Segmenter:
         if not np.issubdtype(xyz.dtype, np.floating):
             raise ValueError(f"xyz must be float32/float64, got {xyz.dtype}")
         xyz32 = np.ascontiguousarray(xyz, dtype=np.float32)
-        finite = np.isfinite(xyz32).all(1)
+        finite = finite_rows(xyz32)
         rgb_unit = None
         if self.cfg.voxel.use_rgb:
             if rgb is None:
                 raise ValueError("this model uses colour: pass rgb (N,3) uint8 or float 0..1")
             rgb_unit = self._check_rgb(rgb, xyz32.shape[0])
-            finite &= np.isfinite(rgb_unit).all(1)
+            finite &= finite_rows(rgb_unit)
             rgb_unit = rgb_unit * 2.0 - 1.0  # the network's colour range [-1, 1]
         elif rgb is not None:
             self._check_rgb(rgb, xyz32.shape[0])
@@ -256,7 +257,7 @@ class Segmenter:
         _add_time(timings, "tiling", t0)
         # One voxel grid for the whole map: a point falls in the same voxel whichever block
         # sees it, so blocks agree where they overlap.
-        origin = torch.from_numpy(xyz.min(0))
+        origin = torch.from_numpy(column_min(xyz))
         for block, run in zip(blocks, self._infer_blocks(blocks, xyz, rgb, origin), strict=True):
             merger.add(block, *run.outputs)
             run.report_to(result, timings)

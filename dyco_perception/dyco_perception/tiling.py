@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dyco_perception.columns import column_max, column_min
 from dyco_perception.validation import build_config, ranged
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,8 @@ def plan_blocks(xy: np.ndarray, cfg: TilingConfig) -> list[Block]:
     everything = np.arange(xy.shape[0], dtype=np.int64)
     if not cfg.enabled or xy.shape[0] == 0:
         return [Block(everything, everything)]
-    # Per column: numpy reduces slowly over a trailing dimension of 2.
-    origin = np.array([xy[:, a].min() for a in (0, 1)], dtype=np.float64)
-    extent = np.array([xy[:, a].max() for a in (0, 1)], dtype=np.float64) - origin
+    origin = column_min(xy).astype(np.float64)
+    extent = column_max(xy) - origin
     if xy.shape[0] <= cfg.max_block_points and bool(np.all(extent <= cfg.block_size)):
         return [Block(everything, everything)]  # what the general path gives, without its sorts
     cells = np.maximum(np.ceil(extent / cfg.block_size), 1).astype(np.int64)
