@@ -2,7 +2,7 @@
 
     python bench/bench_tiling.py --checkpoint checkpoints/dyco3d_scannet_m16.safetensors \
         [--threads 2] [--workers 1] [--sizes 1000000 5000000] [--untiled-sizes 1000000] \
-        [--ap-block-size 4.0]
+        [--block-sizes 16 24] [--ap-block-size 4.0] [--no-ap]
 
 --workers W > 1 runs W blocks of a tiled map side by side, one torch thread each (the node's
 `threads` parameter does this for maps of several blocks); --threads is then the untiled rows'.
@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import SCANS, tiled_cloud
+from dyco_perception.tiling import TilingConfig
 
 STAGES = ("backbone", "grouping", "decoding", "postprocess", "tiling")
 
@@ -38,9 +39,10 @@ def run_child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     from dyco_perception.segmenter import Segmenter
-    from dyco_perception.tiling import TilingConfig
 
-    tiling = TilingConfig(enabled=args.child_tiling == "on", workers=args.workers)
+    tiling = TilingConfig(
+        enabled=args.child_tiling == "on", workers=args.workers, block_size=args.child_block_size
+    )
     seg = Segmenter.from_checkpoint(args.checkpoint, device="cpu", backend="auto", tiling=tiling)
     xyz, rgb = tiled_cloud(args.child_size)
     seg.segment(xyz[:20000], rgb[:20000])  # warm-up (allocator, lazy imports)
@@ -55,21 +57,23 @@ def run_child(args: argparse.Namespace) -> None:
         "instances": len(result.instances),
         "blocks": len(result.block_points),
         "largest_block": max(result.block_points),
+        "context_share": sum(result.block_points) / len(xyz),
         "voxel_size": result.voxel_size,
     }
     print(json.dumps(row))
 
 
 def speed_rows(args: argparse.Namespace) -> None:
-    header = ["points", "tiling", "blocks (largest)", *STAGES, "end to end s", "peak RSS GB"]
-    header += ["instances", "voxel m"]
+    header = ["points", "tiling", "block m", "blocks (largest)", "points run / map"]
+    header += [*STAGES, "end to end s", "peak RSS GB", "instances", "voxel m"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    runs = [(size, "on") for size in args.sizes] + [(size, "off") for size in args.untiled_sizes]
-    for size, tiling in sorted(runs):
+    runs = [(n, "on", b) for n in args.sizes for b in args.block_sizes]
+    runs += [(n, "off", args.block_sizes[0]) for n in args.untiled_sizes]
+    for size, tiling, block_size in sorted(runs):
         command = [sys.executable, __file__, "--checkpoint", args.checkpoint]
         command += ["--threads", str(args.threads), "--workers", str(args.workers)]
-        command += ["--child-size", str(size)]
+        command += ["--child-size", str(size), "--child-block-size", str(block_size)]
         command += ["--child-tiling", tiling]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
@@ -79,7 +83,9 @@ def speed_rows(args: argparse.Namespace) -> None:
         cells = [
             f"{row['points']:,}",
             tiling,
+            f"{block_size:g}" if tiling == "on" else "-",
             f"{row['blocks']} ({row['largest_block']:,})",
+            f"{row['context_share']:.2f}",
             *(f"{row['timings'].get(s, 0.0):.2f}" for s in STAGES),
             f"{row['seconds']:.2f}",
             f"{row['peak_rss_gb']:.2f}",
@@ -96,7 +102,6 @@ def ap_rows(args: argparse.Namespace) -> None:
     from dyco_perception.evaluation import evaluate_predictions
     from dyco_perception.scenes import load_npz_scene
     from dyco_perception.segmenter import Segmenter
-    from dyco_perception.tiling import TilingConfig
 
     scans = sorted(SCANS.glob("scene0009_*.npz")) + sorted(SCANS.glob("scene0010_*.npz"))
     settings = {
@@ -133,8 +138,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="tiled blocks side by side")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 5_000_000])
     parser.add_argument("--untiled-sizes", type=int, nargs="*", default=[1_000_000])
+    parser.add_argument(
+        "--block-sizes",
+        type=float,
+        nargs="+",
+        default=[TilingConfig.block_size],
+        help="tiled rows per block core edge (m); the overlap around each block (its context) "
+        "is run too, so bigger blocks run fewer points twice",
+    )
     parser.add_argument("--ap-block-size", type=float, default=4.0)
+    parser.add_argument("--no-ap", action="store_true", help="speed rows only")
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-block-size", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child-tiling", choices=("on", "off"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_size:
@@ -146,7 +161,8 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f}, checkpoint: {args.checkpoint}\n"
     )
     speed_rows(args)
-    ap_rows(args)
+    if not args.no_ap:
+        ap_rows(args)
     print(f"\nload average at end: {os.getloadavg()[0]:.1f} (other processes share the cores)")
 
 
