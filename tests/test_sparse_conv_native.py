@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from dyco_perception.model.voxelizer import point_features, voxelize
 from dyco_perception.sparse import SparseConv, SparseVoxels, conv, gemm, native_conv
 from dyco_perception.sparse.algorithms import parse_algorithm_table
 from dyco_perception.sparse.torch_backend import CENTER
+from native_ops import assert_releases_gil
 from test_sparse_conv import conv_weight_as_dense, dense, random_voxels, sample
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems; a shared 2-core box
@@ -236,30 +235,9 @@ def test_the_portable_build_of_the_kernel_gives_the_same_result(subm_conv3d, tmp
 
 
 def test_the_kernel_releases_the_gil_so_blocks_run_side_by_side(subm_conv3d) -> None:
-    """While the kernel works on one thread, Python keeps running on another (blocks of a
-    tiled map are segmented on several threads): the main thread wakes from short sleeps
-    inside the kernel's calls, which it could not if the kernel held the GIL."""
     side = torch.arange(36)
     xyz = torch.cartesian_prod(side, side, side)  # a solid block: 27 neighbours per voxel
     coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.long), xyz], 1)
     x = SparseVoxels(torch.randn(len(coords), 32), coords, 1, (36, 36, 36), 1)
     table, weight = gemm.subm_table(x), random_weight(32, 32)
-    calls: list[tuple[float, float]] = []
-
-    def work() -> None:
-        for _ in range(3):
-            start = time.perf_counter()
-            subm_conv3d(x.features, table, weight, None)
-            calls.append((start, time.perf_counter()))
-
-    worker = threading.Thread(target=work)
-    wakeups = []
-    worker.start()
-    while worker.is_alive():
-        time.sleep(0.002)
-        wakeups.append(time.perf_counter())  # taken holding the GIL
-    worker.join()
-    margin = 0.01  # the thread may hold the GIL just before and after its call
-    inside = [t for t in wakeups if any(a + margin < t < b - margin for a, b in calls)]
-    assert min(b - a for a, b in calls) > 4 * margin, "problem too small to tell"
-    assert len(inside) >= 3, f"{len(inside)} wakeups during {calls}: the GIL was held"
+    assert_releases_gil(lambda: subm_conv3d(x.features, table, weight, None))

@@ -25,14 +25,17 @@ BUILD_DIR = Path(os.environ.get("DYCO_OPS_BUILD_DIR", PACKAGE_DIR / "_build"))
 # Extension name -> its source files (relative to CSRC_DIR).
 EXTENSIONS: dict[str, list[str]] = {
     "dyco_ops_cpu": [
+        "bindings.h",
         "common.h",
         "cpu_ops.cpp",
         "subm_conv.h",
         "subm_conv.cpp",
         "neighbour_table.h",
         "neighbour_table.cpp",
+        "dynamic_decode.h",
+        "dynamic_decode.cpp",
     ],
-    "dyco_ops_cuda": ["common.h", "cuda_bindings.cpp", "cuda_ops.cu"],
+    "dyco_ops_cuda": ["bindings.h", "common.h", "cuda_bindings.cpp", "cuda_ops.cu"],
 }
 DEVICE_EXTENSION = {"cpu": "dyco_ops_cpu", "cuda": "dyco_ops_cuda"}
 

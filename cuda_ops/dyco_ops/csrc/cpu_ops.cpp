@@ -11,7 +11,9 @@
 #include <tuple>
 #include <vector>
 
+#include "bindings.h"
 #include "common.h"
+#include "dynamic_decode.h"
 #include "neighbour_table.h"
 #include "subm_conv.h"
 
@@ -521,28 +523,18 @@ torch::Tensor ln_nms(const torch::Tensor& xyz, const torch::Tensor& heat,
 
 }  // namespace
 
-// The kernels touch no Python objects: they release the GIL, so blocks segmented side by side
-// on several threads (TilingConfig.workers) run them at the same time.
-using NoGil = py::call_guard<py::gil_scoped_release>;
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "dyco_ops C++ CPU kernels";
-  m.def("voxelize", &voxelize, "unique voxels (lexicographic) and point -> voxel index", NoGil());
-  m.def("scatter_mean", &scatter_mean, "segment mean (+ counts)", NoGil());
-  m.def("scatter_max", &scatter_max, "segment max, empty segments 0", NoGil());
-  m.def("connected_components", &connected_components, "radius graph components per label",
-        NoGil());
-  m.def("mask_iou", &mask_iou, "pairwise IoU of bool masks", NoGil());
+  DYCO_BIND_SHARED_OPS(m);
   m.def("mask_nms", &mask_nms, "greedy mask NMS, kept indices in score order", NoGil());
-  m.def("furthest_point_sample", &furthest_point_sample, "FPS per scene (grouped positions)",
-        NoGil());
-  m.def("ball_query", &ball_query, "first k in-radius positions per query, -1 padded", NoGil());
-  m.def("box_iou_3d", &box_iou_3d, "pairwise IoU of axis-aligned 3D boxes", NoGil());
-  m.def("otsu_threshold", &otsu_threshold, "per-segment Otsu threshold", NoGil());
-  m.def("ln_nms", &ln_nms, "DKNet local-normalised NMS per scene, -1 padded", NoGil());
   m.def("subm_conv3d", &dyco::subm_conv3d, "output-stationary submanifold 3x3x3 conv", NoGil(),
         py::arg("features"), py::arg("table"), py::arg("weight"), py::arg("bias") = py::none());
   m.def("subm_neighbour_table", &dyco::subm_neighbour_table,
         "(V, 27) submanifold neighbour rows of (V, 4) coords, V where absent", NoGil(),
         py::arg("coords"));
+  m.def("dynamic_mask_decode", &dyco::dynamic_mask_decode,
+        "DyCo3D dynamic mask decoder: each proposal's MLP over its yz-boxed candidate rows",
+        NoGil(), py::arg("features"), py::arg("xyz"), py::arg("order"), py::arg("starts"),
+        py::arg("stops"), py::arg("box_min"), py::arg("box_max"), py::arg("centre"),
+        py::arg("params"), py::arg("layer_sizes"), py::arg("use_relative_position"));
 }

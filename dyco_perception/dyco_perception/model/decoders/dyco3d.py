@@ -11,11 +11,16 @@ between them and no normalization (Eq. 3; `common.run_decoder`); its input per p
 feature and the point's position relative to the cluster centre (Eq. 2). It runs over candidate
 points: same scene, inside the cluster's box grown by a margin (`mask_head.decode_region: box`)
 or the whole scene (`all`) and, category-aware (Eq. 4), predicted as the cluster's class; every
-other point has mask 0.
+other point has mask 0. At inference on the CPU, dyco_ops' C++ `dynamic_mask_decode` decodes
+all clusters in one call without the GIL (same result; the per-cluster Python loop stays the
+reference and the training and CUDA path; DYCO_NATIVE_DECODE=0 forces it).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +39,7 @@ from dyco_perception.model.decoders.base import (
 from dyco_perception.model.decoders.common import (
     CandidateIndex,
     DecodedMasks,
+    DecoderWeights,
     cluster_grid,
     match_proposals,
     run_decoder,
@@ -50,6 +56,11 @@ from dyco_perception.model.grouping import (
 )
 from dyco_perception.model.unet import point_mlp
 from dyco_perception.sparse import SparseConv, SparseVoxels
+
+try:  # the native decoder is an optional speed-up (package dyco_ops, cuda_ops/)
+    from dyco_ops import native
+except ImportError:
+    native = None
 
 # --- kernel generation (3.3) and decoding (3.4, Eq. 2-4) -----------------------------------------
 
@@ -144,7 +155,8 @@ def decode_masks(
     use_relative_position: bool,
 ) -> DecodedMasks:
     """Run each proposal's generated decoder over its candidate points (`semantic` given:
-    category-aware, only points predicted as the proposal's class)."""
+    category-aware, only points predicted as the proposal's class). The native CPU kernel
+    decodes when it can (`native_decode_unavailable_reason`), else the Python loop does."""
     device = xyz.device
     if proposals.num == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
@@ -155,12 +167,42 @@ def decode_masks(
     box_max = (-inf).scatter_reduce(0, _expand(proposals.proposal_id), members, "amax") + margin
     # Eq. 2: the cluster centre is the mean of its points' original (unshifted) coordinates.
     centre = ops.scatter_mean(members, proposals.proposal_id, proposals.num)
-    layers = split_decoder_params(params, layer_sizes)
+    layers = split_decoder_params(params, layer_sizes)  # also checks the parameter count
     index = CandidateIndex(xyz, batch, semantic, num_classes)
     starts, stops = index.ranges(proposals, box_min[:, 0], box_max[:, 0])
+    regions = CandidateRegions(index.order, starts, stops, box_min, box_max, centre)
+    if native_decode_unavailable_reason(params, mask_features, xyz) is None:
+        return _decode_native(
+            regions, mask_features, xyz, params, layer_sizes, use_relative_position
+        )
+    return _decode_loop(regions, layers, mask_features, xyz, use_relative_position)
+
+
+@dataclass
+class CandidateRegions:
+    """Proposal k decodes the rows order[starts[k]:stops[k]] whose y and z lie inside
+    [box_min[k], box_max[k]]; its inputs are relative to centre[k]."""
+
+    order: torch.Tensor
+    starts: list[int]
+    stops: list[int]
+    box_min: torch.Tensor
+    box_max: torch.Tensor
+    centre: torch.Tensor
+
+
+def _decode_loop(
+    regions: CandidateRegions,
+    layers: DecoderWeights,
+    mask_features: torch.Tensor,
+    xyz: torch.Tensor,
+    use_relative_position: bool,
+) -> DecodedMasks:
+    """The reference, and the training and CUDA path: one proposal at a time in torch."""
+    box_min, box_max, centre = regions.box_min, regions.box_max, regions.centre
     logits, points, ids = [], [], []
-    for k in range(proposals.num):
-        rows = index.order[starts[k] : stops[k]]
+    for k in range(len(regions.starts)):
+        rows = regions.order[regions.starts[k] : regions.stops[k]]
         yz = xyz[rows, 1:]
         rows = rows[((yz >= box_min[k, 1:]) & (yz <= box_max[k, 1:])).all(1)]
         inputs = mask_features[rows]
@@ -170,6 +212,62 @@ def decode_masks(
         points.append(rows)
         ids.append(torch.full_like(rows, k))
     return DecodedMasks(torch.cat(logits), torch.cat(points), torch.cat(ids))
+
+
+def _decode_native(
+    regions: CandidateRegions,
+    mask_features: torch.Tensor,
+    xyz: torch.Tensor,
+    params: torch.Tensor,
+    layer_sizes: list[tuple[int, int]],
+    use_relative_position: bool,
+) -> DecodedMasks:
+    """`_decode_loop`'s result in one call of dyco_ops' `dynamic_mask_decode`: no per-proposal
+    Python (which held the GIL against blocks segmented on other threads)."""
+    starts = torch.tensor(regions.starts, dtype=torch.long)
+    stops = torch.tensor(regions.stops, dtype=torch.long)
+    logits, points, ids = _native_kernel()(
+        mask_features,
+        xyz,
+        regions.order,
+        starts,
+        stops,
+        regions.box_min,
+        regions.box_max,
+        regions.centre,
+        params,
+        layer_sizes,
+        use_relative_position,
+    )
+    return DecodedMasks(logits, points, ids)
+
+
+def _native_kernel() -> Callable[..., tuple[torch.Tensor, ...]] | None:
+    module = None if native is None else native.load("dyco_ops_cpu").module
+    return getattr(module, "dynamic_mask_decode", None)
+
+
+def native_decode_unavailable_reason(
+    params: torch.Tensor, mask_features: torch.Tensor, xyz: torch.Tensor
+) -> str | None:
+    """Why `decode_masks` runs the Python loop on these tensors; None when the native kernel
+    decodes (inference: float32 CPU tensors, no autograd). DYCO_NATIVE_DECODE=0 forces the loop
+    (A/B comparisons)."""
+    if os.environ.get("DYCO_NATIVE_DECODE", "1") == "0":
+        return "DYCO_NATIVE_DECODE=0"
+    if _native_kernel() is None:
+        if native is None:
+            return "dyco_ops not installed"
+        why = native.load("dyco_ops_cpu").reason
+        return "the build has no dynamic_mask_decode (rebuild)" if why == "loaded" else why
+    tensors = (params, mask_features, xyz)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return "autograd: training decodes in torch"
+    if any(t.device.type != "cpu" for t in tensors):
+        return "CPU tensors only"
+    if any(t.dtype != torch.float32 for t in tensors):
+        return "float32 tensors only"
+    return None
 
 
 def _expand(index: torch.Tensor) -> torch.Tensor:
