@@ -4,9 +4,11 @@
                                       [--configs old fused auto bf16]
 
 Configurations (same checkpoint, same process, runs interleaved scan by scan):
-  old    the previous default: backend spconv for every layer, batch norms unfused
+  old    the previous default: backend spconv for every layer, batch norms unfused, DyCo3D's
+         masks decoded by the per-cluster Python loop (DYCO_NATIVE_DECODE=0)
   fused  spconv, batch norms folded into the convs (`fuse_for_inference`)
-  auto   fused, each layer's algorithm from the measured table (sparse/algorithms.yaml)
+  auto   fused, each layer's algorithm from the measured table (sparse/algorithms.yaml), masks
+         decoded by the native kernel (dyco_ops dynamic_mask_decode)
   bf16   auto with bfloat16 matmuls (precision="bfloat16")
 Output check of each against "old" over the val scans (the split of dyco_training.datasets):
 fraction of points with the same semantic label and the same instance-or-none decision,
@@ -42,6 +44,12 @@ CONFIGS = {
     "auto": {"backend": "auto"},
     "bf16": {"backend": "auto", "precision": "bfloat16"},
 }
+PYTHON_DECODE = {"old"}  # configs whose masks the per-cluster Python loop decodes
+
+
+def segment(name: str, seg: Segmenter, scene):
+    os.environ["DYCO_NATIVE_DECODE"] = "0" if name in PYTHON_DECODE else "1"
+    return seg.segment(scene.xyz, scene.rgb)
 
 
 def run_all(segmenters: dict[str, Segmenter], scenes, repeats: int) -> dict[str, dict]:
@@ -51,11 +59,11 @@ def run_all(segmenters: dict[str, Segmenter], scenes, repeats: int) -> dict[str,
     cpu = {name: _backbone_cpu_clock(seg) for name, seg in segmenters.items()}
     for scene in scenes:
         for name, seg in segmenters.items():  # warm-up per scan (maps, buffers, lazy imports)
-            results[name].append(seg.segment(scene.xyz, scene.rgb))
+            results[name].append(segment(name, seg, scene))
         for _ in range(repeats):
             for name, seg in segmenters.items():
                 start, start_cpu = time.perf_counter(), time.thread_time()
-                timings = seg.segment(scene.xyz, scene.rgb).timings
+                timings = segment(name, seg, scene).timings
                 times[name]["total"].append(time.perf_counter() - start)
                 times[name]["total_cpu"].append(time.thread_time() - start_cpu)
                 times[name]["backbone"].append(timings["backbone"])
