@@ -22,6 +22,8 @@ from dyco_perception.segmenter import Segmenter
 from dyco_perception.tiling import TilingConfig
 from native_ops import assert_releases_gil
 
+from dyco_perception import ops
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small problems; a shared 2-core box
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dyco3d_scannet_m16.safetensors"
@@ -107,12 +109,9 @@ def random_problem(
 @pytest.fixture
 def native() -> None:
     """Skips (saying why) where the native decoder is not loaded."""
-    kernel = dyco3d._native_kernel()
-    if kernel is None:
-        x = torch.zeros(1, 1)
-        pytest.skip(
-            f"native decoder not loaded: {dyco3d.native_decode_unavailable_reason(x, x, x)}"
-        )
+    why = ops.cpu_kernel_missing("dynamic_mask_decode")
+    if why is not None:
+        pytest.skip(f"native decoder not loaded: {why}")
 
 
 def decode(problem: Problem, use_native: bool) -> DecodedMasks:
@@ -202,7 +201,7 @@ def test_no_proposals(native) -> None:
     assert_same(decode(problem, use_native=True), decode(problem, use_native=False))
     n, none = problem.xyz.shape[0], torch.zeros(0, 3)
     index = torch.zeros(0, dtype=torch.long)
-    got = dyco3d._native_kernel()(
+    got = ops.cpu_kernel("dynamic_mask_decode")(
         problem.mask_features,
         problem.xyz,
         torch.arange(n),
@@ -280,7 +279,7 @@ def test_kernel_rejects_bad_inputs(native) -> None:
     starts, stops = torch.tensor([0, 5, 9]), torch.tensor([4, 9, 20])
 
     def call(order=None, layer_sizes=None, params=None, stops=stops) -> None:
-        dyco3d._native_kernel()(
+        ops.cpu_kernel("dynamic_mask_decode")(
             problem.mask_features,
             problem.xyz,
             torch.arange(n) if order is None else order,

@@ -12,6 +12,8 @@ from dyco_perception.sparse import SparseVoxels, algorithms, gemm, torch_backend
 from dyco_perception.sparse.algorithms import LayerTiming
 from dyco_perception.sparse.tensor import MAX_AXIS, MAX_BATCH
 
+from dyco_perception import ops
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 OFFSETS = list(itertools.product((-1, 0, 1), repeat=3))  # torch_backend's offset order
 
@@ -21,10 +23,7 @@ def build():
     """The native builder, or a skip that says why it is not loaded."""
     builder = gemm.native_table_builder()
     if builder is None:
-        native = gemm.native
-        why = "dyco_ops not installed" if native is None else native.load("dyco_ops_cpu").reason
-        if why == "loaded":
-            why = "the build has no subm_neighbour_table (rebuild)"
+        why = ops.cpu_kernel_missing("subm_neighbour_table")
         pytest.skip(f"native subm_neighbour_table not loaded: {why}")
     return builder
 

@@ -122,10 +122,18 @@ def test_blocks_cover_every_point_once_and_bound_the_work(scannet_dir: Path, cop
 
 
 @pytest.mark.parametrize(
-    ("block_size", "overlap"), [(4.0, 1.0), (4.0, 0.0), (2.0, 2.0), (1.5, 3.2), (3.0, 10.0)]
+    ("block_size", "overlap", "extent"),
+    [
+        (4.0, 1.0, 10),
+        (4.0, 0.0, 10),
+        (2.0, 2.0, 10),
+        (1.5, 3.2, 10),
+        (3.0, 10.0, 10),
+        (0.5, 0.7, 200),  # 160,000 cells: block keys past 16 bits, most cells empty
+    ],
 )
 def test_each_context_is_exactly_the_points_within_the_overlap_of_its_core_cell(
-    block_size: float, overlap: float
+    block_size: float, overlap: float, extent: int
 ) -> None:
     """Against the definition, point by point: the context of the grid cell i, j holds the
     points with origin + i * size - overlap <= x <= origin + (i + 1) * size + overlap (the
@@ -133,10 +141,10 @@ def test_each_context_is_exactly_the_points_within_the_overlap_of_its_core_cell(
     on cell borders, on overlap borders and on the map's far edge; overlaps reach past the
     next cell."""
     gen = np.random.default_rng(7)
-    xy = gen.uniform(0, 10, (4000, 2)).astype(np.float32)
-    edges = np.arange(0, 10.5, 0.5, dtype=np.float32)  # cell and overlap borders among them
+    xy = gen.uniform(0, extent, (4000, 2)).astype(np.float32)
+    edges = np.arange(0, extent + 0.5, 0.5, dtype=np.float32)  # cell and overlap borders
     xy[:400] = gen.choice(edges, (400, 2))
-    xy[400] = [10.0, 10.0]
+    xy[400] = [extent, extent]
     xy[401] = [0.0, 0.0]
     cfg = TilingConfig(block_size=block_size, overlap=overlap, max_block_points=10**6)
     blocks = plan_blocks(xy, cfg)
@@ -144,14 +152,18 @@ def test_each_context_is_exactly_the_points_within_the_overlap_of_its_core_cell(
     cells = np.ceil((xy.max(0) - origin) / block_size)
     size = (xy.max(0) - origin) / cells
     x = xy.astype(np.float64)
+    core_cells = set()
     for block in blocks:
-        cell = np.minimum(np.floor((x[block.core[0]] - origin) / size), cells - 1)
-        lo = origin + cell * size
+        cell = np.minimum(np.floor((x[block.core] - origin) / size), cells - 1)
+        assert (cell == cell[0]).all()  # a core is one cell
+        lo = origin + cell[0] * size
         near = np.all((x >= lo - overlap) & (x <= lo + size + overlap), axis=1)
         expected = np.union1d(np.flatnonzero(near), block.core)
         assert np.array_equal(block.context, expected)
         assert np.array_equal(block.core, np.sort(block.core))
-    assert len(blocks) == int(np.prod(cells))
+        core_cells.add(tuple(cell[0]))
+    assert len(core_cells) == len(blocks)  # one block per occupied cell
+    assert sum(b.core.size for b in blocks) == len(xy)
 
 
 def test_a_map_inside_one_block_is_one_block_unless_it_holds_too_many_points(

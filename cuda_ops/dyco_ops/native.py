@@ -28,6 +28,7 @@ EXTENSIONS: dict[str, list[str]] = {
         "bindings.h",
         "common.h",
         "cpu_ops.cpp",
+        "simd.h",
         "subm_conv.h",
         "subm_conv.cpp",
         "neighbour_table.h",

@@ -10,6 +10,8 @@
 // chosen at run time (~1.5x over the portable SSE one here).
 #include "dynamic_decode.h"
 
+#include "simd.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -18,9 +20,6 @@
 #include <cstdlib>
 #include <cstring>
 
-// The vector helpers are always inlined, so the ABI note about passing AVX vectors is moot.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace {
 
 constexpr int64_t kRows = 4;             // rows per register block: 4 x 2 vectors of columns
@@ -28,27 +27,15 @@ constexpr int64_t kTile = 4 * kRows;     // kept rows gathered and decoded toget
 constexpr int64_t kSortGrain = 1 << 12;  // rows per task when copying the inputs
 constexpr int64_t kAhead = 16;           // rows prefetched ahead when copying the inputs
 
-// Float vectors (GCC/Clang extensions) of one register each: Vec8 (ymm) in the AVX2 build,
-// Vec4 (xmm) in the portable one, where Vec8 pairs spilled (SSE has 16 xmm registers).
-typedef float Vec8 __attribute__((vector_size(32)));
-typedef float Vec4 __attribute__((vector_size(16)));
+// Vectors of one register each: Vec8 (ymm) in the AVX2 build, Vec4 (xmm) in the portable one,
+// where Vec8 pairs spilled (SSE has 16 xmm registers).
+using dyco::simd::load;
+using dyco::simd::store;
+using dyco::simd::Vec4;
+using dyco::simd::Vec8;
 
 template <typename V>
 constexpr int64_t kLanes = sizeof(V) / sizeof(float);
-
-#define DYCO_INLINE inline __attribute__((always_inline))
-
-template <typename V>
-DYCO_INLINE V load(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof v);  // unaligned load
-  return v;
-}
-
-template <typename V>
-DYCO_INLINE void store(float* p, V v) {
-  std::memcpy(p, &v, sizeof v);
-}
 
 struct Layer {
   int64_t in, out;
@@ -293,19 +280,12 @@ __attribute__((target("avx2,fma"))) void decode_avx2(const Problem& p, const Sor
                                                      int64_t end) {
   decode_proposals<Vec8>(p, in, out, begin, end);
 }
-
-// DYCO_OPS_PORTABLE=1 forces the portable code (tests compare the two on an AVX2 machine).
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          std::getenv("DYCO_OPS_PORTABLE") == nullptr;
-  return yes;
-}
 #endif
 
 void decode_all(const Problem& p, const Sorted& in, const Output& out, int64_t k) {
   auto kernel = &decode_portable;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  if (use_avx2()) kernel = &decode_avx2;
+  if (dyco::simd::use_avx2()) kernel = &decode_avx2;
 #endif
   at::parallel_for(0, k, 1, [&](int64_t begin, int64_t end) { kernel(p, in, out, begin, end); });
 }

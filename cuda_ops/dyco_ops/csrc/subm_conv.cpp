@@ -6,6 +6,8 @@
 // per-offset path's index_add); the weights (27 x Cin x Cout floats) stay in L1/L2.
 #include "subm_conv.h"
 
+#include "simd.h"
+
 #include <ATen/Parallel.h>
 
 #include <atomic>
@@ -13,27 +15,15 @@
 #include <cstdlib>
 #include <cstring>
 
-// The Vec8 helpers are always inlined, so the ABI note about passing AVX vectors is moot.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace {
 
 constexpr int64_t kOffsets = 27;
 constexpr int64_t kGrain = 64;  // rows per parallel task: the table slice and outputs fit L1
 
-// Eight floats as a GCC/Clang vector: a fixed-width column block compiles to a few registers
-// (one ymm each with AVX2, two xmm each in the portable build).
-typedef float Vec8 __attribute__((vector_size(32)));
+// A fixed-width column block of Vec8s compiles to a few registers.
+using dyco::simd::Vec8;
 
-#define DYCO_INLINE inline __attribute__((always_inline))
-
-DYCO_INLINE Vec8 load8(const float* p) {
-  Vec8 v;
-  std::memcpy(&v, p, sizeof v);  // unaligned load
-  return v;
-}
-
-DYCO_INLINE void store8(float* p, Vec8 v) { std::memcpy(p, &v, sizeof v); }
+DYCO_INLINE Vec8 load8(const float* p) { return dyco::simd::load<Vec8>(p); }
 
 // (Vec8{} + v would add 0.0f first: not an identity for -0.0f, so the compiler keeps it.)
 DYCO_INLINE Vec8 broadcast8(float v) { return Vec8{v, v, v, v, v, v, v, v}; }
@@ -101,7 +91,7 @@ DYCO_INLINE void column_block(const Args<Index>& a, const Neighbours& nb, int64_
   for (int n = 0; n < N; ++n) {
     Vec8 sum = a.bias ? load8(a.bias + col + 8 * n) : Vec8{};
     for (int s = 0; s < S; ++s) sum += acc[s][n];
-    store8(a.out + i * cout + col + 8 * n, sum);
+    dyco::simd::store(a.out + i * cout + col + 8 * n, sum);
   }
 }
 
@@ -171,20 +161,13 @@ __attribute__((target("avx2,fma"))) bool rows_avx2(const Args<Index>& a, int64_t
                                                    int64_t end) {
   return rows(a, begin, end);
 }
-
-// DYCO_OPS_PORTABLE=1 forces the portable code (tests compare the two on an AVX2 machine).
-bool use_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          std::getenv("DYCO_OPS_PORTABLE") == nullptr;
-  return yes;
-}
 #endif
 
 template <typename Index>
 bool run(const Args<Index>& a) {
   auto kernel = &rows_portable<Index>;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  if (use_avx2()) kernel = &rows_avx2<Index>;
+  if (dyco::simd::use_avx2()) kernel = &rows_avx2<Index>;
 #endif
   std::atomic<bool> bad{false};
   at::parallel_for(0, a.rows, kGrain, [&](int64_t begin, int64_t end) {

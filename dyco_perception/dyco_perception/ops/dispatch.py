@@ -7,7 +7,9 @@ reference; "native" = native or RuntimeError; "torch" = reference.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -516,3 +518,21 @@ def backend_info() -> dict:
             "library": result.path,
         }
     return info
+
+
+def cpu_kernel(name: str) -> Callable[..., Any] | None:
+    """dyco_ops' CPU function `name` (the fused inference kernels: `subm_conv3d`,
+    `subm_neighbour_table`, `dynamic_mask_decode`), or None when the CPU extension is absent,
+    stale or older than the function."""
+    module = None if native is None else native.load("dyco_ops_cpu").module
+    return getattr(module, name, None)
+
+
+def cpu_kernel_missing(name: str) -> str | None:
+    """Why `cpu_kernel(name)` is None; None when it is loaded."""
+    if cpu_kernel(name) is not None:
+        return None
+    if native is None:
+        return NOT_INSTALLED
+    why = native.load("dyco_ops_cpu").reason
+    return f"the build has no {name} (rebuild)" if why == "loaded" else why

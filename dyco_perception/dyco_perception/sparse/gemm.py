@@ -19,13 +19,9 @@ from collections.abc import Callable
 
 import torch
 
+from dyco_perception import ops
 from dyco_perception.sparse.tensor import SparseVoxels
 from dyco_perception.sparse.torch_backend import CENTER, subm_pairs
-
-try:  # the native kernels are an optional speed-up (package dyco_ops, cuda_ops/)
-    from dyco_ops import native
-except ImportError:
-    native = None
 
 _local = threading.local()
 
@@ -33,8 +29,7 @@ _local = threading.local()
 def native_table_builder() -> Callable[[torch.Tensor], torch.Tensor] | None:
     """dyco_ops' `subm_neighbour_table` (coords (V, 4) int64 -> (V, 27) int64), or None when
     the CPU extension is absent, stale or older."""
-    module = None if native is None else native.load("dyco_ops_cpu").module
-    return getattr(module, "subm_neighbour_table", None)
+    return ops.cpu_kernel("subm_neighbour_table")
 
 
 def subm_table(x: SparseVoxels) -> torch.Tensor:

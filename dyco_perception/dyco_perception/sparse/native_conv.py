@@ -15,30 +15,20 @@ from collections.abc import Callable
 
 import torch
 
+from dyco_perception import ops
 from dyco_perception.sparse import gemm
 from dyco_perception.sparse.tensor import SparseVoxels
-
-try:  # the native kernels are an optional speed-up (package dyco_ops, cuda_ops/)
-    from dyco_ops import native
-except ImportError:
-    native = None
-
-NOT_INSTALLED = "dyco_ops not installed (pip install cuda_ops/, then python -m dyco_ops.build)"
 
 
 def kernel() -> Callable[..., torch.Tensor] | None:
     """The native `subm_conv3d`, or None when the CPU extension is absent, stale or older."""
-    module = None if native is None else native.load("dyco_ops_cpu").module
-    return getattr(module, "subm_conv3d", None)
+    return ops.cpu_kernel("subm_conv3d")
 
 
 def unavailable_reason(x: SparseVoxels | None = None) -> str | None:
     """Why the native kernel cannot run (on `x`, when given) in this context; None if it can."""
     if kernel() is None:
-        if native is None:
-            return NOT_INSTALLED
-        why = native.load("dyco_ops_cpu").reason
-        return "the build has no subm_conv3d (rebuild)" if why == "loaded" else why
+        return ops.cpu_kernel_missing("subm_conv3d") or "not loaded"
     if torch.is_grad_enabled():
         return "inference only: run under torch.no_grad()"
     if x is not None and x.features.device.type != "cpu":

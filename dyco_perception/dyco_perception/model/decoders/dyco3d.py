@@ -19,7 +19,6 @@ reference and the training and CUDA path; DYCO_NATIVE_DECODE=0 forces it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +55,6 @@ from dyco_perception.model.grouping import (
 )
 from dyco_perception.model.unet import point_mlp
 from dyco_perception.sparse import SparseConv, SparseVoxels
-
-try:  # the native decoder is an optional speed-up (package dyco_ops, cuda_ops/)
-    from dyco_ops import native
-except ImportError:
-    native = None
 
 # --- kernel generation (3.3) and decoding (3.4, Eq. 2-4) -----------------------------------------
 
@@ -226,7 +220,7 @@ def _decode_native(
     Python (which held the GIL against blocks segmented on other threads)."""
     starts = torch.tensor(regions.starts, dtype=torch.long)
     stops = torch.tensor(regions.stops, dtype=torch.long)
-    logits, points, ids = _native_kernel()(
+    logits, points, ids = ops.cpu_kernel("dynamic_mask_decode")(
         mask_features,
         xyz,
         regions.order,
@@ -242,11 +236,6 @@ def _decode_native(
     return DecodedMasks(logits, points, ids)
 
 
-def _native_kernel() -> Callable[..., tuple[torch.Tensor, ...]] | None:
-    module = None if native is None else native.load("dyco_ops_cpu").module
-    return getattr(module, "dynamic_mask_decode", None)
-
-
 def native_decode_unavailable_reason(
     params: torch.Tensor, mask_features: torch.Tensor, xyz: torch.Tensor
 ) -> str | None:
@@ -255,11 +244,9 @@ def native_decode_unavailable_reason(
     (A/B comparisons)."""
     if os.environ.get("DYCO_NATIVE_DECODE", "1") == "0":
         return "DYCO_NATIVE_DECODE=0"
-    if _native_kernel() is None:
-        if native is None:
-            return "dyco_ops not installed"
-        why = native.load("dyco_ops_cpu").reason
-        return "the build has no dynamic_mask_decode (rebuild)" if why == "loaded" else why
+    missing = ops.cpu_kernel_missing("dynamic_mask_decode")
+    if missing is not None:
+        return missing
     tensors = (params, mask_features, xyz)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return "autograd: training decodes in torch"
