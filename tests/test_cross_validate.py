@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from dyco_perception.checkpoint import load_checkpoint
+from dyco_perception.checkpoint import (
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+    write_random_checkpoint,
+)
 from dyco_perception.evaluation import build_evaluator
+from dyco_training.cli_train import main as train_main
 from dyco_training.cross_validate import (
     apply_override,
     backbone_fold_config,
@@ -40,18 +46,39 @@ def test_folds_hold_out_whole_training_rooms_and_never_val(scannet_dir: Path) ->
     assert cfg.train.max_minutes == 5.0 and cfg.export.checkpoint == ""
 
 
-def test_a_fold_backbone_starts_from_scratch_and_trains_no_instance_branch(scannet_dir) -> None:
+def test_a_fold_backbone_trains_no_instance_branch_from_weights_that_saw_no_real_scan(
+    tmp_path: Path, scannet_dir
+) -> None:
     rooms = training_rooms(scannet_dir)
     base = {
         "model_config": str(REPO / "config/model/tiny_test.yaml"),
-        "init": {"checkpoint": "runs/shipped_stage1/model.safetensors", "scope": "backbone"},
         "train": {"iterations": 8000, "prepare_iters": 300, "max_minutes": 80},
     }
     cfg = backbone_fold_config(base, rooms, "scene0005", 500, REPO)
-    assert cfg.init.checkpoint == ""  # weights that saw every room would leak the held-out one
+    assert cfg.init.checkpoint == ""
     assert (cfg.train.iterations, cfg.train.prepare_iters, cfg.train.max_minutes) == (500, 500, 0)
     assert cfg.data.val_scans == rooms["scene0005"]
-    assert base["init"]["checkpoint"]  # the caller's mapping is left as it was
+
+    # Pretrained weights: only what a card shows trained on generated rooms alone, no warm start.
+    state, card = load_checkpoint(write_random_checkpoint(tmp_path / "random.safetensors"))
+    model = build_model(state, card)
+    cards = {
+        "generated": {"data": {"real_scans": []}, "init": None},
+        "real": {"data": {"real_scans": ["scene0001_00"]}, "init": None},
+        "warm": {"data": {"real_scans": []}, "init": {"checkpoint": "shipped.safetensors"}},
+        "unrecorded": {},
+    }
+    for name, training in cards.items():
+        card.training = training
+        save_checkpoint(tmp_path / f"{name}.safetensors", model, card)
+    base["init"] = {"checkpoint": str(tmp_path / "generated.safetensors"), "scope": "all"}
+    cfg = backbone_fold_config(base, rooms, "scene0005", 500, REPO)
+    assert (cfg.init.checkpoint, cfg.init.scope) == (base["init"]["checkpoint"], "backbone")
+    for name, reason in (("real", "real scans"), ("warm", "warm start"), ("unrecorded", "unrec")):
+        base["init"]["checkpoint"] = str(tmp_path / f"{name}.safetensors")
+        with pytest.raises(ValueError, match=f"{reason}.*may have seen the held-out room"):
+            backbone_fold_config(base, rooms, "scene0005", 500, REPO)
+    assert base["init"]["scope"] == "all"  # the caller's mapping is left as it was
 
 
 def test_ranking_reads_the_named_metric_and_counts_ties_for_each() -> None:
@@ -158,6 +185,60 @@ def test_decoders_compare_on_a_backbone_each_fold_trains_without_its_room(
     bad_args = [*args[:4], "--backbone", str(bad), "--out", str(tmp_path / "bad")]
     assert main(bad_args) == 2  # refused before any fold trains
     assert not (tmp_path / "bad").exists()
+
+
+def test_backbones_compare_each_candidate_on_each_and_pretraining_sees_no_real_scan(
+    tmp_path: Path, scannet_dir
+) -> None:
+    torch.set_num_threads(1)
+    scratch = write_tiny_config(tmp_path / "scratch.yaml", scannet_dir)
+    pretrain = tmp_path / "pretrain.yaml"
+    pretrained = tmp_path / "pretrain" / "model.safetensors"
+    pretrain.write_text(
+        yaml.safe_dump(
+            {
+                "base": str(scratch),
+                "data": {
+                    "real_repeat": 0,
+                    "generated_rooms": 2,
+                    "generated_points": 4000,
+                    "val_split": "none",
+                },
+                "train": {"prepare_iters": 2},
+                "export": {"checkpoint": str(pretrained)},
+            }
+        )
+    )
+    assert train_main(["--config", str(pretrain), "--out", str(tmp_path / "pretrain")]) == 0
+    generated = tmp_path / "generated.yaml"
+    generated.write_text(
+        yaml.safe_dump({"base": str(scratch), "init": {"checkpoint": str(pretrained)}})
+    )
+    candidate = write_tiny_config(tmp_path / "dyco.yaml", scannet_dir)
+    out = tmp_path / "cv"
+    args = ["--config", str(candidate), "--rooms", "scene0004", "--backbone-iterations", "2"]
+    args += ["--backbone", f"scratch={scratch}", "--backbone", f"generated={generated}"]
+    assert main([*args, "--set", "train.iterations=1", "--out", str(out)]) == 0
+
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert sorted(comparison["candidates"]) == ["dyco@generated", "dyco@scratch"]
+    for backbone, init in (("scratch", None), ("generated", str(pretrained))):
+        trained = (out / "backbone" / backbone / "fold_scene0004" / "model.safetensors").resolve()
+        _, card = load_checkpoint(trained)
+        assert (card.training["init"] or {}).get("checkpoint") == init
+        _, fold = load_checkpoint(out / f"dyco@{backbone}" / "fold_scene0004" / "model.safetensors")
+        assert fold.training["init"]["checkpoint"] == str(trained)  # its own backbone
+        assert fold.training["iterations"] == 1
+
+    # A backbone may not start from weights that trained on real scans (the held-out room).
+    leaky = tmp_path / "leaky.yaml"
+    seen_real = out / "dyco@scratch" / "fold_scene0004" / "model.safetensors"
+    leaky.write_text(yaml.safe_dump({"base": str(scratch), "init": {"checkpoint": str(seen_real)}}))
+    bad = ["--config", str(candidate), "--backbone", str(leaky), "--out", str(tmp_path / "bad")]
+    assert main(bad) == 2  # refused before any fold trains
+    assert not (tmp_path / "bad").exists()
+    named_twice = ["--backbone", f"a={scratch}", "--backbone", f"a={generated}"]
+    assert main([*bad[:2], *named_twice, "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_room_resampling_draws_whole_rooms_with_replacement() -> None:

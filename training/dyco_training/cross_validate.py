@@ -16,6 +16,10 @@ rooms are drawn again with replacement (`comparison.json`). With `--backbone CON
 first trains a backbone on that fold's rooms only (the semantic and offset heads, no instance
 branch, for `--backbone-iterations`), and every candidate starts from it (`init.scope:
 backbone`): how the decoders are compared without a backbone that has seen the held-out room.
+A backbone starts from scratch, or from its config's `init` when those weights were trained on
+generated rooms alone (pretraining). With several `--backbone NAME=CONFIG`, every candidate
+runs on each (`<candidate>@<backbone>`): how backbones, e.g. with and without pretraining, are
+compared.
 """
 
 from __future__ import annotations
@@ -30,12 +34,19 @@ from typing import Any
 
 import numpy as np
 import yaml
+from dyco_perception.checkpoint import load_checkpoint
 from dyco_perception.evaluation import InstanceEvaluator, build_evaluator
 from dyco_perception.scenes import load_npz_scene
 from dyco_perception.segmenter import Segmenter
 
 from dyco_training.datasets import list_npz_scans, room_of
-from dyco_training.trainer import REPO_ROOT, Trainer, read_train_yaml, train_config_from_dict
+from dyco_training.trainer import (
+    REPO_ROOT,
+    Trainer,
+    read_train_yaml,
+    resolve_init_path,
+    train_config_from_dict,
+)
 
 
 def apply_override(config: dict[str, Any], assignment: str) -> None:
@@ -84,13 +95,36 @@ def backbone_fold_config(
     base: dict[str, Any], rooms: dict[str, list[str]], held_out: str, iterations: int, where: Path
 ):
     """The fold's backbone stage: semantic and offset losses only (the instance branch is never
-    trained, so no decoder shapes the features the candidates share)."""
+    trained, so no decoder shapes the features the candidates share). It starts from scratch or
+    from weights trained on generated rooms alone: any that saw a real scan may have seen the
+    held-out room."""
     config = copy.deepcopy(base)
-    config.pop("init", None)  # from scratch: any pretrained weights have seen the held-out room
+    start = (config.pop("init", None) or {}).get("checkpoint")
+    if start:
+        require_generated_only(start)
+        config["init"] = {"checkpoint": start, "scope": "backbone"}
     config.setdefault("train", {}).update(
         {"iterations": iterations, "prepare_iters": iterations, "max_minutes": 0}
     )
     return fold_config(config, rooms, held_out, 0.0, where)
+
+
+def require_generated_only(checkpoint: str) -> None:
+    """Refuse pretrained weights whose model card shows a real scan or a warm start of its own
+    (what that one saw is not recorded here)."""
+    path = resolve_init_path(checkpoint)
+    _, card = load_checkpoint(path)
+    training = card.training or {}
+    real = training.get("data", {}).get("real_scans")
+    if real is None or real or training.get("init"):
+        seen = "an unrecorded training" if real is None else f"real scans {real[:3]}"
+        if not real and training.get("init"):
+            seen = f"a warm start from {training['init'].get('checkpoint')}"
+        raise ValueError(
+            f"backbone init {path}: trained on {seen}, so it may have seen the held-out room; "
+            "a fold's backbone starts from scratch or from weights trained on generated rooms "
+            "alone (data.real_repeat: 0, no init)"
+        )
 
 
 def on_backbone(base: dict[str, Any], checkpoint: str) -> dict[str, Any]:
@@ -233,15 +267,48 @@ def candidate_dir(out: Path, name: str, count: int) -> Path:
 
 
 @dataclass
+class Backbone:
+    """A per-fold backbone stage: its config file and mapping."""
+
+    path: Path
+    config: dict[str, Any]
+
+
+@dataclass
 class Plan:
     """What a run will do, checked before any training starts."""
 
     paths: dict[str, Path]  # candidate name (its config's file stem) -> config file
     candidates: dict[str, dict[str, Any]]  # name -> config mapping, overrides applied
-    backbone: dict[str, Any] | None  # the per-fold backbone's config mapping
+    backbones: dict[str, Backbone]  # name -> the per-fold backbone stage; {} = none
     scans_dir: Path
     rooms: dict[str, list[str]]  # every training room -> its scans
     chosen: list[str]  # the held-out rooms of this run
+
+    @property
+    def runs(self) -> dict[str, tuple[str, str | None]]:
+        """Run name -> (candidate, backbone): each candidate on each backbone, named
+        `<candidate>@<backbone>` when there are several backbones."""
+        if len(self.backbones) < 2:
+            only = next(iter(self.backbones), None)
+            return {name: (name, only) for name in self.candidates}
+        return {f"{c}@{b}": (c, b) for b in self.backbones for c in self.candidates}
+
+    def backbone_dir(self, out: Path, name: str) -> Path:
+        return out / "backbone" if len(self.backbones) == 1 else out / "backbone" / name
+
+
+def parse_backbones(specs: list[str]) -> dict[str, Path]:
+    """`--backbone [NAME=]CONFIG` entries -> name (default: the file stem) -> config file."""
+    named = {}
+    for spec in specs:
+        name, sep, path = spec.rpartition("=")
+        path = Path(path)
+        named.setdefault(name if sep else path.stem, []).append(path)
+    repeated = sorted(name for name, found in named.items() if len(found) > 1)
+    if repeated or not all(named):
+        raise ValueError(f"backbones need distinct, non-empty names, got {specs}")
+    return {name: found[0] for name, found in named.items()}
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -263,48 +330,56 @@ def make_plan(args: argparse.Namespace) -> Plan:
     unknown = sorted(set(chosen) - set(rooms))
     if unknown:
         raise ValueError(f"rooms {unknown} are not training rooms {sorted(rooms)}")
-    backbone = read_train_yaml(Path(args.backbone)) if args.backbone else None
-    if backbone is not None:
+    backbones = {
+        name: Backbone(path, read_train_yaml(path))
+        for name, path in parse_backbones(args.backbone).items()
+    }
+    for backbone in backbones.values():
         backbone_fold_config(
-            backbone, rooms, chosen[0], args.backbone_iterations, Path(args.backbone).parent
+            backbone.config, rooms, chosen[0], args.backbone_iterations, backbone.path.parent
         )
-    return Plan(paths, candidates, backbone, scans_dir, rooms, chosen)
+    return Plan(paths, candidates, backbones, scans_dir, rooms, chosen)
+
+
+def train_backbone(plan: Plan, name: str, room: str, args: argparse.Namespace, out: Path) -> str:
+    """The fold's backbone (trained, or kept from an earlier run): its checkpoint's path."""
+    backbone = plan.backbones[name]
+    cfg = backbone_fold_config(
+        backbone.config, plan.rooms, room, args.backbone_iterations, backbone.path.parent
+    )
+    trained = run_fold(cfg, plan.backbone_dir(out, name) / f"fold_{room}")
+    return str(Path(trained["checkpoint"]).resolve())
 
 
 def run_folds(plan: Plan, args: argparse.Namespace, out: Path) -> dict[str, dict[str, dict]]:
-    """Candidate -> held-out room -> fold result; per room, its backbone first if asked for."""
-    folds: dict[str, dict[str, dict]] = {name: {} for name in plan.candidates}
+    """Run -> held-out room -> fold result; per room, its backbones first if asked for."""
+    runs = plan.runs
+    folds: dict[str, dict[str, dict]] = {name: {} for name in runs}
     for room in plan.chosen:
-        start = None
-        if plan.backbone is not None:
-            cfg = backbone_fold_config(
-                plan.backbone,
-                plan.rooms,
-                room,
-                args.backbone_iterations,
-                Path(args.backbone).parent,
-            )
-            trained = run_fold(cfg, out / "backbone" / f"fold_{room}")
-            start = str(Path(trained["checkpoint"]).resolve())
-        for name, config in plan.candidates.items():
-            config = on_backbone(config, start) if start else config
+        starts = {name: train_backbone(plan, name, room, args, out) for name in plan.backbones}
+        for name, (candidate, backbone) in runs.items():
+            config = plan.candidates[candidate]
+            config = on_backbone(config, starts[backbone]) if backbone else config
             cfg = fold_config(
-                config, plan.rooms, room, args.minutes_per_fold, plan.paths[name].parent
+                config, plan.rooms, room, args.minutes_per_fold, plan.paths[candidate].parent
             )
-            fold_out = candidate_dir(out, name, len(plan.candidates)) / f"fold_{room}"
+            fold_out = candidate_dir(out, name, len(runs)) / f"fold_{room}"
             folds[name][room] = run_fold(cfg, fold_out)
     return folds
 
 
 def summarise(plan: Plan, folds: dict[str, dict[str, dict]], args: argparse.Namespace) -> None:
     """Each candidate's summary.json and table; with several, comparison.json and its table."""
-    out, count = Path(args.out), len(plan.candidates)
+    out, runs = Path(args.out), plan.runs
+    count = len(runs)
     summaries, evaluators, scene_rooms = {}, {}, []
-    for name, path in plan.paths.items():
+    for name, (candidate, backbone) in runs.items():
         evaluators[name], scene_rooms = held_out_evaluator(folds[name], plan.rooms, plan.scans_dir)
         pooled = evaluators[name].compute().to_dict()
-        summaries[name] = {"config": str(path), "folds": folds[name], "pooled": pooled}
-        summary = {**summaries[name], "overrides": args.set, "backbone": args.backbone}
+        config = str(plan.paths[candidate])
+        summaries[name] = {"config": config, "folds": folds[name], "pooled": pooled}
+        backbone = str(plan.backbones[backbone].path) if backbone else None
+        summary = {**summaries[name], "overrides": args.set, "backbone": backbone}
         (candidate_dir(out, name, count) / "summary.json").write_text(
             json.dumps(summary, indent=1, default=str)
         )
@@ -315,8 +390,8 @@ def summarise(plan: Plan, folds: dict[str, dict[str, dict]], args: argparse.Name
         "rank_by": args.rank_by,
         "best": max(summaries, key=lambda n: pooled_value(summaries[n]["pooled"], args.rank_by)),
         "rooms": plan.chosen,
-        "backbone": args.backbone,
-        "backbone_iterations": args.backbone_iterations if plan.backbone else None,
+        "backbones": {name: str(b.path) for name, b in plan.backbones.items()},
+        "backbone_iterations": args.backbone_iterations if plan.backbones else None,
         "overrides": args.set,
         "rooms_won": folds_won(summaries, args.rank_by),
         "resampled_wins": resampled_wins(evaluators, scene_rooms, args.rank_by),
@@ -336,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes-per-fold", type=float, default=0.0)
     parser.add_argument("--rooms", help="comma-separated held-out rooms (default: all)")
     parser.add_argument(
-        "--backbone", help="config of a per-fold backbone the candidates start from"
+        "--backbone",
+        action="append",
+        default=[],
+        help="[NAME=]config of a per-fold backbone the candidates start from; repeat to compare",
     )
     parser.add_argument("--backbone-iterations", type=int, default=500)
     parser.add_argument("--rank-by", choices=RANK_METRICS, default="agnostic_AP50")

@@ -142,6 +142,12 @@ def git_commit() -> str:
         return "unknown"
 
 
+def resolve_init_path(checkpoint: str) -> Path:
+    """An `init.checkpoint` as a path: relative to the working directory, else the repository."""
+    path = Path(checkpoint)
+    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+
+
 def warm_start(model: torch.nn.Module, cfg: InitConfig) -> dict[str, Any] | None:
     """Copy `cfg.scope`'s weights from `cfg.checkpoint` into `model`; returns what was copied
     (for the model card) or None. Mismatched names or shapes are errors, not silent skips."""
@@ -151,9 +157,7 @@ def warm_start(model: torch.nn.Module, cfg: InitConfig) -> dict[str, Any] | None
 
     from dyco_perception.checkpoint import load_checkpoint, upgrade_state_keys
 
-    path = Path(cfg.checkpoint)
-    if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
+    path = resolve_init_path(cfg.checkpoint)
     state, card = load_checkpoint(path)
     state = upgrade_state_keys(state, card)
     own = model.state_dict()
