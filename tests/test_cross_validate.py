@@ -74,7 +74,7 @@ def test_a_fold_backbone_trains_no_instance_branch_from_weights_that_saw_no_real
     base["init"] = {"checkpoint": str(tmp_path / "generated.safetensors"), "scope": "all"}
     cfg = backbone_fold_config(base, rooms, "scene0005", 500, REPO)
     assert (cfg.init.checkpoint, cfg.init.scope) == (base["init"]["checkpoint"], "backbone")
-    for name, reason in (("real", "real scans"), ("warm", "warm start"), ("unrecorded", "unrec")):
+    for name, reason in (("real", "real scans"), ("warm", "warm start"), ("unrecorded", "no tr")):
         base["init"]["checkpoint"] = str(tmp_path / f"{name}.safetensors")
         with pytest.raises(ValueError, match=f"{reason}.*may have seen the held-out room"):
             backbone_fold_config(base, rooms, "scene0005", 500, REPO)

@@ -116,15 +116,19 @@ def require_generated_only(checkpoint: str) -> None:
     _, card = load_checkpoint(path)
     training = card.training or {}
     real = training.get("data", {}).get("real_scans")
-    if real is None or real or training.get("init"):
-        seen = "an unrecorded training" if real is None else f"real scans {real[:3]}"
-        if not real and training.get("init"):
-            seen = f"a warm start from {training['init'].get('checkpoint')}"
-        raise ValueError(
-            f"backbone init {path}: trained on {seen}, so it may have seen the held-out room; "
-            "a fold's backbone starts from scratch or from weights trained on generated rooms "
-            "alone (data.real_repeat: 0, no init)"
-        )
+    if real is None:
+        seen = "records no training data"
+    elif real:
+        seen = f"shows real scans {real[:3]}"
+    elif training.get("init"):
+        seen = f"shows a warm start from {training['init'].get('checkpoint')}"
+    else:
+        return
+    raise ValueError(
+        f"backbone init {path}: its model card {seen}, so it may have seen the held-out room; "
+        "a fold's backbone starts from scratch or from weights trained on generated rooms "
+        "alone (data.real_repeat: 0, no init)"
+    )
 
 
 def on_backbone(base: dict[str, Any], checkpoint: str) -> dict[str, Any]:
