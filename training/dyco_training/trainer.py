@@ -82,6 +82,7 @@ __all__ = [
     "make_batch",
     "make_optimizer",
     "read_train_yaml",
+    "resolve_init_path",
     "resolve_train_device",
     "train_config_from_dict",
     "warm_start",
