@@ -23,6 +23,7 @@ from dyco_training.cross_validate import (
     fold_config,
     folds_won,
     main,
+    parse_backbones,
     pooled_value,
     resampled_wins,
     training_rooms,
@@ -222,6 +223,10 @@ def test_backbones_compare_each_candidate_on_each_and_pretraining_sees_no_real_s
 
     comparison = json.loads((out / "comparison.json").read_text())
     assert sorted(comparison["candidates"]) == ["dyco@generated", "dyco@scratch"]
+    assert comparison["backbones"] == {"scratch": str(scratch), "generated": str(generated)}
+    for backbone, config in (("scratch", scratch), ("generated", generated)):
+        summary = json.loads((out / f"dyco@{backbone}" / "summary.json").read_text())
+        assert (summary["backbone"], summary["config"]) == (str(config), str(candidate))
     for backbone, init in (("scratch", None), ("generated", str(pretrained))):
         trained = (out / "backbone" / backbone / "fold_scene0004" / "model.safetensors").resolve()
         _, card = load_checkpoint(trained)
@@ -239,6 +244,16 @@ def test_backbones_compare_each_candidate_on_each_and_pretraining_sees_no_real_s
     assert not (tmp_path / "bad").exists()
     named_twice = ["--backbone", f"a={scratch}", "--backbone", f"a={generated}"]
     assert main([*bad[:2], *named_twice, "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_backbones_are_named_by_their_file_or_as_given_and_names_must_differ() -> None:
+    assert parse_backbones(["config/a.yaml", "pre=config/b.yaml"]) == {
+        "a": Path("config/a.yaml"),
+        "pre": Path("config/b.yaml"),
+    }
+    for specs in (["=config/a.yaml"], ["a=x.yaml", "config/a.yaml"]):
+        with pytest.raises(ValueError, match="distinct, non-empty names"):
+            parse_backbones(specs)
 
 
 def test_room_resampling_draws_whole_rooms_with_replacement() -> None:
