@@ -18,7 +18,6 @@ from dyco_perception.checkpoint import (
 from dyco_perception.evaluation import build_evaluator
 from dyco_training.cli_train import main as train_main
 from dyco_training.cross_validate import (
-    apply_override,
     backbone_fold_config,
     fold_config,
     folds_won,
@@ -28,6 +27,7 @@ from dyco_training.cross_validate import (
     resampled_wins,
     training_rooms,
 )
+from dyco_training.train_config import apply_override
 
 from dyco_perception import classes
 
@@ -134,8 +134,16 @@ def test_two_folds_run_pool_their_predictions_and_resume(tmp_path: Path, scannet
     assert sorted(summary["folds"]) == ["scene0004", "scene0007"]
     assert summary["pooled"]["num_scenes"] == 2  # scene0004_00 + scene0007_00
     card = (out / "fold_scene0004" / "result.json").stat().st_mtime
-    assert main(args) == 0  # finished folds are kept, not retrained
+    # Finished folds are kept, not retrained; a variant scores the same weights again.
+    assert main([*args, "--inference-variant", "norm_statistics=input"]) == 0
     assert (out / "fold_scene0004" / "result.json").stat().st_mtime == card
+    comparison = json.loads((out / "comparison.json").read_text())
+    variant = comparison["candidates"]["cv+norm_statistics=input"]
+    assert variant["inference"] == {"norm_statistics": "input"}
+    assert variant["folds"] == comparison["candidates"]["cv"]["folds"]
+    assert "inference" not in comparison["candidates"]["cv"]
+    bad = [*args, "--inference-variant", "norm_statistics=batch"]
+    assert main(bad) == 2  # checked before anything runs
     assert main([*args[:2], "--rooms", "scene0009", "--out", str(out)]) == 2  # a val room
 
 

@@ -99,7 +99,14 @@ def test_evaluate_cli_writes_metrics_json(trained, tmp_path, capsys):
     assert {"AP", "AP50", "AP25", "per_class", "class_agnostic", "seconds_per_scan"} <= set(metrics)
     assert set(metrics["class_agnostic"]) == {"AP", "AP50", "AP25"}
     assert metrics["scans"] == ["room11", "room12"] and metrics["seconds_per_scan"] > 0
+    assert metrics["inference"]["norm_statistics"] == "running"  # the card's
     assert "class-agnostic" in capsys.readouterr().out
+    args = ["--checkpoint", str(trained / "ckpt" / "tiny.safetensors"), "--scans", str(scans)]
+    args += ["--device", "cpu", "--no-progress", "--json", str(out)]
+    assert evaluate_main([*args, "--inference", "norm_statistics=input"]) == 0
+    assert json.loads(out.read_text())["inference"]["norm_statistics"] == "input"
+    assert evaluate_main([*args, "--inference", "norm_statistics=batch"]) == 2
+    assert "inference.norm_statistics='batch' not allowed" in capsys.readouterr().err
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

@@ -15,8 +15,9 @@ checkpoint with the real card (for tests of the node before a trained one exists
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,16 @@ class ModelCard:
     @property
     def config(self) -> ModelConfig:
         return ModelConfig.from_dict(_with_keys_added_later(self.model_config))
+
+    def with_inference(self, changes: dict[str, Any]) -> ModelCard:
+        """A copy whose inference settings take `changes` (validated; the weights and the
+        training record do not depend on them): how one trained model is scored or run with
+        other inference settings."""
+        model_config = copy.deepcopy(self.model_config)
+        model_config.setdefault("inference", {}).update(changes)
+        card = replace(self, model_config=model_config)
+        card.check()
+        return card
 
     @property
     def voxel_size(self) -> float:

@@ -151,6 +151,10 @@ class InferenceConfig:
     # semantics are noisy). "cluster" is this value's earlier name (old YAMLs and cards).
     class_source: str = choice("decoder", ("decoder", "mask"), renamed={"cluster": "decoder"})
     max_instances: int = ranged(256, 1, 100_000)
+    # What the batch norms normalize by at inference. "running": the averages kept in training
+    # (torch's eval mode); "input": each block's own mean and variance, as training normalizes
+    # each batch (one scene) by its own. Weights are the same either way.
+    norm_statistics: str = choice("running", ("running", "input"))
 
 
 def _default_decoder() -> dict[str, Any]:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,10 +120,14 @@ class Segmenter:
         tiling: TilingConfig | None = None,
         precision: str = "float32",
         fuse: bool = True,
+        inference: dict[str, Any] | None = None,
     ) -> Segmenter:
         """The Segmenter owns this model, so its batch norms are folded into the convs
-        (`fuse`, inference only). `precision`: "float32" | "bfloat16" sparse-conv matmuls."""
+        (`fuse`, inference only). `precision`: "float32" | "bfloat16" sparse-conv matmuls.
+        `inference`: settings that replace the card's `inference` ones (same weights)."""
         state, card = load_checkpoint(path)
+        if inference:
+            card = card.with_inference(inference)
         model = build_model(state, card)
         if fuse:
             model.fuse_for_inference()

@@ -1,4 +1,5 @@
-"""`dyco-evaluate --checkpoint CKPT --scans DIR [--device cpu] [--json OUT] [--class-hypotheses K]`.
+"""`dyco-evaluate --checkpoint CKPT --scans DIR [--device cpu] [--json OUT] [--class-hypotheses K]
+[--inference KEY=VALUE]`.
 
 Runs the Segmenter of a checkpoint on every npz scan (scannet50k format) in DIR and scores it
 with the ScanNet instance benchmark (AP, AP50, AP25, per class, class-agnostic). With
@@ -12,12 +13,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from dyco_perception.scenes import load_npz_scene
 
 from dyco_training.datasets import list_npz_scans
+from dyco_training.train_config import parse_assignments
 
 
 def evaluate_checkpoint(
@@ -27,15 +30,19 @@ def evaluate_checkpoint(
     backend: str = "auto",
     progress: bool = True,
     hypotheses: int = 1,
+    inference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark metrics of `checkpoint` over `scans` plus seconds_per_scan."""
+    """Benchmark metrics of `checkpoint` over `scans` plus seconds_per_scan (`inference`:
+    settings in place of the card's)."""
     from dyco_perception.evaluation import class_hypotheses, evaluate_predictions
     from dyco_perception.segmenter import Segmenter
     from tqdm import tqdm
 
     if not scans:
         raise ValueError("no scans to evaluate")
-    segmenter = Segmenter.from_checkpoint(checkpoint, device=device, backend=backend)
+    segmenter = Segmenter.from_checkpoint(
+        checkpoint, device=device, backend=backend, inference=inference
+    )
     items, seconds = [], 0.0
     for path in tqdm(scans, desc="evaluate", unit="scan", disable=not progress):
         scene = load_npz_scene(path)
@@ -49,6 +56,7 @@ def evaluate_checkpoint(
     if hypotheses > 1:  # class-agnostic AP of the masks as published: one copy of each
         metrics["class_agnostic"] = evaluate_predictions(items)["class_agnostic"]
     metrics["class_hypotheses"] = hypotheses
+    metrics["inference"] = asdict(segmenter.cfg.inference)
     metrics["seconds_per_scan"] = seconds / len(scans)
     metrics["scans"] = [p.stem for p in scans]
     metrics["checkpoint"] = str(checkpoint)
@@ -98,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="K",
         help="submit each instance under its K most probable classes (default 1: as published)",
     )
+    parser.add_argument(
+        "--inference",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an inference setting in place of the card's, e.g. norm_statistics=input; repeat",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             args.backend,
             progress=not args.no_progress,
             hypotheses=args.class_hypotheses,
+            inference=parse_assignments(args.inference),
         )
     except (ValueError, FileNotFoundError) as exc:
         print(f"dyco-evaluate: {exc}", file=sys.stderr)

@@ -28,18 +28,19 @@ import argparse
 import copy
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from dyco_perception.checkpoint import load_checkpoint
 from dyco_perception.evaluation import InstanceEvaluator, build_evaluator
 from dyco_perception.scenes import load_npz_scene
 from dyco_perception.segmenter import Segmenter
 
+from dyco_perception.config import ModelConfig
 from dyco_training.datasets import list_npz_scans, room_of
+from dyco_training.train_config import apply_override, parse_assignments
 from dyco_training.trainer import (
     REPO_ROOT,
     Trainer,
@@ -47,20 +48,6 @@ from dyco_training.trainer import (
     resolve_init_path,
     train_config_from_dict,
 )
-
-
-def apply_override(config: dict[str, Any], assignment: str) -> None:
-    """'a.b.c=value' (value parsed as YAML) into the nested config mapping."""
-    key, sep, text = assignment.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--set expects key.path=value, got {assignment!r}")
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {key}: {part} is not a mapping")
-    node[leaf] = yaml.safe_load(text)
 
 
 def training_rooms(scans_dir: Path) -> dict[str, list[str]]:
@@ -158,13 +145,17 @@ def run_fold(cfg, out: Path) -> dict[str, Any]:
 
 
 def held_out_evaluator(
-    folds: dict[str, dict], rooms: dict[str, list[str]], scans_dir: Path
+    folds: dict[str, dict],
+    rooms: dict[str, list[str]],
+    scans_dir: Path,
+    inference: dict[str, Any] | None = None,
 ) -> tuple[InstanceEvaluator, list[str]]:
-    """Every held-out scan, each segmented by the model that did not see it, in one evaluator;
-    and the room of each of its scenes (what room resampling draws)."""
+    """Every held-out scan, each segmented by the model that did not see it (with `inference`
+    settings in place of its card's, if given), in one evaluator; and the room of each of its
+    scenes (what room resampling draws)."""
     items, scene_rooms = [], []
     for room, fold in folds.items():
-        segmenter = Segmenter.from_checkpoint(fold["checkpoint"], device="cpu")
+        segmenter = Segmenter.from_checkpoint(fold["checkpoint"], device="cpu", inference=inference)
         for name in rooms[room]:
             scene = load_npz_scene(scans_dir / f"{name}.npz")
             result = segmenter.segment(scene.xyz, scene.rgb)
@@ -289,6 +280,10 @@ class Plan:
     rooms: dict[str, list[str]]  # every training room -> its scans
     chosen: list[str]  # the held-out rooms of this run
 
+    # Inference settings every run's folds are also scored with, as runs of their own named
+    # `<run>+<spec>` (same weights, no training): spec -> the settings.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     @property
     def runs(self) -> dict[str, tuple[str, str | None]]:
         """Run name -> (candidate, backbone): each candidate on each backbone, named
@@ -342,7 +337,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
         backbone_fold_config(
             backbone.config, rooms, chosen[0], args.backbone_iterations, backbone.path.parent
         )
-    return Plan(paths, candidates, backbones, scans_dir, rooms, chosen)
+    variants = {spec: inference_variant(spec) for spec in args.inference_variant}
+    return Plan(paths, candidates, backbones, scans_dir, rooms, chosen, variants)
+
+
+def inference_variant(spec: str) -> dict[str, Any]:
+    """'key=value[,key=value]' -> the inference settings, checked against the model config."""
+    settings = parse_assignments(spec.split(","))
+    ModelConfig.from_dict({"inference": settings})  # an unknown key or value fails here
+    return settings
 
 
 def train_backbone(plan: Plan, name: str, room: str, args: argparse.Namespace, out: Path) -> str:
@@ -375,20 +378,25 @@ def run_folds(plan: Plan, args: argparse.Namespace, out: Path) -> dict[str, dict
 def summarise(plan: Plan, folds: dict[str, dict[str, dict]], args: argparse.Namespace) -> None:
     """Each candidate's summary.json and table; with several, comparison.json and its table."""
     out, runs = Path(args.out), plan.runs
-    count = len(runs)
     summaries, evaluators, scene_rooms = {}, {}, []
     for name, (candidate, backbone) in runs.items():
-        evaluators[name], scene_rooms = held_out_evaluator(folds[name], plan.rooms, plan.scans_dir)
-        pooled = evaluators[name].compute().to_dict()
         config = str(plan.paths[candidate])
-        summaries[name] = {"config": config, "folds": folds[name], "pooled": pooled}
+        for spec, inference in {"": None, **plan.variants}.items():
+            scored = f"{name}+{spec}" if spec else name
+            evaluators[scored], scene_rooms = held_out_evaluator(
+                folds[name], plan.rooms, plan.scans_dir, inference
+            )
+            pooled = evaluators[scored].compute().to_dict()
+            summaries[scored] = {"config": config, "folds": folds[name], "pooled": pooled}
+            if inference:
+                summaries[scored]["inference"] = inference
+            print(f"{scored}:\n{format_summary(folds[name], pooled)}\n")
         backbone = str(plan.backbones[backbone].path) if backbone else None
         summary = {**summaries[name], "overrides": args.set, "backbone": backbone}
-        (candidate_dir(out, name, count) / "summary.json").write_text(
+        (candidate_dir(out, name, len(runs)) / "summary.json").write_text(
             json.dumps(summary, indent=1, default=str)
         )
-        print(f"{name}:\n{format_summary(folds[name], pooled)}\n")
-    if count == 1:
+    if len(summaries) == 1:
         return
     comparison = {
         "rank_by": args.rank_by,
@@ -421,6 +429,14 @@ def main(argv: list[str] | None = None) -> int:
         help="[NAME=]config of a per-fold backbone the candidates start from; repeat to compare",
     )
     parser.add_argument("--backbone-iterations", type=int, default=500)
+    parser.add_argument(
+        "--inference-variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="also score every run's folds with these inference settings (same weights, "
+        "compared as a run of its own); repeat for more",
+    )
     parser.add_argument("--rank-by", choices=RANK_METRICS, default="agnostic_AP50")
     parser.add_argument("--out", required=True, help="folder for the folds and the summary")
     args = parser.parse_args(argv)

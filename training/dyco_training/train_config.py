@@ -130,6 +130,28 @@ _SECTIONS = {
 _TOP_KEYS = {"model_config", "model", "out_dir", "augment", "loss", *_SECTIONS}
 
 
+def apply_override(config: dict[str, Any], assignment: str) -> None:
+    """'a.b.c=value' (value parsed as YAML) into the nested config mapping."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected key.path=value, got {assignment!r}")
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{key}: {part} is not a mapping")
+    node[leaf] = yaml.safe_load(text)
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}."""
+    config: dict[str, Any] = {}
+    for assignment in assignments:
+        apply_override(config, assignment)
+    return config
+
+
 def _resolve(path: str, base: Path) -> Path:
     """Relative paths: from the working directory if they exist there, else the repo root."""
     p = Path(path)

@@ -11,7 +11,13 @@ from torch import nn
 from dyco_perception.config import ModelConfig
 from dyco_perception.model.decoders import DecoderInput, decoder_class
 from dyco_perception.model.transformer import BottleneckTransformer
-from dyco_perception.model.unet import FUSED_TRAIN_ERROR, ResidualBlock, SparseUNet, point_mlp
+from dyco_perception.model.unet import (
+    FUSED_TRAIN_ERROR,
+    BatchNorm1d,
+    ResidualBlock,
+    SparseUNet,
+    point_mlp,
+)
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
 from dyco_perception.sparse import SparseConv, check_backend
 from dyco_perception.sparse.algorithms import PRECISIONS
@@ -71,6 +77,9 @@ class SegmentationNetwork(nn.Module):
         self.fused = False
         self.precision = "float32"
         self.set_backend(cfg.backbone.backend)
+        for module in self.modules():
+            if isinstance(module, BatchNorm1d):
+                module.input_statistics = cfg.inference.norm_statistics == "input"
 
     def set_backend(self, backend: str) -> str:
         """Switch every sparse conv to `backend` ("auto" | "torch" | "spconv" | "gemm");
@@ -93,8 +102,12 @@ class SegmentationNetwork(nn.Module):
 
     def fuse_for_inference(self) -> SegmentationNetwork:
         """Eval mode, with each residual block's second BN folded into its first conv (the
-        state_dict is unchanged: folded weights are non-persistent). train() then raises."""
+        state_dict is unchanged: folded weights are non-persistent). train() then raises.
+        With `inference.norm_statistics: input` nothing folds: a BN's statistics come from
+        its input."""
         self.eval()
+        if self.cfg.inference.norm_statistics == "input":
+            return self
         for module in self.modules():
             if isinstance(module, ResidualBlock) and not module.act2.folded:
                 module.fold_batch_norm()

@@ -11,16 +11,26 @@ from dyco_perception.sparse import SparseConv, SparseVoxels
 
 
 class BatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm that falls back to its running statistics for a single row in training.
+    """BatchNorm that falls back to its running statistics for a single row in training, and
+    that can normalize by its input's own statistics at inference (`input_statistics`).
 
     A cropped training scene can shrink to one voxel at the coarsest level (or one point),
-    where batch statistics do not exist; torch's BatchNorm raises there.
+    where batch statistics do not exist; torch's BatchNorm raises there. Trained with one
+    scene per batch, every layer learns on features normalized by that scene's own statistics;
+    the running averages over many scenes are another normalization (`inference.norm_statistics`).
     """
 
+    input_statistics: bool = False
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and x.shape[0] < 2:
+        if x.shape[0] < 2:
             return nn.functional.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        if self.input_statistics and not self.training:
+            # The input's own mean and variance; the running averages stay untouched.
+            return nn.functional.batch_norm(
+                x, None, None, self.weight, self.bias, True, 0.0, self.eps
             )
         return super().forward(x)
 
@@ -44,6 +54,8 @@ class SparseBNReLU(nn.Module):
     def fold_into(self, conv: SparseConv) -> None:
         """Fold this eval-mode BN into `conv` (whose output it normalizes)."""
         norm = self.norm
+        if norm.input_statistics:
+            raise RuntimeError("a BN that normalizes by its input's statistics cannot fold")
         scale = torch.rsqrt(norm.running_var + norm.eps)
         if norm.weight is not None:
             scale = scale * norm.weight.detach()
