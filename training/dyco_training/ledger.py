@@ -3,6 +3,7 @@
     python -m dyco_training.ledger add --run runs/continue/segment_3 \\
         [--checkpoint checkpoints/dyco3d_scannet_m16.safetensors] [--ledger checkpoints/ledger.yaml]
     python -m dyco_training.ledger next    # the number the next segment gets
+    python -m dyco_training.ledger set-inference norm_statistics=input  # the shipped card's
 
 `checkpoints/ledger.yaml` is the ledger's one source of truth: one entry per segment (its config,
 iterations, seconds, the checkpoint hash it started from and the one it shipped, its val and
@@ -11,6 +12,8 @@ exported, refusing one that did not start from the ledger's last shipped file (a
 gap would not add up), then writes the whole ledger into the checkpoint's card
 (`training.ledger`, the weights untouched), the cumulative learning curve next to the checkpoint
 (`<stem>_ledger.png`) and the table in the README beside it (between `<!-- ledger -->` marks).
+`set-inference` changes the last shipped file's inference settings (weights untouched); its
+ledger entry records them and its new hash, so the chain continues.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ import csv
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dyco_training.train_config import parse_assignments
 
 DEFAULT_CHECKPOINT = Path("checkpoints/dyco3d_scannet_m16.safetensors")
 DEFAULT_LEDGER = Path("checkpoints/ledger.yaml")
@@ -108,8 +114,8 @@ def append_segment(segments: list[dict[str, Any]], segment: dict[str, Any]) -> l
     return [*segments, entry]
 
 
-def write_card_ledger(checkpoint: Path, segments: list[dict[str, Any]]) -> None:
-    """Rewrite the checkpoint's card with the ledger (without the curves); weights untouched."""
+def rewrite_card(checkpoint: Path, edit: Callable[[Any], Any]) -> None:
+    """Replace the checkpoint's card with `edit(card)`; the weights are written back as read."""
     from dyco_perception.checkpoint import CARD_KEY, ModelCard
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -117,14 +123,38 @@ def write_card_ledger(checkpoint: Path, segments: list[dict[str, Any]]) -> None:
     with safe_open(str(checkpoint), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not iterable)
-    card = ModelCard.from_json(metadata[CARD_KEY])
-    card.training["ledger"] = [
-        {k: v for k, v in s.items() if k not in ("curve", "sha256_16")} for s in segments
-    ]
-    metadata[CARD_KEY] = card.to_json()
+    metadata[CARD_KEY] = edit(ModelCard.from_json(metadata[CARD_KEY])).to_json()
     tmp = checkpoint.with_suffix(".tmp.safetensors")
     save_file(state, str(tmp), metadata=metadata)
     tmp.replace(checkpoint)
+
+
+def write_card_ledger(checkpoint: Path, segments: list[dict[str, Any]]) -> None:
+    """Rewrite the checkpoint's card with the ledger (without the curves); weights untouched."""
+
+    def with_ledger(card):
+        card.training["ledger"] = [
+            {k: v for k, v in s.items() if k not in ("curve", "sha256_16")} for s in segments
+        ]
+        return card
+
+    rewrite_card(checkpoint, with_ledger)
+
+
+def set_inference(checkpoint: Path, ledger: Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Give the last shipped checkpoint other inference settings (its card; the weights and
+    their training stay). The ledger's last entry records them and follows the file's new hash,
+    so the next segment still continues the chain."""
+    segments = read_ledger(ledger)
+    if not segments or segments[-1]["sha256_16"] != file_digest(checkpoint):
+        raise ValueError(f"{checkpoint} is not the last file the ledger {ledger} shipped")
+    rewrite_card(checkpoint, lambda card: card.with_inference(changes))
+    last = segments[-1]
+    last["inference"] = {**last.get("inference", {}), **changes}
+    write_card_ledger(checkpoint, segments)
+    last["sha256_16"] = file_digest(checkpoint)
+    ledger.write_text(yaml.safe_dump({"segments": segments}, sort_keys=False), encoding="utf-8")
+    return last
 
 
 def plot_ledger(segments: list[dict[str, Any]], path: Path) -> Path:
@@ -209,10 +239,21 @@ def main(argv: list[str] | None = None) -> int:
     adding.add_argument("--readme", type=Path, help="default: README.md beside the checkpoint")
     nxt = sub.add_parser("next", help="print the next segment's number")
     nxt.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER)
+    setting = sub.add_parser(
+        "set-inference", help="other inference settings for the last shipped checkpoint"
+    )
+    setting.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    setting.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    setting.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER)
     args = parser.parse_args(argv)
     try:
         if args.command == "next":
             print(len(read_ledger(args.ledger)) + 1)
+            return 0
+        if args.command == "set-inference":
+            changes = parse_assignments(args.settings)
+            entry = set_inference(args.checkpoint, args.ledger, changes)
+            print(f"segment {entry['segment']}: inference {entry['inference']}")
             return 0
         readme = args.readme or args.checkpoint.with_name("README.md")
         entry = add(args.checkpoint, args.run, args.ledger, readme)
