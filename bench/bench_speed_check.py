@@ -10,6 +10,8 @@ Configurations (same checkpoint, same process, runs interleaved scan by scan):
   auto   fused, each layer's algorithm from the measured table (sparse/algorithms.yaml), masks
          decoded by the native kernel (dyco_ops dynamic_mask_decode)
   bf16   auto with bfloat16 matmuls (precision="bfloat16")
+  input  auto with batch norms on each input's own statistics (inference.norm_statistics:
+         input; nothing folds, and its outputs differ from "old" by design)
 Output check of each against "old" over the val scans (the split of dyco_training.datasets):
 fraction of points with the same semantic label and the same instance-or-none decision,
 matched-mask IoU (each old instance -> the new instance of highest IoU; mean and min), class
@@ -43,6 +45,7 @@ CONFIGS = {
     "fused": {"backend": "spconv"},
     "auto": {"backend": "auto"},
     "bf16": {"backend": "auto", "precision": "bfloat16"},
+    "input": {"backend": "auto", "inference": {"norm_statistics": "input"}},
 }
 PYTHON_DECODE = {"old"}  # configs whose masks the per-cluster Python loop decodes
 
