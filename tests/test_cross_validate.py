@@ -18,9 +18,11 @@ from dyco_perception.checkpoint import (
 from dyco_perception.evaluation import build_evaluator
 from dyco_training.cli_train import main as train_main
 from dyco_training.cross_validate import (
+    RANK_METRICS,
     backbone_fold_config,
     fold_config,
     folds_won,
+    held_out_evaluator,
     main,
     parse_backbones,
     pooled_value,
@@ -92,7 +94,7 @@ def test_ranking_reads_the_named_metric_and_counts_ties_for_each() -> None:
         "b": {"r1": 0.1, "r2": 0.0, "r3": 0.4, "r4": 0.9},  # r4: only b ran it, not counted
     }
     candidates = {
-        name: {"folds": {r: {"metrics": {"AP50": v}} for r, v in by_room.items()}}
+        name: {"held_out": {r: {"AP50": v} for r, v in by_room.items()}}
         for name, by_room in folds.items()
     }
     assert folds_won(candidates, "AP50") == {"a": 2, "b": 2}  # r2 is a tie
@@ -140,7 +142,16 @@ def test_two_folds_run_pool_their_predictions_and_resume(tmp_path: Path, scannet
     comparison = json.loads((out / "comparison.json").read_text())
     variant = comparison["candidates"]["cv+norm_statistics=input"]
     assert variant["inference"] == {"norm_statistics": "input"}
-    assert variant["folds"] == comparison["candidates"]["cv"]["folds"]
+    assert variant["folds"] == comparison["candidates"]["cv"]["folds"]  # the same weights
+    base = comparison["candidates"]["cv"]
+    rooms = training_rooms(scannet_dir)
+    for scored, inference in ((base, None), (variant, {"norm_statistics": "input"})):
+        assert sorted(scored["held_out"]) == ["scene0004", "scene0007"]
+        alone, _ = held_out_evaluator(
+            {"scene0007": base["folds"]["scene0007"]}, rooms, scannet_dir, inference
+        )
+        pooled = alone.compute().to_dict()
+        assert scored["held_out"]["scene0007"] == {m: pooled_value(pooled, m) for m in RANK_METRICS}
     assert "inference" not in comparison["candidates"]["cv"]
     bad = [*args, "--inference-variant", "norm_statistics=batch"]
     assert main(bad) == 2  # checked before anything runs

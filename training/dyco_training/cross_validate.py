@@ -199,14 +199,25 @@ def pooled_value(pooled: dict, metric: str) -> float:
     return float(pooled[metric] or 0.0)
 
 
-def format_summary(folds: dict[str, dict], pooled: dict) -> str:
+def held_out_metrics(
+    evaluator: InstanceEvaluator, scene_rooms: list[str]
+) -> dict[str, dict[str, float]]:
+    """Held-out room -> its RANK_METRICS, from the same predictions the pooled benchmark
+    scores (so a run scored with other inference settings has its own per-room numbers)."""
+    by_room: dict[str, list[int]] = {}
+    for index, room in enumerate(scene_rooms):
+        by_room.setdefault(room, []).append(index)
+    return {
+        room: {m: pooled_value(evaluator.compute(rows).to_dict(), m) for m in RANK_METRICS}
+        for room, rows in by_room.items()
+    }
+
+
+def format_summary(folds: dict[str, dict], held_out: dict[str, dict], pooled: dict) -> str:
     lines = ["| held-out room | iterations | AP50 | class-agnostic AP50 |", "|---|---|---|---|"]
     for room, fold in folds.items():
-        m = fold["metrics"]
-        lines.append(
-            f"| {room} | {fold['steps']} | {m.get('AP50', 0.0):.3f} | "
-            f"{m.get('agnostic_AP50', 0.0):.3f} |"
-        )
+        m = held_out[room]
+        lines.append(f"| {room} | {fold['steps']} | {m['AP50']:.3f} | {m['agnostic_AP50']:.3f} |")
     agnostic = pooled["class_agnostic"]
     lines.append(
         f"| **pooled** | | **{pooled['AP50'] or 0:.3f}** (AP {pooled['AP'] or 0:.3f}, "
@@ -219,7 +230,7 @@ def folds_won(candidates: dict[str, dict], metric: str) -> dict[str, int]:
     """How many held-out rooms each candidate scores best on (ties go to every tied one)."""
     won = dict.fromkeys(candidates, 0)
     for room in pooled_rooms(candidates):
-        scores = {n: c["folds"][room]["metrics"].get(metric, 0.0) for n, c in candidates.items()}
+        scores = {n: c["held_out"][room][metric] for n, c in candidates.items()}
         for name, score in scores.items():
             won[name] += score == max(scores.values())
     return won
@@ -247,7 +258,7 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 
 def pooled_rooms(candidates: dict[str, dict]) -> list[str]:
-    return sorted(set.intersection(*(set(c["folds"]) for c in candidates.values())))
+    return sorted(set.intersection(*(set(c["held_out"]) for c in candidates.values())))
 
 
 def read_candidate(path: Path, overrides: list[str]) -> dict[str, Any]:
@@ -387,10 +398,16 @@ def summarise(plan: Plan, folds: dict[str, dict[str, dict]], args: argparse.Name
                 folds[name], plan.rooms, plan.scans_dir, inference
             )
             pooled = evaluators[scored].compute().to_dict()
-            summaries[scored] = {"config": config, "folds": folds[name], "pooled": pooled}
+            held_out = held_out_metrics(evaluators[scored], scene_rooms)
+            summaries[scored] = {
+                "config": config,
+                "folds": folds[name],
+                "held_out": held_out,
+                "pooled": pooled,
+            }
             if inference:
                 summaries[scored]["inference"] = inference
-            print(f"{scored}:\n{format_summary(folds[name], pooled)}\n")
+            print(f"{scored}:\n{format_summary(folds[name], held_out, pooled)}\n")
         backbone = str(plan.backbones[backbone].path) if backbone else None
         summary = {**summaries[name], "overrides": args.set, "backbone": backbone}
         (candidate_dir(out, name, len(runs)) / "summary.json").write_text(
