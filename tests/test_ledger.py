@@ -117,12 +117,12 @@ def test_set_inference_changes_the_card_not_the_weights_and_the_chain_goes_on(
     checkpoint = tmp_path / "shipped.safetensors"
     shutil.copy(exported, checkpoint)
     before, _ = load_checkpoint(checkpoint)
-    book, _ = _seed(tmp_path, checkpoint)  # the ledger's last segment shipped this file
+    book, readme = _seed(tmp_path, checkpoint)  # the ledger's last segment shipped this file
     with pytest.raises(ValueError, match="norm_statistics='batch' not allowed"):
         ledger.set_inference(checkpoint, book, {"norm_statistics": "batch"})
     assert ledger.read_ledger(book)[-1]["sha256_16"] == ledger.file_digest(checkpoint)
 
-    entry = ledger.set_inference(checkpoint, book, {"norm_statistics": "input"})
+    entry = ledger.set_inference(checkpoint, book, {"norm_statistics": "input"}, readme)
     after, card = load_checkpoint(checkpoint)
     assert card.config.inference.norm_statistics == "input"
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights untouched
@@ -130,10 +130,11 @@ def test_set_inference_changes_the_card_not_the_weights_and_the_chain_goes_on(
     assert card.training["ledger"][-1]["inference"] == {"norm_statistics": "input"}
     segments = ledger.read_ledger(book)
     assert segments[-1]["sha256_16"] == ledger.file_digest(checkpoint)
+    assert f"`{segments[-1]['sha256_16']}`" in readme.read_text()  # the table's shipped hash
     follower = {"init_sha256_16": ledger.file_digest(checkpoint), "iterations": 1, "seconds": 1.0}
     assert ledger.append_segment(segments, follower)[-1]["segment"] == 2  # the chain continues
     with pytest.raises(ValueError, match="not the last file"):
         ledger.set_inference(exported, book, {"norm_statistics": "running"})
-    assert ledger.main(["set-inference", "norm_statistics=running", "--checkpoint",
-                        str(checkpoint), "--ledger", str(book)]) == 0  # fmt: skip
+    paths = ["--checkpoint", str(checkpoint), "--ledger", str(book), "--readme", str(readme)]
+    assert ledger.main(["set-inference", "norm_statistics=running", *paths]) == 0
     assert load_checkpoint(checkpoint)[1].config.inference.norm_statistics == "running"

@@ -141,7 +141,9 @@ def write_card_ledger(checkpoint: Path, segments: list[dict[str, Any]]) -> None:
     rewrite_card(checkpoint, with_ledger)
 
 
-def set_inference(checkpoint: Path, ledger: Path, changes: dict[str, Any]) -> dict[str, Any]:
+def set_inference(
+    checkpoint: Path, ledger: Path, changes: dict[str, Any], readme: Path | None = None
+) -> dict[str, Any]:
     """Give the last shipped checkpoint other inference settings (its card; the weights and
     their training stay). The ledger's last entry records them and follows the file's new hash,
     so the next segment still continues the chain."""
@@ -154,6 +156,8 @@ def set_inference(checkpoint: Path, ledger: Path, changes: dict[str, Any]) -> di
     write_card_ledger(checkpoint, segments)
     last["sha256_16"] = file_digest(checkpoint)
     ledger.write_text(yaml.safe_dump({"segments": segments}, sort_keys=False), encoding="utf-8")
+    if readme is not None:
+        render_readme(readme, segments)  # the table shows the shipped hash
     return last
 
 
@@ -245,17 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     setting.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     setting.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     setting.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER)
+    setting.add_argument("--readme", type=Path, help="default: README.md beside the checkpoint")
     args = parser.parse_args(argv)
     try:
         if args.command == "next":
             print(len(read_ledger(args.ledger)) + 1)
             return 0
+        readme = args.readme or args.checkpoint.with_name("README.md")
         if args.command == "set-inference":
             changes = parse_assignments(args.settings)
-            entry = set_inference(args.checkpoint, args.ledger, changes)
+            entry = set_inference(args.checkpoint, args.ledger, changes, readme)
             print(f"segment {entry['segment']}: inference {entry['inference']}")
             return 0
-        readme = args.readme or args.checkpoint.with_name("README.md")
         entry = add(args.checkpoint, args.run, args.ledger, readme)
     except (ValueError, FileNotFoundError) as exc:
         print(f"ledger: {exc}", file=sys.stderr)
