@@ -72,13 +72,15 @@ cv-augment: setup
 
 # Issue 18's backbone pretraining: stage 1's backbone from scratch against it started from 500
 # iterations on generated rooms alone (config/train/pretrain_generated.yaml, trained once: it
-# sees no held-out room), the shipped decoder on each; the same 4 rooms as cv-targets (~75 min).
+# sees no held-out room), the shipped decoder on each, scored with both batch-norm statistics
+# (see cv-long); the same 4 rooms as cv-targets (~75 min).
 cv-pretrain: setup
 	@$(ACTIVATE) && ( [ -f runs/pretrain_generated/model.safetensors ] \
 		|| dyco-train --config config/train/pretrain_generated.yaml ) \
 		&& dyco-cross-validate --backbone scratch=config/train/shipped_stage1.yaml \
 		--backbone generated=config/train/stage1_from_generated.yaml \
 		--backbone-iterations 500 --set train.iterations=250 --config config/train/dyco3d.yaml \
+		--inference-variant norm_statistics=input \
 		--rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/pretrain $(CV_ARGS)
 
 # Issue 18's labels: batch-norm statistics at inference (the running averages vs each input's
