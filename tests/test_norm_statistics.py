@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from dyco_perception.checkpoint import build_model, load_checkpoint, write_random_checkpoint
-from dyco_perception.model.unet import BatchNorm1d
+from dyco_perception.model.unet import BatchNorm1d, ResidualBlock
 from dyco_perception.segmenter import Segmenter
 
 from dyco_perception.config import load_model_config
@@ -83,6 +83,9 @@ def test_input_statistics_fold_no_norm_and_match_the_unfused_model(
         semantic_logits(fused, scan_sample), semantic_logits(unfused, scan_sample)
     )
     assert fused.train().training  # nothing folded, so it can still train
+    block = next(m for m in fused.modules() if isinstance(m, ResidualBlock))
+    with pytest.raises(RuntimeError, match="cannot fold"):
+        block.fold_batch_norm()  # its statistics come from the input: nothing to fold in
 
 
 def test_the_override_is_a_checked_copy_and_reaches_the_segmenter(
