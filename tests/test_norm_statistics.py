@@ -31,6 +31,11 @@ def test_input_statistics_normalize_by_the_input_and_leave_the_averages_alone() 
     assert torch.all(norm.running_mean == 4.0) and torch.all(norm.running_var == 9.0)
     one_row = x[:1]  # no statistics in one row: the running averages again
     torch.testing.assert_close(norm(one_row), running[:1])
+    norm.train()  # training is unchanged by the flag: batch statistics, averages updated
+    trained = norm(x)
+    torch.testing.assert_close(trained, own)
+    expected_mean = 0.9 * 4.0 + 0.1 * x.mean(0)
+    torch.testing.assert_close(norm.running_mean, expected_mean)
 
 
 @pytest.fixture(scope="module")
