@@ -20,6 +20,7 @@ from dyco_training.cli_train import main as train_main
 from dyco_training.cross_validate import (
     RANK_METRICS,
     backbone_fold_config,
+    continued_fold_start,
     fold_config,
     folds_won,
     held_out_evaluator,
@@ -263,6 +264,49 @@ def test_backbones_compare_each_candidate_on_each_and_pretraining_sees_no_real_s
     assert not (tmp_path / "bad").exists()
     named_twice = ["--backbone", f"a={scratch}", "--backbone", f"a={generated}"]
     assert main([*bad[:2], *named_twice, "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_continued_folds_start_from_the_earlier_fold_that_never_saw_their_room(
+    tmp_path: Path, scannet_dir
+) -> None:
+    torch.set_num_threads(1)
+    config = write_tiny_config(tmp_path / "dyco.yaml", scannet_dir)
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["--config", str(config), "--rooms", "scene0004", "--set", "train.iterations=1"]
+    assert main([*args, "--out", str(first)]) == 0
+    assert main([*args, "--continue-folds", str(first), "--out", str(second)]) == 0
+    earlier = (first / "fold_scene0004" / "model.safetensors").resolve()
+    _, card = load_checkpoint(second / "fold_scene0004" / "model.safetensors")
+    assert card.training["init"]["checkpoint"] == str(earlier)
+    assert card.training["init"]["scope"] == "all"  # the whole model, decoder included
+    summary = json.loads((second / "summary.json").read_text())
+    assert summary["continues"] == str(first)
+
+    rooms = training_rooms(scannet_dir)
+    # The earlier fold of scene0004 trained on scene0007: it cannot start scene0007's fold,
+    # nor can a model whose warm start did, nor one that records nothing; a missing fold fails.
+    leaky = tmp_path / "leaky"
+    (leaky / "fold_scene0007").mkdir(parents=True)
+    state, trained = load_checkpoint(earlier)
+    model = build_model(state, trained)
+    for name, training in (
+        ("direct", trained.training),
+        ("chained", {"data": {"real_scans": []}, "init": {"checkpoint": str(earlier)}}),
+        ("unrecorded", {}),
+    ):
+        trained.training = training
+        save_checkpoint(leaky / "fold_scene0007" / "model.safetensors", model, trained)
+        reason = "records no training data" if name == "unrecorded" else r"trained on \['scene0007"
+        with pytest.raises(ValueError, match=f"{reason}.*may have seen the held-out room"):
+            continued_fold_start(leaky, "scene0007", rooms["scene0007"])
+    assert continued_fold_start(first, "scene0004", rooms["scene0004"]) == str(earlier)
+    refused = ["--config", str(config), "--continue-folds", str(leaky)]
+    refused += ["--out", str(tmp_path / "x")]
+    assert main([*refused, "--rooms", "scene0007"]) == 2  # before any fold trains
+    assert main([*refused, "--rooms", "scene0005"]) == 2  # no such fold
+    with_backbone = [*args, "--continue-folds", str(first), "--backbone", str(config)]
+    assert main([*with_backbone, "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_backbones_are_named_by_their_file_or_as_given_and_names_must_differ() -> None:

@@ -19,7 +19,9 @@ backbone`): how the decoders are compared without a backbone that has seen the h
 A backbone starts from scratch, or from its config's `init` when those weights were trained on
 generated rooms alone (pretraining). With several `--backbone NAME=CONFIG`, every candidate
 runs on each (`<candidate>@<backbone>`): how backbones, e.g. with and without pretraining, are
-compared.
+compared. With `--continue-folds DIR`, each fold instead continues the whole model an earlier run
+trained for it (`DIR/fold_<room>`, which never saw the held-out room): how settings for training
+that keeps going (the continued segments) are compared.
 """
 
 from __future__ import annotations
@@ -118,10 +120,31 @@ def require_generated_only(checkpoint: str) -> None:
     )
 
 
-def on_backbone(base: dict[str, Any], checkpoint: str) -> dict[str, Any]:
-    """A candidate's config starting from a fold's backbone."""
+def continued_fold_start(folds: Path, room: str, scans: list[str]) -> str:
+    """The model an earlier cross-validation trained for `room`'s fold (`<folds>/fold_<room>`),
+    which a continued fold starts from. Refused when it, or any start it chains from, trained on
+    one of the room's scans or records no training data."""
+    start = str((folds / f"fold_{room}" / "model.safetensors").resolve())
+    checkpoint: str | None = start
+    while checkpoint:
+        path = resolve_init_path(checkpoint)
+        _, card = load_checkpoint(path)
+        training = card.training or {}
+        real = training.get("data", {}).get("real_scans")
+        seen = sorted(set(scans).intersection(real or []))
+        if real is None or seen:
+            shown = f"trained on {seen}" if seen else "records no training data"
+            raise ValueError(
+                f"fold start {start}: {path} {shown}, so it may have seen the held-out room {room}"
+            )
+        checkpoint = (training.get("init") or {}).get("checkpoint")
+    return start
+
+
+def starting_from(base: dict[str, Any], checkpoint: str, scope: str) -> dict[str, Any]:
+    """A candidate's config warm-started from `checkpoint` (a fold's backbone or earlier model)."""
     config = copy.deepcopy(base)
-    config["init"] = {"checkpoint": checkpoint, "scope": "backbone"}
+    config["init"] = {"checkpoint": checkpoint, "scope": scope}
     return config
 
 
@@ -294,6 +317,8 @@ class Plan:
     # Inference settings every run's folds are also scored with, as runs of their own named
     # `<run>+<spec>` (same weights, no training): spec -> the settings.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Folds of an earlier run each candidate continues (room -> that fold's model); {} = none.
+    continued: dict[str, str] = field(default_factory=dict)
 
     @property
     def runs(self) -> dict[str, tuple[str, str | None]]:
@@ -349,7 +374,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
             backbone.config, rooms, chosen[0], args.backbone_iterations, backbone.path.parent
         )
     variants = {spec: inference_variant(spec) for spec in args.inference_variant}
-    return Plan(paths, candidates, backbones, scans_dir, rooms, chosen, variants)
+    continued = {}
+    if args.continue_folds:
+        if backbones:
+            raise ValueError("--continue-folds starts each fold from a whole model: no --backbone")
+        folds = Path(args.continue_folds)
+        continued = {room: continued_fold_start(folds, room, rooms[room]) for room in chosen}
+    return Plan(paths, candidates, backbones, scans_dir, rooms, chosen, variants, continued)
 
 
 def inference_variant(spec: str) -> dict[str, Any]:
@@ -377,7 +408,10 @@ def run_folds(plan: Plan, args: argparse.Namespace, out: Path) -> dict[str, dict
         starts = {name: train_backbone(plan, name, room, args, out) for name in plan.backbones}
         for name, (candidate, backbone) in runs.items():
             config = plan.candidates[candidate]
-            config = on_backbone(config, starts[backbone]) if backbone else config
+            if backbone:
+                config = starting_from(config, starts[backbone], "backbone")
+            elif plan.continued:
+                config = starting_from(config, plan.continued[room], "all")
             cfg = fold_config(
                 config, plan.rooms, room, args.minutes_per_fold, plan.paths[candidate].parent
             )
@@ -410,6 +444,7 @@ def summarise(plan: Plan, folds: dict[str, dict[str, dict]], args: argparse.Name
             print(f"{scored}:\n{format_summary(folds[name], held_out, pooled)}\n")
         backbone = str(plan.backbones[backbone].path) if backbone else None
         summary = {**summaries[name], "overrides": args.set, "backbone": backbone}
+        summary["continues"] = args.continue_folds
         (candidate_dir(out, name, len(runs)) / "summary.json").write_text(
             json.dumps(summary, indent=1, default=str)
         )
@@ -422,6 +457,7 @@ def summarise(plan: Plan, folds: dict[str, dict[str, dict]], args: argparse.Name
         "backbones": {name: str(b.path) for name, b in plan.backbones.items()},
         "backbone_iterations": args.backbone_iterations if plan.backbones else None,
         "overrides": args.set,
+        "continues": args.continue_folds,
         "rooms_won": folds_won(summaries, args.rank_by),
         "resampled_wins": resampled_wins(evaluators, scene_rooms, args.rank_by),
         "candidates": summaries,
@@ -446,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
         help="[NAME=]config of a per-fold backbone the candidates start from; repeat to compare",
     )
     parser.add_argument("--backbone-iterations", type=int, default=500)
+    parser.add_argument(
+        "--continue-folds",
+        metavar="DIR",
+        help="each fold continues DIR/fold_<room>/model.safetensors (an earlier run's fold)",
+    )
     parser.add_argument(
         "--inference-variant",
         action="append",
