@@ -8,8 +8,10 @@ TEST_WORKERS ?= 2
 # second OpenMP thread per worker busy-waits for a core the other worker holds (a tiling test
 # went from 4 s to 54 s so).
 TEST_THREADS ?= 1
+# A literal comma, for lists inside $(foreach ...).
+, := ,
 
-.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment cv-pretrain cv-long cv-continue tiny-fixture clean
+.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment cv-pretrain cv-long cv-labels cv-continue tiny-fixture clean
 
 setup:
 	@bash scripts/setup.sh
@@ -89,11 +91,27 @@ cv-pretrain: setup
 # Rule fixed before the run: input statistics are adopted if their pooled class-agnostic AP50
 # is higher (labelled AP50 the tie-break); the longer folds decide, being nearer the shipped
 # model's regime than cv-targets' 250 iterations (scored both ways beside them).
+# Widened in session 13 to all 8 rooms (CV_ARGS="--rooms scene0005,...,scene0008", then all 8
+# pooled). Rule fixed before that run: input statistics stay in the recipe and the shipped card
+# if their pooled class-agnostic AP50 over the 8 rooms is higher, else both go back to the
+# running averages.
 cv-long: setup
 	@$(ACTIVATE) && dyco-cross-validate --backbone config/train/shipped_stage1.yaml \
 		--backbone-iterations 500 --set train.iterations=2000 --config config/train/dyco3d.yaml \
 		--inference-variant norm_statistics=input \
 		--rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/long $(CV_ARGS)
+
+# Issue 18's labels at inference, on cv-long's folds (no training; run cv-long first): the
+# shipped card's class rule (the mask's mean class probability) and score (mask score x class
+# probability) against the decoder's own class and the mask score alone, all with input
+# statistics. Rule fixed before the run: the variant with the highest pooled labelled AP50 (on
+# the 8 rooms; class-agnostic AP50 the tie-break) goes to the shipped card.
+cv-labels: setup
+	@$(ACTIVATE) && dyco-cross-validate --backbone config/train/shipped_stage1.yaml \
+		--backbone-iterations 500 --set train.iterations=2000 --config config/train/dyco3d.yaml \
+		$(foreach v,norm_statistics=input norm_statistics=input$(,)class_source=decoder \
+		norm_statistics=input$(,)score_with_class_prob=false,--inference-variant $(v)) \
+		--rank-by AP50 --out runs/cv/long $(CV_ARGS)
 
 # Issue 18's generalisation for the training that keeps going: each of cv-long's 2000-iteration
 # folds (which never saw their room) continued for 600 iterations by the continued segments'
