@@ -138,3 +138,11 @@ def test_set_inference_changes_the_card_not_the_weights_and_the_chain_goes_on(
     paths = ["--checkpoint", str(checkpoint), "--ledger", str(book), "--readme", str(readme)]
     assert ledger.main(["set-inference", "norm_statistics=running", *paths]) == 0
     assert load_checkpoint(checkpoint)[1].config.inference.norm_statistics == "running"
+    # A second setting joins the first, on the card and in the ledger entry.
+    assert ledger.main(["set-inference", "score_with_class_prob=false", *paths]) == 0
+    inference = load_checkpoint(checkpoint)[1].config.inference
+    assert (inference.norm_statistics, inference.score_with_class_prob) == ("running", False)
+    assert ledger.read_ledger(book)[-1]["inference"] == {
+        "norm_statistics": "running",
+        "score_with_class_prob": False,
+    }
