@@ -11,7 +11,7 @@ TEST_THREADS ?= 1
 # A literal comma, for lists inside $(foreach ...).
 , := ,
 
-.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment cv-pretrain cv-long cv-labels cv-continue tiny-fixture clean
+.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment cv-pretrain cv-long cv-labels cv-views cv-continue tiny-fixture clean
 
 setup:
 	@bash scripts/setup.sh
@@ -111,6 +111,19 @@ cv-labels: setup
 		--backbone-iterations 500 --set train.iterations=2000 --config config/train/dyco3d.yaml \
 		$(foreach v,norm_statistics=input norm_statistics=input$(,)class_source=decoder \
 		norm_statistics=input$(,)score_with_class_prob=false,--inference-variant $(v)) \
+		--rank-by AP50 --out runs/cv/long $(CV_ARGS)
+
+# Issue 18's labels on unseen rooms, at inference: the shipped card's settings (input
+# statistics, mask score alone) with the semantic and offset heads averaged over 4 or 8 copies
+# turned about z (`inference.test_time_views`), on cv-long's folds (no training; run cv-long
+# first; rooms scene0001-0004 unless CV_ARGS says more). Rule fixed before the run: the setting
+# with the highest pooled labelled AP50 (class-agnostic AP50 the tie-break) goes to the shipped
+# card.
+cv-views: setup
+	@$(ACTIVATE) && dyco-cross-validate --backbone config/train/shipped_stage1.yaml \
+		--backbone-iterations 500 --set train.iterations=2000 --config config/train/dyco3d.yaml \
+		$(foreach v,1 4 8,--inference-variant \
+		norm_statistics=input$(,)score_with_class_prob=false$(,)test_time_views=$(v)) \
 		--rank-by AP50 --out runs/cv/long $(CV_ARGS)
 
 # Issue 18's generalisation for the training that keeps going: each of cv-long's 2000-iteration

@@ -155,6 +155,10 @@ class InferenceConfig:
     # (torch's eval mode); "input": each block's own mean and variance, as training normalizes
     # each batch (one scene) by its own. Weights are the same either way.
     norm_statistics: str = choice("running", ("running", "input"))
+    # Test-time views: the semantic and offset heads averaged over copies of the input turned
+    # about z in equal steps (1 = the input alone). Training turns scenes about z at random, so
+    # each view is one the heads learned from; each costs one more backbone pass.
+    test_time_views: int = ranged(1, 1, 16, "copies turned about z whose heads are averaged")
 
 
 def _default_decoder() -> dict[str, Any]:

@@ -3,6 +3,7 @@ shared by every method, then the configured instance decoder (`model/decoders/`)
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -135,27 +136,24 @@ class SegmentationNetwork(nn.Module):
     ) -> dict:
         cfg = self.cfg
         clock = _Clock(timings, xyz.device)
-        features = point_features(xyz, rgb, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
-        vox = voxelize(
-            xyz,
-            features,
-            batch,
-            voxel_size or cfg.voxel.voxel_size,
-            cfg.backbone.levels,
-            grid_origin,
-        )
-        clock.lap("voxelize")
-        voxel_out = self.backbone(vox.voxels).features
-        clock.lap("backbone")
+        voxel_size = voxel_size or cfg.voxel.voxel_size
+        vox, voxel_out = self._encode(xyz, rgb, batch, voxel_size, grid_origin, clock)
         # Heads run per voxel (all points of a voxel share its features), then devoxelize.
+        semantic_logits = devoxelize(self.semantic_head(voxel_out), vox)
+        offsets = devoxelize(self.offset_head(voxel_out), vox)
+        views = 1 if self.training else cfg.inference.test_time_views
+        if views > 1:
+            semantic_logits, offsets = self._average_views(
+                xyz, rgb, batch, voxel_size, views, semantic_logits, offsets
+            )
         inputs = DecoderInput(
             xyz=xyz,
             batch=batch,
             voxelized=vox,
             voxel_features=voxel_out,
             point_features=devoxelize(voxel_out, vox),
-            semantic_logits=devoxelize(self.semantic_head(voxel_out), vox),
-            offsets=devoxelize(self.offset_head(voxel_out), vox),
+            semantic_logits=semantic_logits,
+            offsets=offsets,
             gt_semantic=gt_semantic,
             gt_instance=gt_instance,
             lap=clock.lap,
@@ -171,9 +169,58 @@ class SegmentationNetwork(nn.Module):
         )
         return outputs
 
+    def _encode(
+        self,
+        xyz: torch.Tensor,
+        rgb: torch.Tensor | None,
+        batch: torch.Tensor,
+        voxel_size: float,
+        grid_origin: torch.Tensor | None,
+        clock: _Clock | None = None,
+    ) -> tuple:
+        """Voxelize and run the backbone: (Voxelized, per-voxel features)."""
+        cfg = self.cfg
+        features = point_features(xyz, rgb, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
+        vox = voxelize(xyz, features, batch, voxel_size, cfg.backbone.levels, grid_origin)
+        if clock:
+            clock.lap("voxelize")
+        voxel_out = self.backbone(vox.voxels).features
+        if clock:
+            clock.lap("backbone")
+        return vox, voxel_out
+
+    def _average_views(
+        self,
+        xyz: torch.Tensor,
+        rgb: torch.Tensor | None,
+        batch: torch.Tensor,
+        voxel_size: float,
+        views: int,
+        semantic_logits: torch.Tensor,
+        offsets: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities and offsets averaged over `views` copies turned about z in equal
+        steps (view 0 is the input's own pass); each copy's offsets are turned back first.
+        The decoder keeps view 0's features. Returns (log mean probabilities, offsets)."""
+        probabilities = semantic_logits.softmax(1)
+        offsets = offsets.clone()
+        for view in range(1, views):
+            turn = rotation_about_z(2 * math.pi * view / views, xyz)
+            vox, voxel_out = self._encode(xyz @ turn.T, rgb, batch, voxel_size, None)
+            probabilities += devoxelize(self.semantic_head(voxel_out), vox).softmax(1)
+            offsets += devoxelize(self.offset_head(voxel_out), vox) @ turn
+        # Clamped: a probability that underflows to 0 would give -inf logits.
+        return (probabilities / views).clamp_min(1e-12).log(), offsets / views
+
     def _transformer_mode(self) -> str:
         """What the bottleneck attention did in the last forward: off, global or windowed."""
         for module in self.modules():
             if isinstance(module, BottleneckTransformer):
                 return module.last_mode
         return "off"
+
+
+def rotation_about_z(angle: float, like: torch.Tensor) -> torch.Tensor:
+    """(3, 3) rotation by `angle` (radians, counter-clockwise seen from +z)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return like.new_tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
