@@ -2,13 +2,16 @@
 
     python bench/bench_pipeline.py [--models CKPT_OR_YAML ...] [--sizes 50000 250000 1000000]
                                    [--backends torch spconv] [--repeats 3] [--threads N]
+                                   [--inference test_time_views=4 ...]
 
 Clouds: real scannet50k scans (50k points each); larger sizes tile several scans side by side
 (x/y offsets, so objects stay separate). Each (model, size, backend) runs in its own process so
 peak RSS is that run's alone. A model is a checkpoint (.safetensors) or a model config (.yaml)
 that gets random weights (default: config/model/dyco3d_m16.yaml): the backbone costs the same,
 but random heads make different proposals than a trained model, so grouping/decoding times of a
-random model only bound the trained one's.
+random model only bound the trained one's. `--inference key=value` replaces the card's
+inference settings in every run (e.g. `test_time_views=4`: 3 more backbone passes, timed
+under "heads").
 Targets (2-core CPU): 50k points <= 1.0 s end to end; 1M points <= 20 s and <= 4 GB RSS.
 """
 
@@ -63,7 +66,14 @@ def run_child(args: argparse.Namespace) -> None:
     if random_weights:
         checkpoint = f"/tmp/bench_pipeline_random_{os.getpid()}.safetensors"
         write_random_checkpoint(checkpoint, load_model_config(args.child_model))
-    seg = Segmenter.from_checkpoint(checkpoint, device="cpu", backend=args.child_backend)
+    from dyco_training.train_config import parse_assignments
+
+    seg = Segmenter.from_checkpoint(
+        checkpoint,
+        device="cpu",
+        backend=args.child_backend,
+        inference=parse_assignments(args.inference),
+    )
     xyz, rgb = tiled_cloud(args.child_size)
     seg.segment(xyz[:20000], rgb[:20000])  # warm-up (allocator, lazy imports)
     runs = []
@@ -103,6 +113,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["torch", "spconv"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--inference", nargs="+", default=[], help="card inference settings, key=value"
+    )
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-backend", help=argparse.SUPPRESS)
     parser.add_argument("--child-model", help=argparse.SUPPRESS)
@@ -115,7 +128,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(
         f"cores: {os.cpu_count()}, torch threads: {args.threads}, load average at start: "
-        f"{load:.1f}; a .yaml model has random weights\n"
+        f"{load:.1f}; a .yaml model has random weights; inference settings: "
+        f"{' '.join(args.inference) or 'the card'}\n"
     )
     header = ["model", "points", "backend", *STAGES, "end to end", "peak RSS GB", "instances"]
     print("| " + " | ".join(header) + " |")
@@ -136,6 +150,7 @@ def main() -> None:
             str(args.threads),
             "--child-model",
             model,
+            *(["--inference", *args.inference] if args.inference else []),
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
