@@ -43,9 +43,11 @@ def test_unknown_decoder_is_reported_with_the_known_ones() -> None:
 
 
 def test_empty_checkpoint_loads_the_decoders_shipped_checkpoint(tmp_path: Path) -> None:
+    """... with the test-time views the parameter asks for in place of its card's (1)."""
     log = tmp_path / "node.log"
+    overrides = {"checkpoint": "", "decoder": "isbnet", "device": "cpu", "test_time_views": 3}
     process = start_node(
-        {"checkpoint": "", "decoder": "isbnet", "device": "cpu", "objects.enabled": False},
+        {**overrides, "objects.enabled": False},
         remaps={"cloud_in": "/test_checkpoint/cloud_in"},
         log_path=log,
         threads=1,
@@ -57,6 +59,7 @@ def test_empty_checkpoint_loads_the_decoders_shipped_checkpoint(tmp_path: Path) 
             assert time.monotonic() - start < 120, log.read_text()
             time.sleep(0.2)
         assert "ready: isbnet_scannet_m16.safetensors" in log.read_text()
+        assert "test-time views 3," in log.read_text()
     finally:
         assert stop_node(process) == 0, log.read_text()
 

@@ -139,6 +139,16 @@ SPECS: tuple[ParamSpec, ...] = (
         int_range=(-20, 19),
     ),
     ParamSpec(
+        "test_time_views",
+        0,
+        "Copies of each cloud, turned about z in equal steps, whose class and offset "
+        "predictions are averaged (the checkpoint card's inference.test_time_views). Each view "
+        "is one more backbone pass: 4 views cost ~3.7x the time of 1 (bench/bench_pipeline.py "
+        "--inference test_time_views=4). 0: the card's setting; 1: the cloud alone, fastest.",
+        read_only=True,
+        int_range=(0, 16),
+    ),
+    ParamSpec(
         "qos.reliability",
         "reliable",
         "Input subscription reliability (reliable or best_effort).",
@@ -324,6 +334,7 @@ class NodeSettings:
     decoder: str = ""  # the decoder the checkpoint must hold ("": any)
     threads: int = 1  # torch intra-op threads of the worker
     worker_nice: int = 0  # the worker thread's scheduling niceness
+    test_time_views: int = 0  # 0: the checkpoint card's inference.test_time_views
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
@@ -354,6 +365,7 @@ class NodeSettings:
             decoder=str(values.get("decoder", "")),
             threads=int(values.get("threads", 1)),
             worker_nice=int(values.get("worker_nice", 0)),
+            test_time_views=int(values.get("test_time_views", 0)),
         )
 
     @property
