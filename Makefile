@@ -95,9 +95,12 @@ cv-pretrain: setup
 # pooled). Rule fixed before that run: input statistics stay in the recipe and the shipped card
 # if their pooled class-agnostic AP50 over the 8 rooms is higher, else both go back to the
 # running averages.
+# cv-long's folds, which cv-labels and cv-views score again: the same arguments, or the folds
+# would train anew.
+CV_LONG_FOLDS := --backbone config/train/shipped_stage1.yaml --backbone-iterations 500 \
+	--set train.iterations=2000 --config config/train/dyco3d.yaml
 cv-long: setup
-	@$(ACTIVATE) && dyco-cross-validate --backbone config/train/shipped_stage1.yaml \
-		--backbone-iterations 500 --set train.iterations=2000 --config config/train/dyco3d.yaml \
+	@$(ACTIVATE) && dyco-cross-validate $(CV_LONG_FOLDS) \
 		--inference-variant norm_statistics=input \
 		--rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/long $(CV_ARGS)
 
@@ -107,8 +110,7 @@ cv-long: setup
 # statistics. Rule fixed before the run: the variant with the highest pooled labelled AP50 (on
 # the 8 rooms; class-agnostic AP50 the tie-break) goes to the shipped card.
 cv-labels: setup
-	@$(ACTIVATE) && dyco-cross-validate --backbone config/train/shipped_stage1.yaml \
-		--backbone-iterations 500 --set train.iterations=2000 --config config/train/dyco3d.yaml \
+	@$(ACTIVATE) && dyco-cross-validate $(CV_LONG_FOLDS) \
 		$(foreach v,norm_statistics=input norm_statistics=input$(,)class_source=decoder \
 		norm_statistics=input$(,)score_with_class_prob=false,--inference-variant $(v)) \
 		--rank-by AP50 --out runs/cv/long $(CV_ARGS)
@@ -120,8 +122,7 @@ cv-labels: setup
 # with the highest pooled labelled AP50 (class-agnostic AP50 the tie-break) goes to the shipped
 # card.
 cv-views: setup
-	@$(ACTIVATE) && dyco-cross-validate --backbone config/train/shipped_stage1.yaml \
-		--backbone-iterations 500 --set train.iterations=2000 --config config/train/dyco3d.yaml \
+	@$(ACTIVATE) && dyco-cross-validate $(CV_LONG_FOLDS) \
 		$(foreach v,1 4 8,--inference-variant \
 		norm_statistics=input$(,)score_with_class_prob=false$(,)test_time_views=$(v)) \
 		--rank-by AP50 --rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/long \

@@ -19,7 +19,7 @@ from dyco_perception.model.unet import (
     SparseUNet,
     point_mlp,
 )
-from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
+from dyco_perception.model.voxelizer import Voxelized, devoxelize, point_features, voxelize
 from dyco_perception.sparse import SparseConv, check_backend
 from dyco_perception.sparse.algorithms import PRECISIONS
 
@@ -177,7 +177,7 @@ class SegmentationNetwork(nn.Module):
         voxel_size: float,
         grid_origin: torch.Tensor | None,
         clock: _Clock | None = None,
-    ) -> tuple:
+    ) -> tuple[Voxelized, torch.Tensor]:
         """Voxelize and run the backbone: (Voxelized, per-voxel features)."""
         cfg = self.cfg
         features = point_features(xyz, rgb, batch, cfg.voxel.use_rgb, cfg.voxel.use_xyz)
@@ -206,6 +206,7 @@ class SegmentationNetwork(nn.Module):
         offsets = offsets.clone()
         for view in range(1, views):
             turn = rotation_about_z(2 * math.pi * view / views, xyz)
+            # A turned copy anchors its own grid: a tiled map's grid_origin is for view 0.
             vox, voxel_out = self._encode(xyz @ turn.T, rgb, batch, voxel_size, None)
             probabilities += devoxelize(self.semantic_head(voxel_out), vox).softmax(1)
             offsets += devoxelize(self.offset_head(voxel_out), vox) @ turn
