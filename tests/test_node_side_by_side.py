@@ -69,7 +69,13 @@ def test_two_nodes_in_their_namespaces_share_one_map_without_colliding(nodes, sc
     )
     xyz, rgb = scan_sample("scene0009_00", 8_000)
     msg = make_cloud(xyz, rgb)
-    # One publish on the shared topic: each node answers on its own namespaced topics.
+    # One publish on the shared topic: each node answers on its own namespaced topics. The
+    # publisher must first have matched both nodes' subscriptions: wait_for_node is satisfied
+    # by either, and a message sent before discovery completes is lost to the other.
+    publisher = clients["dyco3d"].publisher
+    assert clients["dyco3d"].wait_until(
+        lambda: publisher.get_subscription_count() >= len(DECODERS), 60
+    ), f"the shared map publisher matched {publisher.get_subscription_count()} subscriptions"
     key = clients["dyco3d"].publish(msg)
     for decoder, client in clients.items():
         result = client.wait_for_result(key, timeout=180)
