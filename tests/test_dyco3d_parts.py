@@ -22,6 +22,7 @@ from dyco_perception.model.decoders.dyco3d import DyCo3DDecoder, decode_masks
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.transformer import BottleneckTransformer, RelativePositionBias
 from dyco_perception.model.voxelizer import Voxelized
+from dyco_perception.scenes import Scene
 from dyco_perception.segmenter import Segmenter
 from dyco_perception.sparse import SparseVoxels, spconv_available
 from dyco_training.losses import (
@@ -29,6 +30,7 @@ from dyco_training.losses import (
     mask_losses,
     match_proposals,
     offset_losses,
+    semantic_class_weights,
     semantic_losses,
 )
 
@@ -172,6 +174,41 @@ def test_semantic_cross_entropy_and_focal_by_hand() -> None:
     focal = semantic_losses(logits, semantic, 2.0)["semantic_ce"].item()
     want = -(0.1**2 * math.log(0.9) + 0.8**2 * math.log(0.2)) / 2
     assert focal == pytest.approx(want, rel=1e-5)
+
+
+def test_class_weighted_cross_entropy_by_hand() -> None:
+    """With class weights (1, 3) the hard point of class 1 counts three times: CE is the
+    weighted mean (1 * -log 0.9 + 3 * -log 0.2) / 4, torch's CE with `weight`."""
+    logits = torch.log(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.5, 0.5]]))
+    semantic = torch.tensor([0, 1, -100])
+    weights = torch.tensor([1.0, 3.0])
+    weighted = semantic_losses(logits, semantic, class_weights=weights)["semantic_ce"].item()
+    assert weighted == pytest.approx(-(math.log(0.9) + 3 * math.log(0.2)) / 4, rel=1e-5)
+    reference = F.cross_entropy(logits, semantic, weight=weights, ignore_index=-100).item()
+    assert weighted == pytest.approx(reference, rel=1e-5)
+
+
+def test_class_weights_are_inverse_square_roots_of_the_pools_shares() -> None:
+    """Classes 0, 1, 2 hold 64, 16 and 4 labelled points over two scenes (ignored points do
+    not count): weights 1/sqrt(share), the most frequent class's 1, so 1, 2, 4; class 3, never
+    seen, gets the rarest seen class's 4."""
+
+    def scene(labels: list[int]) -> Scene:
+        n = len(labels)
+        return Scene(
+            np.zeros((n, 3), np.float32),
+            np.zeros((n, 3), np.uint8),
+            np.array(labels, np.int64),
+            np.zeros(n, np.int64),
+            "hand",
+        )
+
+    scenes = [scene([0] * 40 + [1] * 16 + [-100] * 50), scene([0] * 24 + [2] * 4)]
+    weights = semantic_class_weights(scenes, 4, "inverse_sqrt")
+    torch.testing.assert_close(weights, torch.tensor([1.0, 2.0, 4.0, 4.0]))
+    assert semantic_class_weights(scenes, 4, "none") is None
+    with pytest.raises(ValueError, match="no labelled point"):
+        semantic_class_weights([scene([-100] * 5)], 4, "inverse_sqrt")
 
 
 def test_offset_losses_by_hand() -> None:

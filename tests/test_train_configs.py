@@ -45,6 +45,11 @@ def test_every_training_config_loads(path: Path) -> None:
     ("candidate", "against", "setting"),
     [
         ("continue_low_lr.yaml", "continue.yaml", {"optim.lr"}),  # make cv-continue-lr
+        (  # make cv-continue-balanced
+            "continue_balanced.yaml",
+            "continue.yaml",
+            {"loss.semantic_class_weighting"},
+        ),
         ("continue_without_elastic.yaml", "continue.yaml", {"augment.elastic_prob"}),
         ("dyco3d_portion.yaml", "dyco3d.yaml", {"loss.target_rule"}),  # make cv-targets
         (

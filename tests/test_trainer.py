@@ -135,6 +135,29 @@ def test_a_few_steps_reduce_the_loss_on_one_scene(tmp_path):
     _assert_eight_steps_reduce_the_loss(cfg, tmp_path)
 
 
+def test_class_weighting_weighs_the_trainers_semantic_loss_by_its_pools_classes(tmp_path):
+    """With `semantic_class_weighting: inverse_sqrt` the trainer's weights come from its own
+    pool and reach the CE it trains on; with "none" the CE is the plain mean."""
+    from dyco_training.losses import semantic_class_weights, semantic_losses
+
+    reported = {}
+    for rule in ("none", "inverse_sqrt"):
+        cfg = tiny_config(loss={"semantic_class_weighting": rule}, augment={"enabled": False})
+        trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path / rule)
+        batch = trainer.batch_for(0)
+        trainer.model.train()
+        with torch.no_grad():
+            logits = trainer.model(
+                batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
+            )["semantic_logits"]
+        reported[rule] = trainer.train_step(batch)["loss_semantic_ce"]
+        weights = semantic_class_weights(trainer.pool, 20, rule)
+        torch.testing.assert_close(trainer.class_weights, weights)
+        want = semantic_losses(logits, batch["semantic"], class_weights=weights)["semantic_ce"]
+        assert reported[rule] == pytest.approx(float(want), rel=1e-4)
+    assert reported["inverse_sqrt"] != pytest.approx(reported["none"], rel=1e-3)
+
+
 def test_resume_continues_exactly(tmp_path):
     cfg = train_config_from_dict(tiny_config(optim={"grad_clip": 5.0}))
     first = Trainer(cfg, out_dir=tmp_path / "a")

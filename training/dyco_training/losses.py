@@ -10,17 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model.decoders.base import InstanceTargets, zero_like_graph
 from dyco_perception.model.decoders.common import match_proposals
 from dyco_perception.model.decoders.dyco3d import mask_losses
+from dyco_perception.scenes import Scene
 from dyco_perception.validation import build_config, choice, ranged
 
 from dyco_perception import ops
 
-__all__ = ["LossConfig", "compute_losses", "mask_losses", "match_proposals", "offset_losses"]
+__all__ = [
+    "LossConfig",
+    "compute_losses",
+    "mask_losses",
+    "match_proposals",
+    "offset_losses",
+    "semantic_class_weights",
+]
 
 
 @dataclass
@@ -30,6 +39,11 @@ class LossConfig:
     # Focal semantic loss (Lin et al.): each point's CE times (1 - p_true)^gamma, so the many
     # easy wall and floor points stop drowning the rare thing classes; 0 = plain CE.
     semantic_focal_gamma: float = ranged(0.0, 0.0, 10.0)
+    # Class-weighted semantic CE: "inverse_sqrt", each point's CE weighted by
+    # 1/sqrt(its class's share of the training pool's labelled points), a weighted mean (as
+    # torch's CE `weight`), so the rare furniture classes count against walls and floors;
+    # "none" = every point alike.
+    semantic_class_weighting: str = choice("none", ("none", "inverse_sqrt"))
     offset_l1_weight: float = ranged(1.0, 0.0, 100.0)
     offset_dir_weight: float = ranged(1.0, 0.0, 100.0)
     # DyCo3D's decoder terms (other decoders keep their weights in their `decoder:` options).
@@ -62,12 +76,15 @@ def compute_losses(
     targets: dict[str, torch.Tensor],
     cfg: LossConfig | None = None,
     decoder_scale: float = 1.0,
+    class_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """model: the SegmentationNetwork (or its DistributedDataParallel wrapper), whose decoder
     computes the method's terms; outputs: its forward dict.
     targets: "xyz" (N,3), "semantic" (N,) int64 with IGNORE_LABEL, "instance" (N,) int64
     per-scene ids (negative = none), "batch" (N,) int64 scene index. `decoder_scale` 0 turns the
-    decoder's terms off (the staged start: offsets first, then the instance branch)."""
+    decoder's terms off (the staged start: offsets first, then the instance branch).
+    `class_weights` (num_classes,): the semantic CE's weight of each class, from
+    `semantic_class_weights`."""
     cfg = cfg or LossConfig()
     gt = InstanceTargets.from_targets(targets)
     weights = {
@@ -78,7 +95,9 @@ def compute_losses(
     }
     losses: dict[str, torch.Tensor] = {}
     losses.update(
-        semantic_losses(outputs["semantic_logits"], gt.semantic, cfg.semantic_focal_gamma)
+        semantic_losses(
+            outputs["semantic_logits"], gt.semantic, cfg.semantic_focal_gamma, class_weights
+        )
     )
     losses.update(offset_losses(outputs["offsets"], gt.xyz, gt.gt_id, gt.num_gt))
     total = sum(weights[name] * losses[name] for name in weights)
@@ -90,17 +109,44 @@ def compute_losses(
     return losses
 
 
+def semantic_class_weights(scenes: list[Scene], num_classes: int, rule: str) -> torch.Tensor | None:
+    """Per-class CE weights from the labelled points of `scenes` (None for rule "none"), the
+    most frequent class's 1. "inverse_sqrt": 1/sqrt(share); a class absent from the scenes
+    (never a target) gets the rarest present class's weight."""
+    if rule == "none":
+        return None
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for scene in scenes:
+        labels = scene.semantic[(scene.semantic >= 0) & (scene.semantic < num_classes)]
+        counts += np.bincount(labels, minlength=num_classes)
+    if counts.sum() == 0:
+        raise ValueError("loss.semantic_class_weighting: the training pool has no labelled point")
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
+    weights[~present] = weights[present].max()
+    return torch.as_tensor(weights / weights[present].min(), dtype=torch.float32)
+
+
 def semantic_losses(
-    logits: torch.Tensor, semantic: torch.Tensor, focal_gamma: float = 0.0
+    logits: torch.Tensor,
+    semantic: torch.Tensor,
+    focal_gamma: float = 0.0,
+    class_weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Cross-entropy (focal when `focal_gamma` > 0), mean over labelled points, and the dice
-    over classes."""
+    """Cross-entropy (focal when `focal_gamma` > 0), mean over labelled points (weighted by
+    `class_weights` of each point's class when given), and the dice over classes."""
     valid = semantic != IGNORE_LABEL
     if not valid.any():
         return {"semantic_ce": zero_like_graph(logits), "semantic_dice": zero_like_graph(logits)}
     log_p = logits[valid].log_softmax(1).gather(1, semantic[valid, None]).squeeze(1)
     focal_weight = (1 - log_p.exp()) ** focal_gamma if focal_gamma > 0 else 1.0
-    ce = -(focal_weight * log_p).mean()
+    point_loss = -(focal_weight * log_p)
+    if class_weights is None:
+        ce = point_loss.mean()
+    else:
+        weights = class_weights.to(log_p.device, log_p.dtype)[semantic[valid]]
+        ce = (weights * point_loss).sum() / weights.sum()
     probs = logits[valid].softmax(1)
     onehot = F.one_hot(semantic[valid], logits.shape[1]).to(probs.dtype)
     inter = (probs * onehot).sum(0)

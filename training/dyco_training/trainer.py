@@ -43,7 +43,7 @@ from dyco_training.distributed import (
     shutdown_distributed,
 )
 from dyco_training.logging_utils import RunLogger
-from dyco_training.losses import compute_losses
+from dyco_training.losses import compute_losses, semantic_class_weights
 from dyco_training.train_config import (
     BACKBONE_PREFIXES,
     REPO_ROOT,
@@ -238,6 +238,9 @@ class Trainer:
         self.real_names = sorted(
             {s.name for s in self.pool[: len(self.pool) - cfg.data.generated_rooms]}
         )
+        self.class_weights = semantic_class_weights(
+            self.pool, cfg.model.num_classes, cfg.loss.semantic_class_weighting
+        )
         self.val_scenes = (
             load_scans(cfg.data, cfg.data.val_split, cfg.data.val_scans)
             if self.info.is_main
@@ -298,7 +301,9 @@ class Trainer:
             outputs = self.net(
                 batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
             )
-            losses = compute_losses(self.net, outputs, batch, self.cfg.loss, decoder_scale)
+            losses = compute_losses(
+                self.net, outputs, batch, self.cfg.loss, decoder_scale, self.class_weights
+            )
         total = losses["total"]
         if not torch.isfinite(total):
             raise FloatingPointError(
