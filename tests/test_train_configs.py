@@ -44,7 +44,7 @@ def test_every_training_config_loads(path: Path) -> None:
 @pytest.mark.parametrize(
     ("candidate", "against", "setting"),
     [
-        ("continue_low_lr.yaml", "continue.yaml", {"optim.lr"}),  # make cv-continue-lr
+        ("continue_full_lr.yaml", "continue.yaml", {"optim.lr"}),  # make cv-continue-lr
         (  # make cv-continue-balanced
             "continue_balanced.yaml",
             "continue.yaml",
