@@ -156,7 +156,8 @@ cv-continue-lr: setup
 # continued 600 iterations as cv-continue does (~50 min, one core; run cv-long first). Rule
 # fixed before the run: the weighting goes into continue.yaml if its pooled labelled AP50 is
 # higher (class-agnostic AP50 the tie-break); it and cv-continue-lr's rule are applied each on
-# its own. Session 15 ran both candidates at the full rate (before cv-continue-lr's result).
+# its own. Session 15, both at the full rate (before cv-continue-lr's result): AP50 0.029 vs
+# 0.031 (class-agnostic 0.174 vs 0.211), not adopted.
 cv-continue-balanced: setup
 	@$(ACTIVATE) && dyco-cross-validate --continue-folds runs/cv/long \
 		--set train.iterations=600 --set train.max_minutes=0 \
