@@ -186,6 +186,10 @@ def test_class_weighted_cross_entropy_by_hand() -> None:
     assert weighted == pytest.approx(-(math.log(0.9) + 3 * math.log(0.2)) / 4, rel=1e-5)
     reference = F.cross_entropy(logits, semantic, weight=weights, ignore_index=-100).item()
     assert weighted == pytest.approx(reference, rel=1e-5)
+    # Both at once: each point's focal term, weighted by its class.
+    both = semantic_losses(logits, semantic, 2.0, weights)["semantic_ce"].item()
+    want = -(0.1**2 * math.log(0.9) + 3 * 0.8**2 * math.log(0.2)) / 4
+    assert both == pytest.approx(want, rel=1e-5)
 
 
 def test_class_weights_are_inverse_square_roots_of_the_pools_shares() -> None:
