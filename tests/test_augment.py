@@ -149,3 +149,76 @@ def test_colour_augmentation_off_leaves_colours_and_the_random_stream_alone():
     rng = np.random.default_rng(9)
     np.testing.assert_array_equal(colour_augment(rgb, AugmentConfig(), rng), rgb)
     assert rng.random() == np.random.default_rng(9).random()  # nothing was drawn
+
+
+# --- Mix3D: a second scene overlaid ------------------------------------------------------------
+
+
+def _sample(xyz, sem, inst):
+    n = len(xyz)
+    return {
+        "xyz": np.asarray(xyz, np.float32),
+        "rgb": np.full((n, 3), 7.0 * n, np.float32),
+        "sem": np.asarray(sem),
+        "inst": np.asarray(inst),
+    }
+
+
+def test_overlay_centres_the_second_scene_on_the_first_floors_meeting_and_keeps_instances_apart():
+    from dyco_training.data import overlay
+
+    base = _sample([[0, 0, 0], [2, 2, 1], [1, 1, 0.5], [2, 0, 0]], [1, 5, 5, 2], [0, 1, 2, 2])
+    other = _sample([[10, 5, 3], [14, 6, 4], [12, 5, 3.5]], [3, 4, 4], [0, 1, 3])
+    mixed = overlay(base, other)
+    assert len(mixed["xyz"]) == 7
+    top, bottom = mixed["xyz"][:4], mixed["xyz"][4:]
+    # The first scene keeps its shape; the second is only translated.
+    np.testing.assert_allclose(top - top[0], base["xyz"] - base["xyz"][0], atol=1e-6)
+    np.testing.assert_allclose(bottom - bottom[0], other["xyz"] - other["xyz"][0], atol=1e-6)
+    centre = lambda xyz: (xyz[:, :2].min(0) + xyz[:, :2].max(0)) / 2  # noqa: E731
+    np.testing.assert_allclose(centre(bottom), centre(top), atol=1e-6)
+    assert bottom[:, 2].min() == pytest.approx(top[:, 2].min())
+    np.testing.assert_allclose(mixed["xyz"].min(0), 0.0, atol=1e-6)
+    np.testing.assert_array_equal(mixed["sem"], [1, 5, 5, 2, 3, 4, 4])
+    np.testing.assert_array_equal(mixed["inst"], [0, 1, 2, 2, 0, 3, 5])  # 0 stays "no instance"
+    np.testing.assert_array_equal(mixed["rgb"][:, 0], [28] * 4 + [21] * 3)
+
+
+def _flat_scene(name, semantic, instances, seed):
+    from dyco_perception.scenes import make_scene
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    xyz = (rng.random((n, 3)) * np.array([5.0, 4.0, 2.0])).astype(np.float32)
+    instance = 1 + (np.arange(n) % instances)
+    return make_scene(xyz, np.zeros((n, 3), np.uint8), np.full(n, semantic), instance, name)
+
+
+def test_training_sample_mixes_at_its_rate_within_the_point_budget():
+    from dyco_training.data import training_sample
+
+    scene, partner = _flat_scene("a", 5, 3, 0), _flat_scene("b", 8, 4, 1)
+    cfg = AugmentConfig(max_points=2000, elastic_prob=0.0, mix_prob=0.5)
+    rng = np.random.default_rng(3)
+    mixed = 0
+    for _ in range(200):
+        sample = training_sample(scene, cfg, rng, 0.0, [partner])
+        assert len(sample["xyz"]) <= 2000
+        if 8 in sample["sem"]:
+            mixed += 1
+            own = sample["sem"] == 5
+            assert own.sum() <= 1000 and (~own).sum() <= 1000  # half the budget each
+            assert set(sample["inst"][own]).isdisjoint(sample["inst"][~own])
+    assert 70 <= mixed <= 130
+
+
+def test_without_mixing_or_a_pool_the_sample_and_random_stream_are_unchanged():
+    from dyco_training.data import augmented_sample, training_sample
+
+    scene, partner = _flat_scene("a", 5, 3, 0), _flat_scene("b", 8, 4, 1)
+    cfg = AugmentConfig(max_points=2000)
+    for mix_cfg, pool in ((cfg, [partner]), (AugmentConfig(max_points=2000, mix_prob=1.0), None)):
+        got = training_sample(scene, mix_cfg, np.random.default_rng(4), 0.0, pool)
+        want = augmented_sample(scene, cfg, np.random.default_rng(4), 0.0)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])

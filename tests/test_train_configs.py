@@ -51,6 +51,7 @@ def test_every_training_config_loads(path: Path) -> None:
             {"loss.semantic_class_weighting"},
         ),
         ("continue_without_elastic.yaml", "continue.yaml", {"augment.elastic_prob"}),
+        ("continue_mix3d.yaml", "continue.yaml", {"augment.mix_prob"}),  # make cv-continue-mix3d
         ("dyco3d_portion.yaml", "dyco3d.yaml", {"loss.target_rule"}),  # make cv-targets
         (
             "dyco3d_portion_all.yaml",

@@ -237,6 +237,19 @@ def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
         augment_spanning(scene, cfg, rng, min_extent=6.5)
 
 
+def test_the_trainer_mixes_each_scene_with_one_from_its_own_pool(tmp_path):
+    trainer = Trainer(
+        train_config_from_dict(tiny_config(augment={"max_points": 5000, "mix_prob": 1.0})),
+        out_dir=tmp_path,
+    )
+    own = trainer._scenes_for(0)[0]
+    batch = trainer.batch_for(0)
+    assert len(batch["xyz"]) <= 5000
+    # The partner's instances are numbered after the scene's own, so ids exceed the scene's.
+    assert int(batch["instance"].max()) > int(own.instance.max())
+    trainer.close()
+
+
 @pytest.mark.skipif(not SCANS.is_dir(), reason=f"{SCANS} (real ScanNet scans) is absent")
 def test_a_few_steps_reduce_the_loss_on_one_real_scan(tmp_path):
     cfg = tiny_config(

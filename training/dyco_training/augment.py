@@ -1,6 +1,7 @@
 """Training augmentation as in PointGroup / DyCo3D: flip, rotation about z, scaling, jitter,
 elastic distortion at two scales, and a crop to a point budget; colour shift, jitter and dropout
-(issue 18's generalisation candidates, off unless a config sets them).
+and Mix3D's overlay of two scenes (issue 18's generalisation candidates, off unless a config
+sets them).
 
 Every function takes numpy arrays and a `numpy.random.Generator`, so runs are reproducible.
 `augment_scene` applies the whole chain from an `AugmentConfig` and keeps all per-point
@@ -50,6 +51,11 @@ class AugmentConfig:
     # (a door and the wall around it often share a colour; a robot's map may carry none).
     colour_dropout_prob: float = ranged(0.0, 0.0, 1.0, "probability of a colourless scene")
     max_points: int = ranged(250_000, 10, 100_000_000, "crop budget")
+    # Mix3D (Nekrasov et al., 3DV 2021): a second scene of the pool overlaid on this one, each
+    # augmented on its own and cropped to half the budget (so an iteration costs the same), their
+    # xy centres and floors aligned: objects out of their usual context, so the labels must come
+    # from the object itself rather than from the room around it.
+    mix_prob: float = ranged(0.0, 0.0, 1.0, "probability of overlaying a second scene")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:

@@ -4,6 +4,7 @@ cropped batches drawn from it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,22 +62,73 @@ def augment_spanning(
     )
 
 
+def augmented_sample(
+    scene: Scene, augment: AugmentConfig, rng: np.random.Generator, min_extent: float
+) -> dict[str, np.ndarray]:
+    """One scene augmented and cropped: xyz (from the origin), rgb (0..255), sem, inst."""
+    xyz, rgb, rows = augment_spanning(scene, augment, rng, min_extent)
+    return {"xyz": xyz, "rgb": rgb, "sem": scene.semantic[rows], "inst": scene.instance[rows]}
+
+
+def _xy_centre(xyz: np.ndarray) -> np.ndarray:
+    return (xyz[:, :2].min(0) + xyz[:, :2].max(0)) / 2.0
+
+
+def overlay(base: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mix3D's union of two samples: `other` moved so its xy centre is `base`'s and the floors
+    (lowest points) meet; its instances renumbered after `base`'s, so none is merged."""
+    shift = np.zeros(3, dtype=np.float32)
+    shift[:2] = _xy_centre(base["xyz"]) - _xy_centre(other["xyz"])
+    shift[2] = base["xyz"][:, 2].min() - other["xyz"][:, 2].min()
+    first_free = base["inst"].max(initial=0)
+    moved = {
+        "xyz": other["xyz"] + shift,
+        "rgb": other["rgb"],
+        "sem": other["sem"],
+        "inst": np.where(other["inst"] > 0, other["inst"] + first_free, 0),
+    }
+    mixed = {k: np.concatenate([base[k], moved[k]]) for k in base}
+    mixed["xyz"] = (mixed["xyz"] - mixed["xyz"].min(0)).astype(np.float32)
+    return mixed
+
+
+def training_sample(
+    scene: Scene,
+    augment: AugmentConfig,
+    rng: np.random.Generator,
+    min_extent: float,
+    pool: list[Scene] | None,
+) -> dict[str, np.ndarray]:
+    """`scene` augmented and cropped; with `augment.mix_prob`, overlaid (Mix3D) on a second
+    scene drawn from `pool`, each cropped to half the point budget. The mix draws from `rng`
+    only when enabled, so configs without it keep their random stream."""
+    if not (pool and augment.mix_prob > 0 and rng.random() < augment.mix_prob):
+        return augmented_sample(scene, augment, rng, min_extent)
+    partner = pool[int(rng.integers(len(pool)))]
+    half = replace(augment, max_points=max(augment.max_points // 2, 1))
+    return overlay(
+        augmented_sample(scene, half, rng, min_extent),
+        augmented_sample(partner, half, rng, min_extent),
+    )
+
+
 def make_batch(
     scenes: list[Scene],
     augment: AugmentConfig,
     rng: np.random.Generator,
     device: torch.device,
     min_extent: float = 0.0,
+    pool: list[Scene] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Augment + crop each scene and concatenate them with a per-point scene index."""
+    """Augment + crop (+ mix, with `pool`) each scene and concatenate them with a per-point
+    scene index."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xyz", "rgb", "sem", "inst", "batch")}
     for b, scene in enumerate(scenes):
-        xyz, rgb, rows = augment_spanning(scene, augment, rng, min_extent)
-        parts["xyz"].append(xyz)
-        parts["rgb"].append(rgb / 127.5 - 1.0)
-        parts["sem"].append(scene.semantic[rows])
-        parts["inst"].append(scene.instance[rows])
-        parts["batch"].append(np.full(len(rows), b, dtype=np.int64))
+        sample = training_sample(scene, augment, rng, min_extent, pool)
+        for key in ("xyz", "sem", "inst"):
+            parts[key].append(sample[key])
+        parts["rgb"].append(sample["rgb"] / 127.5 - 1.0)
+        parts["batch"].append(np.full(len(sample["xyz"]), b, dtype=np.int64))
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     instance = np.where(cat["inst"] > 0, cat["inst"], -100)  # losses: no instance = ignore
     return {

@@ -290,7 +290,8 @@ class Trainer:
         rng = np.random.default_rng([self.cfg.train.seed, self.info.rank, step])
         model = self.cfg.model
         bottleneck = model.voxel.voxel_size * 2 ** (model.backbone.levels - 1)
-        return make_batch(self._scenes_for(step), self.cfg.augment, rng, self.device, bottleneck)
+        scenes = self._scenes_for(step)
+        return make_batch(scenes, self.cfg.augment, rng, self.device, bottleneck, self.pool)
 
     # ---- one iteration ----
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
