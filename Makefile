@@ -128,6 +128,11 @@ cv-views: setup
 		--rank-by AP50 --rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/long \
 		$(CV_ARGS)
 
+# cv-long's folds of rooms scene0001-0004, each continued for 600 iterations.
+CV_CONTINUE_FOLDS := --continue-folds runs/cv/long --set train.iterations=600 \
+	--set train.max_minutes=0 --rooms scene0001,scene0002,scene0003,scene0004 \
+	--out runs/cv/continue
+
 # Issue 18's generalisation for the training that keeps going: each of cv-long's 2000-iteration
 # folds (which never saw their room) continued for 600 iterations by the continued segments'
 # recipe (warm restart, cosine) without and with elastic distortion (continue_without_elastic
@@ -135,10 +140,8 @@ cv-views: setup
 # Rule fixed before the run: elastic distortion stays in continue.yaml if its pooled
 # class-agnostic AP50 is higher (labelled AP50 the tie-break). Session 14: 0.234 vs 0.167, kept.
 cv-continue: setup
-	@$(ACTIVATE) && dyco-cross-validate --continue-folds runs/cv/long \
-		--set train.iterations=600 --set train.max_minutes=0 \
-		$(foreach c,continue_without_elastic continue,--config config/train/$(c).yaml) \
-		--rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/continue $(CV_ARGS)
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+		$(foreach c,continue_without_elastic continue,--config config/train/$(c).yaml) $(CV_ARGS)
 
 # Issue 18's generalisation, session 15: the continued segments at a quarter of the peak
 # learning rate against the full rate (continue_full_lr.yaml), each continuing cv-long's folds
@@ -146,10 +149,8 @@ cv-continue: setup
 # before the run: the lower rate goes into continue.yaml if its pooled class-agnostic AP50 is
 # higher (labelled AP50 the tie-break). Session 15: 0.224 vs 0.211, adopted.
 cv-continue-lr: setup
-	@$(ACTIVATE) && dyco-cross-validate --continue-folds runs/cv/long \
-		--set train.iterations=600 --set train.max_minutes=0 \
-		$(foreach c,continue_full_lr continue,--config config/train/$(c).yaml) \
-		--rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/continue $(CV_ARGS)
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+		$(foreach c,continue_full_lr continue,--config config/train/$(c).yaml) $(CV_ARGS)
 
 # Issue 18's labels for the training that keeps going, session 15: the semantic CE weighted by
 # 1/sqrt of each class's share (continue_balanced.yaml) against continue.yaml, on cv-long's folds
@@ -159,11 +160,9 @@ cv-continue-lr: setup
 # its own. Session 15, both at the full rate (before cv-continue-lr's result): AP50 0.029 vs
 # 0.031 (class-agnostic 0.174 vs 0.211), not adopted.
 cv-continue-balanced: setup
-	@$(ACTIVATE) && dyco-cross-validate --continue-folds runs/cv/long \
-		--set train.iterations=600 --set train.max_minutes=0 \
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
 		$(foreach c,continue continue_balanced,--config config/train/$(c).yaml) \
-		--rank-by AP50 --rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/continue \
-		$(CV_ARGS)
+		--rank-by AP50 $(CV_ARGS)
 
 # Issue 18's labels for the training that keeps going, session 16: Mix3D, half the scenes
 # overlaid on a second one (continue_mix3d.yaml), against continue.yaml, on cv-long's folds
@@ -171,11 +170,9 @@ cv-continue-balanced: setup
 # fixed before the run: Mix3D goes into continue.yaml if its pooled labelled AP50 is higher
 # (class-agnostic AP50 the tie-break).
 cv-continue-mix3d: setup
-	@$(ACTIVATE) && dyco-cross-validate --continue-folds runs/cv/long \
-		--set train.iterations=600 --set train.max_minutes=0 \
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
 		$(foreach c,continue continue_mix3d,--config config/train/$(c).yaml) \
-		--rank-by AP50 --rooms scene0001,scene0002,scene0003,scene0004 --out runs/cv/continue \
-		$(CV_ARGS)
+		--rank-by AP50 $(CV_ARGS)
 
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
