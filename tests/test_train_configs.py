@@ -52,6 +52,11 @@ def test_every_training_config_loads(path: Path) -> None:
         ),
         ("continue_without_elastic.yaml", "continue.yaml", {"augment.elastic_prob"}),
         ("continue_mix3d.yaml", "continue.yaml", {"augment.mix_prob"}),  # make cv-continue-mix3d
+        (  # make cv-continue-real-only
+            "continue_real_only.yaml",
+            "continue.yaml",
+            {"data.generated_rooms"},
+        ),
         ("dyco3d_portion.yaml", "dyco3d.yaml", {"loss.target_rule"}),  # make cv-targets
         (
             "dyco3d_portion_all.yaml",
