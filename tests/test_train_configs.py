@@ -51,7 +51,11 @@ def test_every_training_config_loads(path: Path) -> None:
             {"loss.semantic_class_weighting"},
         ),
         ("continue_without_elastic.yaml", "continue.yaml", {"augment.elastic_prob"}),
-        ("continue_mix3d.yaml", "continue.yaml", {"augment.mix_prob"}),  # make cv-continue-mix3d
+        (  # make cv-continue-mix3d
+            "continue_without_mix3d.yaml",
+            "continue.yaml",
+            {"augment.mix_prob"},
+        ),
         (  # make cv-continue-real-only
             "continue_real_only.yaml",
             "continue.yaml",
