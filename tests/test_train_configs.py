@@ -52,14 +52,19 @@ def test_every_training_config_loads(path: Path) -> None:
         ),
         ("continue_without_elastic.yaml", "continue.yaml", {"augment.elastic_prob"}),
         (  # make cv-continue-mix3d
-            "continue_without_mix3d.yaml",
-            "continue.yaml",
+            "continue_segment12_mix3d.yaml",
+            "continue_segment12.yaml",
             {"augment.mix_prob"},
         ),
         (  # make cv-continue-real-only
-            "continue_real_only.yaml",
-            "continue.yaml",
+            "continue_segment12_real_only.yaml",
+            "continue_segment12.yaml",
             {"data.generated_rooms"},
+        ),
+        (  # make cv-continue-joint: session 16's two changes together
+            "continue.yaml",
+            "continue_segment12.yaml",
+            {"augment.mix_prob", "data.generated_rooms"},
         ),
         ("dyco3d_portion.yaml", "dyco3d.yaml", {"loss.target_rule"}),  # make cv-targets
         (
