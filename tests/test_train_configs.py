@@ -61,8 +61,9 @@ def test_every_training_config_loads(path: Path) -> None:
             "continue_segment12.yaml",
             {"data.generated_rooms"},
         ),
+        ("continue.yaml", "continue_segment12.yaml", {"augment.mix_prob"}),  # Mix3D adopted
         (  # make cv-continue-joint: session 16's two changes together
-            "continue.yaml",
+            "continue_real_only.yaml",
             "continue_segment12.yaml",
             {"augment.mix_prob", "data.generated_rooms"},
         ),
