@@ -62,6 +62,7 @@ def test_every_training_config_loads(path: Path) -> None:
             {"data.generated_rooms"},
         ),
         ("continue.yaml", "continue_segment12.yaml", {"augment.mix_prob"}),  # Mix3D adopted
+        ("continue_mix_all.yaml", "continue.yaml", {"augment.mix_prob"}),  # cv-continue-mix-all
         (  # make cv-continue-joint: session 16's two changes together
             "continue_real_only.yaml",
             "continue_segment12.yaml",
