@@ -106,6 +106,8 @@ def test_augment_scene_keeps_labels_aligned_with_points():
 def test_config_errors_name_the_key():
     with pytest.raises(ValueError, match=r"augment\.flip_x_prob"):
         AugmentConfig.from_dict({"flip_x_prob": 2.0})
+    with pytest.raises(ValueError, match=r"augment\.mix_prob"):
+        AugmentConfig.from_dict({"mix_prob": -0.5})
     with pytest.raises(ValueError, match=r"augment\.elastic\[1\]\.granularity"):
         AugmentConfig.from_dict(
             {
