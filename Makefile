@@ -198,7 +198,8 @@ cv-continue-joint: setup
 
 # Session 16: Mix3D on every scene (continue_mix_all.yaml) against continue.yaml's half, as
 # cv-continue-mix3d. Rule fixed before the run: every scene is mixed in continue.yaml if its
-# pooled labelled AP50 is higher (class-agnostic AP50 the tie-break).
+# pooled labelled AP50 is higher (class-agnostic AP50 the tie-break). Session 16: 0.026 vs
+# 0.033 (class-agnostic 0.214 vs 0.241), not adopted.
 cv-continue-mix-all: setup
 	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
 		$(foreach c,continue continue_mix_all,--config config/train/$(c).yaml) \
