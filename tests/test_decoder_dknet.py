@@ -281,7 +281,7 @@ def test_a_scene_without_thing_points_has_no_candidates_and_zero_losses() -> Non
     assert out["proposals"].num == 0
     losses = decoder.losses(out, InstanceTargets.from_targets(targets), LossConfig())
     for value in losses.values():
-        assert value.requires_grad and float(value) == 0.0
+        assert value.requires_grad and float(value.detach()) == 0.0
     sum(losses.values()).backward()
     decoder.eval()
     with torch.no_grad():
