@@ -63,6 +63,11 @@ def test_every_training_config_loads(path: Path) -> None:
         ),
         ("continue.yaml", "continue_segment12.yaml", {"augment.mix_prob"}),  # Mix3D adopted
         ("continue_mix_all.yaml", "continue.yaml", {"augment.mix_prob"}),  # cv-continue-mix-all
+        (  # make cv-continue-wide-scale
+            "continue_wide_scale.yaml",
+            "continue.yaml",
+            {"augment.scale_min", "augment.scale_max"},
+        ),
         (  # make cv-continue-joint: session 16's two changes together
             "continue_real_only.yaml",
             "continue_segment12.yaml",
