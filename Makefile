@@ -208,6 +208,7 @@ cv-continue-mix-all: setup
 # Session 16: scaling drawn from 0.8-1.2 (continue_wide_scale.yaml) against continue.yaml's
 # 0.9-1.1, as cv-continue-mix3d. Rule fixed before the run: the wider range goes into
 # continue.yaml if its pooled labelled AP50 is higher (class-agnostic AP50 the tie-break).
+# Session 16: 0.021 vs 0.033 (class-agnostic 0.205 vs 0.241), not adopted.
 cv-continue-wide-scale: setup
 	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
 		$(foreach c,continue continue_wide_scale,--config config/train/$(c).yaml) \
