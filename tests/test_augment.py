@@ -224,3 +224,19 @@ def test_without_mixing_or_a_pool_the_sample_and_random_stream_are_unchanged():
         want = augmented_sample(scene, cfg, np.random.default_rng(4), 0.0)
         for key in want:
             np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_the_mixed_partner_is_drawn_from_the_whole_pool():
+    from dyco_training.data import training_sample
+
+    scene = _flat_scene("a", 5, 3, 0)
+    pool = [_flat_scene(name, cls, 2, seed) for name, cls, seed in (("b", 6, 1), ("c", 7, 2))]
+    pool.append(_flat_scene("d", 8, 2, 3))
+    cfg = AugmentConfig(max_points=2000, elastic_prob=0.0, mix_prob=1.0)
+    rng = np.random.default_rng(6)
+    partners = set()
+    for _ in range(40):
+        classes = set(training_sample(scene, cfg, rng, 0.0, pool)["sem"].tolist())
+        assert 5 in classes and len(classes) == 2  # the scene itself and one partner
+        partners |= classes - {5}
+    assert partners == {6, 7, 8}
