@@ -2,7 +2,7 @@
 
     python bench/bench_pipeline.py [--models CKPT_OR_YAML ...] [--sizes 50000 250000 1000000]
                                    [--backends torch spconv] [--repeats 3] [--threads N]
-                                   [--inference test_time_views=4 ...]
+                                   [--inference test_time_views=4 ...] [--device cpu|cuda]
 
 Clouds: real scannet50k scans (50k points each); larger sizes tile several scans side by side
 (x/y offsets, so objects stay separate). Each (model, size, backend) runs in its own process so
@@ -11,7 +11,9 @@ that gets random weights (default: config/model/dyco3d_m16.yaml): the backbone c
 but random heads make different proposals than a trained model, so grouping/decoding times of a
 random model only bound the trained one's. `--inference key=value` replaces the card's
 inference settings in every run (e.g. `test_time_views=4`: 3 more backbone passes, timed
-under "heads").
+under "heads"). Without the scans (e.g. on a GPU machine) the clouds tile generated rooms.
+On cuda the memory column is peak GPU memory, and stage times are host-side (kernels run
+asynchronously; end to end waits for the results).
 Targets (2-core CPU): 50k points <= 1.0 s end to end; 1M points <= 20 s and <= 4 GB RSS.
 """
 
@@ -37,11 +39,9 @@ STAGES = ("preprocess", "voxelize", "backbone", "heads", "grouping", "decoding",
 def tiled_cloud(num_points: int) -> tuple[np.ndarray, np.ndarray]:
     """`num_points` points from real scans laid out on a grid (1 m gaps between rooms)."""
     files = sorted(SCANS.glob("scene*.npz"))
-    if not files:
-        raise SystemExit(f"no scans at {SCANS}")
     xyz_parts, rgb_parts, total, i = [], [], 0, 0
     while total < num_points:
-        scan = np.load(files[i % len(files)])
+        scan = np.load(files[i % len(files)]) if files else _generated_room(i)
         xyz = scan["xyz"] - scan["xyz"].min(0)
         xyz = xyz + np.array([(i % 5) * 12.0, (i // 5) * 12.0, 0.0], dtype=np.float32)
         take = min(len(xyz), num_points - total)
@@ -50,6 +50,13 @@ def tiled_cloud(num_points: int) -> tuple[np.ndarray, np.ndarray]:
         total += take
         i += 1
     return np.concatenate(xyz_parts), np.concatenate(rgb_parts)
+
+
+def _generated_room(seed: int) -> dict[str, np.ndarray]:
+    from dyco_perception.data.room_generator import generate_room
+
+    room = generate_room(seed, num_points=50_000)
+    return {"xyz": room.xyz, "rgb": room.rgb}
 
 
 def run_child(args: argparse.Namespace) -> None:
@@ -70,12 +77,14 @@ def run_child(args: argparse.Namespace) -> None:
 
     seg = Segmenter.from_checkpoint(
         checkpoint,
-        device="cpu",
+        device=args.device,
         backend=args.child_backend,
         inference=parse_assignments(args.inference),
     )
     xyz, rgb = tiled_cloud(args.child_size)
     seg.segment(xyz[:20000], rgb[:20000])  # warm-up (allocator, lazy imports)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     runs = []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -85,11 +94,12 @@ def run_child(args: argparse.Namespace) -> None:
         runs.append(timings)
     median = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gpu = args.device == "cuda"
     print(
         json.dumps(
             {
                 "median": median,
-                "peak_rss_gb": peak_kib / 2**20,
+                "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if gpu else peak_kib / 2**20,
                 "instances": len(result.instances),
                 "voxel_size": result.voxel_size,
                 "points": len(xyz),
@@ -113,6 +123,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["torch", "spconv"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--inference", nargs="+", default=[], help="card inference settings, key=value"
     )
@@ -129,9 +140,11 @@ def main() -> None:
     print(
         f"cores: {os.cpu_count()}, torch threads: {args.threads}, load average at start: "
         f"{load:.1f}; a .yaml model has random weights; inference settings: "
-        f"{' '.join(args.inference) or 'the card'}\n"
+        f"{' '.join(args.inference) or 'the card'}; device: {args.device}; clouds: "
+        f"{'real scans' if any(SCANS.glob('scene*.npz')) else 'generated rooms'}\n"
     )
-    header = ["model", "points", "backend", *STAGES, "end to end", "peak RSS GB", "instances"]
+    memory = "peak GPU GB" if args.device == "cuda" else "peak RSS GB"
+    header = ["model", "points", "backend", *STAGES, "end to end", memory, "instances"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model, size, backend in (
@@ -148,6 +161,8 @@ def main() -> None:
             str(args.repeats),
             "--threads",
             str(args.threads),
+            "--device",
+            args.device,
             "--child-model",
             model,
             *(["--inference", *args.inference] if args.inference else []),
@@ -165,7 +180,7 @@ def main() -> None:
             backend,
             *(f"{m.get(s, 0.0):.3f}" for s in STAGES),
             f"{m['wall']:.3f}",
-            f"{row['peak_rss_gb']:.2f}",
+            f"{row['peak_gb']:.2f}",
             str(row["instances"]),
         ]
         print("| " + " | ".join(cells) + " |", flush=True)

@@ -371,3 +371,23 @@ def test_cuda_sources_compile_with_nvcc() -> None:
     if check_cuda.find_nvcc() is None:
         pytest.skip("nvcc not found (no CUDA toolkit): the .cu compile check cannot run here")
     check_cuda.check(cu_only=True)  # raises RuntimeError with nvcc's output on failure
+
+
+def test_native_sources_build_error_messages_without_iostreams() -> None:
+    """Kernel errors go through DYCO_CHECK (check.h). TORCH_CHECK formats its message with an
+    ostringstream compiled into our library, which crashed the process on the GPU machine
+    instead of raising; this keeps it (and any other stream formatting) out of the sources."""
+    from pathlib import Path
+
+    csrc = Path(__file__).resolve().parents[1] / "cuda_ops" / "dyco_ops" / "csrc"
+    banned = ("TORCH_CHECK", "AT_ERROR", "c10::str(", "stringstream", "<sstream>", "<iostream>")
+    sources = sorted(p for p in csrc.iterdir() if p.suffix in (".h", ".cpp", ".cu"))
+    assert len(sources) > 5
+    found = [
+        f"{p.name}: {word}"
+        for p in sources
+        if p.name != "check.h"
+        for word in banned
+        if word in p.read_text()
+    ]
+    assert found == []

@@ -226,3 +226,30 @@ def test_every_decoder_returns_valid_results_on_degenerate_clouds(decoder: str) 
         ids = sorted(inst.id for inst in result.instances)
         assert ids == list(range(1, len(ids) + 1))
         assert set(np.unique(result.instance)) - {0} == set(ids)
+
+
+def _best_iou(mask: np.ndarray, others: list[np.ndarray]) -> float:
+    return max(((mask & o).sum() / (mask | o).sum() for o in others), default=0.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("decoder", ["dyco3d", "dknet", "isbnet"])
+def test_cuda_segmentation_matches_cpu(decoder: str) -> None:
+    """The GPU path is the CPU path's twin: a trained model segments a furnished room the same
+    on both (float32 both; only summation order differs)."""
+    from dyco_perception.data.room_generator import generate_room
+
+    scene = generate_room(5, num_points=30000)
+    path = REPO / "checkpoints" / f"{decoder}_scannet_m16.safetensors"
+    cpu, gpu = (
+        Segmenter.from_checkpoint(path, device=device, backend="torch").segment(
+            scene.xyz, scene.rgb
+        )
+        for device in ("cpu", "cuda")
+    )
+    check_contract(gpu, len(scene.xyz))
+    assert (cpu.semantic == gpu.semantic).mean() > 0.99
+    assert len(cpu.instances) > 0
+    gpu_masks = [gpu.instance == inst.id for inst in gpu.instances]
+    matched = [_best_iou(cpu.instance == inst.id, gpu_masks) > 0.9 for inst in cpu.instances]
+    assert np.mean(matched) > 0.9 and abs(len(cpu.instances) - len(gpu.instances)) <= 2

@@ -135,6 +135,21 @@ def test_a_few_steps_reduce_the_loss_on_one_scene(tmp_path):
     _assert_eight_steps_reduce_the_loss(cfg, tmp_path)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_few_amp_steps_on_cuda_reduce_the_loss(tmp_path):
+    """The GPU path of training: mixed precision (float16 autocast, gradient scaling)."""
+    cfg = tiny_config(
+        optim={"lr": 0.01},
+        schedule={"name": "constant"},
+        augment={"enabled": False, "max_points": 6000},
+        train={"device": "cuda", "amp": True},
+    )
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path / "probe")
+    assert trainer.use_amp and next(trainer.model.parameters()).is_cuda
+    trainer.close()
+    _assert_eight_steps_reduce_the_loss(cfg, tmp_path)
+
+
 def test_class_weighting_weighs_the_trainers_semantic_loss_by_its_pools_classes(tmp_path):
     """With `semantic_class_weighting: inverse_sqrt` the trainer's weights come from its own
     pool and reach the CE it trains on; with "none" the CE is the plain mean."""
@@ -314,3 +329,10 @@ def test_warm_start_copies_the_backbone_only_or_everything(tmp_path: Path) -> No
     wider = train_config_from_dict(tiny_config(model={"backbone": {"width": 16}})).model
     with pytest.raises(ValueError, match="shape"):
         warm_start(SegmentationNetwork(wider), InitConfig(checkpoint=str(path), scope="backbone"))
+
+
+def test_mixed_precision_is_cuda_only():
+    from dyco_training.trainer import autocast_dtype
+
+    assert autocast_dtype(True, torch.device("cpu")) is None
+    assert autocast_dtype(False, torch.device("cuda")) is None

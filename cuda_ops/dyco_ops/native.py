@@ -26,6 +26,7 @@ BUILD_DIR = Path(os.environ.get("DYCO_OPS_BUILD_DIR", PACKAGE_DIR / "_build"))
 EXTENSIONS: dict[str, list[str]] = {
     "dyco_ops_cpu": [
         "bindings.h",
+        "check.h",
         "common.h",
         "cpu_ops.cpp",
         "simd.h",
@@ -36,7 +37,7 @@ EXTENSIONS: dict[str, list[str]] = {
         "dynamic_decode.h",
         "dynamic_decode.cpp",
     ],
-    "dyco_ops_cuda": ["bindings.h", "common.h", "cuda_bindings.cpp", "cuda_ops.cu"],
+    "dyco_ops_cuda": ["bindings.h", "check.h", "common.h", "cuda_bindings.cpp", "cuda_ops.cu"],
 }
 DEVICE_EXTENSION = {"cpu": "dyco_ops_cpu", "cuda": "dyco_ops_cuda"}
 

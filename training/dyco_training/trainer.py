@@ -189,6 +189,15 @@ def warm_start(model: torch.nn.Module, cfg: InitConfig) -> dict[str, Any] | None
 # --- the trainer ------------------------------------------------------------------------------
 
 
+def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA: bfloat16 where the GPU has it (Ampere on), else float16 with
+    gradient scaling. On an H200, float16 autocast overflowed within a few steps of the tiny
+    test model (every later step skipped by the scaler); bfloat16 trains it as float32 does."""
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 class Trainer:
     """Builds everything from a TrainConfig; `run()` trains and returns the final metrics."""
 
@@ -230,8 +239,10 @@ class Trainer:
             self.optimizer,
             lambda s: lr_factor(s, loop.iterations, cfg.schedule, self.shared_time_progress),
         )
-        self.use_amp = loop.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = autocast_dtype(loop.amp, self.device)
+        self.use_amp = self.amp_dtype is not None
+        # Only float16 needs its gradients scaled: bfloat16 has float32's exponent range.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.code_version = git_commit()  # at the start: the code that does the training
         self.pool = build_pool(cfg.data)
@@ -298,7 +309,7 @@ class Trainer:
         self.net.train()
         # The staged start: the decoder's terms only once the offsets are sensible.
         decoder_scale = 0.0 if self.step < self.cfg.train.prepare_iters else 1.0
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16, enabled=self.use_amp):
             outputs = self.net(
                 batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
             )

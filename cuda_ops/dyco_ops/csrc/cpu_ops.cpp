@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "check.h"
 #include "bindings.h"
 #include "common.h"
 #include "dynamic_decode.h"
@@ -96,7 +97,7 @@ void voxelize_triples(const int64_t* c, int64_t n, int64_t* inv, std::vector<Tri
 }
 
 std::tuple<torch::Tensor, torch::Tensor> voxelize(const torch::Tensor& coords_in) {
-  TORCH_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 3, "coords must be (N, 3)");
+  DYCO_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 3, "coords must be (N, 3)");
   const auto coords = coords_in.to(torch::kInt64).contiguous();
   const int64_t n = coords.size(0);
   auto inverse = torch::empty({n}, coords.options());

@@ -5,6 +5,7 @@
 
 #include <tuple>
 
+#include "check.h"
 #include "bindings.h"
 
 namespace dyco_cuda {
@@ -32,7 +33,7 @@ at::Tensor ln_nms(const at::Tensor& xyz, const at::Tensor& heat, const at::Tenso
 namespace {
 
 void require_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "dyco_ops CUDA kernel: ", name, " must be a CUDA tensor");
+  DYCO_CHECK(t.is_cuda(), "dyco_ops CUDA kernel: ", name, " must be a CUDA tensor");
 }
 
 std::tuple<at::Tensor, at::Tensor> voxelize(const at::Tensor& coords, int64_t stream) {

@@ -26,6 +26,7 @@
 #include <limits>
 #include <tuple>
 
+#include "check.h"
 #include "common.h"
 
 namespace dyco_cuda {
@@ -40,7 +41,7 @@ cudaStream_t as_stream(int64_t handle) { return reinterpret_cast<cudaStream_t>(h
 
 void check_launch() {
   const cudaError_t err = cudaGetLastError();
-  TORCH_CHECK(err == cudaSuccess, "dyco_ops CUDA kernel launch failed: ", cudaGetErrorString(err));
+  DYCO_CHECK(err == cudaSuccess, "dyco_ops CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
 // ---------------------------------------------------------------- voxelize

@@ -8,6 +8,7 @@
 // with the accumulators in registers, each weight row ((in, out) row-major as generated, so
 // contiguous) loaded once for the kRows rows. An AVX2 + FMA build of the decode pass is
 // chosen at run time (~1.5x over the portable SSE one here).
+#include "check.h"
 #include "dynamic_decode.h"
 
 #include "simd.h"
@@ -338,18 +339,18 @@ std::vector<int64_t> output_offsets(const Problem& p, const Sorted& in, int64_t 
 
 std::vector<Layer> parse_layers(const std::vector<std::pair<int64_t, int64_t>>& sizes,
                                 int64_t in_channels, int64_t num_params) {
-  TORCH_CHECK(!sizes.empty(), "dynamic_mask_decode: layer_sizes is empty");
+  DYCO_CHECK(!sizes.empty(), "dynamic_mask_decode: layer_sizes is empty");
   std::vector<Layer> layers;
   int64_t offset = 0, expected_in = in_channels;
   for (const auto& [in, out] : sizes) {
-    TORCH_CHECK(in == expected_in && out > 0, "dynamic_mask_decode: layer (", in, ", ", out,
+    DYCO_CHECK(in == expected_in && out > 0, "dynamic_mask_decode: layer (", in, ", ", out,
                 ") does not follow an input of ", expected_in, " channels");
     layers.push_back({in, out, offset, offset + in * out});
     offset += in * out + out;
     expected_in = out;
   }
-  TORCH_CHECK(expected_in == 1, "dynamic_mask_decode: the last layer must have 1 output");
-  TORCH_CHECK(offset == num_params, "dynamic_mask_decode: layers need ", offset,
+  DYCO_CHECK(expected_in == 1, "dynamic_mask_decode: the last layer must have 1 output");
+  DYCO_CHECK(offset == num_params, "dynamic_mask_decode: layers need ", offset,
               " parameters per proposal, params has ", num_params);
   return layers;
 }
@@ -361,16 +362,16 @@ int64_t buffer_stride(const std::vector<Layer>& layers) {
 }
 
 void check_float(const torch::Tensor& t, const char* name, int64_t rows, int64_t cols) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32,
+  DYCO_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32,
               "dynamic_mask_decode: ", name, " must be a float32 CPU tensor, got ",
               t.scalar_type(), " on ", t.device());
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && (cols < 0 || t.size(1) == cols),
+  DYCO_CHECK(t.dim() == 2 && t.size(0) == rows && (cols < 0 || t.size(1) == cols),
               "dynamic_mask_decode: ", name, " must be (", rows, ", ", cols, "), got ",
               t.sizes());
 }
 
 void check_index(const torch::Tensor& t, const char* name, int64_t rows) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kInt64 && t.dim() == 1 &&
+  DYCO_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kInt64 && t.dim() == 1 &&
                   t.size(0) == rows,
               "dynamic_mask_decode: ", name, " must be (", rows, ",) int64 on the CPU, got ",
               t.sizes(), " ", t.scalar_type(), " on ", t.device());
@@ -381,9 +382,9 @@ void check_inputs(const torch::Tensor& features, const torch::Tensor& xyz,
                   const torch::Tensor& stops, const torch::Tensor& box_min,
                   const torch::Tensor& box_max, const torch::Tensor& centre,
                   const torch::Tensor& params) {
-  TORCH_CHECK(features.dim() == 2, "dynamic_mask_decode: features must be (N, C), got ",
+  DYCO_CHECK(features.dim() == 2, "dynamic_mask_decode: features must be (N, C), got ",
               features.sizes());
-  TORCH_CHECK(starts.dim() == 1, "dynamic_mask_decode: starts must be (K,), got ",
+  DYCO_CHECK(starts.dim() == 1, "dynamic_mask_decode: starts must be (K,), got ",
               starts.sizes());
   const int64_t n = features.size(0), k = starts.size(0);
   check_float(features, "features", n, -1);
@@ -396,13 +397,13 @@ void check_inputs(const torch::Tensor& features, const torch::Tensor& xyz,
   check_float(centre, "centre", k, 3);
   check_float(params, "params", k, -1);
   const bool wants_grad = features.requires_grad() || params.requires_grad();
-  TORCH_CHECK(!(wants_grad && at::GradMode::is_enabled()),
+  DYCO_CHECK(!(wants_grad && at::GradMode::is_enabled()),
               "dynamic_mask_decode: inference only (no autograd); call it under torch.no_grad()");
 }
 
 void check_ranges(const Problem& p, int64_t k) {
   for (int64_t i = 0; i < k; ++i)
-    TORCH_CHECK(p.starts[i] >= 0 && p.stops[i] >= 0 && p.starts[i] <= p.rows &&
+    DYCO_CHECK(p.starts[i] >= 0 && p.stops[i] >= 0 && p.starts[i] <= p.rows &&
                     p.stops[i] <= p.rows,
                 "dynamic_mask_decode: candidate range ", i, " [", p.starts[i], ", ", p.stops[i],
                 ") outside [0, ", p.rows, "]");
@@ -435,7 +436,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> dynamic_mask_decode(
     return {torch::empty({0}, f.options()), none, none.clone()};
   }
   Sorted in;
-  TORCH_CHECK(sort_inputs(p, in), "dynamic_mask_decode: order entries must lie in [0, ", n,
+  DYCO_CHECK(sort_inputs(p, in), "dynamic_mask_decode: order entries must lie in [0, ", n,
               ")");
   const std::vector<int64_t> offsets = output_offsets(p, in, k);
   auto logits = torch::empty({offsets[k]}, f.options());

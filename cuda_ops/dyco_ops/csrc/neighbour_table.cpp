@@ -6,6 +6,7 @@
 // The keys go into an open-addressing table (linear probing, load <= 0.5); then each voxel
 // looks up half of its neighbours (the other half are mirrored in), voxels split across
 // threads (the table is read-only by then).
+#include "check.h"
 #include "neighbour_table.h"
 
 #include <ATen/Parallel.h>
@@ -97,9 +98,9 @@ constexpr int64_t offset_delta(int64_t k) {
 namespace dyco {
 
 torch::Tensor subm_neighbour_table(const torch::Tensor& coords_in) {
-  TORCH_CHECK(coords_in.device().is_cpu(), "subm_neighbour_table: CPU coords expected, got ",
+  DYCO_CHECK(coords_in.device().is_cpu(), "subm_neighbour_table: CPU coords expected, got ",
               coords_in.device());
-  TORCH_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 4 &&
+  DYCO_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 4 &&
                   coords_in.scalar_type() == torch::kInt64,
               "subm_neighbour_table: coords must be (V, 4) int64 rows (batch, x, y, z), got ",
               coords_in.sizes(), " ", coords_in.scalar_type());
@@ -110,7 +111,7 @@ torch::Tensor subm_neighbour_table(const torch::Tensor& coords_in) {
   VoxelMap map(v);
   for (int64_t i = 0; i < v; ++i) {
     const int64_t b = c[4 * i], x = c[4 * i + 1], y = c[4 * i + 2], z = c[4 * i + 3];
-    TORCH_CHECK(b >= 0 && b < kMaxBatch && x >= 0 && x <= kMaxAxis && y >= 0 && y <= kMaxAxis &&
+    DYCO_CHECK(b >= 0 && b < kMaxBatch && x >= 0 && x <= kMaxAxis && y >= 0 && y <= kMaxAxis &&
                     z >= 0 && z <= kMaxAxis,
                 "subm_neighbour_table: coords row ", i, " = (", b, ", ", x, ", ", y, ", ", z,
                 ") outside the key packing's range: batch in [0, ", kMaxBatch, "), x, y, z in [0, ",
@@ -118,7 +119,7 @@ torch::Tensor subm_neighbour_table(const torch::Tensor& coords_in) {
     keys[i] = (b << (3 * kAxisBits)) | ((x + 1) << (2 * kAxisBits)) | ((y + 1) << kAxisBits) |
               (z + 1);
     const int64_t earlier = map.insert(keys[i], i);
-    TORCH_CHECK(earlier < 0, "subm_neighbour_table: coords must be unique; rows ", earlier,
+    DYCO_CHECK(earlier < 0, "subm_neighbour_table: coords must be unique; rows ", earlier,
                 " and ", i, " are both (", b, ", ", x, ", ", y, ", ", z, ")");
   }
   // Offset k of voxel i is offset 26 - k of its neighbour j: each voxel looks up the 13

@@ -4,6 +4,7 @@
 // adds features[j] @ weight[k] into an accumulator that lives in registers; the row is written
 // once. No column matrix (the gather-GEMM's 27 x Cin copy per row) and no scatter (the
 // per-offset path's index_add); the weights (27 x Cin x Cout floats) stay in L1/L2.
+#include "check.h"
 #include "subm_conv.h"
 
 #include "simd.h"
@@ -178,28 +179,28 @@ bool run(const Args<Index>& a) {
 
 void check_inputs(const torch::Tensor& features, const torch::Tensor& table,
                   const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
-  TORCH_CHECK(features.device().is_cpu() && table.device().is_cpu() && weight.device().is_cpu(),
+  DYCO_CHECK(features.device().is_cpu() && table.device().is_cpu() && weight.device().is_cpu(),
               "subm_conv3d: CPU tensors expected");
-  TORCH_CHECK(features.dim() == 2 && features.scalar_type() == torch::kFloat32,
+  DYCO_CHECK(features.dim() == 2 && features.scalar_type() == torch::kFloat32,
               "subm_conv3d: features must be (V, Cin) float32, got ", features.sizes(), " ",
               features.scalar_type());
   const int64_t v = features.size(0), cin = features.size(1);
-  TORCH_CHECK(table.dim() == 2 && table.size(0) == v && table.size(1) == kOffsets,
+  DYCO_CHECK(table.dim() == 2 && table.size(0) == v && table.size(1) == kOffsets,
               "subm_conv3d: table must be (V, 27) = (", v, ", 27), got ", table.sizes());
-  TORCH_CHECK(table.scalar_type() == torch::kInt64 || table.scalar_type() == torch::kInt32,
+  DYCO_CHECK(table.scalar_type() == torch::kInt64 || table.scalar_type() == torch::kInt32,
               "subm_conv3d: table must be int64 or int32, got ", table.scalar_type());
-  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == kOffsets && weight.size(1) == cin &&
+  DYCO_CHECK(weight.dim() == 3 && weight.size(0) == kOffsets && weight.size(1) == cin &&
                   weight.scalar_type() == torch::kFloat32,
               "subm_conv3d: weight must be (27, Cin, Cout) float32 with Cin = ", cin, ", got ",
               weight.sizes(), " ", weight.scalar_type());
   if (bias.has_value())
-    TORCH_CHECK(bias->device().is_cpu() && bias->dim() == 1 && bias->size(0) == weight.size(2) &&
+    DYCO_CHECK(bias->device().is_cpu() && bias->dim() == 1 && bias->size(0) == weight.size(2) &&
                     bias->scalar_type() == torch::kFloat32,
                 "subm_conv3d: bias must be (Cout,) = (", weight.size(2), ",) float32, got ",
                 bias->sizes(), " ", bias->scalar_type());
   const bool wants_grad = features.requires_grad() || weight.requires_grad() ||
                           (bias.has_value() && bias->requires_grad());
-  TORCH_CHECK(!(wants_grad && at::GradMode::is_enabled()),
+  DYCO_CHECK(!(wants_grad && at::GradMode::is_enabled()),
               "subm_conv3d: inference only (no autograd); call it under torch.no_grad()");
 }
 
@@ -223,7 +224,7 @@ torch::Tensor subm_conv3d(const torch::Tensor& features, const torch::Tensor& ta
   else
     bad = run(Args<int32_t>{f.data_ptr<float>(), t.data_ptr<int32_t>(), w.data_ptr<float>(),
                             bias_ptr, out.data_ptr<float>(), v, cin, cout});
-  TORCH_CHECK(!bad, "subm_conv3d: table entries must lie in [0, V] (V = ", v,
+  DYCO_CHECK(!bad, "subm_conv3d: table entries must lie in [0, V] (V = ", v,
               " marks no neighbour)");
   return out;
 }
