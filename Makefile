@@ -11,7 +11,7 @@ TEST_THREADS ?= 1
 # A literal comma, for lists inside $(foreach ...).
 , := ,
 
-.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment cv-pretrain cv-long cv-labels cv-views cv-continue cv-continue-lr cv-continue-balanced cv-continue-mix3d cv-continue-real-only cv-continue-joint cv-continue-mix-all cv-continue-wide-scale tiny-fixture clean
+.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment cv-pretrain cv-long cv-labels cv-views cv-continue cv-continue-lr cv-continue-balanced cv-continue-mix3d cv-continue-real-only cv-continue-joint cv-continue-mix-all cv-continue-wide-scale cv-continue-semantic tiny-fixture clean
 
 setup:
 	@bash scripts/setup.sh
@@ -213,6 +213,17 @@ cv-continue-wide-scale: setup
 	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
 		$(foreach c,continue continue_wide_scale,--config config/train/$(c).yaml) \
 		--rank-by AP50 $(CV_ARGS)
+
+# Session 17, issue 18's labels: two changes, each against continue.yaml (Mix3D on half the
+# scenes), as cv-continue-mix3d: the semantic CE's targets smoothed by 0.1
+# (continue_label_smoothing.yaml) and a colour shift and dropout (continue_colour.yaml). Rule fixed
+# before the run: a candidate wins if its pooled labelled AP50 is higher than continue.yaml's
+# (class-agnostic AP50 the tie-break); if both win, only the one with the higher AP50 joins
+# continue.yaml (their joint run comes later).
+cv-continue-semantic: setup
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+		$(foreach c,continue continue_label_smoothing continue_colour,--config \
+		config/train/$(c).yaml) --rank-by AP50 $(CV_ARGS)
 
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup

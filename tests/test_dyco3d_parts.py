@@ -192,6 +192,19 @@ def test_class_weighted_cross_entropy_by_hand() -> None:
     assert both == pytest.approx(want, rel=1e-5)
 
 
+def test_label_smoothed_cross_entropy_by_hand() -> None:
+    """eps = 0.2 over 2 classes: each labelled point's target is 0.9 on its class and 0.1 on
+    the other, as torch's CE with `label_smoothing` has it; the ignored point stays out."""
+    logits = torch.log(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.5, 0.5]]))
+    semantic = torch.tensor([0, 1, -100])
+    smoothed = semantic_losses(logits, semantic, label_smoothing=0.2)["semantic_ce"].item()
+    point_a = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    point_b = -(0.9 * math.log(0.2) + 0.1 * math.log(0.8))
+    assert smoothed == pytest.approx((point_a + point_b) / 2, rel=1e-5)
+    reference = F.cross_entropy(logits, semantic, ignore_index=-100, label_smoothing=0.2)
+    assert smoothed == pytest.approx(reference.item(), rel=1e-5)
+
+
 def test_class_weights_are_inverse_square_roots_of_the_pools_shares() -> None:
     """Classes 0, 1, 2 hold 64, 16 and 4 labelled points over two scenes (ignored points do
     not count): weights 1/sqrt(share), the most frequent class's 1, so 1, 2, 4; class 3, never

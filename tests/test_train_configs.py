@@ -68,6 +68,19 @@ def test_every_training_config_loads(path: Path) -> None:
             "continue.yaml",
             {"augment.scale_min", "augment.scale_max"},
         ),
+        (  # make cv-continue-semantic
+            "continue_label_smoothing.yaml",
+            "continue.yaml",
+            {"loss.semantic_label_smoothing"},
+        ),
+        (
+            "continue_colour.yaml",
+            "continue.yaml",
+            {
+                "augment.colour_shift_std",
+                "augment.colour_dropout_prob",
+            },
+        ),
         (  # make cv-continue-joint: session 16's two changes together
             "continue_real_only.yaml",
             "continue_segment12.yaml",

@@ -331,6 +331,24 @@ def test_warm_start_copies_the_backbone_only_or_everything(tmp_path: Path) -> No
         warm_start(SegmentationNetwork(wider), InitConfig(checkpoint=str(path), scope="backbone"))
 
 
+def test_label_smoothing_reaches_the_trainers_semantic_loss(tmp_path):
+    from dyco_training.losses import semantic_losses
+
+    cfg = tiny_config(loss={"semantic_label_smoothing": 0.3}, augment={"enabled": False})
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    batch = trainer.batch_for(0)
+    trainer.model.train()
+    with torch.no_grad():
+        logits = trainer.model(
+            batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
+        )["semantic_logits"]
+    reported = trainer.train_step(batch)["loss_semantic_ce"]
+    smoothed = semantic_losses(logits, batch["semantic"], label_smoothing=0.3)["semantic_ce"]
+    hard = semantic_losses(logits, batch["semantic"])["semantic_ce"]
+    assert reported == pytest.approx(float(smoothed), rel=1e-4)
+    assert reported != pytest.approx(float(hard), rel=1e-3)
+
+
 def test_mixed_precision_is_cuda_only():
     from dyco_training.trainer import autocast_dtype
 

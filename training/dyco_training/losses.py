@@ -44,6 +44,10 @@ class LossConfig:
     # torch's CE `weight`), so the rare furniture classes count against walls and floors;
     # "none" = every point alike.
     semantic_class_weighting: str = choice("none", ("none", "inverse_sqrt"))
+    # Label smoothing (Szegedy et al.): each point's CE target keeps 1 - eps on its class and
+    # spreads eps evenly over all classes, so the head stops driving its logits apart on the few
+    # training rooms; 0 = hard targets.
+    semantic_label_smoothing: float = ranged(0.0, 0.0, 0.5)
     offset_l1_weight: float = ranged(1.0, 0.0, 100.0)
     offset_dir_weight: float = ranged(1.0, 0.0, 100.0)
     # DyCo3D's decoder terms (other decoders keep their weights in their `decoder:` options).
@@ -96,7 +100,11 @@ def compute_losses(
     losses: dict[str, torch.Tensor] = {}
     losses.update(
         semantic_losses(
-            outputs["semantic_logits"], gt.semantic, cfg.semantic_focal_gamma, class_weights
+            outputs["semantic_logits"],
+            gt.semantic,
+            cfg.semantic_focal_gamma,
+            class_weights,
+            cfg.semantic_label_smoothing,
         )
     )
     losses.update(offset_losses(outputs["offsets"], gt.xyz, gt.gt_id, gt.num_gt))
@@ -133,15 +141,19 @@ def semantic_losses(
     semantic: torch.Tensor,
     focal_gamma: float = 0.0,
     class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Cross-entropy (focal when `focal_gamma` > 0), mean over labelled points (weighted by
-    `class_weights` of each point's class when given), and the dice over classes."""
+    """Cross-entropy (focal when `focal_gamma` > 0, its target smoothed by `label_smoothing`),
+    mean over labelled points (weighted by `class_weights` of each point's class when given),
+    and the dice over classes."""
     valid = semantic != IGNORE_LABEL
     if not valid.any():
         return {"semantic_ce": zero_like_graph(logits), "semantic_dice": zero_like_graph(logits)}
-    log_p = logits[valid].log_softmax(1).gather(1, semantic[valid, None]).squeeze(1)
+    log_probs = logits[valid].log_softmax(1)
+    log_p = log_probs.gather(1, semantic[valid, None]).squeeze(1)
     focal_weight = (1 - log_p.exp()) ** focal_gamma if focal_gamma > 0 else 1.0
-    point_loss = -(focal_weight * log_p)
+    target_log_p = (1 - label_smoothing) * log_p + label_smoothing * log_probs.mean(1)
+    point_loss = -(focal_weight * target_log_p)
     if class_weights is None:
         ce = point_loss.mean()
     else:
