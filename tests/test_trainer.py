@@ -150,6 +150,18 @@ def test_a_few_amp_steps_on_cuda_reduce_the_loss(tmp_path):
     _assert_eight_steps_reduce_the_loss(cfg, tmp_path)
 
 
+def _first_step_semantic(trainer: Trainer) -> tuple[dict, torch.Tensor, float]:
+    """The first batch, the semantic logits the model gives it before the step (training mode),
+    and the semantic CE the step reports."""
+    batch = trainer.batch_for(0)
+    trainer.model.train()
+    with torch.no_grad():
+        logits = trainer.model(
+            batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
+        )["semantic_logits"]
+    return batch, logits, trainer.train_step(batch)["loss_semantic_ce"]
+
+
 def test_class_weighting_weighs_the_trainers_semantic_loss_by_its_pools_classes(tmp_path):
     """With `semantic_class_weighting: inverse_sqrt` the trainer's weights come from its own
     pool and reach the CE it trains on; with "none" the CE is the plain mean."""
@@ -159,13 +171,7 @@ def test_class_weighting_weighs_the_trainers_semantic_loss_by_its_pools_classes(
     for rule in ("none", "inverse_sqrt"):
         cfg = tiny_config(loss={"semantic_class_weighting": rule}, augment={"enabled": False})
         trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path / rule)
-        batch = trainer.batch_for(0)
-        trainer.model.train()
-        with torch.no_grad():
-            logits = trainer.model(
-                batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
-            )["semantic_logits"]
-        reported[rule] = trainer.train_step(batch)["loss_semantic_ce"]
+        batch, logits, reported[rule] = _first_step_semantic(trainer)
         weights = semantic_class_weights(trainer.pool, 20, rule)
         torch.testing.assert_close(trainer.class_weights, weights)
         want = semantic_losses(logits, batch["semantic"], class_weights=weights)["semantic_ce"]
@@ -335,14 +341,9 @@ def test_label_smoothing_reaches_the_trainers_semantic_loss(tmp_path):
     from dyco_training.losses import semantic_losses
 
     cfg = tiny_config(loss={"semantic_label_smoothing": 0.3}, augment={"enabled": False})
-    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
-    batch = trainer.batch_for(0)
-    trainer.model.train()
-    with torch.no_grad():
-        logits = trainer.model(
-            batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
-        )["semantic_logits"]
-    reported = trainer.train_step(batch)["loss_semantic_ce"]
+    batch, logits, reported = _first_step_semantic(
+        Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    )
     smoothed = semantic_losses(logits, batch["semantic"], label_smoothing=0.3)["semantic_ce"]
     hard = semantic_losses(logits, batch["semantic"])["semantic_ce"]
     assert reported == pytest.approx(float(smoothed), rel=1e-4)
