@@ -137,7 +137,7 @@ def test_a_few_steps_reduce_the_loss_on_one_scene(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_a_few_amp_steps_on_cuda_reduce_the_loss(tmp_path):
-    """The GPU path of training: mixed precision (float16 autocast, gradient scaling)."""
+    """The GPU path of training: bfloat16 autocast."""
     cfg = tiny_config(
         optim={"lr": 0.01},
         schedule={"name": "constant"},
@@ -351,7 +351,7 @@ def test_label_smoothing_reaches_the_trainers_semantic_loss(tmp_path):
 
 
 def test_mixed_precision_is_cuda_only():
-    from dyco_training.trainer import autocast_dtype
+    from dyco_training.trainer import uses_bf16_autocast
 
-    assert autocast_dtype(True, torch.device("cpu")) is None
-    assert autocast_dtype(False, torch.device("cuda")) is None
+    assert not uses_bf16_autocast(True, torch.device("cpu"))
+    assert not uses_bf16_autocast(False, torch.device("cuda"))

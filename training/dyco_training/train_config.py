@@ -61,7 +61,7 @@ class LoopConfig:
     batch_size: int = ranged(1, 1, 1024, "scenes per iteration per process")
     prepare_iters: int = ranged(0, 0, 100_000_000, "mask losses off before this iteration")
     device: str = choice("auto", ("auto", "cpu", "cuda"))
-    amp: bool = True  # mixed precision on CUDA: bfloat16 where supported, else float16
+    amp: bool = True  # bfloat16 autocast on CUDA GPUs that support it (not float16)
     threads: int = ranged(0, 0, 1024, "torch CPU threads; 0 = torch's default")
     seed: int = ranged(0, 0, 2**31 - 1)
     find_unused_parameters: bool = True

@@ -5,7 +5,7 @@ One process or many (`torchrun`, DistributedDataParallel). Each iteration draws
 augments and crops them, runs the model and the losses, and steps the optimiser. The mask
 branch's losses are off for the first `prepare_iters` iterations (DyCo3D's staged start: the
 offsets must be sensible before clusters are worth decoding). The training state (model,
-optimiser, scheduler, scaler, step) is a `torch.save` of tensors and plain containers only,
+optimiser, scheduler, step) is a `torch.save` of tensors and plain containers only,
 read back with `weights_only=True`.
 
 The config (`TrainConfig`, YAML with `base:`) lives in `train_config.py`, the pool and batches
@@ -189,13 +189,12 @@ def warm_start(model: torch.nn.Module, cfg: InitConfig) -> dict[str, Any] | None
 # --- the trainer ------------------------------------------------------------------------------
 
 
-def autocast_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA: bfloat16 where the GPU has it (Ampere on), else float16 with
-    gradient scaling. On an H200, float16 autocast overflowed within a few steps of the tiny
-    test model (every later step skipped by the scaler); bfloat16 trains it as float32 does."""
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+def uses_bf16_autocast(amp: bool, device: torch.device) -> bool:
+    """Mixed precision: bfloat16 autocast on CUDA GPUs that have it (Ampere on), float32
+    elsewhere. Not float16: on an H200 its autocast broke training within a few steps of the
+    tiny test model (the loss doubled, and the gradient scaler then skipped every step), while
+    bfloat16, with float32's exponent range and no scaler, trained it as float32 does."""
+    return amp and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 class Trainer:
@@ -239,10 +238,7 @@ class Trainer:
             self.optimizer,
             lambda s: lr_factor(s, loop.iterations, cfg.schedule, self.shared_time_progress),
         )
-        self.amp_dtype = autocast_dtype(loop.amp, self.device)
-        self.use_amp = self.amp_dtype is not None
-        # Only float16 needs its gradients scaled: bfloat16 has float32's exponent range.
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.use_amp = uses_bf16_autocast(loop.amp, self.device)
         self.step = 0
         self.code_version = git_commit()  # at the start: the code that does the training
         self.pool = build_pool(cfg.data)
@@ -309,7 +305,7 @@ class Trainer:
         self.net.train()
         # The staged start: the decoder's terms only once the offsets are sensible.
         decoder_scale = 0.0 if self.step < self.cfg.train.prepare_iters else 1.0
-        with torch.autocast("cuda", dtype=self.amp_dtype or torch.float16, enabled=self.use_amp):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_amp):
             outputs = self.net(
                 batch["xyz"], batch["rgb"], batch["batch"], batch["semantic"], batch["instance"]
             )
@@ -323,15 +319,13 @@ class Trainer:
                 f"{ {k: float(v) for k, v in losses.items()} }"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        total.backward()
         grad_norm = None
         if self.cfg.optim.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
             )
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         values = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
@@ -375,7 +369,6 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
             "step": self.step,
             "elapsed": self.seconds(),
             "config": yaml.safe_dump(self.cfg.source, sort_keys=False),
@@ -400,8 +393,6 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
         self._clock_start = time.perf_counter()
