@@ -11,8 +11,8 @@
 #include <tuple>
 #include <vector>
 
-#include "check.h"
 #include "bindings.h"
+#include "check.h"
 #include "common.h"
 #include "dynamic_decode.h"
 #include "neighbour_table.h"

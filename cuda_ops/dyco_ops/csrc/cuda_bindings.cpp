@@ -5,8 +5,8 @@
 
 #include <tuple>
 
-#include "check.h"
 #include "bindings.h"
+#include "check.h"
 
 namespace dyco_cuda {
 std::tuple<at::Tensor, at::Tensor> voxelize(const at::Tensor& coords, int64_t stream);

@@ -8,9 +8,9 @@
 // with the accumulators in registers, each weight row ((in, out) row-major as generated, so
 // contiguous) loaded once for the kRows rows. An AVX2 + FMA build of the decode pass is
 // chosen at run time (~1.5x over the portable SSE one here).
-#include "check.h"
 #include "dynamic_decode.h"
 
+#include "check.h"
 #include "simd.h"
 
 #include <ATen/Parallel.h>

@@ -6,7 +6,6 @@
 // The keys go into an open-addressing table (linear probing, load <= 0.5); then each voxel
 // looks up half of its neighbours (the other half are mirrored in), voxels split across
 // threads (the table is read-only by then).
-#include "check.h"
 #include "neighbour_table.h"
 
 #include <ATen/Parallel.h>
@@ -14,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "check.h"
 #include "common.h"
 
 namespace {

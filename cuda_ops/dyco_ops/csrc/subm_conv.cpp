@@ -4,9 +4,9 @@
 // adds features[j] @ weight[k] into an accumulator that lives in registers; the row is written
 // once. No column matrix (the gather-GEMM's 27 x Cin copy per row) and no scatter (the
 // per-offset path's index_add); the weights (27 x Cin x Cout floats) stay in L1/L2.
-#include "check.h"
 #include "subm_conv.h"
 
+#include "check.h"
 #include "simd.h"
 
 #include <ATen/Parallel.h>
