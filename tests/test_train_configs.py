@@ -61,26 +61,27 @@ def test_every_training_config_loads(path: Path) -> None:
             "continue_segment12.yaml",
             {"data.generated_rooms"},
         ),
-        ("continue.yaml", "continue_segment12.yaml", {"augment.mix_prob"}),  # Mix3D adopted
-        ("continue_mix_all.yaml", "continue.yaml", {"augment.mix_prob"}),  # cv-continue-mix-all
+        ("continue_segment13.yaml", "continue_segment12.yaml", {"augment.mix_prob"}),  # Mix3D
+        ("continue_mix_all.yaml", "continue_segment13.yaml", {"augment.mix_prob"}),
         (  # make cv-continue-wide-scale
             "continue_wide_scale.yaml",
-            "continue.yaml",
+            "continue_segment13.yaml",
             {"augment.scale_min", "augment.scale_max"},
         ),
         (  # make cv-continue-semantic
             "continue_label_smoothing.yaml",
-            "continue.yaml",
+            "continue_segment13.yaml",
             {"loss.semantic_label_smoothing"},
         ),
         (
             "continue_colour.yaml",
-            "continue.yaml",
+            "continue_segment13.yaml",
             {
                 "augment.colour_shift_std",
                 "augment.colour_dropout_prob",
             },
         ),
+        ("continue.yaml", "continue_segment13.yaml", {"loss.semantic_label_smoothing"}),  # adopted
         (  # make cv-continue-joint: session 16's two changes together
             "continue_real_only.yaml",
             "continue_segment12.yaml",
