@@ -136,6 +136,8 @@ def test_native_errors_name_the_wrong_input(subm_conv3d) -> None:
     v = len(f)
     cases = [
         ((f.double(), table, w, None), "features must be \\(V, Cin\\) float32"),
+        ((f.double(), table, w, None), f"float32, got \\[{v}, 4\\] Double$"),  # check.h's format
+        ((f, table[:, :26], w, None), f"= \\({v}, 27\\), got \\[{v}, 26\\]$"),
         ((f[0], table, w, None), "features must be"),
         ((f, table[:, :26], w, None), "table must be \\(V, 27\\)"),
         ((f, table[:-1], w, None), "table must be \\(V, 27\\)"),
