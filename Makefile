@@ -239,6 +239,23 @@ cv-continue-crop: setup
 		$(foreach c,continue continue_whole_scans,--config config/train/$(c).yaml) \
 		--rank-by AP50 $(CV_ARGS)
 
+# Session 18, issue 18: how the network's outputs become instances on unseen rooms (no
+# training). The folds of the continued recipe (continue.yaml, from cv-continue-semantic) scored
+# with their card's settings (the shipped card's) and with one change each: the cluster ball
+# (0.06 m), the smallest cluster (50 points), where masks are decoded (box + 0.3 m, all
+# classes), the mask threshold (0.5), NMS (0.3), the smallest instance (50) and the class rule.
+# Rule fixed before the run: the change with the highest pooled labelled AP50 goes to the
+# shipped card and the recipe if it beats the card's (class-agnostic AP50 the tie-break); if
+# several beat it, a joint run (its rule fixed before it) decides whether more join.
+CV_INSTANCE_VARIANTS := grouping.radius=0.05 grouping.radius=0.08 grouping.min_points=25 \
+	grouping.min_points=100 mask_head.box_margin=0.6 mask_head.decode_region=all \
+	mask_head.category_aware=true mask_head.mask_threshold=0.4 mask_head.mask_threshold=0.6 \
+	nms_iou=0.5 min_instance_points=100 class_source=decoder
+cv-instances: setup
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+		$(foreach v,$(CV_INSTANCE_VARIANTS),--inference-variant $(v)) --rank-by AP50 \
+		--out runs/cv/continue/continue $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml

@@ -10,6 +10,7 @@ import pytest
 import torch
 from dyco_perception.checkpoint import (
     CARD_KEY,
+    RUN_TIME_SETTINGS,
     ModelCard,
     build_model,
     load_checkpoint,
@@ -59,6 +60,36 @@ def _write_with_card(path: Path, model: torch.nn.Module, card: dict) -> None:
 
 def _card_dict() -> dict:
     return json.loads(ModelCard.for_config(TINY).to_json())
+
+
+def test_run_time_settings_change_like_inference_settings() -> None:
+    card = ModelCard.for_config(TINY)
+    changed = card.with_inference(
+        {"nms_iou": 0.4, "grouping.radius": 0.05, "mask_head": {"category_aware": False}}
+    )
+    cfg = changed.config
+    assert (cfg.inference.nms_iou, cfg.grouping.radius, cfg.mask_head.category_aware) == (
+        0.4,
+        0.05,
+        False,
+    )
+    assert card.config == TINY  # a copy; the original card is untouched
+    assert changed.config.backbone == TINY.backbone
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"backbone.width": 8}, "'backbone.width' cannot change at inference"),
+        ({"grouping": {"max_train_proposals": 4}}, "'grouping.max_train_proposals' cannot"),
+        ({"grouping.radius": 5.0}, "grouping.radius=5.0 out of range"),
+        ({"mask_head.decode_region": "scene"}, "mask_head.decode_region"),
+    ],
+)
+def test_settings_the_weights_depend_on_cannot_change_at_inference(changes, fragment) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        ModelCard.for_config(TINY).with_inference(changes)
+    assert "max_train_proposals" not in RUN_TIME_SETTINGS["grouping"]
 
 
 def test_other_class_list_is_refused(tmp_path: Path) -> None:

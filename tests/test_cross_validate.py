@@ -24,6 +24,7 @@ from dyco_training.cross_validate import (
     fold_config,
     folds_won,
     held_out_evaluator,
+    inference_variant,
     main,
     parse_backbones,
     pooled_value,
@@ -333,3 +334,13 @@ def test_room_resampling_draws_whole_rooms_with_replacement() -> None:
     wins = resampled_wins(evaluators, ["r1", "r2", "r3"], "agnostic_AP50", resamples=500)
     assert wins["b"] == pytest.approx(7 / 27, abs=0.06)  # 3 standard errors
     assert wins["a"] + wins["b"] == pytest.approx(1.0)
+
+
+def test_an_inference_variant_may_change_the_run_time_settings() -> None:
+    assert inference_variant("grouping.radius=0.05,mask_head.category_aware=true,nms_iou=0.4") == {
+        "grouping": {"radius": 0.05},
+        "mask_head": {"category_aware": True},
+        "nms_iou": 0.4,
+    }
+    with pytest.raises(ValueError, match=r"'backbone\.width' cannot change at inference"):
+        inference_variant("backbone.width=8")

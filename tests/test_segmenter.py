@@ -175,6 +175,28 @@ def test_voxel_cap_coarsens_with_a_warning(cloud) -> None:
     check_contract(result, len(xyz))
 
 
+def test_run_time_settings_reach_the_decoder(scannet_dir: Path) -> None:
+    """A card's run-time settings outside `inference:` (`grouping.min_points`,
+    `mask_head.mask_threshold`) change what the same weights return on a real scan."""
+    from dyco_perception.scenes import load_npz_scene
+
+    scene = load_npz_scene(scannet_dir / "scene0001_00.npz")
+    path = REPO / "checkpoints" / "tiny_fixture.safetensors"
+
+    def instances(**changes) -> list:
+        return (
+            Segmenter.from_checkpoint(path, "cpu", inference=changes or None)
+            .segment(scene.xyz, scene.rgb)
+            .instances
+        )
+
+    found = instances()
+    assert len(found) >= 10
+    assert instances(**{"grouping.min_points": 1_000_000}) == []  # no cluster is that large
+    looser = instances(**{"mask_head.mask_threshold": 0.05})
+    assert sum(i.num_points for i in looser) > sum(i.num_points for i in found)
+
+
 def test_from_checkpoint_matches_from_model(tmp_path: Path, segmenter, cloud) -> None:
     path = save_checkpoint(
         tmp_path / "m.safetensors", segmenter.model, ModelCard.for_config(segmenter.cfg)

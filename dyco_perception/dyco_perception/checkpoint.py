@@ -35,9 +35,38 @@ KEYS_ADDED_LATER = {
     "transformer": {"position": "absolute"},
     "mask_head": {"layers": 2, "generator": "pooled_mlp"},
 }
+# Settings outside `inference:` that decide how a trained network's outputs become instances
+# (its clusters, where masks are decoded, how they are binarized), not what the weights
+# compute: a card changes them as it changes its inference settings, as "section.key".
+RUN_TIME_SETTINGS = {
+    "grouping": ("radius", "min_points"),
+    "mask_head": ("box_margin", "decode_region", "category_aware", "mask_threshold"),
+}
 # Values renamed later need nothing here: the config maps an earlier value to its new name
 # itself (`validation.choice(..., renamed=...)`), for cards and YAMLs alike, e.g.
 # `inference.class_source: cluster` -> `decoder`.
+
+
+def inference_sections(changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{"key" | "section.key" | section: {key: value}} -> {section: {key: value}}, a plain key
+    being an `inference:` one. A section key outside RUN_TIME_SETTINGS is refused: it would
+    change what the weights were trained to compute."""
+    flat = {
+        f"{key}.{name}" if isinstance(value, dict) else key: inner
+        for key, value in changes.items()
+        for name, inner in (value.items() if isinstance(value, dict) else [(None, value)])
+    }
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, _, name = key.rpartition(".")
+        if section not in ("", "inference") and name not in RUN_TIME_SETTINGS.get(section, ()):
+            allowed = [f"{s}.{k}" for s, keys in RUN_TIME_SETTINGS.items() for k in keys]
+            raise ValueError(
+                f"{key!r} cannot change at inference: the weights depend on it "
+                f"(outside `inference:` only {', '.join(allowed)} can)"
+            )
+        sections.setdefault(section or "inference", {})[name] = value
+    return sections
 
 
 @dataclass
@@ -60,9 +89,11 @@ class ModelCard:
     def with_inference(self, changes: dict[str, Any]) -> ModelCard:
         """A copy whose inference settings take `changes` (validated; the weights and the
         training record do not depend on them): how one trained model is scored or run with
-        other inference settings."""
+        other inference settings. A key is an `inference:` one or a RUN_TIME_SETTINGS
+        "section.key" (e.g. "grouping.radius")."""
         model_config = copy.deepcopy(self.model_config)
-        model_config.setdefault("inference", {}).update(changes)
+        for section, values in inference_sections(changes).items():
+            model_config.setdefault(section, {}).update(values)
         card = replace(self, model_config=model_config)
         card.check()
         return card

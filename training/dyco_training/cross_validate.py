@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dyco_perception.checkpoint import load_checkpoint
+from dyco_perception.checkpoint import inference_sections, load_checkpoint
 from dyco_perception.evaluation import InstanceEvaluator, build_evaluator
 from dyco_perception.scenes import load_npz_scene
 from dyco_perception.segmenter import Segmenter
@@ -384,9 +384,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 
 def inference_variant(spec: str) -> dict[str, Any]:
-    """'key=value[,key=value]' -> the inference settings, checked against the model config."""
+    """'key=value[,key=value]' -> the inference settings (a key of `inference:` or a card's
+    run-time "section.key", e.g. grouping.radius), checked against the model config."""
     settings = parse_assignments(spec.split(","))
-    ModelConfig.from_dict({"inference": settings})  # an unknown key or value fails here
+    ModelConfig.from_dict(inference_sections(settings))  # an unknown key or value fails here
     return settings
 
 
