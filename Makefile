@@ -256,6 +256,24 @@ cv-instances: setup
 		$(foreach v,$(CV_INSTANCE_VARIANTS),--inference-variant $(v)) --rank-by AP50 \
 		--out runs/cv/continue/continue $(CV_ARGS)
 
+# Session 18, cv-instances' second round. Every change that beat the card in round 1 (box
+# margin 0.6 m won: AP50 0.040 vs 0.033) on top of the winner, with a margin of 1 m and the
+# class-from-geometry prior (`inference.class_geometry`: alone, or times the mask's class
+# probabilities), each fold's prior fitted on that fold's own training scans first. Rule fixed
+# before the run: the candidate with the highest pooled labelled AP50 joins the card and the
+# recipe if it beats round 1's winner (class-agnostic AP50 the tie-break); one joins per round.
+CV_INSTANCES_2 := class_source=decoder grouping.min_points=100 \
+	grouping.radius=0.08 mask_head.mask_threshold=0.4 class_geometry=alone \
+	class_geometry=combined
+cv-instances-2: setup
+	@$(ACTIVATE) && python -m dyco_training.class_geometry \
+		--checkpoint runs/cv/continue/continue/fold_scene000{1,2,3,4}/model.safetensors \
+		&& dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+		--inference-variant mask_head.box_margin=0.6 --inference-variant mask_head.box_margin=1.0 \
+		$(foreach v,$(CV_INSTANCES_2),--inference-variant mask_head.box_margin=0.6$(,)$(v)) \
+		--rank-by AP50 \
+		--out runs/cv/continue/continue $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml

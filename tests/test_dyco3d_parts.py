@@ -326,6 +326,17 @@ def test_decode_region_all_reaches_beyond_the_clusters_box() -> None:
     assert _decoded_classes(boxed, False) == (30, {5})
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_box_margin_follows_the_train_and_the_eval_setting(training: bool) -> None:
+    """box_margin_train rules the training forward, box_margin the eval one: a 1.3 m margin
+    reaches the 30 points between the blobs (1 m away), 0.3 m does not."""
+    unaware = {"category_aware_train": False, "category_aware": False, "decode_region": "box"}
+    for train_margin, eval_margin in ((0.3, 1.3), (1.3, 0.3)):
+        margin = train_margin if training else eval_margin
+        head = {**unaware, "box_margin_train": train_margin, "box_margin": eval_margin}
+        assert _decoded_classes(head, training) == ((60, {5, 8}) if margin > 1 else (30, {5}))
+
+
 # ---- grouping (Algorithm 1) -----------------------------------------------------------------
 
 

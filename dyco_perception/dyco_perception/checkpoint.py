@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from dyco_perception import __version__, classes
+from dyco_perception.class_geometry import ClassGeometry
 from dyco_perception.config import ModelConfig, load_model_config
 
 CARD_KEY = "model_card"
@@ -77,6 +78,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     code_version: str = __version__
     format_version: int = FORMAT_VERSION
+    # The fitted class-from-geometry prior (`class_geometry.ClassGeometry.to_dict`), or None.
+    class_geometry: dict[str, Any] | None = None
 
     @classmethod
     def for_config(cls, cfg: ModelConfig, training: dict[str, Any] | None = None) -> ModelCard:
@@ -131,6 +134,7 @@ class ModelCard:
             "training",
             "code_version",
             "format_version",
+            "class_geometry",
         }
         card = cls(**{k: v for k, v in data.items() if k in known})
         card.check()
@@ -154,6 +158,13 @@ class ModelCard:
             raise ValueError(
                 f"model_config.num_classes={cfg.num_classes} but the card lists "
                 f"{len(self.classes)} classes"
+            )
+        if self.class_geometry is not None:
+            ClassGeometry.from_dict(self.class_geometry)
+        elif cfg.inference.class_geometry != "off":
+            raise ValueError(
+                f"inference.class_geometry={cfg.inference.class_geometry} needs the card's fitted "
+                "class_geometry (python -m dyco_training.class_geometry --checkpoint ...)"
             )
 
 

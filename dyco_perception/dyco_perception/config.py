@@ -128,7 +128,10 @@ class MaskHeadConfig:
     # a fragment can still recover its whole object. category_aware narrows either to the
     # points predicted as the cluster's class.
     decode_region: str = choice("box", ("box", "all"))
+    # The margin at inference, and in training (kept apart, like category_aware: a wider
+    # margin at inference lets a fragment's mask reach the rest of its object).
     box_margin: float = ranged(0.3, 0.0, 100.0)
+    box_margin_train: float = ranged(0.3, 0.0, 100.0)
     category_aware: bool = True
     category_aware_train: bool = False
     # Shared by every decoder, not DyCo3D's alone: the probability above which a decoded
@@ -150,6 +153,10 @@ class InferenceConfig:
     # with the highest mean probability over the decoded mask (robust when the clusters'
     # semantics are noisy). "cluster" is this value's earlier name (old YAMLs and cards).
     class_source: str = choice("decoder", ("decoder", "mask"), renamed={"cluster": "decoder"})
+    # The instance's class from its size and height above the floor as well (`class_geometry.py`;
+    # the card must hold the fitted prior): "off", "alone" (the prior's class) or "combined"
+    # (the prior times the class_source's mean class probabilities over the mask).
+    class_geometry: str = choice("off", ("off", "alone", "combined"))
     max_instances: int = ranged(256, 1, 100_000)
     # What the batch norms normalize by at inference. "running": the averages kept in training
     # (torch's eval mode); "input": each block's own mean and variance, as training normalizes

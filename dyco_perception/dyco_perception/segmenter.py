@@ -34,6 +34,7 @@ import torch
 
 from dyco_perception import classes
 from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
+from dyco_perception.class_geometry import ClassGeometry
 from dyco_perception.columns import column_min, finite_rows
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.postprocess import select_instances
@@ -110,6 +111,12 @@ class Segmenter:
             self.model.set_precision(precision)
         self.cfg = model.cfg
         self.tiling = (tiling or TilingConfig()).validate()
+        self.class_geometry = card.class_geometry and ClassGeometry.from_dict(card.class_geometry)
+        if self.cfg.inference.class_geometry != "off" and not self.class_geometry:
+            raise ValueError(
+                f"inference.class_geometry={self.cfg.inference.class_geometry} needs a card with "
+                "a fitted class_geometry (python -m dyco_training.class_geometry)"
+            )
 
     @classmethod
     def from_checkpoint(
@@ -268,6 +275,11 @@ class Segmenter:
             run.report_to(result, timings)
         t1 = time.perf_counter()
         merged = merger.finish(self.tiling.merge_overlap, self.cfg.inference.min_instance_points)
+        mode = self.cfg.inference.class_geometry
+        if mode != "off" and merged.class_id.size:
+            merged.class_id, merged.class_probs = self.class_geometry.relabel(
+                mode, xyz, merged.semantic, merged.instance, merged.class_probs
+            )
         result.semantic[keep] = merged.semantic
         result.instance[keep] = merged.instance
         result.score[keep] = merged.score

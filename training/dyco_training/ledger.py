@@ -146,11 +146,20 @@ def set_inference(
 ) -> dict[str, Any]:
     """Give the last shipped checkpoint other inference settings (its card; the weights and
     their training stay). The ledger's last entry records them and follows the file's new hash,
-    so the next segment still continues the chain."""
+    so the next segment still continues the chain. `class_geometry` other than "off" first fits
+    the card's prior on its training scans (`class_geometry.py`) if it has none."""
+    from dyco_training.class_geometry import with_class_geometry
+
     segments = read_ledger(ledger)
     if not segments or segments[-1]["sha256_16"] != file_digest(checkpoint):
         raise ValueError(f"{checkpoint} is not the last file the ledger {ledger} shipped")
-    rewrite_card(checkpoint, lambda card: card.with_inference(changes))
+
+    def edit(card):
+        if changes.get("class_geometry", "off") != "off":
+            card = with_class_geometry(card)  # fitted on the scans the segments trained on
+        return card.with_inference(changes)
+
+    rewrite_card(checkpoint, edit)
     last = segments[-1]
     last["inference"] = {**last.get("inference", {}), **changes}
     write_card_ledger(checkpoint, segments)

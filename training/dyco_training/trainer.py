@@ -430,6 +430,10 @@ class Trainer:
                 "git_commit": self.code_version,
             },
         )
+        if self.cfg.model.inference.class_geometry != "off":
+            from dyco_training.class_geometry import with_class_geometry
+
+            card = with_class_geometry(card, data.scans_dir)  # on this run's real scans
         return save_checkpoint(path, model, card)
 
     # ---- the loop ----

@@ -318,6 +318,7 @@ class DyCo3DDecoder(InstanceDecoder):
         mask_features = inp.per_point(self.mask_feature_head)
         params, pooled = self.kernel_generator(inp.point_features, inp.xyz, proposals)
         category_aware = mh.category_aware_train if self.training else mh.category_aware
+        margin = mh.box_margin_train if self.training else mh.box_margin
         masks = decode_masks(
             proposals,
             params,
@@ -326,7 +327,7 @@ class DyCo3DDecoder(InstanceDecoder):
             inp.batch,
             inp.semantic_pred if category_aware else None,
             cfg.num_classes,
-            mh.box_margin if mh.decode_region == "box" else float("inf"),
+            margin if mh.decode_region == "box" else float("inf"),
             cfg.decoder_layer_sizes,
             mh.use_relative_position,
         )

@@ -1,0 +1,184 @@
+"""The class-from-geometry prior: features, floor, fit, the two modes, the card, the Segmenter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
+from dyco_perception.class_geometry import (
+    FEATURES,
+    FLOOR_CLASS_ID,
+    ClassGeometry,
+    floor_height,
+    geometry_features,
+)
+from dyco_perception.classes import SEMANTIC_CLASSES
+from dyco_perception.scenes import load_npz_scene, make_scene
+from dyco_perception.segmenter import Segmenter
+from dyco_training.class_geometry import fit_class_geometry, gt_instances, with_class_geometry
+
+REPO = Path(__file__).resolve().parents[1]
+CHAIR, TABLE, DOOR = (SEMANTIC_CLASSES.index(n) for n in ("chair", "table", "door"))
+
+
+def box_corners(low, high, repeat: int = 10) -> np.ndarray:
+    """The 8 corners, each `repeat` times: the 2nd and 98th percentiles are the corners."""
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    points = np.asarray(low) + corners * (np.asarray(high) - np.asarray(low))
+    return np.repeat(points, repeat, axis=0)
+
+
+def test_features_of_a_box_by_hand() -> None:
+    # 1.2 m long, 0.5 m deep, from 0.4 to 0.9 m above a floor at 0.1 m.
+    features = geometry_features(box_corners([0, 0, 0.5], [0.5, 1.2, 1.0]), floor_z=0.1)
+    base = [np.log(0.55), np.log(1.25), np.log(0.55), 0.4, 0.9]
+    np.testing.assert_allclose(features, base + [v * v for v in base], atol=1e-9)
+    assert features.shape == (len(FEATURES),)
+
+
+def test_floor_is_the_labelled_floor_or_the_lowest_points() -> None:
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(0, 3, (1000, 3))
+    semantic = np.full(1000, 5)
+    semantic[:60], xyz[:60, 2] = FLOOR_CLASS_ID, 0.25
+    assert floor_height(xyz, semantic) == pytest.approx(0.25)
+    semantic[:20] = 5  # 40 floor points: too few to trust
+    assert floor_height(xyz, semantic) == pytest.approx(np.percentile(xyz[:, 2], 1))
+
+
+def labelled_scene(objects: list[tuple[int, list, list]], name: str = "s"):
+    """A scene of boxes (class, low, high) on a labelled floor at z = 0."""
+    floor = np.column_stack([np.random.default_rng(1).uniform(0, 5, (200, 2)), np.zeros(200)])
+    xyz, semantic, instance = [floor], [np.full(200, FLOOR_CLASS_ID)], [np.zeros(200)]
+    for k, (class_id, low, high) in enumerate(objects, 1):
+        points = box_corners(low, high)
+        xyz.append(points)
+        semantic.append(np.full(len(points), class_id))
+        instance.append(np.full(len(points), k))
+    xyz = np.concatenate(xyz).astype(np.float32)
+    rgb = np.zeros((len(xyz), 3), np.uint8)
+    return make_scene(xyz, rgb, np.concatenate(semantic), np.concatenate(instance), name)
+
+
+def synthetic_rooms(count: int, seed: int = 0):
+    """Rooms of doors (tall, thin, on the floor), tables (top ~0.75 m) and chairs (small)."""
+    rng = np.random.default_rng(seed)
+    rooms = []
+    for r in range(count):
+        objects = []
+        for _ in range(4):
+            x, y = rng.uniform(0, 4, 2)
+            w = rng.uniform(0.8, 1.0)
+            objects.append((DOOR, [x, y, 0], [x + w, y + 0.05, rng.uniform(1.9, 2.1)]))
+            t = rng.uniform(1.0, 1.6)
+            objects.append((TABLE, [x, y, 0], [x + t, y + 0.8, rng.uniform(0.7, 0.8)]))
+            c = rng.uniform(0.4, 0.5)
+            objects.append((CHAIR, [x, y, 0], [x + c, y + c, rng.uniform(0.8, 0.95)]))
+        rooms.append(labelled_scene(objects, f"room{r}"))
+    return rooms
+
+
+def test_fit_learns_classes_that_geometry_tells_apart() -> None:
+    prior = fit_class_geometry(synthetic_rooms(3))
+    assert prior.class_ids == sorted([CHAIR, TABLE, DOOR])
+    assert prior.fitted_on == ["room0", "room1", "room2"]
+    features, truth = gt_instances(synthetic_rooms(1, seed=7)[0])
+    probs = prior.probabilities(features, len(SEMANTIC_CLASSES))
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    assert (
+        probs[:, [i for i in range(len(SEMANTIC_CLASSES)) if i not in prior.class_ids]] == 0
+    ).all()
+    assert (probs.argmax(1) == truth).all()
+
+
+def hand_prior(favoured: int, other: int) -> ClassGeometry:
+    """A prior that ignores geometry: `favoured` 0.8, `other` 0.2, always."""
+    f, bias = len(FEATURES), np.log([0.8, 0.2])
+    return ClassGeometry(
+        class_ids=[favoured, other],
+        mean=[0.0] * f,
+        std=[1.0] * f,
+        weight=[[0.0, 0.0]] * f,
+        bias=bias.tolist(),
+        features=list(FEATURES),
+        fitted_on=[],
+    )
+
+
+def test_alone_takes_the_prior_and_combined_multiplies_it_with_the_mask_classes() -> None:
+    xyz = box_corners([0, 0, 0], [1, 1, 1])
+    semantic, instance = np.full(len(xyz), CHAIR), np.ones(len(xyz), np.int32)
+    mask_probs = np.zeros((1, len(SEMANTIC_CLASSES)), np.float32)
+    mask_probs[0, [TABLE, CHAIR]] = 0.1, 0.9
+    prior = hand_prior(favoured=TABLE, other=CHAIR)
+    class_id, probs = prior.relabel("alone", xyz, semantic, instance, mask_probs)
+    assert class_id.tolist() == [TABLE]
+    assert probs[0, TABLE] == pytest.approx(0.8)
+    class_id, probs = prior.relabel("combined", xyz, semantic, instance, mask_probs)
+    # 0.8 * 0.1 for table against 0.2 * 0.9 for chair.
+    assert class_id.tolist() == [CHAIR]
+    assert probs[0, CHAIR] == pytest.approx(0.18 / (0.18 + 0.08))
+    mask_probs[0] = 0
+    mask_probs[0, DOOR] = 1.0  # nothing in common: the prior decides
+    assert prior.relabel("combined", xyz, semantic, instance, mask_probs)[0].tolist() == [TABLE]
+
+
+def test_card_refuses_the_mode_without_a_prior_and_a_malformed_prior() -> None:
+    card = load_checkpoint(REPO / "checkpoints" / "tiny_fixture.safetensors")[1]
+    with pytest.raises(ValueError, match="needs the card's fitted class_geometry"):
+        card.with_inference({"class_geometry": "combined"})
+    card.class_geometry = hand_prior(TABLE, CHAIR).to_dict()
+    restored = ModelCard.from_json(card.with_inference({"class_geometry": "alone"}).to_json())
+    assert restored.class_geometry == card.class_geometry
+    card.class_geometry["bias"] = [0.0]
+    with pytest.raises(ValueError, match=r"class_geometry\.bias: shape \(1,\)"):
+        ModelCard.from_json(card.to_json())
+
+
+def test_segmenter_relabels_its_instances_by_the_cards_prior(scannet_dir: Path) -> None:
+    scene = load_npz_scene(scannet_dir / "scene0001_00.npz")
+    path = REPO / "checkpoints" / "tiny_fixture.safetensors"
+    plain = Segmenter.from_checkpoint(path, "cpu")
+    assert plain.cfg.inference.class_geometry == "off"
+    found = plain.segment(scene.xyz, scene.rgb).instances
+    with pytest.raises(ValueError, match="class_geometry"):  # the card holds no prior
+        Segmenter.from_checkpoint(path, "cpu", inference={"class_geometry": "alone"})
+    state, card = load_checkpoint(path)
+    card.class_geometry = hand_prior(TABLE, CHAIR).to_dict()
+    card = card.with_inference({"class_geometry": "alone"})
+    segmenter = Segmenter(build_model(state, card), card, "cpu")
+    relabelled = segmenter.segment(scene.xyz, scene.rgb).instances
+    assert [i.num_points for i in relabelled] == [i.num_points for i in found]  # same masks
+    assert {i.class_name for i in relabelled} == {"table"}
+    assert {i.class_name for i in found} != {"table"}
+
+
+def test_prior_fitted_on_other_rooms_classifies_a_new_one_better_than_the_majority(
+    scannet_dir: Path,
+) -> None:
+    """Leave-one-room-out on real ground truth: fitted on 5 other rooms, the prior labels
+    scene0002's objects by their geometry far better than always naming the commonest class."""
+    names = ["scene0001_00", "scene0003_00", "scene0004_00", "scene0005_00", "scene0006_00"]
+    prior = fit_class_geometry(load_npz_scene(scannet_dir / f"{n}.npz") for n in names)
+    features, truth = gt_instances(load_npz_scene(scannet_dir / "scene0002_00.npz"))
+    predicted = prior.probabilities(features, len(SEMANTIC_CLASSES)).argmax(1)
+    fitted_truth = np.concatenate(
+        [gt_instances(load_npz_scene(scannet_dir / f"{n}.npz"))[1] for n in names]
+    )
+    majority = np.bincount(fitted_truth).argmax()
+    assert (predicted == truth).mean() >= (truth == majority).mean() + 0.15
+
+
+def test_with_class_geometry_fits_on_the_cards_training_scans(scannet_dir: Path) -> None:
+    card = load_checkpoint(REPO / "checkpoints" / "tiny_fixture.safetensors")[1]
+    card.class_geometry = None
+    card.training = {"data": {"real_scans": ["scene0004_00", "scene0007_00"]}}
+    fitted = with_class_geometry(card, scannet_dir)
+    assert fitted.class_geometry["fitted_on"] == ["scene0004_00", "scene0007_00"]
+    ClassGeometry.from_dict(fitted.class_geometry)
+    card.training = {}
+    card.class_geometry = None
+    with pytest.raises(ValueError, match="records no real training scans"):
+        with_class_geometry(card, scannet_dir)
