@@ -262,6 +262,7 @@ cv-instances: setup
 # probabilities), each fold's prior fitted on that fold's own training scans first. Rule fixed
 # before the run: the candidate with the highest pooled labelled AP50 joins the card and the
 # recipe if it beats round 1's winner (class-agnostic AP50 the tie-break); one joins per round.
+# Session 18: the prior alone won (0.046; times the mask's classes 0.045, a 0.08 m ball 0.043).
 CV_INSTANCES_2 := class_source=decoder grouping.min_points=100 \
 	grouping.radius=0.08 mask_head.mask_threshold=0.4 class_geometry=alone \
 	class_geometry=combined
@@ -272,6 +273,19 @@ cv-instances-2: setup
 		--inference-variant mask_head.box_margin=0.6 --inference-variant mask_head.box_margin=1.0 \
 		$(foreach v,$(CV_INSTANCES_2),--inference-variant mask_head.box_margin=0.6$(,)$(v)) \
 		--rank-by AP50 \
+		--out runs/cv/continue/continue $(CV_ARGS)
+
+# Session 18, cv-instances' third round: round 2's winner (the geometry prior alone: AP50 0.046
+# vs 0.040) with the clustering changes that also beat round 1's winner: a 0.08 m ball, 100
+# points at least, and both. Rule fixed before the run: the candidate with the highest pooled
+# labelled AP50 joins the card and the recipe if it beats round 2's winner (class-agnostic
+# AP50 the tie-break).
+CV_INSTANCES_3_BASE := mask_head.box_margin=0.6,class_geometry=alone
+cv-instances-3: setup
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+		--inference-variant $(CV_INSTANCES_3_BASE) $(foreach v,grouping.radius=0.08 \
+		grouping.min_points=100 grouping.radius=0.08$(,)grouping.min_points=100, \
+		--inference-variant $(CV_INSTANCES_3_BASE)$(,)$(v)) --rank-by AP50 \
 		--out runs/cv/continue/continue $(CV_ARGS)
 
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
