@@ -279,7 +279,8 @@ cv-instances-2: setup
 # vs 0.040) with the clustering changes that also beat round 1's winner: a 0.08 m ball, 100
 # points at least, and both. Rule fixed before the run: the candidate with the highest pooled
 # labelled AP50 joins the card and the recipe if it beats round 2's winner (class-agnostic
-# AP50 the tie-break).
+# AP50 the tie-break). Session 18: both won (0.050; class-agnostic 0.321; the ball alone 0.050 /
+# 0.308), so all four changes are in the recipe (shipped.yaml) and the shipped card.
 CV_INSTANCES_3_BASE := mask_head.box_margin=0.6,class_geometry=alone
 cv-instances-3: setup
 	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \

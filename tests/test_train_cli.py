@@ -109,6 +109,26 @@ def test_evaluate_cli_writes_metrics_json(trained, tmp_path, capsys):
     assert "inference.norm_statistics='batch' not allowed" in capsys.readouterr().err
 
 
+def test_export_fits_the_class_geometry_prior_on_the_real_training_scans(tmp_path, scannet_dir):
+    from dyco_perception.checkpoint import load_checkpoint
+
+    geometry = {"inference": {"class_geometry": "alone"}}
+    model = yaml.safe_load((REPO / "config/model/tiny_test.yaml").read_text())
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump({**model, **geometry}))
+    config = _write_config(tmp_path, model_config=str(tmp_path / "model.yaml"))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"].update(real_repeat=1, generated_rooms=0, scans_dir=str(scannet_dir))
+    cfg["data"]["train_scans"] = ["scene0004_00", "scene0007_00"]
+    config.write_text(yaml.safe_dump(cfg))
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    card = load_checkpoint(tmp_path / "ckpt" / "tiny.safetensors")[1]
+    assert card.config.inference.class_geometry == "alone"
+    assert card.class_geometry["fitted_on"] == ["scene0004_00", "scene0007_00"]
+    cfg["data"].update(real_repeat=0, generated_rooms=1)
+    config.write_text(yaml.safe_dump(cfg))
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "run2")]) == 2
+
+
 def test_cli_errors_are_clear(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"optim": {"lr": "fast"}}))

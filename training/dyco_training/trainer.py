@@ -245,6 +245,11 @@ class Trainer:
         self.real_names = sorted(
             {s.name for s in self.pool[: len(self.pool) - cfg.data.generated_rooms]}
         )
+        if cfg.model.inference.class_geometry != "off" and not self.real_names:
+            raise ValueError(
+                "model.inference.class_geometry fits its prior on the real training scans, "
+                "and this run has none (data.real_repeat: 0 or no scans)"
+            )
         self.class_weights = semantic_class_weights(
             self.pool, cfg.model.num_classes, cfg.loss.semantic_class_weighting
         )
@@ -431,9 +436,10 @@ class Trainer:
             },
         )
         if self.cfg.model.inference.class_geometry != "off":
-            from dyco_training.class_geometry import with_class_geometry
+            from dyco_training.class_geometry import fit_class_geometry
 
-            card = with_class_geometry(card, data.scans_dir)  # on this run's real scans
+            real = {s.name: s for s in self.pool[: len(self.pool) - data.generated_rooms]}
+            card.class_geometry = fit_class_geometry(real.values()).to_dict()
         return save_checkpoint(path, model, card)
 
     # ---- the loop ----
