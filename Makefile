@@ -289,6 +289,23 @@ cv-instances-3: setup
 		--inference-variant $(CV_INSTANCES_3_BASE)$(,)$(v)) --rank-by AP50 \
 		--out runs/cv/continue/continue $(CV_ARGS)
 
+# Session 18, issue 18's labels: the class-from-geometry prior on size and height alone
+# (continue.yaml) against one that also reads how the points spread (continue_shape.yaml), both
+# on the continued recipe's folds of rooms scene0001-0004 with the shipped card's settings. The
+# folds' weights are shared: continue_shape's folds are copies whose prior is refitted on the
+# other features (each on its fold's own training scans). Rule fixed before the run: the shape
+# features join the recipe if their pooled labelled AP50 is higher.
+CV_CARD := mask_head.box_margin=0.6,class_geometry=alone,grouping.radius=0.08,grouping.min_points=100
+cv-class-geometry: setup
+	@$(ACTIVATE) && for room in scene0001 scene0002 scene0003 scene0004; do \
+		from=runs/cv/continue/continue/fold_$$room to=runs/cv/continue/continue_shape/fold_$$room \
+		&& mkdir -p $$to && cp $$from/model.safetensors $$to/ \
+		&& sed "s#$$from#$$to#" $$from/result.json > $$to/result.json \
+		&& python -m dyco_training.class_geometry --features size_shape \
+		--checkpoint $$to/model.safetensors || exit 1; done \
+		&& dyco-cross-validate $(CV_CONTINUE_FOLDS) $(foreach c,continue continue_shape,--config \
+		config/train/$(c).yaml) --inference-variant $(CV_CARD) --rank-by AP50 $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from dyco_perception.checkpoint import ModelCard, build_model, load_checkpoint
 from dyco_perception.class_geometry import (
-    FEATURES,
+    FEATURE_SETS,
     FLOOR_CLASS_ID,
     ClassGeometry,
     floor_height,
@@ -21,6 +21,7 @@ from dyco_training.class_geometry import fit_class_geometry, gt_instances, with_
 
 REPO = Path(__file__).resolve().parents[1]
 CHAIR, TABLE, DOOR = (SEMANTIC_CLASSES.index(n) for n in ("chair", "table", "door"))
+SIZE = FEATURE_SETS["size"]
 
 
 def box_corners(low, high, repeat: int = 10) -> np.ndarray:
@@ -32,10 +33,19 @@ def box_corners(low, high, repeat: int = 10) -> np.ndarray:
 
 def test_features_of_a_box_by_hand() -> None:
     # 1.2 m long, 0.5 m deep, from 0.4 to 0.9 m above a floor at 0.1 m.
-    features = geometry_features(box_corners([0, 0, 0.5], [0.5, 1.2, 1.0]), floor_z=0.1)
+    box = box_corners([0, 0, 0.5], [0.5, 1.2, 1.0])
     base = [np.log(0.55), np.log(1.25), np.log(0.55), 0.4, 0.9]
-    np.testing.assert_allclose(features, base + [v * v for v in base], atol=1e-9)
-    assert features.shape == (len(FEATURES),)
+    np.testing.assert_allclose(geometry_features(box, 0.1, SIZE), base + [v * v for v in base])
+    # Half the corners on top, half at the bottom; footprint variances 0.25^2 and 0.6^2.
+    shape = geometry_features(box, 0.1, FEATURE_SETS["size_shape"])[len(SIZE) :]
+    np.testing.assert_allclose(shape, [0.5, 0.5, np.log(0.25**2 / 0.6**2 + 1e-6)], rtol=1e-6)
+    # A chair-like cloud: a seat of many points at 45 cm, a few leg points below it.
+    seat = np.column_stack([np.random.default_rng(0).uniform(0, 0.5, (90, 2)), np.full(90, 0.45)])
+    legs = np.column_stack([np.zeros((10, 2)), np.linspace(0, 0.1, 10)])
+    top, bottom, _ = geometry_features(np.vstack([seat, legs]), 0.0, FEATURE_SETS["size_shape"])[
+        len(SIZE) :
+    ]
+    assert (top, bottom) == (0.9, 0.1)
 
 
 def test_floor_is_the_labelled_floor_or_the_lowest_points() -> None:
@@ -95,14 +105,14 @@ def test_fit_learns_classes_that_geometry_tells_apart() -> None:
 
 def hand_prior(favoured: int, other: int) -> ClassGeometry:
     """A prior that ignores geometry: `favoured` 0.8, `other` 0.2, always."""
-    f, bias = len(FEATURES), np.log([0.8, 0.2])
+    f, bias = len(SIZE), np.log([0.8, 0.2])
     return ClassGeometry(
         class_ids=[favoured, other],
         mean=[0.0] * f,
         std=[1.0] * f,
         weight=[[0.0, 0.0]] * f,
         bias=bias.tolist(),
-        features=list(FEATURES),
+        features=list(SIZE),
         fitted_on=[],
     )
 
@@ -132,6 +142,10 @@ def test_card_refuses_the_mode_without_a_prior_and_a_malformed_prior() -> None:
     card.class_geometry = hand_prior(TABLE, CHAIR).to_dict()
     restored = ModelCard.from_json(card.with_inference({"class_geometry": "alone"}).to_json())
     assert restored.class_geometry == card.class_geometry
+    card.class_geometry["features"] = ["log_height"]
+    with pytest.raises(ValueError, match="are none of this code's sets"):
+        ModelCard.from_json(card.to_json())
+    card.class_geometry["features"] = list(SIZE)
     card.class_geometry["bias"] = [0.0]
     with pytest.raises(ValueError, match=r"class_geometry\.bias: shape \(1,\)"):
         ModelCard.from_json(card.to_json())
@@ -155,15 +169,17 @@ def test_segmenter_relabels_its_instances_by_the_cards_prior(scannet_dir: Path) 
     assert {i.class_name for i in found} != {"table"}
 
 
+@pytest.mark.parametrize("features", sorted(FEATURE_SETS))
 def test_prior_fitted_on_other_rooms_classifies_a_new_one_better_than_the_majority(
-    scannet_dir: Path,
+    scannet_dir: Path, features: str
 ) -> None:
     """Leave-one-room-out on real ground truth: fitted on 5 other rooms, the prior labels
     scene0002's objects by their geometry far better than always naming the commonest class."""
     names = ["scene0001_00", "scene0003_00", "scene0004_00", "scene0005_00", "scene0006_00"]
-    prior = fit_class_geometry(load_npz_scene(scannet_dir / f"{n}.npz") for n in names)
-    features, truth = gt_instances(load_npz_scene(scannet_dir / "scene0002_00.npz"))
-    predicted = prior.probabilities(features, len(SEMANTIC_CLASSES)).argmax(1)
+    prior = fit_class_geometry((load_npz_scene(scannet_dir / f"{n}.npz") for n in names), features)
+    assert prior.features == list(FEATURE_SETS[features])
+    x, truth = gt_instances(load_npz_scene(scannet_dir / "scene0002_00.npz"), features)
+    predicted = prior.probabilities(x, len(SEMANTIC_CLASSES)).argmax(1)
     fitted_truth = np.concatenate(
         [gt_instances(load_npz_scene(scannet_dir / f"{n}.npz"))[1] for n in names]
     )

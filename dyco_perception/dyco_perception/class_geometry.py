@@ -9,10 +9,15 @@ features of an instance's points, fitted on the ground-truth instances of the tr
 per `inference.class_geometry`: "alone" (its class) or "combined" (its probabilities times
 the mask's mean class probabilities, renormalized).
 
-Features (`geometry_features`), robust to stray points (2nd-98th percentiles): log of the
-shorter and longer horizontal extent and of the height (each + 5 cm), the bottom and top above
-the floor, and the squares of the five. The floor is the median height of the points labelled
-floor, or the 1st percentile of all heights when fewer than FLOOR_MIN_POINTS are (`floor_height`).
+Features (`geometry_features`), robust to stray points (2nd-98th percentiles), in two sets
+(`FEATURE_SETS`, `inference.class_geometry_features`; a card's prior lists its own):
+- "size": log of the shorter and longer horizontal extent and of the height (each + 5 cm), the
+  bottom and top above the floor, and the squares of the five;
+- "size_shape": those and how the points spread: the share of them in the top and in the
+  bottom fifth of the height (a table's top, a chair's seat and legs) and the log ratio of the
+  footprint's two principal variances (a door or picture is a line from above, a table not).
+The floor is the median height of the points labelled floor, or the 1st percentile of all
+heights when fewer than FLOOR_MIN_POINTS are (`floor_height`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from dyco_perception.classes import INSTANCE_CLASS_IDS, SEMANTIC_CLASSES
 FLOOR_CLASS_ID = SEMANTIC_CLASSES.index("floor")
 FLOOR_MIN_POINTS = 50
 EXTENT_OFFSET = 0.05  # m, so that a flat or one-voxel extent has a finite log
-BASE_FEATURES = ("log_short_side", "log_long_side", "log_height", "bottom", "top")
-FEATURES = BASE_FEATURES + tuple(f"{name}^2" for name in BASE_FEATURES)
+SIZE = ("log_short_side", "log_long_side", "log_height", "bottom", "top")
+SHAPE = ("top_share", "bottom_share", "log_footprint_ratio")
+FEATURE_SETS = {
+    "size": SIZE + tuple(f"{name}^2" for name in SIZE),
+    "size_shape": SIZE + tuple(f"{name}^2" for name in SIZE) + SHAPE,
+}
 MODES = ("off", "alone", "combined")
 
 
@@ -43,33 +52,48 @@ def floor_height(xyz: np.ndarray, semantic: np.ndarray) -> float:
     return float(np.percentile(xyz[:, 2], 1))
 
 
-def geometry_features(points: np.ndarray, floor_z: float) -> np.ndarray:
-    """(len(FEATURES),) float64 of one instance's (n, 3) points, n >= 1."""
-    low, high = np.percentile(points.astype(np.float64), [2, 98], axis=0)
+def geometry_features(points: np.ndarray, floor_z: float, names: tuple[str, ...]) -> np.ndarray:
+    """(len(names),) float64 features (of FEATURE_SETS) of one instance's (n, 3) points."""
+    points = points.astype(np.float64)
+    low, high = np.percentile(points, [2, 98], axis=0)
     extent = high - low
     short, long = np.sort(extent[:2])
-    base = np.array(
-        [
-            np.log(short + EXTENT_OFFSET),
-            np.log(long + EXTENT_OFFSET),
-            np.log(extent[2] + EXTENT_OFFSET),
-            low[2] - floor_z,
-            high[2] - floor_z,
-        ]
-    )
-    return np.concatenate([base, base**2])
+    size = {
+        "log_short_side": np.log(short + EXTENT_OFFSET),
+        "log_long_side": np.log(long + EXTENT_OFFSET),
+        "log_height": np.log(extent[2] + EXTENT_OFFSET),
+        "bottom": low[2] - floor_z,
+        "top": high[2] - floor_z,
+    }
+    values = {**size, **{f"{name}^2": value**2 for name, value in size.items()}}
+    if any(name in SHAPE for name in names):
+        values.update(_shape_features(points, low[2], extent[2]))
+    return np.array([values[name] for name in names])
 
 
-def instance_features(xyz: np.ndarray, instance: np.ndarray, count: int, floor_z: float):
-    """(count, len(FEATURES)) features of instances 1..count of a per-point `instance` (0 =
+def _shape_features(points: np.ndarray, bottom: float, height: float) -> dict[str, float]:
+    relative = (points[:, 2] - bottom) / max(height, 1e-3)
+    footprint = points[:, :2] - points[:, :2].mean(0)
+    minor, major = np.linalg.eigvalsh(np.cov(footprint.T) + 1e-9 * np.eye(2))
+    return {
+        "top_share": float((relative > 0.8).mean()),
+        "bottom_share": float((relative < 0.2).mean()),
+        "log_footprint_ratio": float(np.log(minor / major + 1e-6)),
+    }
+
+
+def instance_features(
+    xyz: np.ndarray, instance: np.ndarray, count: int, floor_z: float, names: tuple[str, ...]
+) -> np.ndarray:
+    """(count, len(names)) features of instances 1..count of a per-point `instance` (0 =
     none); an instance without points gets zeros."""
-    features = np.zeros((count, len(FEATURES)))
+    features = np.zeros((count, len(names)))
     order = np.argsort(instance, kind="stable")
     bounds = np.searchsorted(instance[order], np.arange(1, count + 2))
     for k in range(count):
         rows = order[bounds[k] : bounds[k + 1]]
         if rows.size:
-            features[k] = geometry_features(xyz[rows], floor_z)
+            features[k] = geometry_features(xyz[rows], floor_z, names)
     return features
 
 
@@ -80,7 +104,7 @@ class ClassGeometry:
     class_ids: list[int]
     mean: list[float]
     std: list[float]
-    weight: list[list[float]]  # (len(FEATURES), len(class_ids))
+    weight: list[list[float]]  # (len(features), len(class_ids))
     bias: list[float]
     features: list[str]
     fitted_on: list[str]  # the scans whose GT instances it was fitted on
@@ -98,9 +122,12 @@ class ClassGeometry:
         return asdict(self)
 
     def check(self) -> None:
-        f, c = len(FEATURES), len(self.class_ids)
-        if list(self.features) != list(FEATURES):
-            raise ValueError(f"class_geometry.features {self.features}; this code has {FEATURES}")
+        f, c = len(self.features), len(self.class_ids)
+        if tuple(self.features) not in FEATURE_SETS.values():
+            raise ValueError(
+                f"class_geometry.features {self.features} are none of this code's sets "
+                f"{sorted(FEATURE_SETS)}"
+            )
         if not set(self.class_ids) <= set(INSTANCE_CLASS_IDS) or c == 0:
             raise ValueError(f"class_geometry.class_ids must be thing classes: {self.class_ids}")
         shapes = {
@@ -118,7 +145,7 @@ class ClassGeometry:
             raise ValueError("class_geometry holds non-finite values or a std <= 0")
 
     def probabilities(self, features: np.ndarray, num_classes: int) -> np.ndarray:
-        """(K, num_classes) class probabilities of (K, len(FEATURES)) features (classes it
+        """(K, num_classes) class probabilities of (K, len(self.features)) features (classes it
         does not model: 0)."""
         z = (features - np.asarray(self.mean)) / np.asarray(self.std)
         logits = z @ np.asarray(self.weight) + np.asarray(self.bias)
@@ -142,7 +169,8 @@ class ClassGeometry:
         class probabilities) and renormalizes."""
         count, num_classes = class_probs.shape
         floor_z = floor_height(xyz, semantic)
-        prior = self.probabilities(instance_features(xyz, instance, count, floor_z), num_classes)
+        features = instance_features(xyz, instance, count, floor_z, tuple(self.features))
+        prior = self.probabilities(features, num_classes)
         if mode == "combined":
             joint = prior * class_probs
             total = joint.sum(1, keepdims=True)

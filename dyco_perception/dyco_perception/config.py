@@ -157,6 +157,9 @@ class InferenceConfig:
     # the card must hold the fitted prior): "off", "alone" (the prior's class) or "combined"
     # (the prior times the class_source's mean class probabilities over the mask).
     class_geometry: str = choice("off", ("off", "alone", "combined"))
+    # The features a prior is fitted on when a checkpoint is exported (a card's prior lists its
+    # own): "size" (extents, bottom, top) or "size_shape" (and how the points spread).
+    class_geometry_features: str = choice("size", ("size", "size_shape"))
     max_instances: int = ranged(256, 1, 100_000)
     # What the batch norms normalize by at inference. "running": the averages kept in training
     # (torch's eval mode); "input": each block's own mean and variance, as training normalizes

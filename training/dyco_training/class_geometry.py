@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from dyco_perception.checkpoint import ModelCard
-from dyco_perception.class_geometry import FEATURES, ClassGeometry, floor_height, geometry_features
+from dyco_perception.class_geometry import (
+    FEATURE_SETS,
+    ClassGeometry,
+    floor_height,
+    geometry_features,
+)
 from dyco_perception.classes import INSTANCE_CLASS_IDS
 from dyco_perception.scenes import Scene, load_npz_scene
 
@@ -30,11 +35,12 @@ from dyco_training.train_config import REPO_ROOT
 WEIGHT_DECAY = 1e-3
 
 
-def gt_instances(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """(features (K, F), class ids (K,)) of the scene's thing instances; an instance's class is
-    the most common label of its points, as the benchmark takes it."""
+def gt_instances(scene: Scene, features: str = "size") -> tuple[np.ndarray, np.ndarray]:
+    """(FEATURE_SETS[features] (K, F), class ids (K,)) of the scene's thing instances; an
+    instance's class is the most common label of its points, as the benchmark takes it."""
+    names = FEATURE_SETS[features]
     floor_z = floor_height(scene.xyz, scene.semantic)
-    features, class_ids = [], []
+    rows_features, class_ids = [], []
     for instance_id in np.unique(scene.instance[scene.instance > 0]):
         rows = scene.instance == instance_id
         labels = scene.semantic[rows]
@@ -43,18 +49,18 @@ def gt_instances(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
             continue
         class_id = int(np.bincount(labels).argmax())
         if class_id in INSTANCE_CLASS_IDS:
-            features.append(geometry_features(scene.xyz[rows], floor_z))
+            rows_features.append(geometry_features(scene.xyz[rows], floor_z, names))
             class_ids.append(class_id)
-    return np.reshape(features, (-1, len(FEATURES))), np.asarray(class_ids, dtype=np.int64)
+    return np.reshape(rows_features, (-1, len(names))), np.asarray(class_ids, dtype=np.int64)
 
 
 def fit_class_geometry(
-    scenes: Iterable[Scene], weight_decay: float = WEIGHT_DECAY
+    scenes: Iterable[Scene], features: str = "size", weight_decay: float = WEIGHT_DECAY
 ) -> ClassGeometry:
-    """Multinomial logistic regression (L-BFGS, float64, deterministic) over the classes the
-    scenes' instances hold."""
+    """Multinomial logistic regression (L-BFGS, float64, deterministic) on FEATURE_SETS[features]
+    over the classes the scenes' instances hold."""
     scenes = list(scenes)
-    pairs = [gt_instances(scene) for scene in scenes]
+    pairs = [gt_instances(scene, features) for scene in scenes]
     x = np.concatenate([f for f, _ in pairs])
     labels = np.concatenate([c for _, c in pairs])
     if labels.size < 2:
@@ -81,7 +87,7 @@ def fit_class_geometry(
         std=std.tolist(),
         weight=weight.detach().numpy().tolist(),
         bias=bias.detach().numpy().tolist(),
-        features=list(FEATURES),
+        features=list(FEATURE_SETS[features]),
         fitted_on=[scene.name for scene in scenes],
     )
 
@@ -102,12 +108,16 @@ def training_scans(card: ModelCard, scans_dir: str | Path | None = None) -> list
     return paths
 
 
-def with_class_geometry(card: ModelCard, scans_dir: str | Path | None = None) -> ModelCard:
-    """The card with a prior fitted on its own training scans (kept if it has one)."""
+def with_class_geometry(
+    card: ModelCard, scans_dir: str | Path | None = None, features: str | None = None
+) -> ModelCard:
+    """The card with a prior fitted on its own training scans (kept if it has one), on
+    `features` (default: the card's inference.class_geometry_features)."""
     if card.class_geometry is not None:
         return card
+    features = features or card.config.inference.class_geometry_features
     scenes = [load_npz_scene(path) for path in training_scans(card, scans_dir)]
-    card.class_geometry = fit_class_geometry(scenes).to_dict()
+    card.class_geometry = fit_class_geometry(scenes, features).to_dict()
     return card
 
 
@@ -117,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, nargs="+")
     parser.add_argument("--scans", help="default: the card's training.data.scans_dir")
+    parser.add_argument(
+        "--features", choices=sorted(FEATURE_SETS), help="default: the card's setting"
+    )
     args = parser.parse_args(argv)
     try:
         for checkpoint in args.checkpoint:
 
             def refit(card: ModelCard) -> ModelCard:
                 card.class_geometry = None
-                return with_class_geometry(card, args.scans)
+                return with_class_geometry(card, args.scans, args.features)
 
             rewrite_card(checkpoint, refit)
             print(f"{checkpoint}: class_geometry fitted")

@@ -439,7 +439,8 @@ class Trainer:
             from dyco_training.class_geometry import fit_class_geometry
 
             real = {s.name: s for s in self.pool[: len(self.pool) - data.generated_rooms]}
-            card.class_geometry = fit_class_geometry(real.values()).to_dict()
+            features = self.cfg.model.inference.class_geometry_features
+            card.class_geometry = fit_class_geometry(real.values(), features).to_dict()
         return save_checkpoint(path, model, card)
 
     # ---- the loop ----
