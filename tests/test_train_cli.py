@@ -111,14 +111,22 @@ def test_evaluate_cli_writes_metrics_json(trained, tmp_path, capsys):
 
 def test_export_fits_the_class_geometry_prior_on_the_real_training_scans(tmp_path, scannet_dir):
     from dyco_perception.checkpoint import load_checkpoint
+    from dyco_perception.scenes import load_npz_scene, make_scene
 
+    scans = tmp_path / "scans"  # two real training scans and a 4000-point cut of a val scan
+    scans.mkdir()
+    for name in ("scene0004_00", "scene0007_00"):
+        (scans / f"{name}.npz").symlink_to(scannet_dir / f"{name}.npz")
+    val = load_npz_scene(scannet_dir / "scene0009_00.npz")
+    cut = [a[:4000] for a in (val.xyz, val.rgb, val.semantic, val.instance)]
+    save_scene_npz(make_scene(*cut, "scene0009_00"), scans / "scene0009_00.npz")
     geometry = {"inference": {"class_geometry": "alone"}}
     model = yaml.safe_load((REPO / "config/model/tiny_test.yaml").read_text())
     (tmp_path / "model.yaml").write_text(yaml.safe_dump({**model, **geometry}))
     config = _write_config(tmp_path, model_config=str(tmp_path / "model.yaml"))
     cfg = yaml.safe_load(config.read_text())
-    cfg["data"].update(real_repeat=1, generated_rooms=0, scans_dir=str(scannet_dir))
-    cfg["data"]["train_scans"] = ["scene0004_00", "scene0007_00"]
+    # Validation segments with the prior too.
+    cfg["data"].update(real_repeat=1, generated_rooms=0, scans_dir=str(scans), val_split="val")
     config.write_text(yaml.safe_dump(cfg))
     assert train_main(["--config", str(config), "--out", str(tmp_path / "run")]) == 0
     card = load_checkpoint(tmp_path / "ckpt" / "tiny.safetensors")[1]

@@ -84,8 +84,8 @@ def test_every_training_config_loads(path: Path) -> None:
         ("continue.yaml", "continue_segment13.yaml", {"loss.semantic_label_smoothing"}),  # adopted
         ("continue_whole_scans.yaml", "continue.yaml", {"augment.max_points"}),  # cv-continue-crop
         (  # make cv-class-geometry
-            "continue_shape.yaml",
             "continue.yaml",
+            "continue_size_prior.yaml",
             {"model.inference.class_geometry_features"},
         ),
         (  # make cv-continue-joint: session 16's two changes together

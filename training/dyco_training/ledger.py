@@ -155,8 +155,8 @@ def set_inference(
         raise ValueError(f"{checkpoint} is not the last file the ledger {ledger} shipped")
 
     def edit(card):
-        if changes.get("class_geometry", "off") != "off":
-            card = with_class_geometry(card)  # fitted on the scans the segments trained on
+        if changes.get("class_geometry", "off") != "off":  # fitted on the segments' scans
+            card = with_class_geometry(card, features=changes.get("class_geometry_features"))
         return card.with_inference(changes)
 
     rewrite_card(checkpoint, edit)

@@ -245,11 +245,7 @@ class Trainer:
         self.real_names = sorted(
             {s.name for s in self.pool[: len(self.pool) - cfg.data.generated_rooms]}
         )
-        if cfg.model.inference.class_geometry != "off" and not self.real_names:
-            raise ValueError(
-                "model.inference.class_geometry fits its prior on the real training scans, "
-                "and this run has none (data.real_repeat: 0 or no scans)"
-            )
+        self.class_geometry = self.fit_class_geometry()
         self.class_weights = semantic_class_weights(
             self.pool, cfg.model.num_classes, cfg.loss.semantic_class_weighting
         )
@@ -339,16 +335,37 @@ class Trainer:
             values["grad_norm"] = grad_norm
         return values
 
+    def fit_class_geometry(self) -> dict[str, Any] | None:
+        """The class-from-geometry prior on this run's real training scans, when the model
+        config asks for one (validation and the exported card use it)."""
+        inference = self.cfg.model.inference
+        if inference.class_geometry == "off":
+            return None
+        if not self.real_names:
+            raise ValueError(
+                "model.inference.class_geometry fits its prior on the real training scans, "
+                "and this run has none (data.real_repeat: 0 or no scans)"
+            )
+        from dyco_training.class_geometry import fit_class_geometry
+
+        generated = self.cfg.data.generated_rooms
+        real = {s.name: s for s in self.pool[: len(self.pool) - generated]}
+        prior = fit_class_geometry(real.values(), inference.class_geometry_features)
+        return prior.to_dict()
+
     # ---- validation ----
     def validate(self, scenes: list[Scene] | None = None) -> dict[str, Any]:
         """Benchmark AP / AP50 / AP25 of the current model on the val scans (main rank)."""
+        from dyco_perception.checkpoint import ModelCard
         from dyco_perception.evaluation import evaluate_predictions
         from dyco_perception.segmenter import Segmenter
 
         scenes = self.val_scenes if scenes is None else scenes
         if not scenes:
             return {}
-        segmenter = Segmenter.from_model(self.model, device=self.device)
+        card = ModelCard.for_config(self.model.cfg)
+        card.class_geometry = self.class_geometry
+        segmenter = Segmenter.from_model(self.model, card, device=self.device)
         items, seconds = [], 0.0
         for scene in scenes:
             start = time.perf_counter()
@@ -435,12 +452,7 @@ class Trainer:
                 "git_commit": self.code_version,
             },
         )
-        if self.cfg.model.inference.class_geometry != "off":
-            from dyco_training.class_geometry import fit_class_geometry
-
-            real = {s.name: s for s in self.pool[: len(self.pool) - data.generated_rooms]}
-            features = self.cfg.model.inference.class_geometry_features
-            card.class_geometry = fit_class_geometry(real.values(), features).to_dict()
+        card.class_geometry = self.class_geometry
         return save_checkpoint(path, model, card)
 
     # ---- the loop ----
