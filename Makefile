@@ -310,6 +310,15 @@ cv-class-geometry: setup
 		&& dyco-cross-validate $(CV_CONTINUE_FOLDS) $(foreach c,continue_size_prior continue,--config \
 		config/train/$(c).yaml) --inference-variant $(CV_CARD) --rank-by AP50 $(CV_ARGS)
 
+# Session 18: with the spread features, the prior alone (the card) against the prior times the
+# mask's mean class probabilities (lost to it on size alone: 0.045 vs 0.046), on the same folds
+# (run cv-class-geometry first: their priors are size_shape). Rule fixed before the run:
+# "combined" replaces "alone" if its pooled labelled AP50 is higher.
+cv-class-geometry-combined: setup
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+		$(foreach v,alone combined,--inference-variant $(subst alone,$(v),$(CV_CARD))) \
+		--rank-by AP50 --out runs/cv/continue/continue $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml
