@@ -146,3 +146,19 @@ def test_set_inference_changes_the_card_not_the_weights_and_the_chain_goes_on(
         "norm_statistics": "running",
         "score_with_class_prob": False,
     }
+
+
+def test_set_inference_fits_the_class_prior_on_the_segments_scans(segment, tmp_path) -> None:
+    _, exported = segment
+    checkpoint = tmp_path / "shipped.safetensors"
+    shutil.copy(exported, checkpoint)
+    book, readme = _seed(tmp_path, checkpoint)
+    scans = load_checkpoint(checkpoint)[1].training["data"]["real_scans"]
+    changes = ["class_geometry=alone", "class_geometry_features=size_shape"]
+    paths = ["--checkpoint", str(checkpoint), "--ledger", str(book), "--readme", str(readme)]
+    assert ledger.main(["set-inference", *changes, *paths]) == 0
+    card = load_checkpoint(checkpoint)[1]
+    assert card.config.inference.class_geometry == "alone"
+    assert card.class_geometry["fitted_on"] == scans
+    assert "top_share" in card.class_geometry["features"]  # the requested set, not the card's
+    assert ledger.read_ledger(book)[-1]["sha256_16"] == ledger.file_digest(checkpoint)
