@@ -320,6 +320,16 @@ cv-class-geometry-combined: setup
 		$(foreach v,alone combined,--inference-variant $(subst alone,$(v),$(CV_CARD))) \
 		--rank-by AP50 --out runs/cv/continue/continue $(CV_ARGS)
 
+# Session 18: now that the instance's class comes from its geometry, clusters need not follow
+# the semantic head's classes: the card against grouping every thing point together
+# (`grouping.by_class: false`), same folds (their priors size_shape: run cv-class-geometry
+# first). Rule fixed before the run: by_class=false joins the card and the recipe if its
+# pooled labelled AP50 is higher (class-agnostic AP50 the tie-break).
+cv-grouping-by-class: setup
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+		--inference-variant $(CV_CARD) --inference-variant $(CV_CARD)$(,)grouping.by_class=false \
+		--rank-by AP50 --out runs/cv/continue/continue $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml

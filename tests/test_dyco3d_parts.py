@@ -374,6 +374,16 @@ def test_grouping_never_joins_two_classes() -> None:
         assert semantic[members].unique().tolist() == [int(p.class_id[k])]
 
 
+def test_grouping_across_classes_joins_them_under_the_majority_class() -> None:
+    xyz = torch.rand(80, 3) * 0.05  # one dense blob, 50 points of class 8 and 30 of class 5
+    semantic = torch.cat([torch.full((30,), 5), torch.full((50,), 8), torch.full((5,), 1)])
+    xyz = torch.cat([xyz, torch.rand(5, 3) * 0.05])  # and 5 floor points inside it
+    batch = torch.zeros(85).long()
+    p = cluster_proposals(xyz, torch.zeros_like(xyz), semantic, batch, 0.1, 5, by_class=False)
+    assert p.num == 1 and p.class_id.tolist() == [8]
+    assert sorted(p.point_index.tolist()) == list(range(80))  # stuff never joins
+
+
 def test_grouping_skips_wall_and_floor_but_keeps_other_classes() -> None:
     xyz = torch.rand(90, 3) * 0.05
     semantic = torch.cat([torch.zeros(30), torch.ones(30), torch.full((30,), 2)]).long()

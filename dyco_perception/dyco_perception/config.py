@@ -99,6 +99,9 @@ class GroupingConfig:
     # PointGroup / DyCo3D cluster on shifted coordinates with a 3 cm ball.
     radius: float = ranged(0.03, 1e-3, 1.0, "ball radius (m) on shifted coordinates")
     min_points: int = ranged(50, 1, 1_000_000, "smallest cluster kept as a proposal")
+    # Group only points predicted as one class (PointGroup, DyCo3D), or all thing points
+    # together (a semantic error then cannot cut an object apart; the class is the majority's).
+    by_class: bool = True
     # Training: "pred" = clusters from predictions (DyCo3D), "gt" = GT instances (faster start),
     # "both" = the union.
     train_proposals: str = choice("both", ("pred", "gt", "both"))

@@ -51,13 +51,17 @@ def cluster_proposals(
     batch: torch.Tensor,
     radius: float,
     min_points: int,
+    by_class: bool = True,
 ) -> Proposals:
-    """Connected components of same-class, same-scene points within `radius` after shifting.
+    """Connected components of same-class (`by_class`; else of any thing class), same-scene
+    points within `radius` after shifting; a component's class is its members' majority.
 
     Stuff classes (wall, floor) are skipped; components under `min_points` are dropped.
     """
     labels = semantic.clone()
     labels[stuff_mask(labels)] = -1
+    if not by_class:
+        labels = torch.where(labels >= 0, torch.zeros_like(labels), labels)
     num_classes = int(semantic.max()) + 1 if semantic.numel() else 1
     labels = torch.where(labels >= 0, labels + batch * num_classes, labels)  # scene-separate
     shifted = (xyz + offsets).detach().float()
@@ -95,7 +99,7 @@ def _from_segments(
         return Proposals.empty(segment.device)
     _, proposal_id = torch.unique(seg, return_inverse=True)
     num = int(proposal_id.max()) + 1
-    # Class = majority label of the members (all equal for predicted clusters).
+    # Class = majority label of the members (all equal for clusters grouped by class).
     labels = semantic[rows].clamp_min(0)
     num_classes = int(labels.max()) + 1
     votes = torch.zeros(num * num_classes, dtype=torch.long, device=rows.device)

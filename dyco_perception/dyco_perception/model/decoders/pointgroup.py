@@ -73,6 +73,7 @@ def dual_set_proposals(
     radius: float,
     min_points: int,
     sets: str = "dual",
+    by_class: bool = True,
 ) -> tuple[Proposals, torch.Tensor]:
     """Clusters on P (original) and Q (shifted), each by Algorithm 1; (proposals, set per
     proposal). A same object found in both sets gives two proposals (NMS picks one)."""
@@ -80,11 +81,11 @@ def dual_set_proposals(
     found = []
     if sets in ("dual", "original"):
         proposals = cluster_proposals(
-            xyz, torch.zeros_like(offsets), semantic, batch, radius, min_points
+            xyz, torch.zeros_like(offsets), semantic, batch, radius, min_points, by_class
         )
         found.append(torch.full((proposals.num,), ORIGINAL, device=xyz.device))
     if sets in ("dual", "shifted"):
-        shifted = cluster_proposals(xyz, offsets, semantic, batch, radius, min_points)
+        shifted = cluster_proposals(xyz, offsets, semantic, batch, radius, min_points, by_class)
         proposals = concat_proposals(proposals, shifted)
         found.append(torch.full((shifted.num,), SHIFTED, device=xyz.device))
     return proposals, torch.cat(found).long()
@@ -150,7 +151,7 @@ class PointGroupDecoder(InstanceDecoder):
         else:
             proposals, cluster_set = dual_set_proposals(
                 inp.xyz, inp.offsets, inp.semantic_pred, inp.batch, g.radius, g.min_points,
-                o.cluster_sets,
+                o.cluster_sets, g.by_class,
             )  # fmt: skip
         if use_gt:
             if inp.gt_instance is None or inp.gt_semantic is None:
