@@ -324,7 +324,8 @@ cv-class-geometry-combined: setup
 # the semantic head's classes: the card against grouping every thing point together
 # (`grouping.by_class: false`), same folds (their priors size_shape: run cv-class-geometry
 # first). Rule fixed before the run: by_class=false joins the card and the recipe if its
-# pooled labelled AP50 is higher (class-agnostic AP50 the tie-break).
+# pooled labelled AP50 is higher (class-agnostic AP50 the tie-break). Session 18: 0.079 vs
+# 0.087 (class-agnostic 0.246 vs 0.321: touching objects merge), not adopted.
 cv-grouping-by-class: setup
 	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
 		--inference-variant $(CV_CARD) --inference-variant $(CV_CARD)$(,)grouping.by_class=false \
