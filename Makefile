@@ -39,12 +39,10 @@ train-shipped: setup
 
 # Training that keeps going: one more segment (config/train/continue.yaml, ~2 h on one core) from
 # the shipped checkpoint, resumed if interrupted, then entered in checkpoints/ledger.yaml (the
-# card, the README table and the cumulative curve follow). Run it in the background.
+# card, the README table and the cumulative curve follow). Run it in the background: it trains
+# from a worktree of HEAD (scripts/train_continue.sh), so editing the tree cannot reach it.
 train-continue: setup
-	@$(ACTIVATE) && n=$$(python -m dyco_training.ledger next) && out=runs/continue/segment_$$n \
-		&& resume=$$( [ -f $$out/state.pt ] && echo "--resume $$out/state.pt" || true ) \
-		&& dyco-train --config config/train/continue.yaml --out $$out --seed $$n $$resume \
-		&& python -m dyco_training.ledger add --run $$out
+	@bash scripts/train_continue.sh
 
 # How the node's default decoder was chosen: leave-one-room-out over the 8 training rooms, each
 # fold a backbone of its own (500 iterations) then each decoder on it (250); ~2.5 h on one core,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One more segment of the continued recipe (`make train-continue`), run from a frozen copy of
+# the committed code: a git worktree of HEAD under runs/code/<commit>, first on PYTHONPATH. A
+# segment runs for hours in the background while the working tree is edited; a module the
+# trainer imports late (the segmenter, at its first validation) must not be newer than the
+# ones it imported at the start. The card's git_commit is then exactly the code that trained.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/activate.sh
+commit=$(git rev-parse HEAD)
+code="$PWD/runs/code/$commit"
+git worktree prune  # worktrees of runs/ removed by hand
+[ -d "$code" ] || git worktree add --detach "$code" "$commit" >/dev/null
+export PYTHONPATH="$code/training:$code/dyco_perception:${PYTHONPATH:-}"
+n=$(python -m dyco_training.ledger next)
+out=runs/continue/segment_$n
+resume=()
+[ -f "$out/state.pt" ] && resume=(--resume "$out/state.pt")
+python -m dyco_training.cli_train --config config/train/continue.yaml --out "$out" --seed "$n" \
+	"${resume[@]}"
+python -m dyco_training.ledger add --run "$out"
