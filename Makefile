@@ -329,6 +329,21 @@ cv-grouping-by-class: setup
 		--inference-variant $(CV_CARD) --inference-variant $(CV_CARD)$(,)grouping.by_class=false \
 		--rank-by AP50 --out runs/cv/continue/continue $(CV_ARGS)
 
+# Session 18: the class prior fitted on whole ground-truth instances (continue.yaml) against one
+# also fitted on 4 random parts of each (continue_fragments.yaml; a mask at IoU 0.5 may cover
+# half its object), both size_shape, on the same folds and card (run cv-class-geometry first;
+# continue_fragments' folds are copies with the prior refitted). Rule fixed before the run:
+# the fragments join the recipe if their pooled labelled AP50 is higher.
+cv-class-geometry-fragments: setup
+	@$(ACTIVATE) && for room in scene0001 scene0002 scene0003 scene0004; do \
+		from=runs/cv/continue/continue/fold_$$room to=runs/cv/continue/continue_fragments/fold_$$room \
+		&& mkdir -p $$to && cp $$from/model.safetensors $$to/ \
+		&& sed "s#$$from#$$to#" $$from/result.json > $$to/result.json || exit 1; done \
+		&& python -m dyco_training.class_geometry --features size_shape --fragments 4 \
+		--checkpoint runs/cv/continue/continue_fragments/fold_scene000{1,2,3,4}/model.safetensors \
+		&& dyco-cross-validate $(CV_CONTINUE_FOLDS) $(foreach c,continue continue_fragments,--config \
+		config/train/$(c).yaml) --inference-variant $(CV_CARD) --rank-by AP50 $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml

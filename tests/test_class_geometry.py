@@ -198,3 +198,35 @@ def test_with_class_geometry_fits_on_the_cards_training_scans(scannet_dir: Path)
     card.class_geometry = None
     with pytest.raises(ValueError, match="records no real training scans"):
         with_class_geometry(card, scannet_dir)
+
+
+def test_a_fragment_is_a_slab_of_half_to_all_of_the_object_along_x_or_y() -> None:
+    from dyco_training.class_geometry import fragment
+
+    rng = np.random.default_rng(0)
+    points = rng.uniform([0, 0, 0], [2.0, 1.0, 0.8], (4000, 3))
+    spans = []
+    for _ in range(50):
+        part = fragment(points, rng)
+        extent = part.max(0) - part.min(0)
+        cut = [axis for axis, full in enumerate((2.0, 1.0)) if extent[axis] < 0.97 * full]
+        assert len(cut) <= 1 and extent[2] > 0.75  # one horizontal axis cut, height whole
+        spans += [extent[axis] / (2.0, 1.0)[axis] for axis in cut]
+    assert min(spans) >= 0.48 and max(spans) <= 1.0 and len(spans) >= 20
+
+
+def test_fragments_add_parts_of_each_instance_with_its_class() -> None:
+    rng = np.random.default_rng(0)
+    boxes = [(DOOR, [0, 0, 0], [0.9, 0.05, 2.0]), (TABLE, [2, 2, 0], [3.2, 2.8, 0.75])]
+    xyz = np.concatenate([rng.uniform(lo, hi, (500, 3)) for _, lo, hi in boxes])
+    semantic = np.repeat([c for c, _, _ in boxes], 500)
+    instance = np.repeat([1, 2], 500)
+    rgb = np.zeros_like(xyz, np.uint8)
+    scene = make_scene(xyz.astype(np.float32), rgb, semantic, instance, "s")
+    whole, truth = gt_instances(scene, "size_shape")
+    with_parts, classes = gt_instances(scene, "size_shape", fragments=3)
+    assert len(with_parts) == 4 * len(whole)  # dense boxes: every part keeps >= 10 points
+    np.testing.assert_array_equal(classes, np.repeat(truth, 4))
+    np.testing.assert_allclose(with_parts[::4], whole)  # the whole instance comes first
+    prior = fit_class_geometry([scene], "size_shape", fragments=3)
+    assert prior.fragments == 3

@@ -83,6 +83,11 @@ def test_every_training_config_loads(path: Path) -> None:
         ),
         ("continue.yaml", "continue_segment13.yaml", {"loss.semantic_label_smoothing"}),  # adopted
         ("continue_whole_scans.yaml", "continue.yaml", {"augment.max_points"}),  # cv-continue-crop
+        (  # make cv-class-geometry-fragments
+            "continue_fragments.yaml",
+            "continue.yaml",
+            {"model.inference.class_geometry_fragments"},
+        ),
         (  # make cv-class-geometry
             "continue.yaml",
             "continue_size_prior.yaml",

@@ -108,6 +108,7 @@ class ClassGeometry:
     bias: list[float]
     features: list[str]
     fitted_on: list[str]  # the scans whose GT instances it was fitted on
+    fragments: int = 0  # random parts of each GT instance it was also fitted on
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassGeometry:

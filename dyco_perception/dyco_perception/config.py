@@ -163,6 +163,9 @@ class InferenceConfig:
     # The features a prior is fitted on when a checkpoint is exported (a card's prior lists its
     # own): "size" (extents, bottom, top) or "size_shape" (and how the points spread).
     class_geometry_features: str = choice("size", ("size", "size_shape"))
+    # Random parts of each ground-truth instance the prior is also fitted on at export (so it
+    # names a fragment as it names its whole object).
+    class_geometry_fragments: int = ranged(0, 0, 64)
     max_instances: int = ranged(256, 1, 100_000)
     # What the batch norms normalize by at inference. "running": the averages kept in training
     # (torch's eval mode); "input": each block's own mean and variance, as training normalizes

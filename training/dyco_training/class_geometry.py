@@ -33,13 +33,18 @@ from dyco_training.train_config import REPO_ROOT
 # rooms, each room classified by a prior fitted on the other 7 (session 18): accuracy 0.51 at
 # 1e-3, 0.50 at 1e-4, 0.45 at 1e-2 (without the squared features 0.50 at best).
 WEIGHT_DECAY = 1e-3
+FRAGMENT_MIN_POINTS = 10
 
 
-def gt_instances(scene: Scene, features: str = "size") -> tuple[np.ndarray, np.ndarray]:
+def gt_instances(
+    scene: Scene, features: str = "size", fragments: int = 0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(FEATURE_SETS[features] (K, F), class ids (K,)) of the scene's thing instances; an
-    instance's class is the most common label of its points, as the benchmark takes it."""
+    instance's class is the most common label of its points, as the benchmark takes it. With
+    `fragments`, each instance also gives that many random parts of itself (`fragment`)."""
     names = FEATURE_SETS[features]
     floor_z = floor_height(scene.xyz, scene.semantic)
+    rng = np.random.default_rng(seed)
     rows_features, class_ids = [], []
     for instance_id in np.unique(scene.instance[scene.instance > 0]):
         rows = scene.instance == instance_id
@@ -48,19 +53,37 @@ def gt_instances(scene: Scene, features: str = "size") -> tuple[np.ndarray, np.n
         if labels.size == 0:
             continue
         class_id = int(np.bincount(labels).argmax())
-        if class_id in INSTANCE_CLASS_IDS:
-            rows_features.append(geometry_features(scene.xyz[rows], floor_z, names))
-            class_ids.append(class_id)
+        if class_id not in INSTANCE_CLASS_IDS:
+            continue
+        points = scene.xyz[rows]
+        parts = [points] + [fragment(points, rng) for _ in range(fragments)]
+        for part in parts:
+            if len(part) >= FRAGMENT_MIN_POINTS:
+                rows_features.append(geometry_features(part, floor_z, names))
+                class_ids.append(class_id)
     return np.reshape(rows_features, (-1, len(names))), np.asarray(class_ids, dtype=np.int64)
 
 
+def fragment(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A part of an instance as a clustering may find it: the points within a random slab
+    spanning 50-100 % of its extent along x or y (the height is kept whole)."""
+    axis = int(rng.integers(2))
+    low, high = points[:, axis].min(), points[:, axis].max()
+    width = (high - low) * rng.uniform(0.5, 1.0)
+    start = low + rng.uniform(0, (high - low) - width)
+    return points[(points[:, axis] >= start) & (points[:, axis] <= start + width)]
+
+
 def fit_class_geometry(
-    scenes: Iterable[Scene], features: str = "size", weight_decay: float = WEIGHT_DECAY
+    scenes: Iterable[Scene],
+    features: str = "size",
+    fragments: int = 0,
+    weight_decay: float = WEIGHT_DECAY,
 ) -> ClassGeometry:
     """Multinomial logistic regression (L-BFGS, float64, deterministic) on FEATURE_SETS[features]
-    over the classes the scenes' instances hold."""
+    over the classes the scenes' instances hold (and `fragments` random parts of each)."""
     scenes = list(scenes)
-    pairs = [gt_instances(scene, features) for scene in scenes]
+    pairs = [gt_instances(scene, features, fragments, seed) for seed, scene in enumerate(scenes)]
     x = np.concatenate([f for f, _ in pairs])
     labels = np.concatenate([c for _, c in pairs])
     if labels.size < 2:
@@ -89,6 +112,7 @@ def fit_class_geometry(
         bias=bias.detach().numpy().tolist(),
         features=list(FEATURE_SETS[features]),
         fitted_on=[scene.name for scene in scenes],
+        fragments=fragments,
     )
 
 
@@ -109,15 +133,20 @@ def training_scans(card: ModelCard, scans_dir: str | Path | None = None) -> list
 
 
 def with_class_geometry(
-    card: ModelCard, scans_dir: str | Path | None = None, features: str | None = None
+    card: ModelCard,
+    scans_dir: str | Path | None = None,
+    features: str | None = None,
+    fragments: int | None = None,
 ) -> ModelCard:
     """The card with a prior fitted on its own training scans (kept if it has one), on
-    `features` (default: the card's inference.class_geometry_features)."""
+    `features` and `fragments` (defaults: the card's inference.class_geometry_*)."""
     if card.class_geometry is not None:
         return card
-    features = features or card.config.inference.class_geometry_features
+    inference = card.config.inference
+    features = features or inference.class_geometry_features
+    fragments = inference.class_geometry_fragments if fragments is None else fragments
     scenes = [load_npz_scene(path) for path in training_scans(card, scans_dir)]
-    card.class_geometry = fit_class_geometry(scenes, features).to_dict()
+    card.class_geometry = fit_class_geometry(scenes, features, fragments).to_dict()
     return card
 
 
@@ -130,13 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--features", choices=sorted(FEATURE_SETS), help="default: the card's setting"
     )
+    parser.add_argument("--fragments", type=int, help="default: the card's setting")
     args = parser.parse_args(argv)
     try:
         for checkpoint in args.checkpoint:
 
             def refit(card: ModelCard) -> ModelCard:
                 card.class_geometry = None
-                return with_class_geometry(card, args.scans, args.features)
+                return with_class_geometry(card, args.scans, args.features, args.fragments)
 
             rewrite_card(checkpoint, refit)
             print(f"{checkpoint}: class_geometry fitted")

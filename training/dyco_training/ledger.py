@@ -156,7 +156,11 @@ def set_inference(
 
     def edit(card):
         if changes.get("class_geometry", "off") != "off":  # fitted on the segments' scans
-            card = with_class_geometry(card, features=changes.get("class_geometry_features"))
+            card = with_class_geometry(
+                card,
+                features=changes.get("class_geometry_features"),
+                fragments=changes.get("class_geometry_fragments"),
+            )
         return card.with_inference(changes)
 
     rewrite_card(checkpoint, edit)

@@ -350,7 +350,9 @@ class Trainer:
 
         generated = self.cfg.data.generated_rooms
         real = {s.name: s for s in self.pool[: len(self.pool) - generated]}
-        prior = fit_class_geometry(real.values(), inference.class_geometry_features)
+        prior = fit_class_geometry(
+            real.values(), inference.class_geometry_features, inference.class_geometry_fragments
+        )
         return prior.to_dict()
 
     # ---- validation ----
