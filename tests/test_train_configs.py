@@ -84,12 +84,12 @@ def test_every_training_config_loads(path: Path) -> None:
         ("continue.yaml", "continue_segment13.yaml", {"loss.semantic_label_smoothing"}),  # adopted
         ("continue_whole_scans.yaml", "continue.yaml", {"augment.max_points"}),  # cv-continue-crop
         (  # make cv-class-geometry-fragments
-            "continue_fragments.yaml",
             "continue.yaml",
+            "continue_whole_instances.yaml",
             {"model.inference.class_geometry_fragments"},
         ),
-        (  # make cv-class-geometry
-            "continue.yaml",
+        (  # make cv-class-geometry (continue.yaml has had fragments since)
+            "continue_whole_instances.yaml",
             "continue_size_prior.yaml",
             {"model.inference.class_geometry_features"},
         ),

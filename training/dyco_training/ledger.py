@@ -146,8 +146,8 @@ def set_inference(
 ) -> dict[str, Any]:
     """Give the last shipped checkpoint other inference settings (its card; the weights and
     their training stay). The ledger's last entry records them and follows the file's new hash,
-    so the next segment still continues the chain. `class_geometry` other than "off" first fits
-    the card's prior on its training scans (`class_geometry.py`) if it has none."""
+    so the next segment still continues the chain. A `class_geometry*` change (the mode not
+    "off") refits the card's prior on its training scans (`class_geometry.py`)."""
     from dyco_training.class_geometry import with_class_geometry
 
     segments = read_ledger(ledger)
@@ -155,7 +155,9 @@ def set_inference(
         raise ValueError(f"{checkpoint} is not the last file the ledger {ledger} shipped")
 
     def edit(card):
-        if changes.get("class_geometry", "off") != "off":  # fitted on the segments' scans
+        mode = changes.get("class_geometry", card.config.inference.class_geometry)
+        if mode != "off" and any(key.startswith("class_geometry") for key in changes):
+            card.class_geometry = None  # (re)fitted on the segments' scans, as now asked
             card = with_class_geometry(
                 card,
                 features=changes.get("class_geometry_features"),
