@@ -33,7 +33,10 @@ import numpy as np
 
 SCANS = Path(__file__).resolve().parents[2] / "shared" / "data" / "scannet50k"
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "model" / "dyco3d_m16.yaml"
-STAGES = ("preprocess", "voxelize", "backbone", "heads", "grouping", "decoding", "postprocess")
+STAGES = (
+    "preprocess", "voxelize", "backbone", "heads", "grouping", "decoding", "postprocess",
+    "class_geometry",
+)  # fmt: skip
 
 
 def tiled_cloud(num_points: int) -> tuple[np.ndarray, np.ndarray]:

@@ -275,16 +275,27 @@ class Segmenter:
             run.report_to(result, timings)
         t1 = time.perf_counter()
         merged = merger.finish(self.tiling.merge_overlap, self.cfg.inference.min_instance_points)
-        mode = self.cfg.inference.class_geometry
-        if mode != "off" and merged.class_id.size:
-            merged.class_id, merged.class_probs = self.class_geometry.relabel(
-                mode, xyz, merged.semantic, merged.instance, merged.class_probs
-            )
+        _add_time(timings, "tiling", t1)
+        self._classes_from_geometry(xyz, merged, timings)
+        t1 = time.perf_counter()
         result.semantic[keep] = merged.semantic
         result.instance[keep] = merged.instance
         result.score[keep] = merged.score
         result.instances = _describe(result, merged, xyz, keep)
         _add_time(timings, "tiling", t1)
+
+    def _classes_from_geometry(
+        self, xyz: np.ndarray, merged: MergedInstances, timings: dict[str, float]
+    ) -> None:
+        """Instance classes from the card's class-geometry prior (`inference.class_geometry`)."""
+        mode = self.cfg.inference.class_geometry
+        if mode == "off" or not merged.class_id.size:
+            return
+        start = time.perf_counter()
+        merged.class_id, merged.class_probs = self.class_geometry.relabel(
+            mode, xyz, merged.semantic, merged.instance, merged.class_probs
+        )
+        _add_time(timings, "class_geometry", start)
 
     def _infer_blocks(
         self, blocks: list[Block], xyz: np.ndarray, rgb: np.ndarray | None, origin: torch.Tensor
