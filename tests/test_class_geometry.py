@@ -156,14 +156,18 @@ def test_segmenter_relabels_its_instances_by_the_cards_prior(scannet_dir: Path) 
     path = REPO / "checkpoints" / "tiny_fixture.safetensors"
     plain = Segmenter.from_checkpoint(path, "cpu")
     assert plain.cfg.inference.class_geometry == "off"
-    found = plain.segment(scene.xyz, scene.rgb).instances
+    before = plain.segment(scene.xyz, scene.rgb)
+    found = before.instances
+    assert "class_geometry" not in before.timings
     with pytest.raises(ValueError, match="class_geometry"):  # the card holds no prior
         Segmenter.from_checkpoint(path, "cpu", inference={"class_geometry": "alone"})
     state, card = load_checkpoint(path)
     card.class_geometry = hand_prior(TABLE, CHAIR).to_dict()
     card = card.with_inference({"class_geometry": "alone"})
     segmenter = Segmenter(build_model(state, card), card, "cpu")
-    relabelled = segmenter.segment(scene.xyz, scene.rgb).instances
+    after = segmenter.segment(scene.xyz, scene.rgb)
+    relabelled = after.instances
+    assert after.timings["class_geometry"] > 0
     assert [i.num_points for i in relabelled] == [i.num_points for i in found]  # same masks
     assert {i.class_name for i in relabelled} == {"table"}
     assert {i.class_name for i in found} != {"table"}
