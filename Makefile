@@ -349,6 +349,18 @@ cv-class-geometry-fragments: setup
 		&& dyco-cross-validate $(CV_CONTINUE_FOLDS) $(foreach c,continue_whole_instances continue, \
 		--config config/train/$(c).yaml) --inference-variant $(CV_CARD) --rank-by AP50 $(CV_ARGS)
 
+# Session 18, cv-instances' fourth round: further along the direction round 3 took (a wider ball,
+# larger clusters), on the shipped card's settings and priors (run cv-class-geometry-fragments
+# first: the folds' priors are size_shape with fragments). Rule fixed before the run: the
+# candidate with the highest pooled labelled AP50 joins the card and the recipe if it beats
+# the card (class-agnostic AP50 the tie-break).
+cv-instances-4: setup
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+		$(foreach v,0.08$(,)grouping.min_points=100 0.10$(,)grouping.min_points=100 \
+		0.08$(,)grouping.min_points=150 0.10$(,)grouping.min_points=150, --inference-variant \
+		mask_head.box_margin=0.6$(,)class_geometry=alone$(,)grouping.radius=$(v)) --rank-by AP50 \
+		--out runs/cv/continue/continue $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml
