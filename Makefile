@@ -353,7 +353,8 @@ cv-class-geometry-fragments: setup
 # larger clusters), on the shipped card's settings and priors (run cv-class-geometry-fragments
 # first: the folds' priors are size_shape with fragments). Rule fixed before the run: the
 # candidate with the highest pooled labelled AP50 joins the card and the recipe if it beats
-# the card (class-agnostic AP50 the tie-break).
+# the card (class-agnostic AP50 the tie-break). Session 18: 150-point clusters won by a hair
+# (0.0913 vs 0.0912; class-agnostic 0.324 vs 0.321; 73.1 % of resamples): adopted.
 cv-instances-4: setup
 	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
 		$(foreach v,0.08$(,)grouping.min_points=100 0.10$(,)grouping.min_points=100 \

@@ -162,3 +162,17 @@ def test_set_inference_fits_the_class_prior_on_the_segments_scans(segment, tmp_p
     assert card.class_geometry["fitted_on"] == scans
     assert "top_share" in card.class_geometry["features"]  # the requested set, not the card's
     assert ledger.read_ledger(book)[-1]["sha256_16"] == ledger.file_digest(checkpoint)
+
+
+def test_set_inference_records_a_sections_settings_together(segment, tmp_path) -> None:
+    _, exported = segment
+    checkpoint = tmp_path / "shipped.safetensors"
+    shutil.copy(exported, checkpoint)
+    book, readme = _seed(tmp_path, checkpoint)
+    paths = ["--checkpoint", str(checkpoint), "--ledger", str(book), "--readme", str(readme)]
+    assert ledger.main(["set-inference", "grouping.radius=0.08", *paths]) == 0
+    assert ledger.main(["set-inference", "grouping.min_points=150", "nms_iou=0.4", *paths]) == 0
+    entry = ledger.read_ledger(book)[-1]["inference"]
+    assert entry == {"grouping": {"radius": 0.08, "min_points": 150}, "nms_iou": 0.4}
+    grouping = load_checkpoint(checkpoint)[1].config.grouping
+    assert (grouping.radius, grouping.min_points) == (0.08, 150)
