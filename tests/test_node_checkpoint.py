@@ -42,6 +42,15 @@ def test_unknown_decoder_is_reported_with_the_known_ones() -> None:
     assert "not found" not in out and "foo_scannet" not in out, out
 
 
+def test_class_geometry_needs_a_card_with_a_prior() -> None:
+    """The ISBNet checkpoint's card holds no class prior: asking for one stops the node with
+    the reason; an unknown mode is refused as a parameter."""
+    out = _start_fails({"checkpoint": "", "decoder": "isbnet", "class_geometry": "alone"})
+    assert "class_geometry=alone needs the card's fitted class_geometry" in out, out
+    out = _start_fails({"class_geometry": "vote"})
+    assert "parameter 'class_geometry' must be one of" in out and "got 'vote'" in out, out
+
+
 def test_empty_checkpoint_loads_the_decoders_shipped_checkpoint(tmp_path: Path) -> None:
     """... with the test-time views the parameter asks for in place of its card's (1)."""
     log = tmp_path / "node.log"
@@ -59,7 +68,7 @@ def test_empty_checkpoint_loads_the_decoders_shipped_checkpoint(tmp_path: Path) 
             assert time.monotonic() - start < 120, log.read_text()
             time.sleep(0.2)
         assert "ready: isbnet_scannet_m16.safetensors" in log.read_text()
-        assert "test-time views 3," in log.read_text()
+        assert "test-time views 3, class from geometry off," in log.read_text()
     finally:
         assert stop_node(process) == 0, log.read_text()
 

@@ -149,6 +149,19 @@ SPECS: tuple[ParamSpec, ...] = (
         int_range=(0, 16),
     ),
     ParamSpec(
+        "class_geometry",
+        "",
+        "Where an instance's class comes from (the checkpoint card's "
+        "inference.class_geometry): 'alone', its size, height above the floor and point spread "
+        "(the card's prior, fitted on the training scans; the shipped DyCo3D's setting); "
+        "'combined', that prior times the mask's semantic class probabilities; 'off', the "
+        "semantic head alone. '': the card's setting. 'alone' and 'combined' need a card "
+        "with a prior (python -m dyco_training.class_geometry).",
+        read_only=True,
+        check=_one_of(("", "off", "alone", "combined")),
+        constraints="'' | off | alone | combined",
+    ),
+    ParamSpec(
         "qos.reliability",
         "reliable",
         "Input subscription reliability (reliable or best_effort).",
@@ -335,6 +348,7 @@ class NodeSettings:
     threads: int = 1  # torch intra-op threads of the worker
     worker_nice: int = 0  # the worker thread's scheduling niceness
     test_time_views: int = 0  # 0: the checkpoint card's inference.test_time_views
+    class_geometry: str = ""  # "": the checkpoint card's inference.class_geometry
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> NodeSettings:
@@ -366,7 +380,17 @@ class NodeSettings:
             threads=int(values.get("threads", 1)),
             worker_nice=int(values.get("worker_nice", 0)),
             test_time_views=int(values.get("test_time_views", 0)),
+            class_geometry=str(values.get("class_geometry", "")),
         )
+
+    @property
+    def inference(self) -> dict[str, Any] | None:
+        """The card's inference settings these parameters replace (None: none)."""
+        changes = {
+            "test_time_views": self.test_time_views or None,
+            "class_geometry": self.class_geometry or None,
+        }
+        return {key: value for key, value in changes.items() if value is not None} or None
 
     @property
     def transforms(self) -> bool:

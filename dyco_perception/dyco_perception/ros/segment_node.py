@@ -181,7 +181,8 @@ class SegmentationCore(ObjectMapNode):
     def _log_ready(self) -> None:
         self.get_logger().info(
             f"ready: {self._checkpoint.name} on {self.segmenter.device}, test-time views "
-            f"{self.segmenter.cfg.inference.test_time_views}, input "
+            f"{self.segmenter.cfg.inference.test_time_views}, class from geometry "
+            f"{self.segmenter.cfg.inference.class_geometry}, input "
             f"'{self._subscription.topic_name}', outputs {list(self.settings.outputs)}"
         )
 
@@ -246,11 +247,8 @@ class SegmentationCore(ObjectMapNode):
         _one_interop_thread()
         use_torch_threads(self.settings.threads)  # this thread's share of loading the model
         try:
-            views = self.settings.test_time_views
             self.segmenter = Segmenter.from_checkpoint(
-                self._checkpoint,
-                device=self.settings.device,
-                inference={"test_time_views": views} if views else None,
+                self._checkpoint, device=self.settings.device, inference=self.settings.inference
             )
         except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
             raise StartupError(f"cannot load checkpoint {self._checkpoint}: {exc}") from exc
