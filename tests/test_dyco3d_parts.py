@@ -384,6 +384,27 @@ def test_grouping_across_classes_joins_them_under_the_majority_class() -> None:
     assert sorted(p.point_index.tolist()) == list(range(80))  # stuff never joins
 
 
+def test_thing_probability_groups_an_object_the_head_calls_wall() -> None:
+    """A door point: wall 0.6, door 0.3, window 0.1; a chair point: chair 0.9. Grouped under
+    the most probable class unless the thing classes together reach `thing_probability`."""
+    wall, chair, door, window = 0, 4, 7, 8
+    probs = torch.zeros(2, 20)
+    probs[0, [wall, door, window]] = torch.tensor([0.6, 0.3, 0.1])
+    probs[1, [wall, chair]] = torch.tensor([0.1, 0.9])
+    inp = DecoderInput(
+        xyz=torch.zeros(2, 3),
+        batch=torch.zeros(2, dtype=torch.long),
+        voxelized=Voxelized(None, torch.arange(2)),
+        voxel_features=torch.zeros(2, 4),
+        point_features=torch.zeros(2, 4),
+        semantic_logits=probs.clamp_min(1e-9).log(),
+        offsets=torch.zeros(2, 3),
+    )
+    assert inp.grouping_labels(0.0).tolist() == [wall, chair]
+    assert inp.grouping_labels(0.35).tolist() == [door, chair]
+    assert inp.grouping_labels(0.5).tolist() == [wall, chair]
+
+
 def test_grouping_skips_wall_and_floor_but_keeps_other_classes() -> None:
     xyz = torch.rand(90, 3) * 0.05
     semantic = torch.cat([torch.zeros(30), torch.ones(30), torch.full((30,), 2)]).long()

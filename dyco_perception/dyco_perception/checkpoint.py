@@ -40,7 +40,7 @@ KEYS_ADDED_LATER = {
 # (its clusters, where masks are decoded, how they are binarized), not what the weights
 # compute: a card changes them as it changes its inference settings, as "section.key".
 RUN_TIME_SETTINGS = {
-    "grouping": ("radius", "min_points", "by_class"),
+    "grouping": ("radius", "min_points", "by_class", "thing_probability"),
     "mask_head": ("box_margin", "decode_region", "category_aware", "mask_threshold"),
 }
 # Values renamed later need nothing here: the config maps an earlier value to its new name

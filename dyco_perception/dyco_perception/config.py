@@ -102,6 +102,9 @@ class GroupingConfig:
     # Group only points predicted as one class (PointGroup, DyCo3D), or all thing points
     # together (a semantic error then cannot cut an object apart; the class is the majority's).
     by_class: bool = True
+    # 0: a point is grouped when its most probable class is a thing (the papers); above 0, also
+    # when its thing classes together reach this probability, under the likeliest of them.
+    thing_probability: float = ranged(0.0, 0.0, 1.0)
     # Training: "pred" = clusters from predictions (DyCo3D), "gt" = GT instances (faster start),
     # "both" = the union.
     train_proposals: str = choice("both", ("pred", "gt", "both"))

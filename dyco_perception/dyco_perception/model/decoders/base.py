@@ -51,6 +51,17 @@ class DecoderInput:
     def semantic_pred(self) -> torch.Tensor:
         return self.semantic_logits.argmax(1)
 
+    def grouping_labels(self, thing_probability: float) -> torch.Tensor:
+        """The class each point is grouped under: its most probable class; with
+        `thing_probability` > 0, its most probable thing class wherever the thing classes
+        together reach that probability (a door the head calls wall at 0.6 still joins)."""
+        labels = self.semantic_pred
+        if thing_probability <= 0:
+            return labels
+        things = self.semantic_logits.softmax(1)
+        things[:, list(STUFF_CLASS_IDS)] = 0
+        return torch.where(things.sum(1) >= thing_probability, things.argmax(1), labels)
+
     def per_point(self, head: nn.Module) -> torch.Tensor:
         """Run `head` per voxel (all points of a voxel share its features), then devoxelize."""
         return devoxelize(head(self.voxel_features), self.voxelized)

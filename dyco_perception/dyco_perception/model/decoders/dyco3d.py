@@ -284,7 +284,13 @@ def training_proposals(cfg: ModelConfig, inp: DecoderInput, training: bool) -> P
     proposals = Proposals.empty(inp.xyz.device)
     if use_pred:
         proposals = cluster_proposals(
-            inp.xyz, inp.offsets, inp.semantic_pred, inp.batch, g.radius, g.min_points, g.by_class
+            inp.xyz,
+            inp.offsets,
+            inp.grouping_labels(g.thing_probability),
+            inp.batch,
+            g.radius,
+            g.min_points,
+            g.by_class,
         )
     if use_gt:
         if inp.gt_instance is None or inp.gt_semantic is None:

@@ -150,8 +150,8 @@ class PointGroupDecoder(InstanceDecoder):
             proposals, cluster_set = Proposals.empty(device), torch.zeros(0, device=device).long()
         else:
             proposals, cluster_set = dual_set_proposals(
-                inp.xyz, inp.offsets, inp.semantic_pred, inp.batch, g.radius, g.min_points,
-                o.cluster_sets, g.by_class,
+                inp.xyz, inp.offsets, inp.grouping_labels(g.thing_probability), inp.batch,
+                g.radius, g.min_points, o.cluster_sets, g.by_class,
             )  # fmt: skip
         if use_gt:
             if inp.gt_instance is None or inp.gt_semantic is None:
