@@ -366,7 +366,8 @@ cv-instances-4: setup
 # rooms) are never grouped. The card (after cv-instances-4) against grouping a point also when
 # its thing classes together reach 0.2 or 0.35 (`grouping.thing_probability`), same folds and
 # priors. Rule fixed before the run: the better joins the card and the recipe if its pooled
-# labelled AP50 beats the card's (class-agnostic AP50 the tie-break).
+# labelled AP50 beats the card's (class-agnostic AP50 the tie-break). Session 18: 0.087 (0.2) and
+# 0.086 (0.35) vs 0.091 (class-agnostic AP50 0.271 / 0.287 vs 0.324, AP25 higher): not adopted.
 CV_CARD_4 := mask_head.box_margin=0.6,class_geometry=alone,grouping.radius=0.08,grouping.min_points=150
 cv-grouping-things: setup
 	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
