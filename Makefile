@@ -295,12 +295,15 @@ cv-instances-3: setup
 # training scans. Rule fixed before the run: the shape features join the recipe if their
 # pooled labelled AP50 is higher. Session 18 (run as continue_shape against continue): 0.087
 # vs 0.050 (AP 0.046 vs 0.029; 99.4 % of room resamples), adopted.
+# Copies of the continued recipe's folds (runs/cv/continue/continue) as candidate $(1)'s: the
+# same weights, for a candidate that differs only in its class prior (refitted on them).
+copy_continue_folds = for room in scene0001 scene0002 scene0003 scene0004; do \
+	from=runs/cv/continue/continue/fold_$$room to=runs/cv/continue/$(1)/fold_$$room \
+	&& mkdir -p $$to && cp $$from/model.safetensors $$to/ \
+	&& sed "s|$$from|$$to|" $$from/result.json > $$to/result.json || exit 1; done
 CV_CARD := mask_head.box_margin=0.6,class_geometry=alone,grouping.radius=0.08,grouping.min_points=100
 cv-class-geometry: setup
-	@$(ACTIVATE) && for room in scene0001 scene0002 scene0003 scene0004; do \
-		from=runs/cv/continue/continue/fold_$$room to=runs/cv/continue/continue_size_prior/fold_$$room \
-		&& mkdir -p $$to && cp $$from/model.safetensors $$to/ \
-		&& sed "s#$$from#$$to#" $$from/result.json > $$to/result.json || exit 1; done \
+	@$(ACTIVATE) && $(call copy_continue_folds,continue_size_prior) \
 		&& python -m dyco_training.class_geometry --features size --fragments 0 \
 		--checkpoint runs/cv/continue/continue_size_prior/fold_scene000{1,2,3,4}/model.safetensors \
 		&& python -m dyco_training.class_geometry --features size_shape --fragments 0 \
@@ -337,11 +340,7 @@ cv-grouping-by-class: setup
 # as continue_fragments against continue): 0.091 vs 0.087 (AP 0.052 vs 0.046; 54.3 % of room
 # resamples), adopted.
 cv-class-geometry-fragments: setup
-	@$(ACTIVATE) && for room in scene0001 scene0002 scene0003 scene0004; do \
-		from=runs/cv/continue/continue/fold_$$room \
-		to=runs/cv/continue/continue_whole_instances/fold_$$room \
-		&& mkdir -p $$to && cp $$from/model.safetensors $$to/ \
-		&& sed "s#$$from#$$to#" $$from/result.json > $$to/result.json || exit 1; done \
+	@$(ACTIVATE) && $(call copy_continue_folds,continue_whole_instances) \
 		&& python -m dyco_training.class_geometry --features size_shape --fragments 0 --checkpoint \
 		runs/cv/continue/continue_whole_instances/fold_scene000{1,2,3,4}/model.safetensors \
 		&& python -m dyco_training.class_geometry --features size_shape --fragments 4 \
