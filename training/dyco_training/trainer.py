@@ -242,9 +242,10 @@ class Trainer:
         self.step = 0
         self.code_version = git_commit()  # at the start: the code that does the training
         self.pool = build_pool(cfg.data)
-        self.real_names = sorted(
-            {s.name for s in self.pool[: len(self.pool) - cfg.data.generated_rooms]}
-        )
+        # The real scans of the pool, each once (the pool repeats them `real_repeat` times).
+        real = {s.name: s for s in self.pool[: len(self.pool) - cfg.data.generated_rooms]}
+        self.real_scenes = [real[name] for name in sorted(real)]
+        self.real_names = sorted(real)
         self.class_geometry = self.fit_class_geometry()
         self.class_weights = semantic_class_weights(
             self.pool, cfg.model.num_classes, cfg.loss.semantic_class_weighting
@@ -348,10 +349,10 @@ class Trainer:
             )
         from dyco_training.class_geometry import fit_class_geometry
 
-        generated = self.cfg.data.generated_rooms
-        real = {s.name: s for s in self.pool[: len(self.pool) - generated]}
         prior = fit_class_geometry(
-            real.values(), inference.class_geometry_features, inference.class_geometry_fragments
+            self.real_scenes,
+            inference.class_geometry_features,
+            inference.class_geometry_fragments,
         )
         return prior.to_dict()
 
