@@ -374,6 +374,15 @@ cv-grouping-things: setup
 		$(CV_CARD_4)$(,)grouping.thing_probability=$(t)) --rank-by AP50 \
 		--out runs/cv/continue/continue $(CV_ARGS)
 
+# Session 18: with the class from geometry, the semantic head's averaged views no longer name the
+# class; do 4 test-time views (~3.7x the time of 1) still pay? The card against 1 view, same
+# folds and priors. Rule fixed before the run: 1 view replaces 4 in the card and the recipe if
+# its pooled labelled AP50 is at least the card's (the speed decides a tie).
+cv-views-geometry: setup
+	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+		--inference-variant $(CV_CARD_4) --inference-variant $(CV_CARD_4)$(,)test_time_views=1 \
+		--rank-by AP50 --out runs/cv/continue/continue $(CV_ARGS)
+
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup
 	@$(ACTIVATE) && dyco-train --config config/train/tiny_fixture.yaml
