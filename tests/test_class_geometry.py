@@ -234,3 +234,45 @@ def test_fragments_add_parts_of_each_instance_with_its_class() -> None:
     np.testing.assert_allclose(with_parts[::4], whole)  # the whole instance comes first
     prior = fit_class_geometry([scene], "size_shape", fragments=3)
     assert prior.fragments == 3
+
+
+def test_relabel_reads_each_instances_own_points() -> None:
+    """A fitted prior relabels instances 1..K of a per-point id: each from its own points (a
+    door, a table, a chair in one cloud, ids out of cloud order, unassigned points between)."""
+    prior = fit_class_geometry(synthetic_rooms(3))
+    objects = [
+        (TABLE, [0, 0, 0], [1.4, 0.8, 0.75]),
+        (DOOR, [3, 0, 0], [3.9, 0.05, 2.0]),
+        (CHAIR, [0, 3, 0], [0.45, 3.45, 0.9]),
+    ]
+    scene = labelled_scene(objects)
+    instance = np.zeros(len(scene.xyz), np.int32)
+    for k, new_id in zip((1, 2, 3), (3, 1, 2), strict=True):
+        instance[scene.instance == k] = new_id  # door = 1, chair = 2, table = 3
+    probs = np.zeros((3, len(SEMANTIC_CLASSES)), np.float32)
+    class_id, _ = prior.relabel("alone", scene.xyz, scene.semantic, instance, probs)
+    assert class_id.tolist() == [DOOR, CHAIR, TABLE]
+
+
+def test_a_ground_truth_instance_takes_its_points_majority_class() -> None:
+    scene = labelled_scene([(TABLE, [0, 0, 0], [1.4, 0.8, 0.75]), (1, [2, 2, 0], [3, 3, 0.1])])
+    first = scene.instance == 1
+    semantic = scene.semantic.copy()
+    semantic[np.flatnonzero(first)[:30]] = CHAIR  # 30 of its 80 points say chair
+    mixed = make_scene(scene.xyz, scene.rgb, semantic, scene.instance, "mixed")
+    _, classes = gt_instances(mixed)
+    assert classes.tolist() == [TABLE]  # the majority; the floor-labelled box is no instance
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("class_ids", [0, CHAIR], "must be thing classes"),
+        ("weight", [[float("nan"), 0.0]] * len(SIZE), "non-finite"),
+        ("std", [0.0] * len(SIZE), "std <= 0"),
+    ],
+)
+def test_a_malformed_prior_is_refused(field: str, value, fragment: str) -> None:
+    data = {**hand_prior(TABLE, CHAIR).to_dict(), field: value}
+    with pytest.raises(ValueError, match=fragment):
+        ClassGeometry.from_dict(data)

@@ -405,6 +405,44 @@ def test_thing_probability_groups_an_object_the_head_calls_wall() -> None:
     assert inp.grouping_labels(0.5).tolist() == [wall, chair]
 
 
+@pytest.mark.parametrize("decoder", ["dyco3d", "pointgroup"])
+def test_the_decoders_group_by_the_thing_probability_setting(decoder: str) -> None:
+    """A 30-point blob the head calls wall (0.6) with door at 0.4 becomes a cluster only when
+    `grouping.thing_probability` lets its thing classes count."""
+    from dyco_perception.model.decoders import DECODERS
+
+    blob = torch.rand(30, 3, generator=torch.Generator().manual_seed(0)) * 0.2
+    probs = torch.zeros(30, 20)
+    probs[:, 0], probs[:, 7] = 0.6, 0.4
+    found = []
+    for threshold in (0.0, 0.35):
+        cfg = ModelConfig.from_dict(
+            {
+                "backbone": {"width": 4, "levels": 2, "backend": "torch"},
+                "decoder": {"name": decoder},
+                "grouping": {"min_points": 5, "radius": 0.05, "thing_probability": threshold},
+                "mask_head": {"generator": "pooled_mlp"},
+            }
+        )
+        torch.manual_seed(0)
+        net = DECODERS[decoder](cfg).eval()
+        features = torch.randn(30, 4)
+        inp = DecoderInput(
+            xyz=blob,
+            batch=torch.zeros(30, dtype=torch.long),
+            voxelized=Voxelized(None, torch.arange(30)),
+            voxel_features=features,
+            point_features=features,
+            semantic_logits=probs.clamp_min(1e-9).log(),
+            offsets=blob.mean(0) - blob,
+        )
+        with torch.no_grad():
+            proposals = net(inp)["proposals"]
+        found.append((proposals.num, set(proposals.class_id.tolist())))
+    assert found[0] == (0, set())
+    assert found[1][0] >= 1 and found[1][1] == {7}
+
+
 def test_grouping_skips_wall_and_floor_but_keeps_other_classes() -> None:
     xyz = torch.rand(90, 3) * 0.05
     semantic = torch.cat([torch.zeros(30), torch.ones(30), torch.full((30,), 2)]).long()

@@ -120,7 +120,13 @@ def test_export_fits_the_class_geometry_prior_on_the_real_training_scans(tmp_pat
     val = load_npz_scene(scannet_dir / "scene0009_00.npz")
     cut = [a[:4000] for a in (val.xyz, val.rgb, val.semantic, val.instance)]
     save_scene_npz(make_scene(*cut, "scene0009_00"), scans / "scene0009_00.npz")
-    geometry = {"inference": {"class_geometry": "alone"}}
+    geometry = {
+        "inference": {
+            "class_geometry": "alone",
+            "class_geometry_features": "size_shape",
+            "class_geometry_fragments": 2,
+        }
+    }
     model = yaml.safe_load((REPO / "config/model/tiny_test.yaml").read_text())
     (tmp_path / "model.yaml").write_text(yaml.safe_dump({**model, **geometry}))
     config = _write_config(tmp_path, model_config=str(tmp_path / "model.yaml"))
@@ -132,6 +138,8 @@ def test_export_fits_the_class_geometry_prior_on_the_real_training_scans(tmp_pat
     card = load_checkpoint(tmp_path / "ckpt" / "tiny.safetensors")[1]
     assert card.config.inference.class_geometry == "alone"
     assert card.class_geometry["fitted_on"] == ["scene0004_00", "scene0007_00"]
+    assert "top_share" in card.class_geometry["features"]  # the config's set and fragments
+    assert card.class_geometry["fragments"] == 2
     cfg["data"].update(real_repeat=0, generated_rooms=1)
     config.write_text(yaml.safe_dump(cfg))
     assert train_main(["--config", str(config), "--out", str(tmp_path / "run2")]) == 2
