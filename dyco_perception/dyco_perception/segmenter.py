@@ -111,13 +111,9 @@ class Segmenter:
             self.model.set_precision(precision)
         self.cfg = model.cfg
         self.tiling = (tiling or TilingConfig()).validate()
+        card.check()  # refuses a class_geometry mode the card holds no prior for
         prior = card.class_geometry
         self.class_geometry = ClassGeometry.from_dict(prior) if prior is not None else None
-        if self.cfg.inference.class_geometry != "off" and self.class_geometry is None:
-            raise ValueError(
-                f"inference.class_geometry={self.cfg.inference.class_geometry} needs a card with "
-                "a fitted class_geometry (python -m dyco_training.class_geometry)"
-            )
 
     @classmethod
     def from_checkpoint(

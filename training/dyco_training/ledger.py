@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from dyco_training.train_config import parse_assignments
+from dyco_training.train_config import deep_merge, parse_assignments
 
 DEFAULT_CHECKPOINT = Path("checkpoints/dyco3d_scannet_m16.safetensors")
 DEFAULT_LEDGER = Path("checkpoints/ledger.yaml")
@@ -141,16 +141,6 @@ def write_card_ledger(checkpoint: Path, segments: list[dict[str, Any]]) -> None:
     rewrite_card(checkpoint, with_ledger)
 
 
-def merged_settings(before: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`before` with `changes`, a section's keys ("grouping": {...}) merged, not replaced."""
-    merged = dict(before)
-    for key, value in changes.items():
-        old = merged.get(key)
-        both = isinstance(old, dict) and isinstance(value, dict)
-        merged[key] = {**old, **value} if both else value
-    return merged
-
-
 def set_inference(
     checkpoint: Path, ledger: Path, changes: dict[str, Any], readme: Path | None = None
 ) -> dict[str, Any]:
@@ -177,7 +167,7 @@ def set_inference(
 
     rewrite_card(checkpoint, edit)
     last = segments[-1]
-    last["inference"] = merged_settings(last.get("inference", {}), changes)
+    last["inference"] = deep_merge(last.get("inference", {}), changes)
     write_card_ledger(checkpoint, segments)
     last["sha256_16"] = file_digest(checkpoint)
     ledger.write_text(yaml.safe_dump({"segments": segments}, sort_keys=False), encoding="utf-8")

@@ -163,11 +163,12 @@ def _resolve(path: str, base: Path) -> Path:
     raise ValueError(f"model_config: file {path} not found (cwd, {base} or {REPO_ROOT})")
 
 
-def _deep_merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict, override: dict) -> dict:
+    """`base` with `override`, nested mappings merged key by key."""
     out = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -196,7 +197,7 @@ def train_config_from_dict(data: dict[str, Any], base: Path | None = None) -> Tr
     if not isinstance(overrides, dict):
         raise ValueError("model: expected a mapping of model config overrides")
     try:
-        model = ModelConfig.from_dict(_deep_merge(model_dict, overrides))
+        model = ModelConfig.from_dict(deep_merge(model_dict, overrides))
     except ValueError as exc:
         raise ValueError(f"model: {exc}") from exc
     sections = {}
@@ -231,7 +232,7 @@ def read_train_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if "base" not in data:
         return data
     parent = read_train_yaml(path.parent / str(data.pop("base")), (*seen, path.resolve()))
-    return _deep_merge(parent, data)
+    return deep_merge(parent, data)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
