@@ -4,9 +4,10 @@
 # segment runs for hours in the background while the working tree is edited; a module the
 # trainer imports late (the segmenter, at its first validation) must not be newer than the
 # ones it imported at the start. The card's git_commit is then exactly the code that trained.
-set -euo pipefail
+set -eo pipefail
 cd "$(dirname "$0")/.."
-source scripts/activate.sh
+source scripts/activate.sh  # before `set -u`: colcon's setup.bash reads unset variables
+set -u
 commit=$(git rev-parse HEAD)
 code="$PWD/runs/code/$commit"
 git worktree prune  # worktrees of runs/ removed by hand
