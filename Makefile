@@ -11,7 +11,13 @@ TEST_THREADS ?= 1
 # A literal comma, for lists inside $(foreach ...).
 , := ,
 
-.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets cv-augment cv-pretrain cv-long cv-labels cv-views cv-continue cv-continue-lr cv-continue-balanced cv-continue-mix3d cv-continue-real-only cv-continue-joint cv-continue-mix-all cv-continue-wide-scale cv-continue-semantic cv-continue-crop tiny-fixture clean
+.PHONY: setup demo test lint format bench train-shipped train-continue cv-decoders cv-targets \
+	cv-augment cv-pretrain cv-long cv-labels cv-views cv-continue cv-continue-lr cv-continue-balanced \
+	cv-continue-mix3d cv-continue-real-only cv-continue-joint cv-continue-mix-all \
+	cv-continue-wide-scale cv-continue-semantic cv-continue-crop cv-instances cv-instances-2 \
+	cv-instances-3 cv-class-geometry cv-class-geometry-combined cv-grouping-by-class \
+	cv-class-geometry-fragments cv-instances-4 cv-grouping-things cv-views-geometry \
+	cv-class-geometry-score tiny-fixture clean
 
 setup:
 	@bash scripts/setup.sh
@@ -295,13 +301,19 @@ cv-instances-3: setup
 # training scans. Rule fixed before the run: the shape features join the recipe if their
 # pooled labelled AP50 is higher. Session 18 (run as continue_shape against continue): 0.087
 # vs 0.050 (AP 0.046 vs 0.029; 99.4 % of room resamples), adopted.
+# The continued recipe's folds given the shipped card's prior (size_shape, 4 fragments), which
+# cv-class-geometry and cv-class-geometry-fragments refit otherwise: the targets after them start
+# with it, so each gives the same result whatever ran before.
+fit_card_priors = python -m dyco_training.class_geometry --features size_shape --fragments 4 \
+	--checkpoint runs/cv/continue/continue/fold_scene000{1,2,3,4}/model.safetensors
 # Copies of the continued recipe's folds (runs/cv/continue/continue) as candidate $(1)'s: the
 # same weights, for a candidate that differs only in its class prior (refitted on them).
 copy_continue_folds = for room in scene0001 scene0002 scene0003 scene0004; do \
 	from=runs/cv/continue/continue/fold_$$room to=runs/cv/continue/$(1)/fold_$$room \
 	&& mkdir -p $$to && cp $$from/model.safetensors $$to/ \
 	&& sed "s|$$from|$$to|" $$from/result.json > $$to/result.json || exit 1; done
-CV_CARD := mask_head.box_margin=0.6,class_geometry=alone,grouping.radius=0.08,grouping.min_points=100
+CV_PRIOR_CARD := mask_head.box_margin=0.6,class_geometry=alone,grouping.radius=0.08
+CV_CARD := $(CV_PRIOR_CARD),grouping.min_points=100
 cv-class-geometry: setup
 	@$(ACTIVATE) && $(call copy_continue_folds,continue_size_prior) \
 		&& python -m dyco_training.class_geometry --features size --fragments 0 \
@@ -355,7 +367,7 @@ cv-class-geometry-fragments: setup
 # the card (class-agnostic AP50 the tie-break). Session 18: 150-point clusters won by a hair
 # (0.0913 vs 0.0912; class-agnostic 0.324 vs 0.321; 73.1 % of resamples): adopted.
 cv-instances-4: setup
-	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
 		$(foreach v,0.08$(,)grouping.min_points=100 0.10$(,)grouping.min_points=100 \
 		0.08$(,)grouping.min_points=150 0.10$(,)grouping.min_points=150, --inference-variant \
 		mask_head.box_margin=0.6$(,)class_geometry=alone$(,)grouping.radius=$(v)) --rank-by AP50 \
@@ -367,9 +379,9 @@ cv-instances-4: setup
 # priors. Rule fixed before the run: the better joins the card and the recipe if its pooled
 # labelled AP50 beats the card's (class-agnostic AP50 the tie-break). Session 18: 0.087 (0.2) and
 # 0.086 (0.35) vs 0.091 (class-agnostic AP50 0.271 / 0.287 vs 0.324, AP25 higher): not adopted.
-CV_CARD_4 := mask_head.box_margin=0.6,class_geometry=alone,grouping.radius=0.08,grouping.min_points=150
+CV_CARD_4 := $(CV_PRIOR_CARD),grouping.min_points=150
 cv-grouping-things: setup
-	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
 		--inference-variant $(CV_CARD_4) $(foreach t,0.2 0.35,--inference-variant \
 		$(CV_CARD_4)$(,)grouping.thing_probability=$(t)) --rank-by AP50 \
 		--out runs/cv/continue/continue $(CV_ARGS)
@@ -380,9 +392,20 @@ cv-grouping-things: setup
 # its pooled labelled AP50 is at least the card's (the speed decides a tie). Session 18: 0.0928 vs
 # 0.0913 (class-agnostic 0.267 vs 0.324; 69.4 % of resamples): 1 view adopted.
 cv-views-geometry: setup
-	@$(ACTIVATE) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
 		--inference-variant $(CV_CARD_4) --inference-variant $(CV_CARD_4)$(,)test_time_views=1 \
 		--rank-by AP50 --out runs/cv/continue/continue $(CV_ARGS)
+
+# Session 19: the instances' scores times the prior's probability of their class
+# (`inference.class_geometry_score`), so that within a class a mask the prior is unsure of ranks
+# below a sure one, against the card (after cv-views-geometry), same folds and priors. Rule fixed
+# before the run: it joins the card and the recipe if its pooled labelled AP50 is higher.
+CV_CARD_5 := $(CV_CARD_4),test_time_views=1
+cv-class-geometry-score: setup
+	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+		--config config/train/continue.yaml --inference-variant $(CV_CARD_5) \
+		--inference-variant $(CV_CARD_5)$(,)class_geometry_score=true --rank-by AP50 \
+		--out runs/cv/continue/continue $(CV_ARGS)
 
 # The trained tiny checkpoint the Segmenter and node tests run (~5 min on one core).
 tiny-fixture: setup

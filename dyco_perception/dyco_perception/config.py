@@ -163,6 +163,9 @@ class InferenceConfig:
     # the card must hold the fitted prior): "off", "alone" (the prior's class) or "combined"
     # (the prior times the class_source's mean class probabilities over the mask).
     class_geometry: str = choice("off", ("off", "alone", "combined"))
+    # With the prior on: each instance's score times the probability of its class (instances
+    # re-ranked), so a mask whose class the prior is unsure of ranks below a sure one.
+    class_geometry_score: bool = False
     # The features a prior is fitted on when a checkpoint is exported (a card's prior lists its
     # own): "size" (extents, bottom, top) or "size_shape" (and how the points spread).
     class_geometry_features: str = choice("size", ("size", "size_shape"))

@@ -273,7 +273,7 @@ class Segmenter:
         t1 = time.perf_counter()
         merged = merger.finish(self.tiling.merge_overlap, self.cfg.inference.min_instance_points)
         _add_time(timings, "tiling", t1)
-        self._classes_from_geometry(xyz, merged, timings)
+        merged = self._classes_from_geometry(xyz, merged, timings)
         t1 = time.perf_counter()
         result.semantic[keep] = merged.semantic
         result.instance[keep] = merged.instance
@@ -283,16 +283,21 @@ class Segmenter:
 
     def _classes_from_geometry(
         self, xyz: np.ndarray, merged: MergedInstances, timings: dict[str, float]
-    ) -> None:
-        """Instance classes from the card's class-geometry prior (`inference.class_geometry`)."""
-        mode = self.cfg.inference.class_geometry
-        if mode == "off" or not merged.class_id.size:
-            return
+    ) -> MergedInstances:
+        """Instance classes from the card's class-geometry prior (`inference.class_geometry`),
+        and with `class_geometry_score` the scores times the probability of that class."""
+        inference = self.cfg.inference
+        if inference.class_geometry == "off" or not merged.class_id.size:
+            return merged
         start = time.perf_counter()
         merged.class_id, merged.class_probs = self.class_geometry.relabel(
-            mode, xyz, merged.semantic, merged.instance, merged.class_probs
+            inference.class_geometry, xyz, merged.semantic, merged.instance, merged.class_probs
         )
+        if inference.class_geometry_score:
+            rows = np.arange(merged.class_id.size)
+            merged = merged.rescored(merged.class_probs[rows, merged.class_id])
         _add_time(timings, "class_geometry", start)
+        return merged
 
     def _infer_blocks(
         self, blocks: list[Block], xyz: np.ndarray, rgb: np.ndarray | None, origin: torch.Tensor

@@ -263,6 +263,24 @@ class MergedInstances:
     instance_score: np.ndarray  # (K,) float32
     class_probs: np.ndarray  # (K, C) float32
 
+    def rescored(self, factor: np.ndarray) -> MergedInstances:
+        """The instances with their scores times `factor` (K,), ids 1..K again by descending
+        score."""
+        new_score = (self.instance_score * factor).astype(np.float32)
+        order = np.argsort(-new_score, kind="stable")
+        new_id = np.zeros(order.size + 1, dtype=np.int32)  # entry 0: no instance
+        new_id[order + 1] = np.arange(1, order.size + 1, dtype=np.int32)
+        instance = new_id[self.instance]
+        instance_score = new_score[order]
+        return MergedInstances(
+            semantic=self.semantic,
+            instance=instance,
+            score=np.concatenate([[0.0], instance_score]).astype(np.float32)[instance],
+            class_id=self.class_id[order],
+            instance_score=instance_score,
+            class_probs=self.class_probs[order],
+        )
+
 
 class BlockMerger:
     """Collects each block's labels (`add`), then joins instances across borders (`finish`).

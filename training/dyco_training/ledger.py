@@ -35,6 +35,8 @@ DEFAULT_CHECKPOINT = Path("checkpoints/dyco3d_scannet_m16.safetensors")
 DEFAULT_LEDGER = Path("checkpoints/ledger.yaml")
 BEGIN, END = "<!-- ledger -->", "<!-- /ledger -->"
 CURVE_COLUMNS = ("AP50", "agnostic_AP50")
+# Settings the class prior is fitted by: changing one (the mode not "off") refits it.
+PRIOR_FIT_SETTINGS = {"class_geometry", "class_geometry_features", "class_geometry_fragments"}
 
 
 def file_digest(path: Path) -> str:
@@ -146,7 +148,7 @@ def set_inference(
 ) -> dict[str, Any]:
     """Give the last shipped checkpoint other inference settings (its card; the weights and
     their training stay). The ledger's last entry records them and follows the file's new hash,
-    so the next segment still continues the chain. A `class_geometry*` change (the mode not
+    so the next segment still continues the chain. A PRIOR_FIT_SETTINGS change (the mode not
     "off") refits the card's prior on its training scans (`class_geometry.py`)."""
     from dyco_training.class_geometry import with_class_geometry
 
@@ -156,7 +158,7 @@ def set_inference(
 
     def edit(card):
         mode = changes.get("class_geometry", card.config.inference.class_geometry)
-        if mode != "off" and any(key.startswith("class_geometry") for key in changes):
+        if mode != "off" and PRIOR_FIT_SETTINGS & changes.keys():
             card.class_geometry = None  # (re)fitted on the segments' scans, as now asked
             card = with_class_geometry(
                 card,
