@@ -17,6 +17,7 @@ from dyco_perception.class_geometry import (
 from dyco_perception.classes import SEMANTIC_CLASSES
 from dyco_perception.scenes import load_npz_scene, make_scene
 from dyco_perception.segmenter import Segmenter
+from dyco_perception.tiling import MergedInstances
 from dyco_training.class_geometry import fit_class_geometry, gt_instances, with_class_geometry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,3 +277,48 @@ def test_a_malformed_prior_is_refused(field: str, value, fragment: str) -> None:
     data = {**hand_prior(TABLE, CHAIR).to_dict(), field: value}
     with pytest.raises(ValueError, match=fragment):
         ClassGeometry.from_dict(data)
+
+
+def test_rescored_instances_are_ranked_again_by_their_new_scores() -> None:
+    merged = MergedInstances(
+        semantic=np.zeros(6, np.int64),
+        instance=np.array([1, 1, 2, 3, 3, 0], np.int32),
+        score=np.array([0.9, 0.9, 0.5, 0.4, 0.4, 0.0], np.float32),
+        class_id=np.array([CHAIR, TABLE, DOOR]),
+        instance_score=np.array([0.9, 0.5, 0.4], np.float32),
+        class_probs=np.eye(3, dtype=np.float32),
+    )
+    rescored = merged.rescored(np.array([0.1, 1.0, 0.5]))  # 0.09, 0.5, 0.2
+    assert rescored.instance_score == pytest.approx([0.5, 0.2, 0.09])
+    assert rescored.instance.tolist() == [3, 3, 1, 2, 2, 0]  # each point keeps its object
+    assert rescored.score == pytest.approx([0.09, 0.09, 0.5, 0.2, 0.2, 0.0])
+    assert rescored.class_id.tolist() == [TABLE, DOOR, CHAIR]
+    assert rescored.class_probs.argmax(1).tolist() == [1, 2, 0]
+
+
+def test_segmenter_scores_each_instance_times_the_priors_class_probability(
+    scannet_dir: Path,
+) -> None:
+    scene = load_npz_scene(scannet_dir / "scene0001_00.npz")
+    state, card = load_checkpoint(REPO / "checkpoints" / "tiny_fixture.safetensors")
+    prior = hand_prior(TABLE, CHAIR)
+    prior.weight[SIZE.index("top")] = [4.0, 0.0]  # the taller, the surer of table
+    card.class_geometry = prior.to_dict()
+
+    def run(score: bool):
+        cfg = card.with_inference({"class_geometry": "alone", "class_geometry_score": score})
+        return Segmenter(build_model(state, cfg), cfg, "cpu").segment(scene.xyz, scene.rgb)
+
+    plain, rescored = run(False), run(True)
+    assert len(plain.instances) >= 3
+    plain_score = {tuple(i.point_indices[:5]): i for i in plain.instances}
+    expected = []
+    for inst in rescored.instances:
+        before = plain_score[tuple(inst.point_indices[:5])]  # the same mask
+        expected.append(before.score * before.class_probs[before.class_id])
+        assert inst.class_id == before.class_id
+        assert (rescored.instance[inst.point_indices] == inst.id).all()
+    assert [i.score for i in rescored.instances] == pytest.approx(expected, rel=1e-5)
+    assert sorted(expected, reverse=True) == pytest.approx(expected)
+    plain_scores = [i.score for i in plain.instances]
+    assert [i.score for i in rescored.instances] != pytest.approx(plain_scores)

@@ -109,6 +109,7 @@ class ClassGeometry:
     features: list[str]
     fitted_on: list[str]  # the scans whose GT instances it was fitted on
     fragments: int = 0  # random parts of each GT instance it was also fitted on
+    balance: float = 0.0  # class weights in the fit: (the class's instances)^-balance
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassGeometry:

@@ -172,6 +172,9 @@ class InferenceConfig:
     # Random parts of each ground-truth instance the prior is also fitted on at export (so it
     # names a fragment as it names its whole object).
     class_geometry_fragments: int = ranged(0, 0, 64)
+    # Class weights in that fit, proportional to (the class's instances)^-balance: 0 none, 1 each
+    # class weighs as much in all (mean AP counts every class alike, frequent or rare).
+    class_geometry_balance: float = ranged(0.0, 0.0, 1.0)
     max_instances: int = ranged(256, 1, 100_000)
     # What the batch norms normalize by at inference. "running": the averages kept in training
     # (torch's eval mode); "input": each block's own mean and variance, as training normalizes

@@ -79,9 +79,13 @@ def fit_class_geometry(
     features: str = "size",
     fragments: int = 0,
     weight_decay: float = WEIGHT_DECAY,
+    balance: float = 0.0,
 ) -> ClassGeometry:
     """Multinomial logistic regression (L-BFGS, float64, deterministic) on FEATURE_SETS[features]
-    over the classes the scenes' instances hold (and `fragments` random parts of each)."""
+    over the classes the scenes' instances hold (and `fragments` random parts of each), each
+    class weighted by its count^-balance."""
+    if not 0.0 <= balance <= 1.0:
+        raise ValueError(f"class_geometry balance must be in [0, 1], got {balance}")
     scenes = list(scenes)
     pairs = [gt_instances(scene, features, fragments, seed) for seed, scene in enumerate(scenes)]
     x = np.concatenate([f for f, _ in pairs])
@@ -92,13 +96,15 @@ def fit_class_geometry(
     mean, std = x.mean(0), x.std(0) + 1e-6
     z = torch.from_numpy((x - mean) / std)
     target = torch.from_numpy(np.searchsorted(class_ids, labels))
+    class_weight = torch.bincount(target).double() ** -balance
+    class_weight /= class_weight[target].mean()  # the loss keeps its scale against the decay
     weight = torch.zeros(z.shape[1], len(class_ids), dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(len(class_ids), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ weight + bias, target)
+        loss = torch.nn.functional.cross_entropy(z @ weight + bias, target, class_weight)
         loss = loss + weight_decay * weight.pow(2).sum()
         loss.backward()
         return loss
@@ -113,6 +119,7 @@ def fit_class_geometry(
         features=list(FEATURE_SETS[features]),
         fitted_on=[scene.name for scene in scenes],
         fragments=fragments,
+        balance=balance,
     )
 
 
@@ -137,16 +144,18 @@ def with_class_geometry(
     scans_dir: str | Path | None = None,
     features: str | None = None,
     fragments: int | None = None,
+    balance: float | None = None,
 ) -> ModelCard:
     """The card with a prior fitted on its own training scans (kept if it has one), on
-    `features` and `fragments` (defaults: the card's inference.class_geometry_*)."""
+    `features`, `fragments` and `balance` (defaults: the card's inference.class_geometry_*)."""
     if card.class_geometry is not None:
         return card
     inference = card.config.inference
     features = features or inference.class_geometry_features
     fragments = inference.class_geometry_fragments if fragments is None else fragments
+    balance = inference.class_geometry_balance if balance is None else balance
     scenes = [load_npz_scene(path) for path in training_scans(card, scans_dir)]
-    card.class_geometry = fit_class_geometry(scenes, features, fragments).to_dict()
+    card.class_geometry = fit_class_geometry(scenes, features, fragments, balance=balance).to_dict()
     return card
 
 
@@ -160,13 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         "--features", choices=sorted(FEATURE_SETS), help="default: the card's setting"
     )
     parser.add_argument("--fragments", type=int, help="default: the card's setting")
+    parser.add_argument("--balance", type=float, help="default: the card's setting")
     args = parser.parse_args(argv)
     try:
         for checkpoint in args.checkpoint:
 
             def refit(card: ModelCard) -> ModelCard:
                 card.class_geometry = None
-                return with_class_geometry(card, args.scans, args.features, args.fragments)
+                return with_class_geometry(
+                    card, args.scans, args.features, args.fragments, args.balance
+                )
 
             rewrite_card(checkpoint, refit)
             print(f"{checkpoint}: class_geometry fitted")

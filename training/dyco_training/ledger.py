@@ -36,7 +36,12 @@ DEFAULT_LEDGER = Path("checkpoints/ledger.yaml")
 BEGIN, END = "<!-- ledger -->", "<!-- /ledger -->"
 CURVE_COLUMNS = ("AP50", "agnostic_AP50")
 # Settings the class prior is fitted by: changing one (the mode not "off") refits it.
-PRIOR_FIT_SETTINGS = {"class_geometry", "class_geometry_features", "class_geometry_fragments"}
+PRIOR_FIT_SETTINGS = {
+    "class_geometry",
+    "class_geometry_features",
+    "class_geometry_fragments",
+    "class_geometry_balance",
+}
 
 
 def file_digest(path: Path) -> str:
@@ -164,6 +169,7 @@ def set_inference(
                 card,
                 features=changes.get("class_geometry_features"),
                 fragments=changes.get("class_geometry_fragments"),
+                balance=changes.get("class_geometry_balance"),
             )
         return card.with_inference(changes)
 

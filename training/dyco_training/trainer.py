@@ -353,6 +353,7 @@ class Trainer:
             self.real_scenes,
             inference.class_geometry_features,
             inference.class_geometry_fragments,
+            balance=inference.class_geometry_balance,
         )
         return prior.to_dict()
 
