@@ -301,11 +301,11 @@ cv-instances-3: setup
 # training scans. Rule fixed before the run: the shape features join the recipe if their
 # pooled labelled AP50 is higher. Session 18 (run as continue_shape against continue): 0.087
 # vs 0.050 (AP 0.046 vs 0.029; 99.4 % of room resamples), adopted.
-# The continued recipe's folds given the shipped card's prior (size_shape, 4 fragments), which
-# cv-class-geometry and cv-class-geometry-fragments refit otherwise: the targets after them start
-# with it, so each gives the same result whatever ran before.
-fit_card_priors = python -m dyco_training.class_geometry --features size_shape --fragments 4 \
-	--checkpoint runs/cv/continue/continue/fold_scene000{1,2,3,4}/model.safetensors
+# The continued recipe's folds given the prior their target was measured with (size_shape, 4
+# fragments, class weights count^-$(1)), which other targets refit: each target starts with its
+# own, so it gives the same result whatever ran before.
+fit_continue_priors = python -m dyco_training.class_geometry --features size_shape --fragments 4 \
+	--balance $(1) --checkpoint runs/cv/continue/continue/fold_scene000{1,2,3,4}/model.safetensors
 # Copies of the continued recipe's folds (runs/cv/continue/continue) as candidate $(1)'s: the
 # same weights, for a candidate that differs only in its class prior (refitted on them).
 copy_continue_folds = for room in scene0001 scene0002 scene0003 scene0004; do \
@@ -367,7 +367,8 @@ cv-class-geometry-fragments: setup
 # the card (class-agnostic AP50 the tie-break). Session 18: 150-point clusters won by a hair
 # (0.0913 vs 0.0912; class-agnostic 0.324 vs 0.321; 73.1 % of resamples): adopted.
 cv-instances-4: setup
-	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+	@$(ACTIVATE) && $(call fit_continue_priors,0) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+		--config config/train/continue.yaml \
 		$(foreach v,0.08$(,)grouping.min_points=100 0.10$(,)grouping.min_points=100 \
 		0.08$(,)grouping.min_points=150 0.10$(,)grouping.min_points=150, --inference-variant \
 		mask_head.box_margin=0.6$(,)class_geometry=alone$(,)grouping.radius=$(v)) --rank-by AP50 \
@@ -381,7 +382,8 @@ cv-instances-4: setup
 # 0.086 (0.35) vs 0.091 (class-agnostic AP50 0.271 / 0.287 vs 0.324, AP25 higher): not adopted.
 CV_CARD_4 := $(CV_PRIOR_CARD),grouping.min_points=150
 cv-grouping-things: setup
-	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+	@$(ACTIVATE) && $(call fit_continue_priors,0) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+		--config config/train/continue.yaml \
 		--inference-variant $(CV_CARD_4) $(foreach t,0.2 0.35,--inference-variant \
 		$(CV_CARD_4)$(,)grouping.thing_probability=$(t)) --rank-by AP50 \
 		--out runs/cv/continue/continue $(CV_ARGS)
@@ -392,7 +394,8 @@ cv-grouping-things: setup
 # its pooled labelled AP50 is at least the card's (the speed decides a tie). Session 18: 0.0928 vs
 # 0.0913 (class-agnostic 0.267 vs 0.324; 69.4 % of resamples): 1 view adopted.
 cv-views-geometry: setup
-	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) --config config/train/continue.yaml \
+	@$(ACTIVATE) && $(call fit_continue_priors,0) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+		--config config/train/continue.yaml \
 		--inference-variant $(CV_CARD_4) --inference-variant $(CV_CARD_4)$(,)test_time_views=1 \
 		--rank-by AP50 --out runs/cv/continue/continue $(CV_ARGS)
 
@@ -403,24 +406,28 @@ cv-views-geometry: setup
 # Session 19: 0.083 vs 0.093 (AP 0.040 vs 0.051; class-agnostic 0.227 vs 0.267): not adopted.
 CV_CARD_5 := $(CV_CARD_4),test_time_views=1
 cv-class-geometry-score: setup
-	@$(ACTIVATE) && $(fit_card_priors) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
+	@$(ACTIVATE) && $(call fit_continue_priors,0) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
 		--config config/train/continue.yaml --inference-variant $(CV_CARD_5) \
 		--inference-variant $(CV_CARD_5)$(,)class_geometry_score=true --rank-by AP50 \
 		--out runs/cv/continue/continue $(CV_ARGS)
 
-# Session 19: the class prior fitted with class weights, count^-1 (continue_prior_balanced.yaml)
-# or count^-0.5 (continue_prior_sqrt_balanced.yaml), against the card's unweighted prior
-# (continue.yaml); the folds' weights are the same (copies), each prior refitted on its fold's
-# training scans; the card's settings (after cv-views-geometry). Chairs are most of the training
-# instances, and mean AP counts each class alike. Rule fixed before the run: the weighting with
-# the higher pooled labelled AP50 joins the recipe and the card if it beats continue.yaml's.
-fit_balanced_priors = $(call copy_continue_folds,continue_prior_$(1)) \
+# Session 19: the class prior fitted with class weights, count^-1 or count^-0.5, against the
+# card's unweighted prior; the folds' weights are the same (copies), each prior refitted on its
+# fold's training scans; the card's settings (after cv-views-geometry). Chairs are most of the
+# training instances, and mean AP counts each class alike. Rule fixed before the run: the
+# weighting with the higher pooled labelled AP50 joins the recipe and the card if it beats the
+# unweighted prior. Session 19 (run as continue_prior_balanced and continue_prior_sqrt_balanced
+# against continue): count^-1 0.116, count^-0.5 0.106, unweighted 0.093 (AP 0.063 / 0.058 /
+# 0.051; 72.1 % of resamples): count^-1 adopted, so continue.yaml is it now and
+# continue_unweighted_prior.yaml the unweighted prior.
+fit_prior_copies = $(call copy_continue_folds,$(1)) \
 	&& python -m dyco_training.class_geometry --features size_shape --fragments 4 --balance $(2) \
-	--checkpoint runs/cv/continue/continue_prior_$(1)/fold_scene000{1,2,3,4}/model.safetensors
+	--checkpoint runs/cv/continue/$(1)/fold_scene000{1,2,3,4}/model.safetensors
 cv-class-geometry-balance: setup
-	@$(ACTIVATE) && $(fit_card_priors) && $(call fit_balanced_priors,balanced,1.0) \
-		&& $(call fit_balanced_priors,sqrt_balanced,0.5) && dyco-cross-validate \
-		$(CV_CONTINUE_FOLDS) $(foreach c,continue continue_prior_balanced \
+	@$(ACTIVATE) && $(call fit_continue_priors,1) \
+		&& $(call fit_prior_copies,continue_unweighted_prior,0) \
+		&& $(call fit_prior_copies,continue_prior_sqrt_balanced,0.5) && dyco-cross-validate \
+		$(CV_CONTINUE_FOLDS) $(foreach c,continue continue_unweighted_prior \
 		continue_prior_sqrt_balanced,--config config/train/$(c).yaml) \
 		--inference-variant $(CV_CARD_5) --rank-by AP50 $(CV_ARGS)
 

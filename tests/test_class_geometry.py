@@ -322,3 +322,18 @@ def test_segmenter_scores_each_instance_times_the_priors_class_probability(
     assert sorted(expected, reverse=True) == pytest.approx(expected)
     plain_scores = [i.score for i in plain.instances]
     assert [i.score for i in rescored.instances] != pytest.approx(plain_scores)
+
+
+@pytest.mark.parametrize(("balance", "chair"), [(0.0, 0.9), (0.5, 0.75), (1.0, 0.5)])
+def test_class_weights_give_a_rare_class_its_share(balance: float, chair: float) -> None:
+    """9 chairs and 1 table of one shape: the prior can only learn their weighted frequencies,
+    9:1 unweighted, 9/3:1/1 with count^-0.5 weights, even with count^-1."""
+    same_box = [[0, 0, 0], [0.5, 0.5, 0.9]]
+    room = labelled_scene([(CHAIR, *same_box)] * 9 + [(TABLE, *same_box)])
+    prior = fit_class_geometry([room], balance=balance)
+    assert prior.balance == balance
+    features, _ = gt_instances(room)
+    probs = prior.probabilities(features, len(SEMANTIC_CLASSES))
+    assert probs[:, CHAIR] == pytest.approx(np.full(10, chair), abs=1e-4)
+    with pytest.raises(ValueError, match=r"balance must be in \[0, 1\], got 1.5"):
+        fit_class_geometry([room], balance=1.5)

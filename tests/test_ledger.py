@@ -162,6 +162,12 @@ def test_set_inference_fits_the_class_prior_on_the_segments_scans(segment, tmp_p
     assert card.class_geometry["fitted_on"] == scans
     assert "top_share" in card.class_geometry["features"]  # the requested set, not the card's
     assert ledger.read_ledger(book)[-1]["sha256_16"] == ledger.file_digest(checkpoint)
+    assert card.class_geometry["balance"] == 0.0
+    assert ledger.main(["set-inference", "class_geometry_balance=0.5", *paths]) == 0
+    refitted = load_checkpoint(checkpoint)[1].class_geometry
+    assert refitted["balance"] == 0.5
+    assert refitted["features"] == card.class_geometry["features"]  # the card's set kept
+    assert refitted["bias"] != card.class_geometry["bias"]
 
 
 def test_set_inference_records_a_sections_settings_together(segment, tmp_path) -> None:

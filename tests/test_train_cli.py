@@ -125,6 +125,7 @@ def test_export_fits_the_class_geometry_prior_on_the_real_training_scans(tmp_pat
             "class_geometry": "alone",
             "class_geometry_features": "size_shape",
             "class_geometry_fragments": 2,
+            "class_geometry_balance": 0.5,
         }
     }
     model = yaml.safe_load((REPO / "config/model/tiny_test.yaml").read_text())
@@ -140,6 +141,7 @@ def test_export_fits_the_class_geometry_prior_on_the_real_training_scans(tmp_pat
     assert card.class_geometry["fitted_on"] == ["scene0004_00", "scene0007_00"]
     assert "top_share" in card.class_geometry["features"]  # the config's set and fragments
     assert card.class_geometry["fragments"] == 2
+    assert card.class_geometry["balance"] == 0.5
     cfg["data"].update(real_repeat=0, generated_rooms=1)
     config.write_text(yaml.safe_dump(cfg))
     assert train_main(["--config", str(config), "--out", str(tmp_path / "run2")]) == 2

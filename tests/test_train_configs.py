@@ -84,7 +84,7 @@ def test_every_training_config_loads(path: Path) -> None:
         ("continue.yaml", "continue_segment13.yaml", {"loss.semantic_label_smoothing"}),  # adopted
         ("continue_whole_scans.yaml", "continue.yaml", {"augment.max_points"}),  # cv-continue-crop
         (  # make cv-class-geometry-balance
-            "continue_prior_balanced.yaml",
+            "continue_unweighted_prior.yaml",
             "continue.yaml",
             {"model.inference.class_geometry_balance"},
         ),
