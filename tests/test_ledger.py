@@ -168,6 +168,9 @@ def test_set_inference_fits_the_class_prior_on_the_segments_scans(segment, tmp_p
     assert refitted["balance"] == 0.5
     assert refitted["features"] == card.class_geometry["features"]  # the card's set kept
     assert refitted["bias"] != card.class_geometry["bias"]
+    assert ledger.main(["set-inference", "class_geometry_fragments=1", *paths]) == 0
+    refitted = load_checkpoint(checkpoint)[1].class_geometry
+    assert (refitted["fragments"], refitted["balance"]) == (1, 0.5)  # the card's weights kept
 
 
 def test_set_inference_records_a_sections_settings_together(segment, tmp_path) -> None:
