@@ -131,6 +131,11 @@ def test_alone_takes_the_prior_and_combined_multiplies_it_with_the_mask_classes(
     # 0.8 * 0.1 for table against 0.2 * 0.9 for chair.
     assert class_id.tolist() == [CHAIR]
     assert probs[0, CHAIR] == pytest.approx(0.18 / (0.18 + 0.08))
+    # The mask's probabilities to the power 1/4: 0.8 * 0.1^0.25 = 0.450 against 0.195.
+    class_id, probs = prior.relabel("combined", xyz, semantic, instance, mask_probs, 0.25)
+    assert class_id.tolist() == [TABLE]
+    table, chair = 0.8 * 0.1**0.25, 0.2 * 0.9**0.25
+    assert probs[0, TABLE] == pytest.approx(table / (table + chair), rel=1e-5)
     mask_probs[0] = 0
     mask_probs[0, DOOR] = 1.0  # nothing in common: the prior decides
     assert prior.relabel("combined", xyz, semantic, instance, mask_probs)[0].tolist() == [TABLE]

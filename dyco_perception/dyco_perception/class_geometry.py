@@ -165,16 +165,17 @@ class ClassGeometry:
         semantic: np.ndarray,
         instance: np.ndarray,
         class_probs: np.ndarray,
+        mask_power: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(class ids (K,), class probabilities (K, C)) of instances 1..K: `mode` "alone"
         takes this prior's; "combined" multiplies them with `class_probs` (the mask's mean
-        class probabilities) and renormalizes."""
+        class probabilities) to the power `mask_power` and renormalizes."""
         count, num_classes = class_probs.shape
         floor_z = floor_height(xyz, semantic)
         features = instance_features(xyz, instance, count, floor_z, tuple(self.features))
         prior = self.probabilities(features, num_classes)
         if mode == "combined":
-            joint = prior * class_probs
+            joint = prior * class_probs.astype(np.float64) ** mask_power
             total = joint.sum(1, keepdims=True)
             # Where the two agree on nothing, the prior decides.
             prior = np.where(total > 0, joint / np.where(total > 0, total, 1), prior)

@@ -163,6 +163,9 @@ class InferenceConfig:
     # the card must hold the fitted prior): "off", "alone" (the prior's class) or "combined"
     # (the prior times the class_source's mean class probabilities over the mask).
     class_geometry: str = choice("off", ("off", "alone", "combined"))
+    # "combined": the mask's class probabilities enter to this power (1: the plain product;
+    # lower: they only tip the balance where the prior is unsure).
+    class_geometry_mask_power: float = ranged(1.0, 0.0, 1.0)
     # With the prior on: each instance's score times the probability of its class (instances
     # re-ranked), so a mask whose class the prior is unsure of ranks below a sure one.
     class_geometry_score: bool = False

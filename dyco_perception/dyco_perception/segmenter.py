@@ -291,7 +291,12 @@ class Segmenter:
             return merged
         start = time.perf_counter()
         merged.class_id, merged.class_probs = self.class_geometry.relabel(
-            inference.class_geometry, xyz, merged.semantic, merged.instance, merged.class_probs
+            inference.class_geometry,
+            xyz,
+            merged.semantic,
+            merged.instance,
+            merged.class_probs,
+            inference.class_geometry_mask_power,
         )
         if inference.class_geometry_score:
             rows = np.arange(merged.class_id.size)
