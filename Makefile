@@ -436,6 +436,7 @@ cv-class-geometry-balance: setup
 # `class_geometry_mask_power`; the plain product lost to the prior alone in session 18: 0.067
 # vs 0.087), against the card (the prior alone), same folds. Rule fixed before the run: the
 # better power joins the card and the recipe if its pooled labelled AP50 beats the card's.
+# Session 19: 0.114 (0.5) and 0.111 (0.25) vs 0.116: not adopted.
 CV_COMBINED_5 := $(subst alone,combined,$(CV_CARD_5))
 cv-class-geometry-mask-power: setup
 	@$(ACTIVATE) && $(call fit_continue_priors,1) && dyco-cross-validate $(CV_CONTINUE_FOLDS) \
