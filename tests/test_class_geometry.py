@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,13 @@ from dyco_perception.classes import SEMANTIC_CLASSES
 from dyco_perception.scenes import load_npz_scene, make_scene
 from dyco_perception.segmenter import Segmenter
 from dyco_perception.tiling import MergedInstances
-from dyco_training.class_geometry import fit_class_geometry, gt_instances, with_class_geometry
+from dyco_training.class_geometry import (
+    fit_class_geometry,
+    gt_instances,
+    leave_one_room_out,
+    with_class_geometry,
+)
+from dyco_training.class_geometry import main as class_geometry_main
 
 REPO = Path(__file__).resolve().parents[1]
 CHAIR, TABLE, DOOR = (SEMANTIC_CLASSES.index(n) for n in ("chair", "table", "door"))
@@ -59,12 +66,13 @@ def test_floor_is_the_labelled_floor_or_the_lowest_points() -> None:
     assert floor_height(xyz, semantic) == pytest.approx(np.percentile(xyz[:, 2], 1))
 
 
-def labelled_scene(objects: list[tuple[int, list, list]], name: str = "s"):
-    """A scene of boxes (class, low, high) on a labelled floor at z = 0."""
+def labelled_scene(objects: list[tuple[int, list, list]], name: str = "s", repeat: int = 10):
+    """A scene of boxes (class, low, high), each corner `repeat` times, on a labelled floor at
+    z = 0."""
     floor = np.column_stack([np.random.default_rng(1).uniform(0, 5, (200, 2)), np.zeros(200)])
     xyz, semantic, instance = [floor], [np.full(200, FLOOR_CLASS_ID)], [np.zeros(200)]
     for k, (class_id, low, high) in enumerate(objects, 1):
-        points = box_corners(low, high)
+        points = box_corners(low, high, repeat)
         xyz.append(points)
         semantic.append(np.full(len(points), class_id))
         instance.append(np.full(len(points), k))
@@ -73,7 +81,7 @@ def labelled_scene(objects: list[tuple[int, list, list]], name: str = "s"):
     return make_scene(xyz, rgb, np.concatenate(semantic), np.concatenate(instance), name)
 
 
-def synthetic_rooms(count: int, seed: int = 0):
+def synthetic_rooms(count: int, seed: int = 0, repeat: int = 10):
     """Rooms of doors (tall, thin, on the floor), tables (top ~0.75 m) and chairs (small)."""
     rng = np.random.default_rng(seed)
     rooms = []
@@ -87,7 +95,7 @@ def synthetic_rooms(count: int, seed: int = 0):
             objects.append((TABLE, [x, y, 0], [x + t, y + 0.8, rng.uniform(0.7, 0.8)]))
             c = rng.uniform(0.4, 0.5)
             objects.append((CHAIR, [x, y, 0], [x + c, y + c, rng.uniform(0.8, 0.95)]))
-        rooms.append(labelled_scene(objects, f"room{r}"))
+        rooms.append(labelled_scene(objects, f"room{r}", repeat))
     return rooms
 
 
@@ -342,3 +350,44 @@ def test_class_weights_give_a_rare_class_its_share(balance: float, chair: float)
     assert probs[:, CHAIR] == pytest.approx(np.full(10, chair), abs=1e-4)
     with pytest.raises(ValueError, match=r"balance must be in \[0, 1\], got 1.5"):
         fit_class_geometry([room], balance=1.5)
+
+
+def test_leave_one_room_out_names_each_room_by_priors_fitted_on_the_others() -> None:
+    """Doors, tables and chairs in every room are named right; a class only one room holds
+    (sofas) is never named there, as no prior fitted without that room knows it: its sofas are
+    named tables, the nearest class it knows, and cost the tables' AP."""
+    rooms = synthetic_rooms(3, repeat=13)  # >= 100 points an object, as the benchmark counts
+    sofa = SEMANTIC_CLASSES.index("sofa")
+    only_here = labelled_scene([(sofa, [0, 0, 0], [2.0, 0.9, 0.85])] * 3, "sofa_room", 13)
+    rooms.append(only_here)
+    result = leave_one_room_out(rooms)
+    per_class = {name: ap[1] for name, ap in result["per_class"].items()}
+    assert (per_class["door"], per_class["chair"], per_class["sofa"]) == (1.0, 1.0, 0.0)
+    assert per_class["table"] < 1.0
+    assert leave_one_room_out(rooms[:3])["AP50"] == 1.0
+
+
+def test_leave_one_room_out_cli_reports_and_writes_nothing(
+    tmp_path: Path, scannet_dir: Path, capsys
+) -> None:
+    checkpoint = tmp_path / "tiny.safetensors"
+    checkpoint.write_bytes((REPO / "checkpoints" / "tiny_fixture.safetensors").read_bytes())
+    before = checkpoint.read_bytes()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("scene0001_00", "scene0002_00"):  # two rooms
+        (scans / f"{name}.npz").symlink_to(scannet_dir / f"{name}.npz")
+    card = load_checkpoint(checkpoint)[1]
+    card.training["data"]["real_scans"] = ["scene0001_00", "scene0002_00"]
+    from dyco_training.ledger import rewrite_card
+
+    rewrite_card(checkpoint, lambda _: card)
+    before = checkpoint.read_bytes()
+    argv = ["--checkpoint", str(checkpoint), "--scans", str(scans), "--leave-one-room-out"]
+    assert class_geometry_main([*argv, "--balance", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "'balance': 1.0" in out and "2 scans" in out
+    assert re.search(r"AP50 per class: .*chair \d\.\d{3}", out)
+    assert checkpoint.read_bytes() == before
+    assert class_geometry_main([*argv, "--balance", "2"]) == 2  # refused with the reason
+    assert "balance must be in [0, 1]" in capsys.readouterr().err

@@ -4,8 +4,11 @@ instances of the scans a checkpoint trained on, so it never sees a room the netw
     python -m dyco_training.class_geometry --checkpoint runs/cv/.../model.safetensors
 
 writes the fitted prior into the checkpoint's card (weights untouched). The shipped checkpoint
-gets it with `python -m dyco_training.ledger set-inference class_geometry=combined`, which fits
-it the same way and keeps the ledger's chain; an export whose config asks for it fits it too.
+gets it with `python -m dyco_training.ledger set-inference class_geometry=alone`, which fits it
+the same way and keeps the ledger's chain; an export whose config asks for it fits it too. With
+`--leave-one-room-out` it writes nothing and reports how well priors fitted as the card's name
+the ground-truth instances of each of its training rooms, each fitted on the other rooms: the
+labels alone, measured on every room at no training cost.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from dyco_perception.class_geometry import (
     floor_height,
     geometry_features,
 )
-from dyco_perception.classes import INSTANCE_CLASS_IDS
+from dyco_perception.classes import INSTANCE_CLASS_IDS, NUM_SEMANTIC_CLASSES
+from dyco_perception.evaluation import InstancePredictions, evaluate_predictions
 from dyco_perception.scenes import Scene, load_npz_scene
 
+from dyco_training.datasets import room_of
 from dyco_training.train_config import REPO_ROOT
 
 # L2 weight of the logistic regression. Chosen on the ground-truth instances of the 8 training
@@ -46,15 +51,7 @@ def gt_instances(
     floor_z = floor_height(scene.xyz, scene.semantic)
     rng = np.random.default_rng(seed)
     rows_features, class_ids = [], []
-    for instance_id in np.unique(scene.instance[scene.instance > 0]):
-        rows = scene.instance == instance_id
-        labels = scene.semantic[rows]
-        labels = labels[labels >= 0]
-        if labels.size == 0:
-            continue
-        class_id = int(np.bincount(labels).argmax())
-        if class_id not in INSTANCE_CLASS_IDS:
-            continue
+    for rows, class_id in thing_instances(scene):
         points = scene.xyz[rows]
         parts = [points] + [fragment(points, rng) for _ in range(fragments)]
         for part in parts:
@@ -62,6 +59,19 @@ def gt_instances(
                 rows_features.append(geometry_features(part, floor_z, names))
                 class_ids.append(class_id)
     return np.reshape(rows_features, (-1, len(names))), np.asarray(class_ids, dtype=np.int64)
+
+
+def thing_instances(scene: Scene) -> list[tuple[np.ndarray, int]]:
+    """(point rows, class id) of each ground-truth instance whose points' most common label is
+    a thing class (as the benchmark takes an instance's class)."""
+    found = []
+    for instance_id in np.unique(scene.instance[scene.instance > 0]):
+        rows = np.flatnonzero(scene.instance == instance_id)
+        labels = scene.semantic[rows]
+        labels = labels[labels >= 0]
+        if labels.size and (class_id := int(np.bincount(labels).argmax())) in INSTANCE_CLASS_IDS:
+            found.append((rows, class_id))
+    return found
 
 
 def fragment(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,6 +133,32 @@ def fit_class_geometry(
     )
 
 
+def leave_one_room_out(
+    scenes: list[Scene], features: str = "size", fragments: int = 0, balance: float = 0.0
+) -> dict:
+    """Benchmark AP (`evaluate_predictions`) of priors naming the ground-truth instances of each
+    room's scans, each prior fitted on the other rooms' scans. The masks are the ground truth's
+    own, ranked by size: only the labels are measured, on every room at no training cost."""
+    items = []
+    for room in sorted({room_of(scene.name) for scene in scenes}):
+        others = [scene for scene in scenes if room_of(scene.name) != room]
+        prior = fit_class_geometry(others, features, fragments, balance=balance)
+        for scene in (scene for scene in scenes if room_of(scene.name) == room):
+            items.append((scene.semantic, scene.instance, _named_gt_instances(prior, scene)))
+    return evaluate_predictions(items)
+
+
+def _named_gt_instances(prior: ClassGeometry, scene: Scene) -> InstancePredictions:
+    floor_z = floor_height(scene.xyz, scene.semantic)
+    rows = [rows for rows, _ in thing_instances(scene)]
+    features = np.reshape(
+        [geometry_features(scene.xyz[r], floor_z, tuple(prior.features)) for r in rows],
+        (len(rows), len(prior.features)),
+    )
+    labels = prior.probabilities(features, NUM_SEMANTIC_CLASSES).argmax(1)
+    return InstancePredictions(labels, np.array([len(r) for r in rows], float), rows)
+
+
 def training_scans(card: ModelCard, scans_dir: str | Path | None = None) -> list[Path]:
     """The real scans the card's network trained on (`training.data.real_scans`)."""
     data = (card.training or {}).get("data") or {}
@@ -164,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, nargs="+")
+    parser.add_argument(
+        "--leave-one-room-out",
+        action="store_true",
+        help="report the prior's AP on each training room's ground-truth instances, fitted on "
+        "the other rooms (writes nothing)",
+    )
     parser.add_argument("--scans", help="default: the card's training.data.scans_dir")
     parser.add_argument(
         "--features", choices=sorted(FEATURE_SETS), help="default: the card's setting"
@@ -172,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--balance", type=float, help="default: the card's setting")
     args = parser.parse_args(argv)
     try:
+        if args.leave_one_room_out:
+            for checkpoint in args.checkpoint:
+                _report_rooms(checkpoint, args)
+            return 0
         for checkpoint in args.checkpoint:
 
             def refit(card: ModelCard) -> ModelCard:
@@ -186,6 +232,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _report_rooms(checkpoint: Path, args: argparse.Namespace) -> None:
+    from dyco_perception.checkpoint import load_checkpoint
+
+    card = load_checkpoint(checkpoint)[1]
+    inference = card.config.inference
+    settings = {
+        "features": args.features or inference.class_geometry_features,
+        "fragments": inference.class_geometry_fragments
+        if args.fragments is None
+        else args.fragments,
+        "balance": inference.class_geometry_balance if args.balance is None else args.balance,
+    }
+    scenes = [load_npz_scene(path) for path in training_scans(card, args.scans)]
+    result = leave_one_room_out(scenes, **settings)
+    named = {k: v[1] for k, v in result["per_class"].items() if v[1] is not None}
+    print(f"{checkpoint}: {settings}, {len(scenes)} scans")
+    print(f"AP {result['AP']:.3f}  AP50 {result['AP50']:.3f}  AP25 {result['AP25']:.3f}")
+    print("AP50 per class: " + ", ".join(f"{k} {v:.3f}" for k, v in named.items()))
 
 
 if __name__ == "__main__":
