@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -186,13 +187,26 @@ def with_class_geometry(
     `features`, `fragments` and `balance` (defaults: the card's inference.class_geometry_*)."""
     if card.class_geometry is not None:
         return card
-    inference = card.config.inference
-    features = features or inference.class_geometry_features
-    fragments = inference.class_geometry_fragments if fragments is None else fragments
-    balance = inference.class_geometry_balance if balance is None else balance
+    settings = prior_settings(card, features, fragments, balance)
     scenes = [load_npz_scene(path) for path in training_scans(card, scans_dir)]
-    card.class_geometry = fit_class_geometry(scenes, features, fragments, balance=balance).to_dict()
+    card.class_geometry = fit_class_geometry(scenes, **settings).to_dict()
     return card
+
+
+def prior_settings(
+    card: ModelCard,
+    features: str | None = None,
+    fragments: int | None = None,
+    balance: float | None = None,
+) -> dict[str, Any]:
+    """How a prior for `card` is fitted: the arguments given, else the card's
+    inference.class_geometry_* (fit_class_geometry's keyword arguments)."""
+    inference = card.config.inference
+    return {
+        "features": features or inference.class_geometry_features,
+        "fragments": inference.class_geometry_fragments if fragments is None else fragments,
+        "balance": inference.class_geometry_balance if balance is None else balance,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,14 +252,7 @@ def _report_rooms(checkpoint: Path, args: argparse.Namespace) -> None:
     from dyco_perception.checkpoint import load_checkpoint
 
     card = load_checkpoint(checkpoint)[1]
-    inference = card.config.inference
-    settings = {
-        "features": args.features or inference.class_geometry_features,
-        "fragments": inference.class_geometry_fragments
-        if args.fragments is None
-        else args.fragments,
-        "balance": inference.class_geometry_balance if args.balance is None else args.balance,
-    }
+    settings = prior_settings(card, args.features, args.fragments, args.balance)
     scenes = [load_npz_scene(path) for path in training_scans(card, args.scans)]
     result = leave_one_room_out(scenes, **settings)
     named = {k: v[1] for k, v in result["per_class"].items() if v[1] is not None}
