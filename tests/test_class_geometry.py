@@ -391,3 +391,20 @@ def test_leave_one_room_out_cli_reports_and_writes_nothing(
     assert checkpoint.read_bytes() == before
     assert class_geometry_main([*argv, "--balance", "2"]) == 2  # refused with the reason
     assert "balance must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_segmenter_passes_the_mask_power_to_combined(scannet_dir: Path) -> None:
+    """Power 0 leaves the mask's probabilities out: "combined" names what "alone" does, which
+    the plain product (power 1) does not on this scan."""
+    scene = load_npz_scene(scannet_dir / "scene0001_00.npz")
+    state, card = load_checkpoint(REPO / "checkpoints" / "tiny_fixture.safetensors")
+    card.class_geometry = hand_prior(TABLE, CHAIR).to_dict()
+
+    def classes(**inference) -> list[int]:
+        cfg = card.with_inference(inference)
+        result = Segmenter(build_model(state, cfg), cfg, "cpu").segment(scene.xyz, scene.rgb)
+        return [i.class_id for i in result.instances]
+
+    alone = classes(class_geometry="alone")
+    assert classes(class_geometry="combined", class_geometry_mask_power=0.0) == alone
+    assert classes(class_geometry="combined", class_geometry_mask_power=1.0) != alone
