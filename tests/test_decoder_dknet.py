@@ -19,17 +19,20 @@ from copy import deepcopy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
 from dyco_perception.model.decoders.common import DecodedMasks
 from dyco_perception.model.decoders.dknet import (
     DKNetDecoder,
+    decode_instances,
     describe_candidates,
     greedy_merge,
     heat_loss,
     heat_targets,
     hungarian_match,
     instance_outputs,
+    mask_losses,
     merge_features,
     merge_targets,
     pair_matrix,
@@ -144,6 +147,78 @@ def test_hungarian_matching_by_centroid_distance_plus_class_penalty() -> None:
     # A prediction is never matched to a GT of another scene.
     pred, _ = hungarian_match(centre[:1], same[:1], torch.ones(1), gt[:1], same[:1], torch.zeros(1))
     assert pred.numel() == 0
+
+
+# ---- masks (Eq. 3) and mask losses (Eq. 6) ---------------------------------------------------
+
+
+def test_kernel_input_is_the_centre_minus_the_point() -> None:
+    """Eq. 3's input is [F_m, C_ins - X]: a kernel whose logit is 10 x (its first relative
+    coordinate) gives 10 (c_x - x) on each decodable point of its scene, nothing elsewhere."""
+    sizes = [(2 + 3, 2), (2, 1)]
+    first = torch.zeros(5, 2)
+    first[2, 0], first[2, 1] = 10.0, -10.0  # +x and -x into two ReLU units
+    second = torch.tensor([[1.0], [-1.0]])  # their difference
+    params = torch.cat([first.flatten(), torch.zeros(2), second.flatten(), torch.zeros(1)])[None]
+    xyz = torch.tensor([[0.0, 0, 0], [3.0, 1, 0], [1.5, 0, 2], [9.0, 0, 0]])
+    batch = torch.tensor([0, 0, 0, 1])
+    decodable = torch.tensor([True, True, False, True])
+    centre = torch.tensor([[1.0, 0.0, 0.0]])
+    masks = decode_instances(
+        params, sizes, torch.zeros(4, 2), xyz, batch, decodable, centre, torch.tensor([0]), 0.0
+    )
+    assert masks.point_index.tolist() == [0, 1]
+    assert masks.logits.tolist() == pytest.approx([10.0, -20.0], abs=1e-5)
+
+
+def _dknet_mask_case(logits: list[list[float]]) -> tuple[dict, InstanceTargets]:
+    """GT 0 = points 0..3 (chair), points 4, 5 unlabelled; kernel 0 centred on point 0 (on GT
+    0, matched), kernel 1 on point 5 (the one GT taken: unmatched). Both decode points 0..5."""
+    xyz = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [0.3, 0, 0], [5, 0, 0], [5.1, 0, 0]])
+    semantic = torch.tensor([CHAIR] * 4 + [FLOOR] * 2)
+    instance = torch.tensor([0, 0, 0, 0, -1, -1])
+    targets = InstanceTargets.from_targets(
+        {"xyz": xyz, "semantic": semantic, "instance": instance, "batch": torch.zeros(6).long()}
+    )
+    masks = DecodedMasks(
+        torch.tensor(logits).flatten(),
+        torch.arange(6).repeat(2),
+        torch.arange(2).repeat_interleave(6),
+    )
+    raw = {
+        "masks": masks,
+        "heat": torch.zeros(6),
+        "centre_rows": torch.tensor([0, 5]),
+        "centre_class": torch.tensor([CHAIR, CHAIR]),
+    }
+    return raw, targets
+
+
+def test_mask_losses_average_only_the_matched_kernels() -> None:
+    """Eq. 6: BCE and dice of the Hungarian-matched kernel; the unmatched kernel's masks add
+    nothing to either average."""
+    logits = [[2.0, 1.0, -1.0, 0.5, -2.0, 1.5], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]]
+    raw, targets = _dknet_mask_case(logits)
+    bce, dice = mask_losses(raw, targets, 0.25, "iou_or_centre")
+    row = torch.tensor(logits[0])
+    target = torch.tensor([1.0, 1, 1, 1, 0, 0])
+    want_bce = F.binary_cross_entropy_with_logits(row, target)
+    assert float(bce) == pytest.approx(float(want_bce), rel=1e-5)
+    probs = row.sigmoid()
+    want_dice = 1 - 2 * float(probs[:4].sum()) / (float(probs.sum()) + 4)
+    assert float(dice) == pytest.approx(want_dice, rel=1e-5)
+
+
+def test_mask_iou_gate_is_strict() -> None:
+    """The paper's gate trains a matched kernel only where its mask IoU > the gate: a binary
+    mask of GT 0's point 0 alone has IoU exactly 1/4, so gate 0.25 ("iou") leaves it untrained
+    and a gate just below trains it."""
+    logits = [[2.0, -1.0, -1.0, -1.0, -2.0, -1.5], [-1.0] * 6]
+    raw, targets = _dknet_mask_case(logits)
+    bce, dice = mask_losses(raw, targets, 0.25, "iou")
+    assert float(bce) == 0.0 and float(dice) == 0.0
+    bce, _ = mask_losses(raw, targets, 0.24, "iou")
+    assert float(bce) > 0.0
 
 
 # ---- inference: Otsu threshold, coverage, score ---------------------------------------------

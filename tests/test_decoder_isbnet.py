@@ -20,11 +20,13 @@ from dyco_perception.model.decoders.isbnet import (
     Queries,
     VoxelView,
     _Decoding,
+    class_loss,
     decode_scene,
     dynamic_inputs,
     dynamic_layer_sizes,
     foreground,
     gt_boxes,
+    mask_losses,
     matching_cost,
     one_to_many_match,
     point_box_losses,
@@ -332,6 +334,43 @@ def test_matching_cost_optional_bce_and_giou_terms() -> None:
     )
     # BCE of logit 0 is log 2 per point either way; gIoU 1 (same box) and 1/2 (half the volume).
     assert cost[0].tolist() == pytest.approx([math.log(2) - 0.5, math.log(2) - 0.25], abs=1e-5)
+
+
+def test_mask_losses_of_a_matched_query_by_hand() -> None:
+    """One query matched to GT 0 (points 0..2) over points 0..3. Its binary mask (p > 0.5) is
+    {0, 1, 3}: IoU 2 / |{0, 1, 2, 3}| = 0.5 (the union counts a shared point once); the mask
+    score term is the squared error of sigmoid(score logit) against that IoU."""
+    logits = torch.tensor([[2.0, 1.0, -1.0, 0.5]])
+    block = MaskBlock(torch.tensor([0]), torch.arange(4), logits)
+    gt_id = torch.tensor([0, 0, 0, -1])
+    score_logit = 1.0
+    q = Queries(
+        torch.zeros(1, 3),
+        torch.zeros(1, dtype=torch.long),
+        torch.zeros(1, 2),
+        torch.zeros(1, 6),
+        torch.tensor([score_logit]),
+        torch.zeros(1, 1),
+    )
+    terms = mask_losses([block], [(torch.tensor([0]), torch.tensor([0]))], gt_id, q)
+    target = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert float(terms["mask_bce"]) == pytest.approx(float(bce), rel=1e-5)
+    probs = logits.sigmoid()[0]
+    dice = 1 - (2 * float(probs[:3].sum()) + 1) / (float(probs.sum()) + 3 + 1)
+    assert float(terms["mask_dice"]) == pytest.approx(dice, rel=1e-5)
+    predicted = 1 / (1 + math.exp(-score_logit))
+    assert float(terms["mask_score"]) == pytest.approx((predicted - 0.5) ** 2, rel=1e-5)
+
+
+def test_class_loss_weighs_the_no_object_class_by_its_own_weight() -> None:
+    """Query 0 matched to thing class 1, query 1 unmatched (target: the last, no-object
+    class): CE weighted by class, the no-object class at `no_object` and the others at 1."""
+    logits = torch.tensor([[0.5, 2.0, -1.0], [1.0, 0.0, 0.3]])
+    loss = class_loss(logits, torch.tensor([0]), torch.tensor([1]), 0.25)
+    log_p = logits.log_softmax(1)
+    want = -(1.0 * log_p[0, 1] + 0.25 * log_p[1, 2]) / (1.0 + 0.25)
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
 
 
 def test_one_to_many_matching_repeats_each_gt() -> None:

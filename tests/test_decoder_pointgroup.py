@@ -171,6 +171,15 @@ def test_score_targets_follow_the_soft_label_of_the_best_iou() -> None:
     assert no_gt.tolist() == [0.0, 0.0]
 
 
+def test_score_target_is_the_highest_iou_not_the_largest_portion() -> None:
+    """Eq. 5-6 rate a cluster by its largest IoU. The cluster [0..6, 10..15] holds more of GT 0
+    (7 of 10 points, IoU 7/16) than of GT 1 (6 of 6, IoU 6/13): its target follows GT 1's
+    higher IoU, (6/13 - 0.25) / 0.5, not the portion-rule instance GT 0."""
+    gt_id = torch.tensor([0] * 10 + [1] * 6)
+    target = score_targets(proposals_of([[*range(7), *range(10, 16)]]), gt_id, 2, 0.25, 0.75)
+    assert target.tolist() == pytest.approx([(6 / 13 - 0.25) / 0.5], abs=1e-6)
+
+
 def test_score_loss_is_the_bce_against_the_target() -> None:
     gt_id = torch.tensor([0] * 10)
     p = proposals_of([[0, 1], list(range(5)), list(range(8))])  # targets 0, 0.5, 1

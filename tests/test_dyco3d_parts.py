@@ -18,7 +18,12 @@ from dyco_perception.model.decoders.common import (
     run_decoder,
     split_decoder_params,
 )
-from dyco_perception.model.decoders.dyco3d import DyCo3DDecoder, decode_masks
+from dyco_perception.model.decoders.dyco3d import (
+    DyCo3DDecoder,
+    GridKernelGenerator,
+    decode_masks,
+    training_proposals,
+)
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.transformer import BottleneckTransformer, RelativePositionBias
 from dyco_perception.model.voxelizer import Voxelized
@@ -163,6 +168,56 @@ def test_score_target_is_the_soft_iou_of_the_binary_mask() -> None:
     assert losses["score"].item() == pytest.approx(_bce(score_logit, target), rel=1e-5)
 
 
+def test_an_unmatched_cluster_and_another_instances_points_are_not_trained_as_mask() -> None:
+    """GT 0 = points 0..3, GT 1 = points 4..5. Cluster 0 covers 0..2 (GT 0) and decodes points
+    0, 4 and 6: point 4 lies on GT 1, not on its matched instance, so its target is 0. Cluster 1
+    holds background points only (no GT instance): Eq. 5 averages BCE and dice over matched
+    clusters, so its decoded points add nothing to either term."""
+    gt_id = torch.tensor([0, 0, 0, 0, 1, 1, -1, -1])
+    proposals = _proposals([[0, 1, 2], [6, 7]], [5, 5])
+    masks = _decoded([(0, 0, 2.0), (0, 4, 1.5), (0, 6, -1.0), (1, 6, 0.5), (1, 7, -0.5)])
+    outputs = {"masks": masks, "proposals": proposals, "score_logits": torch.zeros(2)}
+    losses = mask_losses(outputs, gt_id, 2, LossConfig())
+    want_bce = (_bce(2.0, 1) + _bce(1.5, 0) + _bce(-1.0, 0)) / 3
+    assert losses["mask_bce"].item() == pytest.approx(want_bce, rel=1e-5)
+    probs = [torch.sigmoid(torch.tensor(v)).item() for v in (2.0, 1.5, -1.0)]
+    want_dice = 1 - (2 * probs[0] + 1) / (sum(probs) + 1 + 1)
+    assert losses["mask_dice"].item() == pytest.approx(want_dice, rel=1e-5)
+
+
+def test_the_match_gate_admits_an_iou_equal_to_the_minimum() -> None:
+    """The IoU rule trains a cluster whose IoU *reaches* min_match_iou: a cluster of 1 of GT
+    0's 4 points has IoU exactly 0.25, the default gate, so it gets a mask target; a gate just
+    above it leaves the cluster untrained."""
+    gt_id = torch.tensor([0, 0, 0, 0, -1])
+    proposals = _proposals([[0]], [5])
+    masks = _decoded([(0, p, 1.0) for p in range(5)])
+    outputs = {"masks": masks, "proposals": proposals, "score_logits": torch.zeros(1)}
+    assert match_proposals(proposals, gt_id, 1)[1].item() == 0.25
+    trained = mask_losses(outputs, gt_id, 1, LossConfig())
+    assert trained["mask_bce"].item() == pytest.approx((4 * _bce(1.0, 1) + _bce(1.0, 0)) / 5)
+    untrained = mask_losses(outputs, gt_id, 1, LossConfig(min_match_iou=0.26))
+    assert untrained["mask_bce"].item() == 0.0
+
+
+def test_score_loss_is_the_mean_bce_over_clusters_of_the_strictly_thresholded_mask() -> None:
+    """_two_cluster_case: cluster 0's binary mask (p > 0.5) is {0}: IoU 1/4 with GT 0 -> soft
+    target 0; cluster 1's is {4, 6}: IoU 1/3 with GT 1 -> (1/3 - 0.25) / 0.5 = 1/6. The score
+    term is the mean of the two BCEs. A point decoded at exactly p = 0.5 is outside the mask."""
+    outputs, gt_id = _two_cluster_case()
+    losses = mask_losses(outputs, gt_id, 2, LossConfig(score_low=0.25, score_high=0.75))
+    want = (_bce(0.3, 0.0) + _bce(-0.2, 1 / 6)) / 2
+    assert losses["score"].item() == pytest.approx(want, rel=1e-5)
+    # GT 0 = points 0, 1; the mask holds point 0 (p 0.95) but not point 1 (logit 0, p 0.5):
+    # IoU 1/2 -> target 0.5 (counting p = 0.5 as inside would give IoU 1, target 1).
+    gt_id = torch.tensor([0, 0, -1])
+    proposals = _proposals([[0, 1]], [5])
+    masks = _decoded([(0, 0, 3.0), (0, 1, 0.0), (0, 2, -3.0)])
+    outputs = {"masks": masks, "proposals": proposals, "score_logits": torch.tensor([0.4])}
+    losses = mask_losses(outputs, gt_id, 1, LossConfig(score_low=0.25, score_high=0.75))
+    assert losses["score"].item() == pytest.approx(_bce(0.4, 0.5), rel=1e-5)
+
+
 def test_semantic_cross_entropy_and_focal_by_hand() -> None:
     """Two labelled points (p_true 0.9 and 0.2) and an ignored one: CE is the mean of -log p
     over the labelled points; focal weighs each by (1 - p)^gamma, so the easy point counts
@@ -174,6 +229,17 @@ def test_semantic_cross_entropy_and_focal_by_hand() -> None:
     focal = semantic_losses(logits, semantic, 2.0)["semantic_ce"].item()
     want = -(0.1**2 * math.log(0.9) + 0.8**2 * math.log(0.2)) / 2
     assert focal == pytest.approx(want, rel=1e-5)
+
+
+def test_semantic_dice_by_hand() -> None:
+    """Soft dice over classes: per class 1 - (2 sum p * onehot + 1) / (sum p + count + 1),
+    averaged over the classes; the ignored point stays out."""
+    logits = torch.log(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.5, 0.5]]))
+    semantic = torch.tensor([0, 1, -100])
+    dice = semantic_losses(logits, semantic)["semantic_dice"].item()
+    class0 = (2 * 0.9 + 1) / (0.9 + 0.8 + 1 + 1)
+    class1 = (2 * 0.2 + 1) / (0.1 + 0.2 + 1 + 1)
+    assert dice == pytest.approx(1 - (class0 + class1) / 2, rel=1e-5)
 
 
 def test_class_weighted_cross_entropy_by_hand() -> None:
@@ -286,6 +352,28 @@ def _two_blob_input(cfg: ModelConfig) -> DecoderInput:
     )
 
 
+def test_gt_training_proposals_keep_instances_under_the_cluster_minimum() -> None:
+    """grouping.min_points drops small *clusters*; the GT instances trained as proposals
+    (train_proposals gt) are one per thing instance however small: three 30-point instances
+    stay three proposals under min_points 50."""
+    cfg = ModelConfig.from_dict(
+        {
+            "backbone": {"width": 4, "levels": 2, "backend": "torch"},
+            "grouping": {"train_proposals": "gt", "min_points": 50},
+        }
+    )
+    proposals = training_proposals(cfg, _two_blob_input(cfg), training=True)
+    assert proposals.num == 3 and proposals.source.tolist() == [1, 1, 1]
+    assert sorted(proposals.class_id.tolist()) == [5, 5, 8]
+    # "both": the predicted clusters (each blob's offsets bring it onto one point) come first,
+    # then the GT instances.
+    cfg.grouping.train_proposals, cfg.grouping.min_points = "both", 5
+    proposals = training_proposals(cfg, _two_blob_input(cfg), training=True)
+    predicted = (proposals.source == 0).nonzero().squeeze(1)
+    assert predicted.numel() >= 2 and (proposals.source == 1).sum() == 3
+    assert predicted.tolist() == list(range(predicted.numel()))
+
+
 def _decoded_classes(mask_head: dict, training: bool) -> tuple[int, set[int]]:
     """(points decoded for the first blob's cluster, the predicted classes among them)."""
     cfg = ModelConfig.from_dict(
@@ -303,6 +391,38 @@ def _decoded_classes(mask_head: dict, training: bool) -> tuple[int, set[int]]:
     first = int(out["proposals"].proposal_id[out["proposals"].point_index == 0][0])
     rows = out["masks"].point_index[out["masks"].proposal_id == first]
     return rows.numel(), set(inp.semantic_pred[rows].tolist())
+
+
+@pytest.mark.parametrize("region", ["box", "all"])
+def test_offsets_only_group_the_decoder_and_generator_see_the_original_positions(
+    region: str,
+) -> None:
+    """Offsets decide the clusters, nothing else: the grid generator voxelizes each cluster
+    from its points' original positions, and the decoder's boxes and relative positions (Eq. 2)
+    come from the original coordinates. With a radius that groups each blob either way, zero
+    offsets and offsets onto each blob's centre give the same clusters and so identical masks
+    and scores."""
+    cfg = ModelConfig.from_dict(
+        {
+            "backbone": {"width": 4, "levels": 2, "backend": "torch"},
+            "grouping": {"train_proposals": "pred", "min_points": 5, "radius": 0.5},
+            "mask_head": {"generator": "grid", "grid_size": 4, "decode_region": region},
+        }
+    )
+    torch.manual_seed(0)
+    decoder = DyCo3DDecoder(cfg).eval()
+    with torch.no_grad():  # kernels far from the near-zero init, so positions show in the logits
+        decoder.kernel_generator.controller[2].weight.normal_(std=1.0)
+    towards_centres = _two_blob_input(cfg)
+    still = _two_blob_input(cfg)
+    still.offsets = torch.zeros_like(still.offsets)
+    with torch.no_grad():
+        a, b = decoder(towards_centres), decoder(still)
+    assert a["proposals"].num == 3
+    torch.testing.assert_close(a["proposals"].point_index, b["proposals"].point_index)
+    torch.testing.assert_close(a["masks"].point_index, b["masks"].point_index)
+    torch.testing.assert_close(a["masks"].logits, b["masks"].logits)
+    torch.testing.assert_close(a["score_logits"], b["score_logits"])
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -403,6 +523,24 @@ def test_thing_probability_groups_an_object_the_head_calls_wall() -> None:
     assert inp.grouping_labels(0.0).tolist() == [wall, chair]
     assert inp.grouping_labels(0.35).tolist() == [door, chair]
     assert inp.grouping_labels(0.5).tolist() == [wall, chair]
+
+
+def test_thing_probability_is_reached_at_equality() -> None:
+    """Wall and door at exactly 0.5 each: the thing classes *reach* a thing_probability of 0.5,
+    so the point is grouped as door; a setting just above keeps it wall."""
+    logits = torch.full((1, 20), -math.inf)
+    logits[0, 0], logits[0, 7] = 0.0, 0.0
+    inp = DecoderInput(
+        xyz=torch.zeros(1, 3),
+        batch=torch.zeros(1, dtype=torch.long),
+        voxelized=Voxelized(None, torch.arange(1)),
+        voxel_features=torch.zeros(1, 4),
+        point_features=torch.zeros(1, 4),
+        semantic_logits=logits,
+        offsets=torch.zeros(1, 3),
+    )
+    assert inp.grouping_labels(0.5).tolist() == [7]
+    assert inp.grouping_labels(0.51).tolist() == [0]
 
 
 @pytest.mark.parametrize("decoder", ["dyco3d", "pointgroup"])
@@ -565,6 +703,21 @@ def test_cluster_grid_fits_each_cluster_into_g_cells_isotropically() -> None:
     assert set(grid.coords[:, 0].tolist()) == {0, 1}
     # every member sits in a cell of its own cluster
     assert torch.equal(grid.coords[grid.cell_of_member, 0], proposals.proposal_id)
+
+
+def test_grid_generator_cells_hold_the_mean_feature_of_their_points() -> None:
+    """G_w's grid holds each cell's *mean* backbone feature: a cluster with two points of
+    features f1, f2 in one cell generates the same kernel as one with a single point of
+    (f1 + f2) / 2 there (the far point spans both grids alike)."""
+    torch.manual_seed(0)
+    generator = GridKernelGenerator(2, 4, 8, 5, 4, "max").eval()
+    f1, f2, f3 = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5]), torch.tensor([0.2, 0.7])
+    features = torch.stack([f1, f2, f3, (f1 + f2) / 2, f3])
+    xyz = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [1.0, 1, 1], [0.0, 0, 0], [1.0, 1, 1]])
+    proposals = _proposals([[0, 1, 2], [3, 4]], [5, 5])
+    with torch.no_grad():
+        params, _ = generator(features, xyz, proposals)
+    torch.testing.assert_close(params[0], params[1])
 
 
 @pytest.mark.skipif(not spconv_available(), reason="spconv not installed")

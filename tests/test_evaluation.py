@@ -132,6 +132,25 @@ def test_a_match_needs_iou_strictly_above_the_threshold(points: int, threshold: 
     assert above.per_class["chair"][column] == pytest.approx(1.0)
 
 
+def test_a_prediction_half_on_void_is_a_false_positive_at_iou_05() -> None:
+    """An unmatched prediction is ignored only when its share on void *exceeds* the threshold
+    (the official script counts it a false positive while the share <= threshold): 100 of its
+    200 points on void is exactly 0.5, a false positive at IoU 0.5; 101 of 200 is ignored."""
+    gt = np.concatenate(
+        [np.full(200, CHAIR * 1000 + 1), np.full(800, CHAIR * 1000 + 2), np.zeros(200, np.int64)]
+    )
+    chair_a, chair_b = _indices_of(gt, CHAIR * 1000 + 1), _indices_of(gt, CHAIR * 1000 + 2)
+    void = _indices_of(gt, 0)
+    half = np.concatenate([void[:100], chair_b[:100]])  # IoU 1/9 with chair B: no match
+    more = np.concatenate([void[:101], chair_b[:99]])
+    at = _evaluate(gt, [chair_a, half], [CHAIR, CHAIR], [0.5, 0.9])
+    above = _evaluate(gt, [chair_a, more], [CHAIR, CHAIR], [0.5, 0.9])
+    alone = _evaluate(gt, [chair_a], [CHAIR], [0.5])
+    assert at.per_class["chair"][1] == pytest.approx(0.125)  # [0.5 TP, 0.9 FP], chair B missed
+    assert above.per_class["chair"][1] == pytest.approx(alone.per_class["chair"][1])
+    assert alone.per_class["chair"][1] > 0.125
+
+
 def test_small_instances_and_predictions_are_ignored() -> None:
     gt = np.concatenate([np.full(99, CHAIR * 1000 + 1), np.full(200, CHAIR * 1000 + 2)])
     small_gt_pred = np.arange(99)  # under 100 points: dropped
@@ -140,6 +159,26 @@ def test_small_instances_and_predictions_are_ignored() -> None:
     result = _evaluate(gt, [small_gt_pred, big, over_small_gt], [CHAIR] * 3, [0.9, 0.5, 0.8])
     assert result.per_class["chair"] == pytest.approx((1.0, 1.0, 1.0))
     assert result.num_gt_instances["chair"] == 1
+
+
+def test_a_prediction_mostly_on_a_too_small_instance_is_ignored_above_that_share() -> None:
+    """A fragment with 55 of its 200 points on a 99-point (uncounted) chair and the rest on
+    chair C (IoU 0.23 and 0.17: no match anywhere) has 27.5 % on too-small ground truth: more
+    than 0.25, so AP25 ignores it (chairs B and C found: 1.0), but no more than 0.5, so at
+    IoU 0.5 it is a false positive above both true ones."""
+    gt = np.concatenate(
+        [
+            np.full(99, CHAIR * 1000 + 1),
+            np.full(200, CHAIR * 1000 + 2),
+            np.full(800, CHAIR * 1000 + 3),
+        ]
+    )
+    small, chair_b, chair_c = (_indices_of(gt, CHAIR * 1000 + i) for i in (1, 2, 3))
+    fragment = np.concatenate([small[:55], chair_c[:145]])
+    result = _evaluate(gt, [chair_b, chair_c, fragment], [CHAIR] * 3, [0.5, 0.6, 0.9])
+    _, ap50, ap25 = result.per_class["chair"]
+    assert ap25 == pytest.approx(1.0)
+    assert ap50 is not None and ap50 < 1.0
 
 
 def test_class_agnostic_ignores_wrong_labels() -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model import SegmentationNetwork
+from dyco_perception.model.decoders.base import InstanceTargets
 from dyco_perception.model.decoders.common import run_decoder, split_decoder_params
 from dyco_perception.model.decoders.dyco3d import decode_masks
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
@@ -110,6 +111,37 @@ def test_same_place_in_two_scenes_is_two_groups() -> None:
     assert p.num == 2 and sorted(p.batch.tolist()) == [0, 1]
 
 
+def test_same_place_in_two_scenes_under_different_classes_is_two_groups() -> None:
+    """Scene 0's class-6 box and scene 1's class-5 box at the same place: a scene-separate key
+    of class + scene that aliased (scene 1, class 5) onto (scene 0, class 6) would join them."""
+    xyz = torch.cat([box_points((0, 0, 0), 60, 0.1, 0)] * 2)
+    batch = torch.cat([torch.zeros(60), torch.ones(60)]).long()
+    semantic = torch.cat([torch.full((60,), 6), torch.full((60,), 5)])
+    p = cluster_proposals(xyz, torch.zeros_like(xyz), semantic, batch, 0.5, 10)
+    assert p.num == 2
+    assert sorted(zip(p.batch.tolist(), p.class_id.tolist(), strict=True)) == [(0, 6), (1, 5)]
+
+
+def test_instance_ids_of_two_scenes_never_alias() -> None:
+    """Instances 0 and 1 in each of two scenes are four GT instances, both as training
+    proposals and as the loss targets' batch-unique ids (scene 0's instance 1 is not scene 1's
+    instance 0)."""
+    instance = torch.tensor([0, 0, 1, 1, 0, 0, 0, 1])
+    semantic = torch.full((8,), 5)
+    batch = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    p = gt_proposals(instance, semantic, batch)
+    members = sorted(
+        (int(p.batch[k]), tuple(p.point_index[p.proposal_id == k].tolist())) for k in range(p.num)
+    )
+    assert members == [(0, (0, 1)), (0, (2, 3)), (1, (4, 5, 6)), (1, (7,))]
+    targets = InstanceTargets.from_targets(
+        {"xyz": torch.zeros(8, 3), "semantic": semantic, "instance": instance, "batch": batch}
+    )
+    assert targets.num_gt == 4
+    groups = [set(targets.gt_id[r].tolist()) for r in ([0, 1], [2, 3], [4, 5, 6], [7])]
+    assert all(len(g) == 1 for g in groups) and set.union(*groups) == {0, 1, 2, 3}
+
+
 def test_gt_proposals_one_per_thing_instance() -> None:
     instance = torch.tensor([0, 0, 1, 1, 1, 2, IGNORE_LABEL, 0])
     semantic = torch.tensor([5, 5, 6, 6, 6, 0, 5, 5])  # instance 2 is a wall
@@ -118,6 +150,24 @@ def test_gt_proposals_one_per_thing_instance() -> None:
     assert p.num == 3
     members = sorted(tuple(p.point_index[p.proposal_id == k].tolist()) for k in range(3))
     assert members == [(0, 1), (2, 3, 4), (7,)]
+
+
+def test_loss_targets_count_thing_instances_only() -> None:
+    """The batch-unique GT ids the losses match against cover thing instances only: a wall
+    instance, a floor instance and unlabelled points get -1 and are not counted."""
+    instance = torch.tensor([0, 0, 1, 1, 2, 3, 3, -1])
+    semantic = torch.tensor([5, 5, 0, 0, 1, 6, 6, IGNORE_LABEL])
+    targets = InstanceTargets.from_targets(
+        {
+            "xyz": torch.zeros(8, 3),
+            "semantic": semantic,
+            "instance": instance,
+            "batch": torch.zeros(8, dtype=torch.long),
+        }
+    )
+    assert targets.num_gt == 2
+    assert targets.gt_id.tolist() == [0, 0, -1, -1, -1, 1, 1, -1]
+    assert targets.gt_class().tolist() == [5, 6]
 
 
 def test_hand_built_dynamic_head_reproduces_a_known_mask() -> None:
@@ -239,6 +289,37 @@ def test_nms_removes_a_duplicate_and_keeps_a_distinct_instance() -> None:
     # The duplicate survives NMS at 0.99 but owns only 0 points after overlap resolution.
 
 
+def test_a_point_at_exactly_the_mask_threshold_is_outside_the_mask() -> None:
+    """A point is in a mask when sigmoid(logit) > mask_threshold: the 10 points decoded at
+    logit 0 (p = 0.5, the default threshold) stay unassigned."""
+    outputs = _outputs_with_masks([list(range(0, 60))], 100, [4])
+    outputs["masks"].logits[60:70] = 0.0
+    infer = InferenceConfig(
+        min_instance_points=10,
+        score_threshold=0.0,
+        score_mode="learned",
+        score_with_class_prob=False,
+    )
+    final = select_instances(outputs, 100, MaskHeadConfig(mask_threshold=0.5), infer)
+    assert final.class_id.tolist() == [4]
+    assert (final.point_instance[:60] == 1).all() and (final.point_instance[60:] == 0).all()
+
+
+def test_an_instance_of_exactly_the_minimum_size_is_kept() -> None:
+    """min_instance_points is the smallest instance kept: a 10-point mask survives a minimum of
+    10, a 9-point one does not."""
+    infer = InferenceConfig(
+        min_instance_points=10,
+        score_threshold=0.0,
+        score_mode="learned",
+        score_with_class_prob=False,
+    )
+    outputs = _outputs_with_masks([list(range(0, 10)), list(range(20, 29))], 40, [4, 5])
+    final = select_instances(outputs, 40, MaskHeadConfig(), infer)
+    assert final.class_id.tolist() == [4]
+    assert (final.point_instance[:10] == 1).all() and (final.point_instance[10:] == 0).all()
+
+
 def test_class_from_mask_takes_the_mean_thing_class_of_the_mask_points() -> None:
     # Two masks grouped as class 4 (chair). Mask 0's points are mostly table (6) with a wall
     # (1) majority that must be ignored; mask 1's are chair. "cluster" keeps 4 for both.
@@ -305,6 +386,32 @@ def test_gradients_reach_every_parameter() -> None:
         if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
     ]
     assert dead == []
+
+
+def test_total_loss_weighs_each_term_by_its_own_weight() -> None:
+    """total = sum of each shared term times its own `loss.*_weight` + decoder_scale times the
+    decoder's (already weighted) terms; distinct weights tell a swapped weight apart."""
+    from dyco_training.losses import LossConfig
+
+    torch.manual_seed(0)
+    model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
+    xyz, rgb, semantic, instance = _scene_batch()
+    batch = torch.zeros(len(xyz), dtype=torch.long)
+    out = model(xyz, rgb, batch, semantic, instance)
+    targets = {"xyz": xyz, "semantic": semantic, "instance": instance, "batch": batch}
+    cfg = LossConfig(
+        semantic_weight=2.0, semantic_dice_weight=3.0, offset_l1_weight=5.0, offset_dir_weight=7.0
+    )
+    losses = compute_losses(model, out, targets, cfg, decoder_scale=0.5)
+    shared = (
+        2.0 * losses["semantic_ce"]
+        + 3.0 * losses["semantic_dice"]
+        + 5.0 * losses["offset_l1"]
+        + 7.0 * losses["offset_dir"]
+    )
+    decoder_terms = losses["mask_bce"] + losses["mask_dice"] + losses["score"]
+    assert losses["semantic_dice"].item() > 0 and losses["offset_dir"].item() != 0
+    assert losses["total"].item() == pytest.approx((shared + 0.5 * decoder_terms).item(), rel=1e-5)
 
 
 def test_offset_loss_is_zero_for_perfect_offsets() -> None:
