@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dyco_perception.model import SegmentationNetwork
-from dyco_perception.model.decoders.base import DecoderInput
+from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
 from dyco_perception.model.decoders.common import (
     DecodedMasks,
     cluster_grid,
@@ -423,6 +423,36 @@ def test_offsets_only_group_the_decoder_and_generator_see_the_original_positions
     torch.testing.assert_close(a["masks"].point_index, b["masks"].point_index)
     torch.testing.assert_close(a["masks"].logits, b["masks"].logits)
     torch.testing.assert_close(a["score_logits"], b["score_logits"])
+
+
+def test_the_score_loss_trains_the_features_the_kernels_are_pooled_from() -> None:
+    """The score head reads the cluster's pooled features, and its loss (Eq. 5's score term)
+    reaches the point features and the kernel generator through them, not only the head."""
+    cfg = ModelConfig.from_dict(
+        {
+            "backbone": {"width": 4, "levels": 2, "backend": "torch"},
+            "grouping": {"train_proposals": "pred", "min_points": 5, "radius": 0.5},
+        }
+    )
+    torch.manual_seed(0)
+    decoder = DyCo3DDecoder(cfg).train()
+    inp = _two_blob_input(cfg)
+    inp.point_features = inp.point_features.clone().requires_grad_(True)
+    outputs = decoder(inp)
+    targets = InstanceTargets.from_targets(
+        {
+            "xyz": inp.xyz,
+            "semantic": inp.gt_semantic,
+            "instance": inp.gt_instance,
+            "batch": inp.batch,
+        }
+    )
+    score = decoder.losses(outputs, targets, LossConfig())["score"]
+    assert float(score) > 0
+    score.backward()
+    assert float(inp.point_features.grad.abs().sum()) > 0
+    generator = [p.grad for p in decoder.kernel_generator.parameters() if p.grad is not None]
+    assert generator and sum(float(g.abs().sum()) for g in generator) > 0
 
 
 @pytest.mark.parametrize("training", [True, False])
