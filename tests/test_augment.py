@@ -240,3 +240,69 @@ def test_the_mixed_partner_is_drawn_from_the_whole_pool():
         assert 5 in classes and len(classes) == 2  # the scene itself and one partner
         partners |= classes - {5}
     assert partners == {6, 7, 8}
+
+
+def test_a_flip_without_rotation_mirrors_x_only():
+    """flip_x_prob=1, no rotation, jitter or scaling: the transform is diag(-1, 1, 1)."""
+    cfg = AugmentConfig(flip_x_prob=1.0, rotate_z=False, scale_min=1.0, scale_max=1.0)
+    cfg.matrix_jitter_std = 0.0
+    m = linear_transform(cfg, np.random.default_rng(0))
+    np.testing.assert_allclose(m, np.diag([-1.0, 1.0, 1.0]))
+
+
+def test_elastic_displacement_scales_with_magnitude_and_reaches_every_point():
+    """Same noise (same seed): magnitude 2 moves each point twice as far as magnitude 1, and
+    the noise grid covers the whole cloud (no point, not even at the far corner, is left
+    unmoved)."""
+    xyz = _cloud(500, seed=4)
+    xyz = np.vstack([xyz, xyz.max(0)])  # the far corner itself
+    one = elastic_distortion(xyz, 0.5, 1.0, np.random.default_rng(1)) - xyz
+    two = elastic_distortion(xyz, 0.5, 2.0, np.random.default_rng(1)) - xyz
+    np.testing.assert_allclose(two, 2 * one, rtol=1e-4, atol=1e-6)
+    assert (np.abs(one).max(axis=1) > 0).all()
+
+
+def test_augmented_colours_stay_within_0_255():
+    """Colour jitter beyond the range is clipped to 0..255."""
+    xyz = _cloud(300, seed=5)
+    rgb = np.full_like(xyz, 250.0)
+    rgb[::2] = 5.0
+    cfg = AugmentConfig(colour_jitter_std=100.0, elastic_prob=0.0)
+    _, out, _ = augment_scene(xyz, rgb, cfg, np.random.default_rng(2))
+    assert out.min() == 0.0 and out.max() == 255.0
+
+
+def test_a_fixed_scale_is_a_valid_config():
+    """scale_min may equal scale_max (a fixed scale); only min > max is refused."""
+    cfg = AugmentConfig.from_dict({"scale_min": 1.0, "scale_max": 1.0})
+    assert cfg.scale_min == cfg.scale_max == 1.0
+
+
+def test_overlay_floors_meet_for_scenes_of_different_heights():
+    """The second scene's lowest point is moved to the first's lowest, whatever their tops."""
+    from dyco_training.data import overlay
+
+    base = _sample([[0, 0, 0], [2, 2, 3]], [1, 1], [1, 1])
+    other = _sample([[0, 0, 5], [1, 1, 6]], [2, 2], [1, 1])
+    mixed = overlay(base, other)
+    assert mixed["xyz"][2:, 2].min() == pytest.approx(mixed["xyz"][:2, 2].min())
+    assert mixed["xyz"][3, 2] == pytest.approx(1.0)
+
+
+def test_a_batch_maps_colours_to_minus_one_one_and_no_instance_to_ignore():
+    """make_batch: rgb 0..255 -> -1..1; instance 0 (none) becomes -100 (ignored by the
+    losses), the others keep their ids."""
+    import torch
+    from dyco_perception.scenes import make_scene
+    from dyco_training.data import make_batch
+
+    xyz = _cloud(40, seed=6)
+    rgb = np.zeros((40, 3), np.uint8)
+    rgb[20:] = 255
+    instance = np.repeat([0, 1, 2, 3], 10)
+    scene = make_scene(xyz, rgb, np.full(40, 4), instance, "s")
+    batch = make_batch(
+        [scene], AugmentConfig(enabled=False), np.random.default_rng(0), torch.device("cpu")
+    )
+    assert sorted(batch["instance"].tolist()) == [-100] * 10 + [1] * 10 + [2] * 10 + [3] * 10
+    assert sorted(set(batch["rgb"].flatten().tolist())) == [-1.0, 1.0]

@@ -408,3 +408,58 @@ def test_segmenter_passes_the_mask_power_to_combined(scannet_dir: Path) -> None:
     alone = classes(class_geometry="alone")
     assert classes(class_geometry="combined", class_geometry_mask_power=0.0) == alone
     assert classes(class_geometry="combined", class_geometry_mask_power=1.0) != alone
+
+
+def test_fifty_floor_points_are_enough_to_trust() -> None:
+    """FLOOR_MIN_POINTS (50) labelled floor points give the floor their median height."""
+    rng = np.random.default_rng(1)
+    xyz = rng.uniform(0, 3, (500, 3))
+    semantic = np.full(500, 5)
+    semantic[:50], xyz[:50, 2] = FLOOR_CLASS_ID, 0.25
+    assert floor_height(xyz, semantic) == pytest.approx(0.25)
+
+
+def test_top_and_bottom_shares_count_the_points_in_each_fifth_of_the_height() -> None:
+    """40 points at the bottom, 40 at the top and one at each tenth between: the top fifth
+    (above 0.8 of the height) holds the 40 and the one at 0.9, the bottom fifth (below 0.2)
+    the 40 and the one at 0.1; the points at 0.2 ... 0.8 are in neither."""
+    z = np.concatenate([np.zeros(40), np.ones(40), np.arange(1, 10) / 10])
+    xy = np.random.default_rng(2).uniform(0, 1, (len(z), 2))
+    shape = geometry_features(np.column_stack([xy, z]), 0.0, FEATURE_SETS["size_shape"])
+    top, bottom, _ = shape[len(SIZE) :]
+    assert (top, bottom) == (pytest.approx(41 / 89), pytest.approx(41 / 89))
+
+
+def test_probabilities_standardise_the_features_by_mean_and_std() -> None:
+    """Softmax(((x - mean) / std) @ weight + bias): a feature 2 std above its mean with
+    weight 1 for the first class gives logits (1, 0); a far-out instance stays a distribution
+    and leaves the others' probabilities alone."""
+    weight = [[0.0, 0.0] for _ in SIZE]
+    weight[0] = [1.0, 0.0]
+    prior = ClassGeometry(
+        class_ids=[TABLE, CHAIR],
+        mean=[1.0] * len(SIZE),
+        std=[2.0] * len(SIZE),
+        weight=weight,
+        bias=[0.0, 0.0],
+        features=list(SIZE),
+        fitted_on=[],
+    )
+    features = np.ones((3, len(SIZE)))
+    features[0, 0] = 5.0  # (5 - 1) / 2 = 2 std
+    features[2, 0] = 2001.0  # 1000 std
+    probs = prior.probabilities(features, len(SEMANTIC_CLASSES))
+    assert probs[0, TABLE] == pytest.approx(np.exp(2) / (1 + np.exp(2)))
+    assert probs[1, [TABLE, CHAIR]] == pytest.approx([0.5, 0.5])
+    assert probs[2, [TABLE, CHAIR]] == pytest.approx([1.0, 0.0])
+
+
+def test_a_ground_truth_instance_of_ten_points_counts_and_one_of_nine_does_not() -> None:
+    """FRAGMENT_MIN_POINTS (10) points are enough for an instance to be fitted on."""
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(0, 1, (19, 3)).astype(np.float32)
+    semantic = np.array([CHAIR] * 10 + [TABLE] * 9)
+    instance = np.repeat([1, 2], [10, 9])
+    scene = make_scene(xyz, np.zeros((19, 3), np.uint8), semantic, instance, "small")
+    _, classes = gt_instances(scene)
+    assert classes.tolist() == [CHAIR]

@@ -185,3 +185,19 @@ def test_set_inference_records_a_sections_settings_together(segment, tmp_path) -
     assert entry == {"grouping": {"radius": 0.08, "min_points": 150}, "nms_iou": 0.4}
     grouping = load_checkpoint(checkpoint)[1].config.grouping
     assert (grouping.radius, grouping.min_points) == (0.08, 150)
+
+
+def test_each_segment_must_continue_the_last_one_and_the_totals_add_up() -> None:
+    """append_segment checks the new segment's start against the last shipped file (not the
+    first) and sums iterations and hours over all segments."""
+    segments: list[dict] = []
+    for start, shipped in (("s0", "s1"), ("s1", "s2"), ("s2", "s3")):
+        segment = {"init_sha256_16": start, "sha256_16": shipped, "iterations": 10}
+        segments = ledger.append_segment(segments, {**segment, "seconds": 1800.0})
+    assert [s["segment"] for s in segments] == [1, 2, 3]
+    assert segments[-1]["total_iterations"] == 30
+    assert segments[-1]["total_hours"] == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="gap in the chain"):
+        ledger.append_segment(
+            segments, {"init_sha256_16": "s1", "sha256_16": "x", "iterations": 1, "seconds": 1.0}
+        )

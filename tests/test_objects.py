@@ -601,3 +601,102 @@ def test_evidence_of_all_objects_merged_in_one_pass_equals_one_object_at_a_time(
             np.testing.assert_array_equal(a, b)
     kept = together[1]
     assert np.array_equal(kept[0], np.unique(kept[4])) and (kept[1] <= kept[2]).all()
+
+
+def test_a_stamp_equal_to_the_last_is_taken_and_an_empty_map_may_change_frame() -> None:
+    """Only an older stamp is refused; a map without objects has no frame to keep."""
+    objects = ObjectMap()
+    objects.update([], FLOOR, 5, "odom")  # no objects yet
+    assert objects.update([seen(CHAIR_A)], CHAIR_A, 5, "map").object_ids == [1]
+    assert objects.update([seen(CHAIR_A)], CHAIR_A, 5, "map").object_ids == [1]
+
+
+def test_confidence_counts_every_miss_and_min_confidence_is_inclusive() -> None:
+    """confidence = mean score x sightings / (sightings + all misses, not only the current
+    run of them); a query's min_confidence keeps an object of exactly that confidence."""
+    maps = Maps(retire_after=3, confirm_after=1)
+    maps.update([seen(CHAIR_A, score=0.8)])
+    maps.update([], extra=[CHAIR_A])  # re-observed, not found: a miss
+    maps.update([seen(CHAIR_A, score=0.8)])
+    chair = maps.objects.objects[1]
+    assert (chair.num_observations, chair.num_misses, chair.total_misses) == (2, 0, 1)
+    assert chair.confidence == pytest.approx(0.8 * 2 / 3)
+    assert [o.id for o in maps.objects.query(min_confidence=chair.confidence)] == [1]
+
+
+def _two_clusters() -> tuple[np.ndarray, np.ndarray]:
+    """An object of two equal clusters of points, one voxel (0.1 m) each, 0.5 m apart."""
+    first = solid([0.0, 0.0, 0.2], [0.05, 0.05, 0.25], count=100, seed=11)
+    return first, first + np.array([0.5, 0.0, 0.0])
+
+
+def test_a_map_holding_exactly_the_observed_fraction_of_an_object_re_observes_it() -> None:
+    """observed_fraction is a least share (inclusive): a new map covering half of the object's
+    voxels, or a region of interest holding half of its points (and the map covering those),
+    re-observes its region, so not finding it there is a miss (retire_after=1: retired)."""
+    from dyco_perception.tiling import RegionOfInterest
+
+    first, second = _two_clusters()
+    objects = ObjectMap(ObjectMapConfig(retire_after=1, observed_fraction=0.5))
+    objects.update([seen(np.vstack([first, second]))], np.vstack([first, second]), 1, "map")
+    assert objects.update([], first + 1e-5, 2, "map").retired == [1]
+
+    roi = RegionOfInterest.box([-1.0, -1.0, -1.0], [0.3, 1.0, 1.0])  # holds the first cluster
+    objects = ObjectMap(ObjectMapConfig(retire_after=1, observed_fraction=0.5))
+    objects.update([seen(np.vstack([first, second]))], np.vstack([first, second]), 1, "map")
+    assert objects.update([], np.vstack([first, second]) + 1e-5, 2, "map", roi=roi).retired == [1]
+
+
+def test_the_overlap_gate_is_inclusive() -> None:
+    """A box twice as long sharing half of it, its other half already in the map (so it is no
+    part of the object): box IoU exactly 1/2 (voxel IoU 1/3) passes min_overlap=0.5."""
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    longer = corners * np.array([2.0, 1.0, 1.0])
+    both = np.vstack([corners, longer])
+    objects = ObjectMap(ObjectMapConfig(min_overlap=0.5))
+    objects.update([seen(corners)], both, 1, "map")
+    assert objects.update([seen(longer)], both + 1e-6, 2, "map").object_ids == [1]
+
+
+def test_boxes_apart_on_two_axes_do_not_overlap() -> None:
+    """An instance diagonally beside an object (apart in x and in y) shares no volume with
+    it: a new object, however low the overlap gate."""
+    maps = Maps(min_overlap=0.1)
+    maps.update([seen(CHAIR_A)])
+    beside = CHAIR_A + np.array([0.8, 0.8, 0.0])  # a 0.3 m gap in x and in y
+    assert maps.update([seen(beside)], extra=[CHAIR_A]).object_ids == [2]
+
+
+def test_the_class_gate_is_the_bhattacharyya_coefficient() -> None:
+    """Object 50 % chair / 50 % sofa against a sure chair: sum of sqrt(p q) = sqrt(0.5) = 0.707;
+    against the same 50/50 distribution: 1."""
+    unsure = np.zeros(20)
+    unsure[[CHAIR, SOFA]] = 0.5
+    for gate, expected in ((0.70, [1]), (0.72, [2])):
+        maps = Maps(min_class_similarity=gate)
+        maps.update([Observation(CHAIR, 0.8, CHAIR_A, class_probs=unsure)])
+        assert maps.update([seen(CHAIR_A, CHAIR)]).object_ids == expected
+    maps = Maps(min_class_similarity=0.99)
+    maps.update([Observation(CHAIR, 0.8, CHAIR_A, class_probs=unsure)])
+    assert maps.update([Observation(SOFA, 0.8, CHAIR_A, class_probs=unsure)]).object_ids == [1]
+
+
+def test_a_split_part_is_recorded_as_split_from_the_object_it_lies_in() -> None:
+    """With another object in the map, the part is recorded as split from the table it lies
+    inside, not from the other object."""
+    maps = Maps(confirm_after=2)
+    maps.update([seen(LONG_TABLE, TABLE), seen(CHAIR_B)])
+    big = LONG_TABLE[LONG_TABLE[:, 0] < 1.3]
+    small = LONG_TABLE[LONG_TABLE[:, 0] >= 1.3]
+    split = maps.update([seen(CHAIR_B), seen(small, TABLE), seen(big, TABLE)])
+    assert split.object_ids == [2, 3, 1]
+    assert split.split == {3: 1}
+
+
+def test_a_boolean_is_no_number_in_the_config() -> None:
+    """true/false is refused where an integer or a number is expected (Python's bool is an
+    int, YAML's true is not a count)."""
+    with pytest.raises(ValueError, match=r"objects\.confirm_after: expected an integer"):
+        ObjectMapConfig.from_dict({"confirm_after": True})
+    with pytest.raises(ValueError, match=r"objects\.min_overlap: expected a number"):
+        ObjectMapConfig.from_dict({"min_overlap": True})

@@ -210,3 +210,68 @@ def test_fields_of_unknown_type_are_skipped_unless_asked_for() -> None:
     assert pc2.read_points(odd, data).num_points == 4
     with pytest.raises(pc2.CloudError, match="unknown datatype 99"):
         pc2.read_structured(odd, data)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda lay, d: (lay, d + b"\x00" * 12), "data has 60 bytes"),
+        (lambda lay, d: (pc2.CloudLayout(lay.fields, 12, 48, 4, 0), b""), "empty cloud"),
+        (lambda lay, d: (pc2.CloudLayout(lay.fields, 12, 48, 4, -1), d), "negative size"),
+        (
+            lambda lay, d: (
+                pc2.CloudLayout((*lay.fields[:2], Field("z", 8, FLOAT32, 2)), 16, 64, 4),
+                d + d[:16],
+            ),
+            "must be one float32 or float64",
+        ),
+    ],
+)
+def test_mis_sized_clouds_are_refused(mutate, message: str) -> None:
+    """Surplus bytes, a zero or negative height and an xyz field with several values are
+    errors, not silently read."""
+    layout, data = mutate(*_simple_cloud())
+    with pytest.raises(pc2.CloudError, match=message):
+        pc2.read_points(layout, data)
+
+
+def test_a_row_with_one_non_finite_coordinate_is_not_finite() -> None:
+    """`Points.finite` wants x, y and z all finite: one NaN or inf coordinate is enough."""
+    xyz = np.array([[1, 2, 3], [np.nan, 2, 3], [1, np.inf, 3], [1, 2, np.nan]], np.float32)
+    layout, data = pc2.write_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+    assert pc2.read_points(layout, data).finite.tolist() == [True, False, False, False]
+
+
+def test_colour_needs_all_three_uint8_channels() -> None:
+    """Separate r, g, b colour is read only when all three are uint8 fields; r and g alone
+    are no colour."""
+    xyz, rgb = random_points(3, seed=6)
+    columns = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "r": rgb[:, 0], "g": rgb[:, 1]}
+    layout, data = pc2.write_cloud(columns)
+    assert pc2.read_points(layout, data).rgb is None
+
+
+def test_a_field_with_several_values_reads_as_a_column_per_value() -> None:
+    """A field of count 3 is viewed as (N, 3): every value of every point, in order."""
+    xyz, _ = random_points(5, seed=7)
+    normals = np.arange(15, dtype=np.float32).reshape(5, 3)
+    layout, data = pc2.write_cloud({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+    # The same points with a 3-float "normal" field appended to each.
+    wide = pc2.CloudLayout((*layout.fields, Field("normal", 12, FLOAT32, 3)), 24, 120, 5)
+    records = np.frombuffer(data, np.float32).reshape(5, 3)
+    data = np.concatenate([records, normals], axis=1).astype("<f4").tobytes()
+    read = pc2.read_structured(wide, data, ("normal",))
+    np.testing.assert_array_equal(read["normal"], normals)
+    np.testing.assert_array_equal(pc2.read_points(wide, data).xyz, xyz)
+
+
+def test_write_cloud_refuses_points_that_do_not_fill_whole_rows() -> None:
+    """5 points cannot form 2 rows of one width."""
+    with pytest.raises(ValueError, match="cannot form 2 rows"):
+        pc2.write_cloud({"x": np.zeros(5, np.float32)}, height=2)
+
+
+def test_a_quaternion_is_normalised_before_use() -> None:
+    """(0, 0, 2, 2) is the same 90-degree rotation about z as its unit quaternion."""
+    moved = pc2.transform_xyz(np.array([[1.0, 0.0, 0.0]]), (0.0, 0.0, 0.0), (0.0, 0.0, 2.0, 2.0))
+    np.testing.assert_allclose(moved[0], [0.0, 1.0, 0.0], atol=1e-12)

@@ -521,3 +521,48 @@ def test_a_core_point_whose_block_dropped_its_piece_takes_the_covering_neighbour
     assert merged.instance[28] == merged.instance[29] == 0
     assert merged.class_id[object_rows[0] - 1] == 4 and (merged.semantic[12:28] == 4).all()
     assert merged.instance[36] > 0 and merged.instance[36] != object_rows[0]
+
+
+def test_a_point_covered_by_two_neighbours_takes_the_higher_scoring_instance() -> None:
+    """Block A (rows 0..9) labelled its rows chairs but dropped its pieces; block B's chair
+    (rows 0..3, score 0.9) and block C's (rows 2..9, score 0.5) both cover rows 2..3 and share
+    only half of the smaller one (no join): those rows take B's, the higher-scoring."""
+    a = Block(core=np.arange(10), context=np.arange(10))
+    b = Block(core=np.arange(10, 20), context=np.arange(20))
+    c = Block(core=np.arange(20, 30), context=np.arange(30))
+    merger = BlockMerger(30, num_classes=20)
+    _add_parts(merger, a, [], semantic=np.full(10, 4))
+    _add_parts(merger, b, [(0, 3, 4, 0.9)])
+    _add_parts(merger, c, [(2, 9, 4, 0.5)])
+    merged = merger.finish(merge_overlap=0.5, min_points=1)
+    assert len(merged.class_id) == 2
+    assert merged.instance[2] == merged.instance[3] == merged.instance[0] > 0
+    assert merged.instance[4] != merged.instance[0] and merged.instance[4] > 0
+
+
+def test_a_group_of_exactly_min_points_core_points_is_kept() -> None:
+    """min_points is the least size: 5 core points pass min_points=5, not 6."""
+    block = Block(core=np.arange(10), context=np.arange(10))
+    merger = BlockMerger(10, num_classes=20)
+    _add_parts(merger, block, [(0, 4, 4, 0.9)])
+    assert len(merger.finish(merge_overlap=0.5, min_points=5).class_id) == 1
+    assert len(merger.finish(merge_overlap=0.5, min_points=6).class_id) == 0
+
+
+def test_a_long_block_is_split_while_its_longer_side_allows() -> None:
+    """A 4 m x 1 m map of 2000 points (budget 1000, min_block_size 1 m): the 4 m side can
+    still be halved, so the block is split although its 1 m side is at the minimum."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 1, (2000, 2)) * np.array([4.0, 1.0])
+    cfg = TilingConfig(max_block_points=1000, min_block_size=1.0, overlap=0.0)
+    blocks = plan_blocks(xy, cfg)
+    assert len(blocks) > 1
+    assert all(block.context.size <= 1000 for block in blocks)
+    assert np.array_equal(np.sort(np.concatenate([b.core for b in blocks])), np.arange(2000))
+
+
+def test_a_flat_region_of_interest_box_is_allowed() -> None:
+    """box_min may equal box_max on an axis (only exceeding it is refused)."""
+    roi = RegionOfInterest.box([0.0, 0.0, 1.0], [2.0, 2.0, 1.0])
+    inside = roi.contains(np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.1]]))
+    assert inside.tolist() == [True, False]

@@ -355,3 +355,30 @@ def test_mixed_precision_is_cuda_only():
 
     assert not uses_bf16_autocast(True, torch.device("cpu"))
     assert not uses_bf16_autocast(False, torch.device("cuda"))
+
+
+def test_constant_schedule_and_a_time_budget_past_its_end():
+    """The constant schedule keeps the base lr after warm-up; a time budget already spent
+    (time progress above 1) holds the schedule at its end, not past it."""
+    constant = ScheduleConfig(name="constant", warmup_iters=2)
+    assert lr_factor(0, 100, constant) == pytest.approx(0.5)
+    assert lr_factor(50, 100, constant) == pytest.approx(1.0)
+    cosine = ScheduleConfig(name="cosine", warmup_iters=0, min_lr_ratio=0.1)
+    assert lr_factor(5, 100, cosine, time_progress=1.5) == pytest.approx(0.1)
+    poly = ScheduleConfig(name="poly", power=1.0)
+    assert lr_factor(5, 100, poly, time_progress=1.5) == pytest.approx(0.0)
+
+
+def test_resume_restores_the_training_clock(tmp_path):
+    """The state records the seconds trained so far; a resumed trainer counts on from them and
+    its schedule sees the restored clock (time progress = elapsed / time budget) at once."""
+    cfg = train_config_from_dict(tiny_config(train={"max_minutes": 10.0}))
+    first = Trainer(cfg, out_dir=tmp_path / "a")
+    path = first.save_state()
+    state = torch.load(path, weights_only=True)
+    assert state["elapsed"] > 0.0
+    state["elapsed"] = 300.0  # half the 10-minute budget
+    torch.save(state, path)
+    resumed = Trainer(copy.deepcopy(cfg), out_dir=tmp_path / "b", resume=path)
+    assert resumed.elapsed == 300.0
+    assert resumed.shared_time_progress == pytest.approx(0.5, abs=0.02)
