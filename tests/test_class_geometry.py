@@ -62,6 +62,8 @@ def test_floor_is_the_labelled_floor_or_the_lowest_points() -> None:
     semantic = np.full(1000, 5)
     semantic[:60], xyz[:60, 2] = FLOOR_CLASS_ID, 0.25
     assert floor_height(xyz, semantic) == pytest.approx(0.25)
+    semantic[:10] = 5  # FLOOR_MIN_POINTS (50) floor points are enough to trust
+    assert floor_height(xyz, semantic) == pytest.approx(0.25)
     semantic[:20] = 5  # 40 floor points: too few to trust
     assert floor_height(xyz, semantic) == pytest.approx(np.percentile(xyz[:, 2], 1))
 
@@ -408,15 +410,6 @@ def test_segmenter_passes_the_mask_power_to_combined(scannet_dir: Path) -> None:
     alone = classes(class_geometry="alone")
     assert classes(class_geometry="combined", class_geometry_mask_power=0.0) == alone
     assert classes(class_geometry="combined", class_geometry_mask_power=1.0) != alone
-
-
-def test_fifty_floor_points_are_enough_to_trust() -> None:
-    """FLOOR_MIN_POINTS (50) labelled floor points give the floor their median height."""
-    rng = np.random.default_rng(1)
-    xyz = rng.uniform(0, 3, (500, 3))
-    semantic = np.full(500, 5)
-    semantic[:50], xyz[:50, 2] = FLOOR_CLASS_ID, 0.25
-    assert floor_height(xyz, semantic) == pytest.approx(0.25)
 
 
 def test_top_and_bottom_shares_count_the_points_in_each_fifth_of_the_height() -> None:

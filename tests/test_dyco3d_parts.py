@@ -534,6 +534,20 @@ def test_grouping_across_classes_joins_them_under_the_majority_class() -> None:
     assert sorted(p.point_index.tolist()) == list(range(80))  # stuff never joins
 
 
+def _input_of_semantic_logits(logits: torch.Tensor) -> DecoderInput:
+    """A decoder input of len(logits) points at the origin with these semantic logits."""
+    n = logits.shape[0]
+    return DecoderInput(
+        xyz=torch.zeros(n, 3),
+        batch=torch.zeros(n, dtype=torch.long),
+        voxelized=Voxelized(None, torch.arange(n)),
+        voxel_features=torch.zeros(n, 4),
+        point_features=torch.zeros(n, 4),
+        semantic_logits=logits,
+        offsets=torch.zeros(n, 3),
+    )
+
+
 def test_thing_probability_groups_an_object_the_head_calls_wall() -> None:
     """A door point: wall 0.6, door 0.3, window 0.1; a chair point: chair 0.9. Grouped under
     the most probable class unless the thing classes together reach `thing_probability`."""
@@ -541,15 +555,7 @@ def test_thing_probability_groups_an_object_the_head_calls_wall() -> None:
     probs = torch.zeros(2, 20)
     probs[0, [wall, door, window]] = torch.tensor([0.6, 0.3, 0.1])
     probs[1, [wall, chair]] = torch.tensor([0.1, 0.9])
-    inp = DecoderInput(
-        xyz=torch.zeros(2, 3),
-        batch=torch.zeros(2, dtype=torch.long),
-        voxelized=Voxelized(None, torch.arange(2)),
-        voxel_features=torch.zeros(2, 4),
-        point_features=torch.zeros(2, 4),
-        semantic_logits=probs.clamp_min(1e-9).log(),
-        offsets=torch.zeros(2, 3),
-    )
+    inp = _input_of_semantic_logits(probs.clamp_min(1e-9).log())
     assert inp.grouping_labels(0.0).tolist() == [wall, chair]
     assert inp.grouping_labels(0.35).tolist() == [door, chair]
     assert inp.grouping_labels(0.5).tolist() == [wall, chair]
@@ -560,15 +566,7 @@ def test_thing_probability_is_reached_at_equality() -> None:
     so the point is grouped as door; a setting just above keeps it wall."""
     logits = torch.full((1, 20), -math.inf)
     logits[0, 0], logits[0, 7] = 0.0, 0.0
-    inp = DecoderInput(
-        xyz=torch.zeros(1, 3),
-        batch=torch.zeros(1, dtype=torch.long),
-        voxelized=Voxelized(None, torch.arange(1)),
-        voxel_features=torch.zeros(1, 4),
-        point_features=torch.zeros(1, 4),
-        semantic_logits=logits,
-        offsets=torch.zeros(1, 3),
-    )
+    inp = _input_of_semantic_logits(logits)
     assert inp.grouping_labels(0.5).tolist() == [7]
     assert inp.grouping_labels(0.51).tolist() == [0]
 
