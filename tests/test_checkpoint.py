@@ -10,6 +10,7 @@ import pytest
 import torch
 from dyco_perception.checkpoint import (
     CARD_KEY,
+    FORMAT_VERSION,
     RUN_TIME_SETTINGS,
     ModelCard,
     build_model,
@@ -162,3 +163,24 @@ def test_random_checkpoint_cli_writes_a_loadable_file(tmp_path: Path) -> None:
     state, card = load_checkpoint(out)
     assert card.training["random_weights"] is True
     build_model(state, card)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda card: card.update(nyu40_ids=card["nyu40_ids"][::-1]), "NYU40 ids"),
+        (lambda card: card.update(format_version=FORMAT_VERSION + 1), "format_version"),
+        (lambda card: card["model_config"].update(num_classes=19), "num_classes=19"),
+        (
+            lambda card: card["model_config"]["inference"].update(class_geometry="alone"),
+            "needs the card's fitted",
+        ),
+    ],
+)
+def test_a_card_that_does_not_fit_this_code_is_refused(edit, fragment: str) -> None:
+    """Loading checks the card: NYU40 ids, format version, the config's class count against
+    the class list, and a class-geometry mode without the fitted prior it needs."""
+    card = _card_dict()
+    edit(card)
+    with pytest.raises(ValueError, match=fragment):
+        ModelCard.from_json(json.dumps(card))

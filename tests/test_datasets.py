@@ -168,3 +168,19 @@ def test_bad_inputs_raise_value_errors(tmp_path: Path) -> None:
         load_npz_scene(tmp_path / "bad.npz")
     with pytest.raises(ValueError, match="unknown scan layout"):
         load_scene(tmp_path)
+
+
+def test_instances_are_numbered_from_one_and_non_finite_xyz_is_refused(tmp_path: Path) -> None:
+    """make_scene numbers instances 1..K even when every point has one (0 means none); ids
+    up to uint16's maximum save; a scene with NaN xyz is refused."""
+    rng = np.random.default_rng(1)
+    xyz, rgb = rng.normal(size=(3, 3)), np.zeros((3, 3), np.uint8)
+    scene = make_scene(xyz, rgb, np.full(3, CHAIR), np.array([7, 7, 2]), "all")
+    assert scene.instance.tolist() == [2, 2, 1]
+    scene.instance = np.array([0, 1, 40_000])
+    assert load_npz_scene(save_scene_npz(scene, tmp_path / "s.npz")).instance.tolist() == [0, 1, 2]
+    scene.instance = np.array([0, 1, 70_000])
+    with pytest.raises(ValueError, match="uint16"):
+        save_scene_npz(scene, tmp_path / "t.npz")
+    with pytest.raises(ValueError, match="NaN"):
+        make_scene(np.full((3, 3), np.nan), rgb, np.full(3, CHAIR), np.ones(3), "nan")

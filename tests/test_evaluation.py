@@ -287,3 +287,28 @@ def test_benchmark_gt_ids_makes_stuff_and_ignore_void() -> None:
 def test_bad_input_raises_value_error(masks, labels, scores, message) -> None:
     with pytest.raises(ValueError, match=message):
         InstanceEvaluator().add_scene(_scene(), masks, np.array(labels), np.array(scores))
+
+
+def test_an_instance_of_exactly_min_region_size_points_is_ground_truth() -> None:
+    """min_region_size is inclusive (the official script keeps instances with >= 100 points):
+    a 100-point chair is counted, found (AP 1) or missed (AP 0), never absent (None)."""
+    gt = np.full(100, CHAIR * 1000 + 1)
+    found = _evaluate(gt, [np.arange(100)], [CHAIR], [0.9])
+    assert found.per_class["chair"] == (1.0, 1.0, 1.0)
+    assert found.num_gt_instances["chair"] == 1
+    assert _evaluate(gt, [], [], []).per_class["chair"] == (0.0, 0.0, 0.0)
+
+
+def test_class_hypotheses_skip_runner_up_classes_of_zero_probability() -> None:
+    """A runner-up class the mask gives no probability is no hypothesis, whatever `k`."""
+    from types import SimpleNamespace
+
+    from dyco_perception.evaluation import class_hypotheses
+
+    chair, table = classes.SEMANTIC_CLASSES.index("chair"), classes.SEMANTIC_CLASSES.index("table")
+    probs = np.zeros(classes.NUM_SEMANTIC_CLASSES)
+    probs[[chair, table]] = [0.75, 0.25]
+    mask = SimpleNamespace(class_id=chair, score=0.8, point_indices=np.arange(5), class_probs=probs)
+    hypotheses = class_hypotheses([mask], 4)
+    assert hypotheses.labels.tolist() == [chair, table]
+    assert hypotheses.scores.tolist() == pytest.approx([0.8, 0.8 / 3])

@@ -11,7 +11,8 @@ from dyco_perception.model.decoders.common import run_decoder, split_decoder_par
 from dyco_perception.model.decoders.dyco3d import decode_masks
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
 from dyco_perception.model.postprocess import select_instances
-from dyco_perception.model.voxelizer import devoxelize, voxelize
+from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
+from dyco_perception.sparse.tensor import MAX_AXIS
 from dyco_training.losses import compute_losses
 
 from dyco_perception.config import InferenceConfig, MaskHeadConfig, ModelConfig
@@ -546,3 +547,34 @@ def test_a_decoders_own_thresholds_scores_and_classes_replace_the_shared_ones() 
     assert inside[outputs["masks"].proposal_id == 0].sum() == 3  # still the 3 mask points
     torch.testing.assert_close(score, torch.tensor([0.3, 0.9]))
     assert class_id.tolist() == [8, 3]
+
+
+def test_each_scene_of_a_batch_voxelizes_on_its_own() -> None:
+    """Three scenes far apart in one batch: xyz features are relative to each scene's own
+    mean; every point's voxel is of its own scene; coords start at 0 per scene (on a shared
+    grid origin too) and lie inside spatial_shape."""
+    gen = torch.Generator().manual_seed(5)
+    batch = torch.arange(3).repeat_interleave(200)
+    xyz = torch.rand(600, 3, generator=gen) * 0.5 + batch[:, None] * 10.0
+    features = point_features(xyz, None, batch, use_rgb=False, use_xyz=True)
+    for b in range(3):
+        torch.testing.assert_close(features[batch == b].mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    for origin in (None, torch.tensor([-1.0, -2.0, -3.0])):
+        vox = voxelize(xyz, features, batch, 0.1, levels=3, grid_origin=origin)
+        coords = vox.voxels.coords
+        assert torch.equal(coords[vox.point_to_voxel, 0], batch)
+        for b in range(3):
+            assert coords[coords[:, 0] == b, 1:].amin(0).tolist() == [0, 0, 0]
+        assert (coords[:, 1:] < torch.tensor(vox.voxels.spatial_shape)).all()
+
+
+def test_a_scene_may_span_max_axis_voxels_and_no_more() -> None:
+    """Along one axis a scene may span MAX_AXIS voxels; one more is refused by name."""
+    ones, zero = torch.ones(2, 1), torch.zeros(2, dtype=torch.long)
+    widest = torch.tensor([[0.0, 0.0, 0.0], [MAX_AXIS - 0.5, 0.0, 0.0]])
+    assert voxelize(widest, ones, zero, 1.0, levels=3).voxels.coords[:, 1].tolist() == [
+        0,
+        MAX_AXIS - 1,
+    ]
+    with pytest.raises(ValueError, match=f"spans {MAX_AXIS + 1} voxels"):
+        voxelize(widest + torch.tensor([[0.0, 0, 0], [1.0, 0, 0]]), ones, zero, 1.0, levels=3)

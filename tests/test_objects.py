@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from dyco_perception.identity_metric import identity_stability
+from dyco_perception.identity_metric import detected_ids, identity_stability
 from dyco_perception.objects import (
     ObjectMap,
     ObjectMapConfig,
@@ -700,3 +700,15 @@ def test_a_boolean_is_no_number_in_the_config() -> None:
         ObjectMapConfig.from_dict({"confirm_after": True})
     with pytest.raises(ValueError, match=r"objects\.min_overlap: expected a number"):
         ObjectMapConfig.from_dict({"min_overlap": True})
+
+
+def test_detected_ids_thresholds_are_inclusive_and_objects_count_all_their_points() -> None:
+    """detected_ids: an instance of exactly min_points counts; IoU exactly min_iou detects;
+    an object's points off the instance (background included) enlarge its union."""
+    gt = np.repeat([0, 1, 2], [200, 100, 200])
+    obj = np.zeros_like(gt)
+    obj[200:300] = 4  # instance 1, all 100 points: IoU 1
+    obj[300:400] = 5  # half of instance 2: IoU 100 / 200 = 0.5
+    obj[400:500] = 6  # the other half plus one background point: IoU 100 / 201
+    obj[0] = 6
+    assert detected_ids(gt, obj) == {1: 4, 2: 5}

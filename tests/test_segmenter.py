@@ -12,6 +12,7 @@ from dyco_perception.checkpoint import ModelCard, save_checkpoint
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders import DECODERS
 from dyco_perception.segmenter import Segmenter
+from dyco_perception.tiling import TilingConfig
 
 from dyco_perception import classes
 from dyco_perception.config import ModelConfig
@@ -275,3 +276,54 @@ def test_cuda_segmentation_matches_cpu(decoder: str) -> None:
     gpu_masks = [gpu.instance == inst.id for inst in gpu.instances]
     matched = [_best_iou(cpu.instance == inst.id, gpu_masks) > 0.9 for inst in cpu.instances]
     assert np.mean(matched) > 0.9 and abs(len(cpu.instances) - len(gpu.instances)) <= 2
+
+
+def test_float_colours_reach_one_and_rows_with_non_finite_colours_are_dropped(
+    segmenter, cloud
+) -> None:
+    """Float rgb lies in 0..1 inclusive (white is 1.0); a row whose colour is NaN or inf is
+    dropped and counted like a row with a non-finite xyz."""
+    xyz, rgb = cloud
+    colours = rgb.astype(np.float32) / 255.0
+    colours[0] = 1.0
+    colours[5, 1], colours[7, 2] = np.nan, np.inf
+    result = segmenter.segment(xyz, colours)
+    check_contract(result, len(xyz))
+    assert result.num_dropped_points == 2
+    assert (result.semantic[[5, 7]] == -1).all() and result.semantic[0] >= 0
+
+
+def test_a_block_of_exactly_max_voxels_keeps_the_model_voxel_size() -> None:
+    """voxel.max_voxels is the most voxels a block may hold: a lattice filling exactly that
+    many voxels is segmented at the model's voxel size, without a warning."""
+    seg = make_segmenter(voxel={"max_voxels": 1000})
+    cells = np.stack(np.meshgrid(*[np.arange(10)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    xyz = ((cells + 0.5) * seg.cfg.voxel.voxel_size).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = seg.segment(xyz, np.zeros((1000, 3), np.uint8))
+    assert result.voxel_size == seg.cfg.voxel.voxel_size and result.coarse_blocks == 0
+
+
+def test_a_map_reports_the_largest_voxel_size_of_its_blocks(cloud) -> None:
+    """With tiling, a dense block voxelized coarser and a sparse block at the model's size:
+    the result reports the coarser size (the largest a block used), and one coarse block."""
+    seg = make_segmenter(voxel={"max_voxels": 1000})
+    seg.tiling = TilingConfig(block_size=1.0, overlap=0.0, min_block_size=0.5).validate()
+    xyz, rgb = cloud
+    dense = xyz * np.float32(0.45)  # 3000 points in x < 0.9: far more than 1000 voxels
+    sparse = dense[:200] + np.float32([1.1, 0.0, 0.0])  # 200 points in x > 1.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = seg.segment(np.concatenate([dense, sparse]), np.concatenate([rgb, rgb[:200]]))
+    assert result.block_points == [3000, 200] and result.coarse_blocks == 1
+    assert result.voxel_size > seg.cfg.voxel.voxel_size
+
+
+def test_a_class_geometry_mode_without_the_cards_prior_is_refused() -> None:
+    """A model whose inference wants the class-geometry prior cannot run from a card that
+    holds none: the Segmenter refuses it when built, not at the first cloud."""
+    inference = {**TINY["inference"], "class_geometry": "alone"}
+    model = SegmentationNetwork(ModelConfig.from_dict({**TINY, "inference": inference}))
+    with pytest.raises(ValueError, match="class_geometry"):
+        Segmenter.from_model(model, device="cpu")

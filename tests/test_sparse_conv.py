@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dyco_perception.model import SegmentationNetwork
+from dyco_perception.model.unet import ResidualBlock, SparseBNReLU, UBlock
 from dyco_perception.model.voxelizer import point_features, voxelize
 from dyco_perception.sparse import SparseConv, SparseVoxels, spconv_available
 
@@ -146,3 +147,46 @@ def test_backends_agree_on_a_real_scan_with_the_default_unet(scannet_dir: Path) 
     difference = (outputs["torch"] - outputs["spconv"]).abs().max().item()
     print(f"real scan: max abs difference torch vs spconv = {difference:.3g}")
     assert difference < 1e-4, f"max abs difference {difference}"
+
+
+def _random_norms(*acts: SparseBNReLU) -> None:
+    """Eval statistics far from identity, with variances small enough for eps to matter."""
+    for act in acts:
+        norm = act.norm
+        for tensor, low, high in (
+            (norm.running_mean, -1.0, 1.0),
+            (norm.running_var, 1e-3, 2e-3),
+            (norm.weight.data, 0.5, 2.0),
+            (norm.bias.data, -0.5, 0.5),
+        ):
+            tensor.uniform_(low, high)
+
+
+def test_residual_block_runs_alike_with_autograd_without_it_and_folded() -> None:
+    """An eval residual block gives one output with autograd, without it (the in-place
+    inference path) and with its second BN folded into its first conv."""
+    torch.manual_seed(0)
+    block = ResidualBlock(3, 5).double()
+    _random_norms(block.act1, block.act2)
+    block.eval()
+    x = random_voxels(channels=3)
+    expected = block(x).features.detach()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x).features, expected)
+        block.fold_batch_norm()
+        torch.testing.assert_close(block(x).features, expected)
+
+
+def test_a_unet_level_concatenates_its_skip_before_the_upsampled_features() -> None:
+    """The decoder side of a level reads cat(skip, up) (PointGroup's channel order, which
+    trained weights depend on): with the up conv zeroed, the tail's first `width` input
+    channels are the level's block output and the rest are 0."""
+    torch.manual_seed(0)
+    level = UBlock([4, 8], blocks=1, bottleneck=None).double().eval()
+    level.up[1].weight.data.zero_()
+    seen: dict[str, torch.Tensor] = {}
+    level.blocks.register_forward_hook(lambda _m, _i, out: seen.update(skip=out.features))
+    level.tail.register_forward_pre_hook(lambda _m, args: seen.update(merged=args[0].features))
+    level(random_voxels(channels=4))
+    torch.testing.assert_close(seen["merged"][:, :4], seen["skip"])
+    assert torch.all(seen["merged"][:, 4:] == 0)
