@@ -68,7 +68,7 @@ def test_down_and_up_conv_match_dense_strided_and_transposed_conv() -> None:
     down = SparseConv(3, 4, "down", backend="torch").double()
     up = SparseConv(4, 2, "up", backend="torch").double()
     coarse = down(x)
-    assert coarse.stride == 2
+    assert coarse.stride == 2 and coarse.spatial_shape == (SIDE // 2,) * 3
     expected_coords = torch.unique(torch.cat([x.coords[:, :1], x.coords[:, 1:] // 2], 1), dim=0)
     assert torch.equal(torch.unique(coarse.coords, dim=0), expected_coords)
     dense_down = F.conv3d(dense(x, SIDE), conv_weight_as_dense(down), stride=2)
