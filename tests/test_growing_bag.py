@@ -85,6 +85,10 @@ def test_plain_bags_are_not_growing() -> None:
     assert replay.growing_scans(plain) is None and replay.final_maps(plain) == plain
     assert bags.split_growing_name("a/map_x") is None
     assert bags.split_growing_name("a/b/map_07") == ("a/b", 7)
+    # A bag without scan names names its scans by their stamps: digits, yet no growing maps.
+    by_stamp = [bags.BagScan(k, b"", 0, None, None, str(10**18 + k)) for k in range(2)]
+    assert bags.split_growing_name(by_stamp[0].name) is None
+    assert replay.growing_scans(by_stamp) is None
 
 
 def _result(scene, object_of_gt: dict[int, int], stamp: int) -> Result:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,56 @@ def test_bad_checkpoint_or_parameter_stops_the_start_with_a_reason(tmp_path: Pat
     assert "holds the 'dyco3d' decoder" in other
     unknown = _start_fails(tmp_path, {"checkpoint": str(TINY_FIXTURE), "decoder": "mask3d"})
     assert "decoder" in unknown and "mask3d" in unknown
+
+
+def test_clouds_in_another_frame_than_input_frame_are_rejected(node, room) -> None:
+    """With input_frame set, a cloud in any other frame is counted as rejected_wrong_frame;
+    one in input_frame is segmented."""
+    _, client = node
+    before = client.counter("rejected_wrong_frame")
+    assert client.set_parameters({"input_frame": "lidar"})[0].successful
+    try:
+        client.publish(make_cloud(room.xyz, room.rgb, frame="camera"))
+        assert client.wait_until(lambda: client.counter("rejected_wrong_frame") == before + 1, 20)
+        segment(client, make_cloud(room.xyz, room.rgb, frame="lidar"))
+    finally:
+        client.set_parameters({"input_frame": ""})
+    assert client.counter("rejected_wrong_frame") == before + 1
+
+
+def test_a_cloud_of_exactly_max_points_is_segmented(node, room) -> None:
+    _, client = node
+    assert client.set_parameters({"max_points": len(room.xyz)})[0].successful
+    try:
+        result = segment(client, make_cloud(room.xyz, room.rgb))
+    finally:
+        client.set_parameters({"max_points": MAX_POINTS})
+    assert result.messages["instances"].num_points == len(room.xyz)
+
+
+def test_a_cloud_without_colour_is_segmented_as_if_grey(node, room) -> None:
+    """The model uses colour: a cloud without rgb is segmented with every point grey."""
+    _, client = node
+    grey = np.full((len(room.xyz), 3), 128, np.uint8)
+    clouds = [segment(client, make_cloud(room.xyz, rgb)).messages["cloud"] for rgb in (None, grey)]
+    labels = [pc2.read_structured(pc2.CloudLayout.of(c), c.data)["label"] for c in clouds]
+    np.testing.assert_array_equal(labels[0], labels[1])
+
+
+def test_target_frame_names_the_outputs_and_lockstep_clouds_drop_none(node, room) -> None:
+    """target_frame is the outputs' frame even under the identity transform; a cloud that
+    arrives with none pending replaces nothing, so it is not counted as dropped."""
+    _, client = node
+    time.sleep(1.2)  # a diagnostics report (every 0.5 s) newer than the previous test's clouds
+    processed, dropped = client.counter("processed"), client.counter("dropped")
+    assert client.set_parameters({"target_frame": "map"})[0].successful
+    try:
+        cloud = segment(client, make_cloud(room.xyz, room.rgb)).messages["cloud"]
+    finally:
+        client.set_parameters({"target_frame": ""})
+    assert cloud.header.frame_id == "map"
+    assert client.wait_until(lambda: client.counter("processed") > processed, 20)
+    assert client.counter("dropped") == dropped
 
 
 if __name__ == "__main__":

@@ -154,3 +154,19 @@ def test_evaluation_of_perfect_predictions_is_ap_one(scenes) -> None:
         )
     metrics = replay.evaluate(report)
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AP25"] == pytest.approx(1.0)
+
+
+def test_latency_percentiles_count_only_complete_results() -> None:
+    """p50 and p95 of the cloud latency over the clouds with every result kind; a cloud with
+    only some of its results counts as dropped."""
+    scans = [bags.BagScan(k, b"", 0, None, None, f"s{k}") for k in range(21)]
+    results = {}
+    for k in range(20):
+        results[k] = Result(published_at=0.0)
+        results[k].messages = dict.fromkeys(replay.RESULT_KINDS)
+        results[k].received_at["cloud"] = float(k + 1)
+    results[20] = Result(published_at=0.0, messages={"cloud": None}, received_at={"cloud": 99.0})
+    report = replay.ReplayReport(num_clouds=21, results=results, scans=scans)
+    assert (report.num_results, report.dropped) == (20, 1)
+    p50, p95 = report.latency_percentiles()
+    assert (p50, p95) == (pytest.approx(10.5), pytest.approx(19.05))
