@@ -349,6 +349,22 @@ def test_two_scenes_decode_within_their_own_scene_and_train() -> None:
     assert out["score"].shape == out["mask_threshold"].shape == (out["proposals"].num,)
 
 
+def test_the_merge_head_sees_the_absolute_difference_of_the_shifted_candidates() -> None:
+    """The merge head's pair input ends with |(x + o)_i - (x + o)_j|: candidates' positions
+    shifted by their predicted offsets, an order-free difference (pair (i, j) reads as (j, i))."""
+    decoder = _decoder().eval()
+    inp, _ = _scene_input(decoder, 1, things=True)
+    inp.offsets = torch.randn(inp.xyz.shape, generator=torch.Generator().manual_seed(3)) * 0.05
+    seen: list[torch.Tensor] = []
+    decoder.merge_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    with torch.no_grad():
+        raw = decoder(inp)["dknet"]
+    shifted = (inp.xyz + inp.offsets)[raw["candidates"]]
+    assert raw["pair_i"].numel() > 0 and len(seen) == 1
+    want = (shifted[raw["pair_i"]] - shifted[raw["pair_j"]]).abs()
+    torch.testing.assert_close(seen[0][:, -3:], want)
+
+
 def test_a_scene_without_thing_points_has_no_candidates_and_zero_losses() -> None:
     decoder = _decoder().train()
     inp, targets = _scene_input(decoder, 1, things=False)
