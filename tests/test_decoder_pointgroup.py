@@ -18,6 +18,7 @@ from dyco_perception.model.decoders.pointgroup import (
     GT,
     ORIGINAL,
     SHIFTED,
+    ScoreNet,
     dual_set_proposals,
     score_loss,
     score_targets,
@@ -215,6 +216,24 @@ def test_cluster_cells_keep_the_voxel_size_until_the_grid_is_full() -> None:
     assert cells[2, 2].item() == 2  # 0.09 / 0.04
     fit = cluster_grid(torch.cat([small, big]), p, 14, 0.0)  # every cluster spans the grid
     assert fit.coords[fit.cell_of_member][:3, 1].tolist() == [0, 7, 13]
+
+
+def test_scorenet_max_pools_its_unet_features_per_cluster() -> None:
+    """Eq. 4's ScoreNet: each cluster's score reads the elementwise max of its U-Net cell
+    features (a cluster is as good as its strongest evidence), one row per cluster."""
+    torch.manual_seed(0)
+    net = ScoreNet(4, 1, 14, 0.04).eval()
+    xyz = torch.rand(40, 3)
+    proposals = proposals_of([list(range(0, 25)), list(range(25, 40))])
+    seen: dict[str, torch.Tensor] = {}
+    net.unet.register_forward_hook(lambda _m, _a, out: seen.update(cells=out))
+    net.linear.register_forward_hook(lambda _m, args, _o: seen.update(pooled=args[0]))
+    with torch.no_grad():
+        net(torch.randn(40, 4), xyz, proposals)
+    cells = seen["cells"]
+    for k in range(2):
+        want = cells.features[cells.coords[:, 0] == k].amax(0)
+        torch.testing.assert_close(seen["pooled"][k], want)
 
 
 def test_options_are_validated() -> None:
