@@ -237,9 +237,9 @@ def test_the_portable_build_of_the_kernel_gives_the_same_result(subm_conv3d, tmp
 
 
 def test_the_kernel_releases_the_gil_so_blocks_run_side_by_side(subm_conv3d) -> None:
-    side = torch.arange(36)
+    side = torch.arange(44)
     xyz = torch.cartesian_prod(side, side, side)  # a solid block: 27 neighbours per voxel
     coords = torch.cat([torch.zeros(len(xyz), 1, dtype=torch.long), xyz], 1)
-    x = SparseVoxels(torch.randn(len(coords), 32), coords, 1, (36, 36, 36), 1)
+    x = SparseVoxels(torch.randn(len(coords), 32), coords, 1, (44, 44, 44), 1)
     table, weight = gemm.subm_table(x), random_weight(32, 32)
     assert_releases_gil(lambda: subm_conv3d(x.features, table, weight, None))
