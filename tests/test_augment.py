@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import torch
+from dyco_perception.scenes import make_scene
 from dyco_training.augment import (
     AugmentConfig,
     augment_scene,
@@ -11,6 +13,7 @@ from dyco_training.augment import (
     linear_transform,
     rotation_z,
 )
+from dyco_training.data import augmented_sample, make_batch, overlay, training_sample
 
 
 def _cloud(n=2000, seed=0, size=(4.0, 3.0, 2.5)):
@@ -167,7 +170,6 @@ def _sample(xyz, sem, inst):
 
 
 def test_overlay_centres_the_second_scene_on_the_first_floors_meeting_and_keeps_instances_apart():
-    from dyco_training.data import overlay
 
     base = _sample([[0, 0, 0], [2, 2, 1], [1, 1, 0.5], [2, 0, 0]], [1, 5, 5, 2], [0, 1, 2, 2])
     other = _sample([[10, 5, 3], [14, 6, 4], [12, 5, 3.5]], [3, 4, 4], [0, 1, 3])
@@ -187,7 +189,6 @@ def test_overlay_centres_the_second_scene_on_the_first_floors_meeting_and_keeps_
 
 
 def _flat_scene(name, semantic, instances, seed):
-    from dyco_perception.scenes import make_scene
 
     rng = np.random.default_rng(seed)
     n = 3000
@@ -197,7 +198,6 @@ def _flat_scene(name, semantic, instances, seed):
 
 
 def test_training_sample_mixes_at_its_rate_within_the_point_budget():
-    from dyco_training.data import training_sample
 
     scene, partner = _flat_scene("a", 5, 3, 0), _flat_scene("b", 8, 4, 1)
     cfg = AugmentConfig(max_points=2000, elastic_prob=0.0, mix_prob=0.5)
@@ -215,7 +215,6 @@ def test_training_sample_mixes_at_its_rate_within_the_point_budget():
 
 
 def test_without_mixing_or_a_pool_the_sample_and_random_stream_are_unchanged():
-    from dyco_training.data import augmented_sample, training_sample
 
     scene, partner = _flat_scene("a", 5, 3, 0), _flat_scene("b", 8, 4, 1)
     cfg = AugmentConfig(max_points=2000)
@@ -227,7 +226,6 @@ def test_without_mixing_or_a_pool_the_sample_and_random_stream_are_unchanged():
 
 
 def test_the_mixed_partner_is_drawn_from_the_whole_pool():
-    from dyco_training.data import training_sample
 
     scene = _flat_scene("a", 5, 3, 0)
     pool = [_flat_scene(name, cls, 2, seed) for name, cls, seed in (("b", 6, 1), ("c", 7, 2))]
@@ -244,8 +242,9 @@ def test_the_mixed_partner_is_drawn_from_the_whole_pool():
 
 def test_a_flip_without_rotation_mirrors_x_only():
     """flip_x_prob=1, no rotation, jitter or scaling: the transform is diag(-1, 1, 1)."""
-    cfg = AugmentConfig(flip_x_prob=1.0, rotate_z=False, scale_min=1.0, scale_max=1.0)
-    cfg.matrix_jitter_std = 0.0
+    cfg = AugmentConfig(
+        flip_x_prob=1.0, rotate_z=False, scale_min=1.0, scale_max=1.0, matrix_jitter_std=0.0
+    )
     m = linear_transform(cfg, np.random.default_rng(0))
     np.testing.assert_allclose(m, np.diag([-1.0, 1.0, 1.0]))
 
@@ -280,8 +279,6 @@ def test_a_fixed_scale_is_a_valid_config():
 
 def test_overlay_floors_meet_for_scenes_of_different_heights():
     """The second scene's lowest point is moved to the first's lowest, whatever their tops."""
-    from dyco_training.data import overlay
-
     base = _sample([[0, 0, 0], [2, 2, 3]], [1, 1], [1, 1])
     other = _sample([[0, 0, 5], [1, 1, 6]], [2, 2], [1, 1])
     mixed = overlay(base, other)
@@ -292,10 +289,6 @@ def test_overlay_floors_meet_for_scenes_of_different_heights():
 def test_a_batch_maps_colours_to_minus_one_one_and_no_instance_to_ignore():
     """make_batch: rgb 0..255 -> -1..1; instance 0 (none) becomes -100 (ignored by the
     losses), the others keep their ids."""
-    import torch
-    from dyco_perception.scenes import make_scene
-    from dyco_training.data import make_batch
-
     xyz = _cloud(40, seed=6)
     rgb = np.zeros((40, 3), np.uint8)
     rgb[20:] = 255

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from dyco_perception.evaluation import (
     InstancePredictions,
     benchmark_gt_ids,
     build_evaluator,
+    class_hypotheses,
     evaluate_case,
     evaluate_predictions,
 )
@@ -203,8 +205,7 @@ def test_evaluate_predictions_takes_semantic_ids_and_instance_lists() -> None:
         {"class_id": chair, "score": 0.95, "point_indices": np.arange(0, 100)},  # on wall
     ]
     as_arrays = InstancePredictions(np.array([chair]), np.array([0.9]), [np.arange(100, 250)])
-    from types import SimpleNamespace  # the shape of dyco_perception's SegmentationResult
-
+    # SimpleNamespace: the shape of dyco_perception's SegmentationResult
     segmentation_result = SimpleNamespace(
         instances=[SimpleNamespace(class_id=chair, score=0.9, point_indices=np.arange(100, 250))]
     )
@@ -237,10 +238,6 @@ def test_a_resample_of_the_scenes_scores_as_those_scenes_added_again() -> None:
 
 
 def test_class_hypotheses_let_a_mislabelled_mask_count_for_its_runner_up_class() -> None:
-    from types import SimpleNamespace
-
-    from dyco_perception.evaluation import class_hypotheses
-
     chair, table = classes.SEMANTIC_CLASSES.index("chair"), classes.SEMANTIC_CLASSES.index("table")
     semantic = np.array([chair] * 150 + [table] * 120)
     instance = np.array([1] * 150 + [2] * 120)
@@ -301,10 +298,6 @@ def test_an_instance_of_exactly_min_region_size_points_is_ground_truth() -> None
 
 def test_class_hypotheses_skip_runner_up_classes_of_zero_probability() -> None:
     """A runner-up class the mask gives no probability is no hypothesis, whatever `k`."""
-    from types import SimpleNamespace
-
-    from dyco_perception.evaluation import class_hypotheses
-
     chair, table = classes.SEMANTIC_CLASSES.index("chair"), classes.SEMANTIC_CLASSES.index("table")
     probs = np.zeros(classes.NUM_SEMANTIC_CLASSES)
     probs[[chair, table]] = [0.75, 0.25]

@@ -13,7 +13,7 @@ from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_prop
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
 from dyco_perception.sparse.tensor import MAX_AXIS
-from dyco_training.losses import compute_losses
+from dyco_training.losses import LossConfig, compute_losses
 
 from dyco_perception.config import InferenceConfig, MaskHeadConfig, ModelConfig
 
@@ -392,8 +392,6 @@ def test_gradients_reach_every_parameter() -> None:
 def test_total_loss_weighs_each_term_by_its_own_weight() -> None:
     """total = sum of each shared term times its own `loss.*_weight` + decoder_scale times the
     decoder's (already weighted) terms; distinct weights tell a swapped weight apart."""
-    from dyco_training.losses import LossConfig
-
     torch.manual_seed(0)
     model = SegmentationNetwork(ModelConfig.from_dict(TINY)).train()
     xyz, rgb, semantic, instance = _scene_batch()

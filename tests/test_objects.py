@@ -15,6 +15,7 @@ from dyco_perception.objects import (
     Observation,
     voxel_keys,
 )
+from dyco_perception.tiling import RegionOfInterest
 
 CHAIR, TABLE, SOFA = 4, 6, 5
 FLOOR = np.array([[-1.0, -1.0, -0.05], [6.0, 4.0, 0.0]])
@@ -313,8 +314,6 @@ def test_assignment_prefers_the_better_match_over_more_matches() -> None:
 def test_objects_outside_the_region_of_interest_are_not_missed() -> None:
     """The map holds the whole cloud; only the region x < 1.5 is segmented. Chair B lies
     outside: not detected, not missed, never retired; chair A inside is missed as before."""
-    from dyco_perception.tiling import RegionOfInterest
-
     roi = RegionOfInterest.box([-5, -5, -5], [1.5, 5, 5])
     maps = Maps(retire_after=2)
     maps.update([seen(CHAIR_A), seen(CHAIR_B)])
@@ -330,8 +329,6 @@ def test_an_object_cut_by_the_region_of_interest_edge_keeps_its_id() -> None:
     chair lies inside it, then all of it again. The sliver is a part of the known chair (the
     previous map held its points, though it was not segmented there): not a new object, and the
     whole chair seen again is not given to one."""
-    from dyco_perception.tiling import RegionOfInterest
-
     maps = Maps()
     for _ in range(2):
         maps.update([seen(CHAIR_A), seen(CHAIR_B)])
@@ -634,8 +631,6 @@ def test_a_map_holding_exactly_the_observed_fraction_of_an_object_re_observes_it
     """observed_fraction is a least share (inclusive): a new map covering half of the object's
     voxels, or a region of interest holding half of its points (and the map covering those),
     re-observes its region, so not finding it there is a miss (retire_after=1: retired)."""
-    from dyco_perception.tiling import RegionOfInterest
-
     first, second = _two_clusters()
     objects = ObjectMap(ObjectMapConfig(retire_after=1, observed_fraction=0.5))
     objects.update([seen(np.vstack([first, second]))], np.vstack([first, second]), 1, "map")
