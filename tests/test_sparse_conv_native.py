@@ -236,6 +236,13 @@ def test_the_portable_build_of_the_kernel_gives_the_same_result(subm_conv3d, tmp
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, **TOL)
 
 
+def test_the_gil_check_fails_a_call_that_holds_the_gil() -> None:
+    """The check itself: sorting a million floats is one C call that keeps the GIL."""
+    values = torch.rand(1_000_000, generator=torch.Generator().manual_seed(0)).tolist()
+    with pytest.raises(AssertionError, match="the GIL was held"):
+        assert_releases_gil(lambda: sorted(values))
+
+
 def test_the_kernel_releases_the_gil_so_blocks_run_side_by_side(subm_conv3d) -> None:
     side = torch.arange(44)
     xyz = torch.cartesian_prod(side, side, side)  # a solid block: 27 neighbours per voxel
