@@ -261,6 +261,17 @@ def test_elastic_displacement_scales_with_magnitude_and_reaches_every_point():
     assert (np.abs(one).max(axis=1) > 0).all()
 
 
+def test_elastic_distortion_moves_the_clouds_corners_about_as_much_as_its_middle():
+    """The noise grid reaches a cell beyond the cloud: the blur's zero padding lies outside,
+    so the corner points' displacement (rms over 300 draws) is nearly the middle's, not a
+    third of it as on the grid's outermost nodes."""
+    xyz = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [2.0, 2.0, 2.0]], np.float32)
+    rng = np.random.default_rng(0)
+    shifts = np.stack([elastic_distortion(xyz, 0.5, 1.0, rng) - xyz for _ in range(300)])
+    low, middle, high = np.sqrt((shifts**2).mean(axis=(0, 2)))
+    assert low > 0.75 * middle and high > 0.75 * middle
+
+
 def test_augmented_colours_stay_within_0_255():
     """Colour jitter beyond the range is clipped to 0..255."""
     xyz = _cloud(300, seed=5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dyco_perception.ros import outputs
 from dyco_perception.tools.client import SegmentationClient, stamp_key
 from dyco_perception.tools.process import node_command, start_node, stop_node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
@@ -175,6 +178,36 @@ def test_bad_cloud_is_counted_and_the_next_cloud_is_processed(node, room, case: 
     assert result.messages["instances"].num_points == len(room.xyz)
 
 
+def test_a_rejected_cloud_turns_the_diagnostics_status_to_warn(node, room) -> None:
+    """Once a cloud was rejected (none failed), the node's status level is WARN."""
+    _, client = node
+    statuses: list[tuple[bytes, str, int]] = []  # level, message, rejected so far
+    lock = threading.Lock()
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        with lock:
+            for s in msg.status:
+                if s.name == client.status_name:
+                    rejected = {kv.key: kv.value for kv in s.values}["rejected"]
+                    statuses.append((s.level, s.message, int(rejected)))
+
+    listener = client.node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        on_diagnostics,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    try:
+        before = client.counter("rejected")
+        client.publish(make_cloud(room.xyz[:0], room.rgb[:0]))  # empty: rejected
+        assert client.wait_until(lambda: any(s[2] > before for s in statuses), 20)
+    finally:
+        client.node.destroy_subscription(listener)
+    assert client.counter("failed") == 0
+    level, message, _ = next(s for s in statuses if s[2] > before)
+    assert level == DiagnosticStatus.WARN and "rejected" in message
+
+
 def test_valid_parameter_change_applies_and_invalid_ones_are_refused(node, scan) -> None:
     _, client = node
     [ok] = client.set_parameters({"score_threshold": 0.99})
@@ -285,6 +318,17 @@ def test_a_cloud_without_colour_is_segmented_as_if_grey(node, room) -> None:
     clouds = [segment(client, make_cloud(room.xyz, rgb)).messages["cloud"] for rgb in (None, grey)]
     labels = [pc2.read_structured(pc2.CloudLayout.of(c), c.data)["label"] for c in clouds]
     np.testing.assert_array_equal(labels[0], labels[1])
+
+
+def test_a_clouds_colours_reach_the_model(node, scan) -> None:
+    """The same scan with its colours and all grey: the model, which uses colour, labels it
+    differently."""
+    _, client = node
+    xyz, rgb = scan
+    grey = np.full_like(rgb, 128)
+    clouds = [segment(client, make_cloud(xyz, c)).messages["cloud"] for c in (rgb, grey)]
+    labels = [pc2.read_structured(pc2.CloudLayout.of(c), c.data)["label"] for c in clouds]
+    assert not np.array_equal(labels[0], labels[1])
 
 
 def test_target_frame_names_the_outputs_and_lockstep_clouds_drop_none(node, room) -> None:

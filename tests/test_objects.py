@@ -707,3 +707,82 @@ def test_detected_ids_thresholds_are_inclusive_and_objects_count_all_their_point
     obj[400:500] = 6  # the other half plus one background point: IoU 100 / 201
     obj[0] = 6
     assert detected_ids(gt, obj) == {1: 4, 2: 5}
+
+
+def in_voxels(cells, count: int = 20, seed: int = 0) -> np.ndarray:
+    """Points near the centres of these 0.1 m voxels (integer x, y, z voxel coordinates)."""
+    centres = (np.repeat(np.asarray(cells, float), count, axis=0) + 0.5) * 0.1
+    return centres + np.random.default_rng(seed).uniform(-0.03, 0.03, centres.shape)
+
+
+def test_an_object_exactly_part_containment_inside_another_instance_is_merged() -> None:
+    """part_containment is a least share (inclusive): 3 of a 5-voxel object's voxels (0.6)
+    inside the instance matched to the chair beside it: merged into the chair."""
+    rail = in_voxels([(x, 0, 2) for x in range(5)])
+    chair = solid([0.5, 0.0, 0.0], [1.5, 0.5, 0.9], seed=18)
+    maps = Maps(part_containment=0.6)
+    maps.update([seen(rail), seen(chair)])
+    both = np.vstack([chair, rail[rail[:, 0] < 0.3]])
+    update = maps.update([seen(both)], extra=[rail])
+    assert update.object_ids == [2] and update.merged == {1: 2}
+    assert maps.objects.objects[1].merged_into == 2
+
+
+def test_voxels_emptied_with_exactly_as_many_new_ones_nearby_moved_away() -> None:
+    """A loop closure moves a 3-voxel object 0.4 m along x: 3 voxels emptied, exactly 3 new
+    voxels appear next to them (at least as many: the points moved). The object is a ghost,
+    retired at once; its new place is a new object."""
+    thing = in_voxels([(x, 0, 2) for x in range(3)])
+    wall = in_voxels([(x, 20, 2) for x in range(10)])  # the rest of the map, unchanged
+    objects = ObjectMap()
+    objects.update([seen(thing)], np.vstack([thing, wall]), 1, "map")
+    shifted = thing + np.array([0.4, 0.0, 0.0])
+    update = objects.update([seen(shifted)], np.vstack([shifted, wall]), 2, "map")
+    assert update.retired == [1] and update.object_ids == [2]
+
+
+def test_an_object_exactly_observed_fraction_of_which_moved_away_is_retired() -> None:
+    """Half of the object's published voxels (observed_fraction 0.5, inclusive) moved away:
+    a ghost, retired at once, not kept on its other half."""
+    first, second = _two_clusters()
+    wall = in_voxels([(x, 20, 2) for x in range(10)])
+    objects = ObjectMap(ObjectMapConfig(observed_fraction=0.5))
+    objects.update([seen(np.vstack([first, second]))], np.vstack([first, second, wall]), 1, "map")
+    moved = first + np.array([-0.4, 0.0, 0.0])
+    nearby = in_voxels([(-6, 2, 2)])  # a second new voxel near the emptied one
+    update = objects.update([], np.vstack([moved, nearby, second, wall]), 2, "map")
+    assert update.retired == [1] and 1 not in objects.objects
+
+
+def test_an_object_the_map_surrounds_but_no_longer_covers_is_retired() -> None:
+    """The map holds points on all four x-y sides of a 3 x 3-voxel object (each side beside
+    one of its rows or columns other than the first), then loses the object's points (no new
+    ones appear: no loop closure): the map no longer holds it, it is retired at once."""
+    thing = in_voxels([(x, y, 2) for x in range(3) for y in range(3)])
+    sides = in_voxels([(-1, 1, 2), (3, 2, 2), (2, -1, 2), (1, 3, 2)])
+    objects = ObjectMap()
+    objects.update([seen(thing)], np.vstack([thing, sides]), 1, "map")
+    assert objects.update([], sides + 1e-5, 2, "map").retired == [1]
+
+
+def test_a_part_recovered_by_one_object_is_not_given_to_another() -> None:
+    """min_overlap 0.95: no part passes the gate, every object is recovered from its parts.
+    Part P lies inside both the short object 1 and the long object 2; object 1 takes it, so
+    object 2 takes its other (smaller) part Q, not P again."""
+    short = in_voxels([(x, y, 2) for x in range(5) for y in range(3)], seed=1)
+    long = in_voxels([(x, y, 2) for x in range(10) for y in range(3)], seed=2)
+    maps = Maps(min_overlap=0.95)
+    maps.update([seen(short), seen(long)])
+    part_p = short[short[:, 0] < 0.3]
+    part_q = long[(long[:, 0] > 0.6) & (long[:, 0] < 0.8)]
+    update = maps.update([seen(part_p), seen(part_q)], extra=[long])
+    assert update.object_ids == [1, 2] and update.created == []
+
+
+def test_negative_class_probabilities_count_as_zero() -> None:
+    probs = np.zeros(20)
+    probs[[CHAIR, TABLE, SOFA]] = [0.6, 0.6, -0.2]
+    maps = Maps()
+    maps.update([Observation(CHAIR, 0.8, CHAIR_A, class_probs=probs)])
+    fused = maps.objects.objects[1].class_probs
+    np.testing.assert_allclose(fused[[CHAIR, TABLE, SOFA]], [0.5, 0.5, 0.0], atol=1e-6)

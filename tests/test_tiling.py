@@ -504,6 +504,25 @@ def test_two_instances_of_one_block_never_join_through_another_block() -> None:
     assert merged.instance[0] != merged.instance[39]
 
 
+@pytest.mark.parametrize(("context_end", "instances"), [(29, 2), (28, 1)])
+def test_a_block_whose_context_held_nine_tenths_of_an_instance_saw_it_whole(
+    context_end: int, instances: int
+) -> None:
+    """Block A (core rows 0..19) separates chairs on rows 10..14 and 15..19; block B (core
+    rows 20..39) under-segments rows 12..31 into one instance, which joins the second chair.
+    A's context (rows 0..29) holds 18 of that instance's 20 rows, exactly the 90 % that count
+    as seen whole: A separated the chairs with it in view, so the first chair stays apart.
+    One row less in A's context (85 %): A saw only its edge, and both chairs join it."""
+    a = Block(core=np.arange(20), context=np.arange(context_end + 1))
+    b = Block(core=np.arange(20, 40), context=np.arange(40))
+    merger = BlockMerger(40, num_classes=20)
+    _add_parts(merger, a, [(10, 14, 4, 0.9), (15, 19, 4, 0.8)])
+    _add_parts(merger, b, [(12, 31, 4, 0.7)])
+    merged = merger.finish(merge_overlap=0.5, min_points=1)
+    assert len(merged.class_id) == instances
+    assert len(set(merged.instance[10:32])) == instances
+
+
 def test_a_core_point_whose_block_dropped_its_piece_takes_the_covering_neighbours() -> None:
     """Block A (core rows 0..19, context 0..29) has the object on rows 12..29; block B (core
     rows 20..39, context 10..39) labelled rows 20..27 with the object's class but dropped its
