@@ -14,6 +14,7 @@ from dyco_perception.class_geometry import (
     ClassGeometry,
     floor_height,
     geometry_features,
+    instance_features,
 )
 from dyco_perception.classes import SEMANTIC_CLASSES
 from dyco_perception.scenes import load_npz_scene, make_scene
@@ -268,6 +269,20 @@ def test_relabel_reads_each_instances_own_points() -> None:
     probs = np.zeros((3, len(SEMANTIC_CLASSES)), np.float32)
     class_id, _ = prior.relabel("alone", scene.xyz, scene.semantic, instance, probs)
     assert class_id.tolist() == [DOOR, CHAIR, TABLE]
+
+
+def test_instance_features_are_each_instances_own_features() -> None:
+    """Row k of instance_features holds geometry_features of instance k + 1's points, all of
+    them (ids out of cloud order, unassigned points between); an id without points gets 0."""
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(0, 2, (40, 3))
+    instance = rng.permutation(np.repeat([0, 2, 1, 0], 10))
+    features = instance_features(xyz, instance, 3, 0.1, SIZE)
+    for k in (1, 2):
+        np.testing.assert_allclose(
+            features[k - 1], geometry_features(xyz[instance == k], 0.1, SIZE)
+        )
+    assert not features[2].any()
 
 
 def test_a_ground_truth_instance_takes_its_points_majority_class() -> None:

@@ -25,6 +25,7 @@ from dyco_perception.model.decoders.base import DecoderInput, InstanceTargets
 from dyco_perception.model.decoders.common import DecodedMasks
 from dyco_perception.model.decoders.dknet import (
     DKNetDecoder,
+    bce_dice,
     decode_instances,
     describe_candidates,
     greedy_merge,
@@ -129,6 +130,14 @@ def test_merge_targets_pair_candidates_on_one_gt_instance_of_one_scene() -> None
     assert merge_targets(torch.tensor([-1, -1]), *scene_pairs(torch.zeros(2))).tolist() == [0]
 
 
+def test_merge_terms_are_the_bce_and_the_soft_dice_of_all_pairs() -> None:
+    """Pairs of probability 0.8 (same instance) and 0.4 (not): BCE -(log 0.8 + log 0.6) / 2,
+    dice 1 - (2 * 0.8 + 1) / (0.8 + 0.4 + 1 + 1)."""
+    bce, dice = bce_dice(torch.tensor([0.8, 0.4]), torch.tensor([1.0, 0.0]))
+    assert bce.item() == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2, rel=1e-5)
+    assert dice.item() == pytest.approx(1 - 2.6 / 3.2, rel=1e-5)
+
+
 # ---- matching (Eq. 5) -----------------------------------------------------------------------
 
 
@@ -171,6 +180,26 @@ def test_kernel_input_is_the_centre_minus_the_point() -> None:
     assert masks.logits.tolist() == pytest.approx([10.0, -20.0], abs=1e-5)
 
 
+def test_decode_radius_keeps_the_points_within_that_distance_of_the_centre() -> None:
+    """decode_radius 2.5 m around the centre (1, 0, 0): points 1 m and sqrt(5) m away are
+    decoded, the one 3 m away is not (a squared distance compared with the squared radius)."""
+    sizes = [(2 + 3, 1)]
+    params = torch.zeros(1, 6)
+    xyz = torch.tensor([[0.0, 0, 0], [3.0, 1, 0], [4.0, 0, 0]])
+    masks = decode_instances(
+        params,
+        sizes,
+        torch.zeros(3, 2),
+        xyz,
+        torch.zeros(3, dtype=torch.long),
+        torch.ones(3, dtype=torch.bool),
+        torch.tensor([[1.0, 0.0, 0.0]]),
+        torch.tensor([0]),
+        2.5,
+    )
+    assert masks.point_index.tolist() == [0, 1]
+
+
 def _dknet_mask_case(logits: list[list[float]]) -> tuple[dict, InstanceTargets]:
     """GT 0 = points 0..3 (chair), points 4, 5 unlabelled; kernel 0 centred on point 0 (on GT
     0, matched), kernel 1 on point 5 (the one GT taken: unmatched). Both decode points 0..5."""
@@ -207,6 +236,20 @@ def test_mask_losses_average_only_the_matched_kernels() -> None:
     probs = row.sigmoid()
     want_dice = 1 - 2 * float(probs[:4].sum()) / (float(probs.sum()) + 4)
     assert float(dice) == pytest.approx(want_dice, rel=1e-5)
+
+
+def test_mask_dice_gradient_raises_the_logits_of_instance_points() -> None:
+    """The matched kernel decodes GT 0's 4 points and 2 others at p = 0.5: dice = 1 - 2I / D
+    with I = 2, D = 7, so d dice / d p_j = -(2 t_j D - 2I) / D^2: -10/49 on GT points, +4/49
+    elsewhere (times p (1 - p) = 1/4 per logit). A detached intersection would push every
+    point down alike (+4/196)."""
+    raw, targets = _dknet_mask_case([[0.0] * 6, [-1.0] * 6])
+    logits = raw["masks"].logits.requires_grad_()
+    _, dice = mask_losses(raw, targets, 0.25, "iou_or_centre")
+    assert dice.item() == pytest.approx(1 - 4 / 7, rel=1e-5)
+    dice.backward()
+    want = [-10 / 196] * 4 + [4 / 196] * 2 + [0.0] * 6
+    assert logits.grad.tolist() == pytest.approx(want, abs=1e-7)
 
 
 def test_mask_iou_gate_is_strict() -> None:
@@ -363,6 +406,105 @@ def test_the_merge_head_sees_the_absolute_difference_of_the_shifted_candidates()
     assert raw["pair_i"].numel() > 0 and len(seen) == 1
     want = (shifted[raw["pair_i"]] - shifted[raw["pair_j"]]).abs()
     torch.testing.assert_close(seen[0][:, -3:], want)
+
+
+def test_the_heat_loss_does_not_bend_the_offsets() -> None:
+    """The heat head reads the voxels' offsets detached (section 3.3's [F_p, O] input): the
+    heat term's gradient reaches the heat head but never the offset prediction."""
+    decoder = _decoder().train()
+    inp, targets = _scene_input(decoder, 1, things=True)
+    out = decoder(inp)
+    losses = decoder.losses(out, InstanceTargets.from_targets(targets), LossConfig())
+    losses["heat"].backward()
+    assert decoder.heat_head[0].weight.grad.abs().sum() > 0
+    assert inp.offsets.grad is None or not inp.offsets.grad.any()
+
+
+def test_stuff_heat_never_normalises_a_candidate_away() -> None:
+    """LN-NMS runs on the heat of thing points only (stuff zeroed): a chair blob of heat 0.27
+    beside a floor patch of heat 0.98 (both within R) still gives one candidate, its first
+    point; normalised by the floor's heat it would fall under T = 0.5."""
+    decoder = _decoder().eval()
+    with torch.no_grad():  # heat = sigmoid(5 * feature 0 - 1): 0.98 on the floor, 0.27 else
+        head = decoder.heat_head
+        for layer in (head[0], head[3]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        head[0].weight[0, 0] = 1.0
+        head[3].weight[0, 0], head[3].bias[0] = 5.0, -1.0
+    gen = torch.Generator().manual_seed(0)
+    chair = torch.rand(10, 3, generator=gen) * 0.05
+    xyz = torch.cat([chair, chair + torch.tensor([0.1, 0.0, 0.0])])
+    semantic = torch.tensor([CHAIR] * 10 + [FLOOR] * 10)
+    features = torch.zeros(20, 8)
+    features[10:, 0] = 1.0
+    inp = DecoderInput(
+        xyz=xyz,
+        batch=torch.zeros(20, dtype=torch.long),
+        voxelized=Voxelized(None, torch.arange(20)),
+        voxel_features=features,
+        point_features=features,
+        semantic_logits=F.one_hot(semantic, 20).float() * 10,
+        offsets=torch.zeros(20, 3),
+    )
+    with torch.no_grad():
+        out = decoder(inp)
+    heat = out["dknet"]["heat"]
+    assert heat[0].item() == pytest.approx(torch.sigmoid(torch.tensor(-1.0)).item(), rel=1e-3)
+    assert heat[10].item() > 0.98
+    assert out["dknet"]["candidates"].tolist() == [0]
+
+
+def test_kernels_are_made_from_the_candidates_foreground_features() -> None:
+    """Without merging (threshold 1) each candidate is its own instance, and its kernel's input
+    F_ins is the candidate's foreground description fn (not the background fb)."""
+    cfg = ModelConfig.from_dict(
+        {"backbone": {"width": 8}, "decoder": {**TINY_DECODER, "merge_threshold": 1.0}}
+    )
+    decoder = DKNetDecoder(cfg).eval()
+    inp, _ = _scene_input(decoder, 1, things=True)
+    seen = []
+    decoder.controller.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    with torch.no_grad():
+        out = decoder(inp)
+        candidates = out["dknet"]["candidates"]
+        o = decoder.options
+        fn, fb, _ = describe_candidates(
+            inp.xyz,
+            inp.batch,
+            inp.semantic_pred,
+            inp.per_point(decoder.reduce_head),
+            candidates,
+            o.nms_radius,
+            o.max_neighbours,
+        )
+    assert candidates.numel() > 1 and out["dknet"]["centre_rows"].tolist() == candidates.tolist()
+    assert torch.allclose(seen[0], fn, atol=1e-6) and not torch.allclose(seen[0], fb, atol=1e-3)
+
+
+def test_kernels_decode_relative_to_their_centre_candidates_original_position() -> None:
+    """Eq. 3's C_ins is the centre candidate's position, not its shifted one: with every offset
+    1 m along x and a kernel whose logit is its first relative coordinate, each decoded logit
+    is c_x - x for the centre's original x."""
+    decoder = _decoder().eval()
+    d, hidden = decoder.options.feature_channels, decoder.options.decoder_hidden
+    first = torch.zeros(d + 3, hidden)
+    first[d, 0], first[d, 1] = 1.0, -1.0  # +x and -x of the relative position
+    second = torch.zeros(hidden, 1)
+    second[0, 0], second[1, 0] = 1.0, -1.0
+    kernel = torch.cat([first.flatten(), torch.zeros(hidden), second.flatten(), torch.zeros(1)])
+    with torch.no_grad():
+        decoder.controller[2].weight.zero_()
+        decoder.controller[2].bias.copy_(kernel)
+    inp, _ = _scene_input(decoder, 1, things=True)
+    inp.offsets = torch.zeros_like(inp.xyz)
+    inp.offsets[:, 0] = 1.0
+    with torch.no_grad():
+        raw = decoder(inp)["dknet"]
+    masks, centre_rows = raw["masks"], raw["centre_rows"]
+    assert centre_rows.numel() > 0
+    want = inp.xyz[centre_rows[masks.proposal_id], 0] - inp.xyz[masks.point_index, 0]
+    assert torch.allclose(masks.logits, want, atol=1e-5)
 
 
 def test_a_scene_without_thing_points_has_no_candidates_and_zero_losses() -> None:

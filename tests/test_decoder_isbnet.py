@@ -31,7 +31,9 @@ from dyco_perception.model.decoders.isbnet import (
     one_to_many_match,
     point_box_losses,
     run_dynamic,
+    thresholded_pairs,
     uncovered,
+    voxel_view,
 )
 from dyco_perception.model.postprocess import select_instances
 from dyco_perception.model.voxelizer import voxelize
@@ -88,6 +90,31 @@ def tiny_decoder(**options) -> IsbnetDecoder:
 # --- IA-FPS (Eq. 1) -------------------------------------------------------------------------
 
 
+def test_a_voxels_position_is_the_mean_of_its_points() -> None:
+    """ISBNet works on voxels placed at the mean of their points (three points share one 0.1 m
+    voxel, one point has its own), with the class probabilities of their points' logits."""
+    xyz = torch.tensor([[0.01, 0.0, 0.0], [0.02, 0.06, 0.0], [0.09, 0.0, 0.03], [0.5, 0.5, 0.5]])
+    batch = torch.zeros(4, dtype=torch.long)
+    vox = voxelize(xyz, torch.zeros(4, 1), batch, 0.1, levels=1)
+    logits = torch.zeros(4, 20)
+    inp = DecoderInput(
+        xyz=xyz,
+        batch=batch,
+        voxelized=vox,
+        voxel_features=torch.zeros(2, 8),
+        point_features=torch.zeros(4, 8),
+        semantic_logits=logits,
+        offsets=torch.zeros(4, 3),
+    )
+    view = voxel_view(inp)
+    p2v = vox.point_to_voxel
+    assert p2v[0] == p2v[1] == p2v[2] != p2v[3]
+    assert torch.allclose(view.xyz[p2v[0]], xyz[:3].mean(0)) and torch.equal(
+        view.xyz[p2v[3]], xyz[3]
+    )
+    assert torch.allclose(view.semantic_prob, torch.full((2, 20), 0.05))
+
+
 def test_foreground_is_one_minus_stuff_probability_above_tau() -> None:
     probs = torch.zeros(4, 20)
     probs[:, 0] = torch.tensor([0.1, 0.3, 0.5, 0.0])  # wall
@@ -95,6 +122,18 @@ def test_foreground_is_one_minus_stuff_probability_above_tau() -> None:
     probs[:, CHAIR] = 1 - probs[:, 0] - probs[:, 1]
     # background 0.3, 0.6, 0.5 (not strictly above), 0.0
     assert foreground(probs, 0.5).tolist() == [True, False, False, True]
+
+
+def test_thresholded_pairs_keep_the_points_above_the_mask_threshold() -> None:
+    """At mask_threshold 0.8 (logit cut log 4) a query keeps its points of probability 0.88
+    and 0.99 and drops the one of 0.73 and the one of 0.12."""
+    block = MaskBlock(
+        torch.tensor([3]), torch.tensor([10, 11, 12, 13]), torch.tensor([[2.0, 1.0, 5.0, -2.0]])
+    )
+    pairs = thresholded_pairs([block], 0.8, torch.device("cpu"), torch.zeros(1))
+    assert pairs.point_index.tolist() == [10, 12]
+    assert pairs.proposal_id.tolist() == [3, 3]
+    assert pairs.logits.tolist() == [2.0, 5.0]
 
 
 def test_uncovered_needs_every_earlier_mask_below_one_minus_tau() -> None:
@@ -312,6 +351,34 @@ def test_gt_boxes_and_point_box_losses() -> None:
     assert float(terms["point_box_l1"]) == pytest.approx(1.0)
     # gIoU 1 - IoU: box 0 volume 6 vs 12 (IoU 1/2), box 1 volume 2 vs 4 (IoU 1/2).
     assert float(terms["point_box_giou"]) == pytest.approx(0.5)
+
+
+def test_point_box_losses_average_over_every_thing_points_box() -> None:
+    """Only GT 0's two points predict a box 1 m too long in x: the L1 term is the mean over all
+    four thing points, (1 + 1 + 0 + 0) / 4."""
+    xyz = torch.tensor([[0.0, 0, 0], [1.0, 2, 3], [5.0, 5, 5], [6.0, 6, 7], [9.0, 9, 9]])
+    gt_id = torch.tensor([0, 0, 1, 1, -1])
+    boxes = gt_boxes(xyz, gt_id, 2)
+    predicted = boxes[gt_id.clamp_min(0)].clone()
+    predicted[:2, 3] += 1.0
+    terms = point_box_losses(predicted, boxes, gt_id)
+    assert float(terms["point_box_l1"]) == pytest.approx(0.5)
+
+
+def test_queries_predict_their_box_around_their_own_position() -> None:
+    """A query's box is its head's output added to the query's position (both corners): with
+    the head at zero it is the point box at the picked seed."""
+    dec = tiny_decoder().eval()
+    with torch.no_grad():
+        dec.query_box_head.weight.zero_()
+        dec.query_box_head.bias.zero_()
+    gen = torch.Generator().manual_seed(0)
+    xyz = torch.rand(10, 3, generator=gen)
+    feats = torch.randn(10, 8, generator=gen)
+    with torch.no_grad():
+        q = dec.queries(torch.tensor([2, 7]), (xyz, torch.zeros(10, dtype=torch.long), feats))
+    assert torch.equal(q.xyz, xyz[[2, 7]])
+    assert torch.allclose(q.box, xyz[[2, 7]].repeat(1, 2))
 
 
 def test_matching_cost_is_class_plus_gamma_dice() -> None:

@@ -18,6 +18,7 @@ from dyco_perception.model.decoders.pointgroup import (
     GT,
     ORIGINAL,
     SHIFTED,
+    PointGroupDecoder,
     ScoreNet,
     dual_set_proposals,
     score_loss,
@@ -25,7 +26,7 @@ from dyco_perception.model.decoders.pointgroup import (
 )
 from dyco_perception.model.grouping import Proposals
 from dyco_perception.model.postprocess import select_instances
-from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
+from dyco_perception.model.voxelizer import Voxelized, devoxelize, point_features, voxelize
 from dyco_perception.segmenter import Segmenter
 from dyco_training.losses import LossConfig, compute_losses
 from synthetic_scenes import CHAIR, FLOOR, touching_boxes
@@ -216,6 +217,38 @@ def test_cluster_cells_keep_the_voxel_size_until_the_grid_is_full() -> None:
     assert cells[2, 2].item() == 2  # 0.09 / 0.04
     fit = cluster_grid(torch.cat([small, big]), p, 14, 0.0)  # every cluster spans the grid
     assert fit.coords[fit.cell_of_member][:3, 1].tolist() == [0, 7, 13]
+
+
+def test_score_cell_voxel_keeps_the_voxel_size_and_fit_spans_the_grid() -> None:
+    """decoder.score_cell "voxel" gives ScoreNet's cluster grid the backbone's voxel size as its
+    smallest cell; "fit" none (every cluster spans the grid)."""
+    assert PointGroupDecoder(tiny_config()).score_net.min_cell == 0.04
+    assert PointGroupDecoder(tiny_config(score_cell="fit")).score_net.min_cell == 0.0
+
+
+def test_scorenet_voxelizes_clusters_at_their_original_positions() -> None:
+    """ScoreNet's cluster grids are built from the points' original coordinates P (section
+    3.4), also for the clusters found on the shifted set Q."""
+    torch.manual_seed(0)
+    decoder = PointGroupDecoder(tiny_config()).eval()
+    n = 60
+    xyz = torch.rand(n, 3) * 0.2
+    features = torch.randn(n, 8)
+    inp = DecoderInput(
+        xyz=xyz,
+        batch=torch.zeros(n, dtype=torch.long),
+        voxelized=Voxelized(None, torch.arange(n)),
+        voxel_features=features,
+        point_features=features,
+        semantic_logits=F.one_hot(torch.full((n,), 5), 20).float() * 10,
+        offsets=xyz.mean(0) - xyz,
+    )
+    seen = []
+    decoder.score_net.register_forward_pre_hook(lambda _m, args: seen.append(args[1]))
+    with torch.no_grad():
+        out = decoder(inp)
+    assert out["cluster_set"].tolist() == [ORIGINAL, SHIFTED]
+    assert torch.equal(seen[0], xyz)
 
 
 def test_scorenet_max_pools_its_unet_features_per_cluster() -> None:

@@ -25,7 +25,11 @@ from dyco_perception.model.decoders.dyco3d import (
     training_proposals,
 )
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
-from dyco_perception.model.transformer import BottleneckTransformer, RelativePositionBias
+from dyco_perception.model.transformer import (
+    BottleneckTransformer,
+    RelativeAttentionLayer,
+    RelativePositionBias,
+)
 from dyco_perception.model.voxelizer import Voxelized
 from dyco_perception.scenes import Scene
 from dyco_perception.segmenter import Segmenter
@@ -105,6 +109,40 @@ def test_mask_dice_per_cluster_by_hand() -> None:
     want = (dice(p0, [1, 0]) + dice(p1, [1, 1, 0, 0])) / 2
     losses = mask_losses(outputs, gt_id, 2, LossConfig())
     assert losses["mask_dice"].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_mask_dice_gradient_raises_the_logits_of_instance_points() -> None:
+    """One cluster decodes both points of its GT instance at p = 0.5: dice = 1 - (2 * 1 + 1) /
+    (1 + 2 + 1) and d dice / d p_j = -(2 * 4 - 3) / 4^2 = -5/16 per point (times p (1 - p) =
+    1/4 per logit). The intersection is part of the graph: without it the gradient would be
+    +3/64 and lower the instance's own points."""
+    gt_id = torch.tensor([0, 0])
+    logits = torch.zeros(2, requires_grad=True)
+    masks = DecodedMasks(logits, torch.tensor([0, 1]), torch.tensor([0, 0]))
+    outputs = {
+        "masks": masks,
+        "proposals": _proposals([[0, 1]], [5]),
+        "score_logits": torch.zeros(1),
+    }
+    dice = mask_losses(outputs, gt_id, 1, LossConfig())["mask_dice"]
+    assert dice.item() == pytest.approx(0.25)
+    dice.backward()
+    assert logits.grad.tolist() == pytest.approx([-5 / 64, -5 / 64])
+
+
+def test_decoder_losses_weigh_each_term_by_its_own_weight() -> None:
+    """DyCo3DDecoder.losses returns mask_losses' terms times loss.mask_bce_weight,
+    mask_dice_weight and score_weight, each its own."""
+    outputs, gt_id = _two_cluster_case()
+    targets = InstanceTargets(
+        torch.zeros(8, 3), torch.full((8,), 5), gt_id, torch.zeros(8), gt_id, 2
+    )
+    cfg = LossConfig(mask_bce_weight=2.0, mask_dice_weight=3.0, score_weight=5.0)
+    plain = mask_losses(outputs, gt_id, 2, cfg)
+    decoder = DyCo3DDecoder(ModelConfig.from_dict({"backbone": {"width": 4, "levels": 2}}))
+    weighted = decoder.losses(outputs, targets, cfg)
+    for name, weight in (("mask_bce", 2.0), ("mask_dice", 3.0), ("score", 5.0)):
+        assert weighted[name].item() == pytest.approx(weight * plain[name].item(), rel=1e-6)
 
 
 def test_matching_takes_the_best_iou_instance_and_respects_the_minimum() -> None:
@@ -229,6 +267,17 @@ def test_semantic_cross_entropy_and_focal_by_hand() -> None:
     focal = semantic_losses(logits, semantic, 2.0)["semantic_ce"].item()
     want = -(0.1**2 * math.log(0.9) + 0.8**2 * math.log(0.2)) / 2
     assert focal == pytest.approx(want, rel=1e-5)
+
+
+def test_focal_weight_carries_its_own_gradient() -> None:
+    """Focal CE is -(1 - p)^gamma log p with the weight part of the graph (Lin et al.): at
+    p = 0.5, gamma 2 the true logit's gradient is 2 (1-p) p (1-p) log p - (1-p)^3 =
+    0.25 log 0.5 - 0.125; a weight treated as a constant would give -0.125 alone."""
+    logits = torch.zeros(1, 2, requires_grad=True)
+    semantic_losses(logits, torch.tensor([0]), 2.0)["semantic_ce"].backward()
+    want = 0.25 * math.log(0.5) - 0.125
+    assert logits.grad[0, 0].item() == pytest.approx(want, rel=1e-5)
+    assert logits.grad[0, 1].item() == pytest.approx(-want, rel=1e-5)
 
 
 def test_semantic_dice_by_hand() -> None:
@@ -372,6 +421,22 @@ def test_gt_training_proposals_keep_instances_under_the_cluster_minimum() -> Non
     predicted = (proposals.source == 0).nonzero().squeeze(1)
     assert predicted.numel() >= 2 and (proposals.source == 1).sum() == 3
     assert predicted.tolist() == list(range(predicted.numel()))
+
+
+def test_training_keeps_exactly_max_train_proposals_of_more() -> None:
+    """Above grouping.max_train_proposals a training forward keeps a random subset of exactly
+    that many: two of the three GT instances; at inference nothing is capped."""
+    cfg = ModelConfig.from_dict(
+        {
+            "backbone": {"width": 4, "levels": 2, "backend": "torch"},
+            "grouping": {"train_proposals": "gt", "max_train_proposals": 2},
+        }
+    )
+    torch.manual_seed(0)
+    proposals = training_proposals(cfg, _two_blob_input(cfg), training=True)
+    assert proposals.num == 2 and proposals.proposal_id.unique().tolist() == [0, 1]
+    cfg.grouping.max_train_proposals = 3
+    assert training_proposals(cfg, _two_blob_input(cfg), training=True).num == 3
 
 
 def _decoded_classes(mask_head: dict, training: bool) -> tuple[int, set[int]]:
@@ -841,12 +906,67 @@ def test_large_scenes_attend_in_windows_and_report_it() -> None:
     # the windowed result of each token depends only on tokens of its own window
     cell = x.coords[:, 1:] // 8
     first = (cell == cell[0]).all(1)
+    assert 1 < int(first.sum()) <= 64
+    # noise, not a constant shift: the pre-attention LayerNorm would cancel a constant
     perturbed = x.features.clone()
-    perturbed[~first] += 5.0
+    noise = torch.randn(perturbed[~first].shape, generator=torch.Generator().manual_seed(7))
+    perturbed[~first] += noise
     with torch.no_grad():
         again = small(x.with_features(perturbed)).features
-    if int(first.sum()) <= 64:
-        assert torch.allclose(again[first], windowed[first], atol=1e-5)
+    assert torch.allclose(again[first], windowed[first], atol=1e-5)
+    assert not torch.allclose(again[~first], windowed[~first], atol=1e-3)
+
+
+def test_a_windowed_token_ignores_the_token_one_window_above_it() -> None:
+    """Windows are cells of `window` voxels along x, y and z: three tokens stacked 9 voxels
+    apart in z (window 8) each attend alone, so the lowest one's output ignores the features
+    of the one above it."""
+    t = _transformer(max_tokens=2, window=8)
+    coords = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 9], [0, 0, 0, 18]])
+    features = torch.randn(3, 16, generator=torch.Generator().manual_seed(4))
+    other = features.clone()
+    other[1] = torch.randn(16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a = t(SparseVoxels(features, coords, 64, (32,) * 3, 1)).features
+        b = t(SparseVoxels(other, coords, 64, (32,) * 3, 1)).features
+    assert t.last_mode == "windowed"
+    assert torch.allclose(a[0], b[0], atol=1e-6) and torch.allclose(a[2], b[2], atol=1e-6)
+    assert not torch.allclose(a[1], b[1], atol=1e-4)
+
+
+def test_absolute_position_attention_ignores_where_the_scene_sits() -> None:
+    """The absolute-position transformer embeds the voxel positions centred on their mean:
+    a scene moved by whole voxels gives the same outputs."""
+    torch.manual_seed(0)
+    t = BottleneckTransformer(16, 2, 4, 2.0, 0.0, 4096, "absolute").eval()
+    x = _tokens(50, 2)
+    shifted = SparseVoxels(x.features, x.coords + torch.tensor([0, 5, 2, 9]), 64, (64,) * 3, 1)
+    with torch.no_grad():
+        assert torch.allclose(t(x).features, t(shifted).features, atol=1e-5)
+
+
+def test_relative_attention_layer_is_multi_head_attention_plus_the_bias() -> None:
+    """One layer is x + Attn(LN1 x) then + FFN(LN2 .), Attn torch's multi-head attention whose
+    in_proj is the qkv projection (query, key, value blocks in that order), with the position
+    bias of each head added to its attention logits."""
+    torch.manual_seed(0)
+    layer = RelativeAttentionLayer(16, 4, 32, 0.0).eval()
+    reference = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    with torch.no_grad():
+        for layer_norm in (layer.norm1, layer.norm2):
+            layer_norm.weight.normal_()
+            layer_norm.bias.normal_()
+        reference.in_proj_weight.copy_(layer.qkv.weight)
+        reference.in_proj_bias.copy_(layer.qkv.bias)
+        reference.out_proj.weight.copy_(layer.out.weight)
+        reference.out_proj.bias.copy_(layer.out.bias)
+        x = torch.randn(6, 16)
+        bias = torch.randn(4, 6, 6)
+        normed = layer.norm1(x)[None]
+        attended, _ = reference(normed, normed, normed, attn_mask=bias, need_weights=False)
+        y = x + attended[0]
+        want = y + layer.ffn(layer.norm2(y))
+        assert torch.allclose(layer(x, bias), want, atol=1e-5)
 
 
 def test_transformer_mode_reaches_the_model_output() -> None:

@@ -7,10 +7,14 @@ import torch
 from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders.base import InstanceTargets
-from dyco_perception.model.decoders.common import run_decoder, split_decoder_params
+from dyco_perception.model.decoders.common import (
+    DecodedMasks,
+    run_decoder,
+    split_decoder_params,
+)
 from dyco_perception.model.decoders.dyco3d import decode_masks
 from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
-from dyco_perception.model.postprocess import select_instances
+from dyco_perception.model.postprocess import proposal_scores, select_instances
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
 from dyco_perception.sparse.tensor import MAX_AXIS
 from dyco_training.losses import LossConfig, compute_losses
@@ -244,8 +248,6 @@ def _outputs_with_masks(mask_rows: list[list[int]], num_points: int, classes: li
         inside[rows] = 1
         logits.append(inside * 8 - 4)  # prob 0.98 inside, 0.018 outside
         ids.append(torch.full((num_points,), k))
-    from dyco_perception.model.decoders.common import DecodedMasks
-
     k = len(mask_rows)
     semantic_logits = torch.zeros(num_points, 20)
     proposals = Proposals(
@@ -337,6 +339,70 @@ def test_class_from_mask_takes_the_mean_thing_class_of_the_mask_points() -> None
     assert by_mask.class_id[0] == 4 and by_mask.score[0] > by_mask.score[1]
     infer.class_source = "cluster"
     assert select_instances(outputs, 100, MaskHeadConfig(), infer).class_id.tolist() == [4, 4]
+
+
+def _four_point_mask() -> dict:
+    """One mask (grouped as class 4) decoding 4 points, 2 inside (p = 0.88, 0.73) and 2 outside:
+    class 4 has probability 0.8 and 0.6 on the inside points, 0.5 (class 7 the rest) outside."""
+    probs = torch.full((4, 20), 1e-12)
+    probs[0, 4], probs[0, 5] = 0.8, 0.2
+    probs[1, 4], probs[1, 5] = 0.6, 0.4
+    probs[2:, 4], probs[2:, 7] = 0.5, 0.5
+    return {
+        "masks": DecodedMasks(
+            torch.tensor([2.0, 1.0, -1.0, -3.0]), torch.arange(4), torch.zeros(4, dtype=torch.long)
+        ),
+        "proposals": Proposals(
+            *[torch.tensor([4] if k == 2 else [0] * k, dtype=torch.long) for k in (0, 0, 2, 1, 1)]
+        ),
+        "semantic_logits": probs.log(),
+        "score_logits": torch.zeros(1),
+    }
+
+
+def test_mask_score_and_class_probabilities_average_only_the_points_inside_the_mask() -> None:
+    """The mask score is the mean probability of the two inside points, and the class
+    probabilities the mean over them (the two outside points, half class 7, count for
+    neither)."""
+    infer = InferenceConfig(score_mode="mask", score_with_class_prob=False, class_source="mask")
+    inside, score, class_id, class_probs = proposal_scores(
+        _four_point_mask(), MaskHeadConfig(), infer
+    )
+    assert inside.tolist() == [True, True, False, False]
+    want = (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(1.0))).item() / 2
+    assert score.tolist() == pytest.approx([want])
+    assert class_id.tolist() == [4]
+    assert class_probs[0, [4, 5, 7]].tolist() == pytest.approx([0.7, 0.3, 0.0], abs=1e-6)
+
+
+def test_the_cluster_class_probability_is_its_mean_over_the_points_inside_the_mask() -> None:
+    """class_source cluster with score_with_class_prob: the score is the mask score times the
+    grouped class's mean probability over the inside points, (0.8 + 0.6) / 2."""
+    infer = InferenceConfig(score_mode="mask", score_with_class_prob=True, class_source="cluster")
+    _, score, class_id, _ = proposal_scores(_four_point_mask(), MaskHeadConfig(), infer)
+    mask_score = (torch.sigmoid(torch.tensor(2.0)) + torch.sigmoid(torch.tensor(1.0))).item() / 2
+    assert class_id.tolist() == [4]
+    assert score.tolist() == pytest.approx([mask_score * 0.7], rel=1e-5)
+
+
+def test_each_points_score_is_its_surviving_instances_score() -> None:
+    """At NMS 0.99 the duplicate mask 1 is kept but owns no point, so it drops out: the points
+    of mask 2 (now instance 2) carry mask 2's score sigmoid(0), not the dropped one's."""
+    outputs = _outputs_with_masks(
+        [list(range(0, 60)), list(range(2, 60)), list(range(70, 130))], 150, [4, 4, 5]
+    )
+    infer = InferenceConfig(
+        nms_iou=0.99,
+        min_instance_points=10,
+        score_threshold=0.0,
+        score_mode="learned",
+        score_with_class_prob=False,
+    )
+    final = select_instances(outputs, 150, MaskHeadConfig(), infer)
+    assert final.score.tolist() == pytest.approx([torch.sigmoid(torch.tensor(2.0)).item(), 0.5])
+    assert (final.point_instance[70:130] == 2).all()
+    assert final.point_score[70:130].tolist() == pytest.approx([0.5] * 60)
+    assert (final.point_score[130:] == 0).all()
 
 
 def _scene_batch(n: int = 1500) -> tuple[torch.Tensor, ...]:

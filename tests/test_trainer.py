@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dyco_perception.model.decoders.base import InstanceTargets
 from dyco_training.datasets import SCANNET50K_DIR
 from dyco_training.trainer import (
     ScheduleConfig,
@@ -179,6 +180,17 @@ def test_class_weighting_weighs_the_trainers_semantic_loss_by_its_pools_classes(
     assert reported["inverse_sqrt"] != pytest.approx(reported["none"], rel=1e-3)
 
 
+def test_the_trainer_trains_one_gt_proposal_per_thing_instance_of_its_batch(tmp_path):
+    """With `train_proposals: gt` the step's proposals are the batch's thing instances: the
+    trainer hands the network its semantic and instance targets, each as what it is."""
+    cfg = tiny_config(model={"grouping": {"train_proposals": "gt"}}, augment={"enabled": False})
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    batch = trainer.batch_for(0)
+    num_gt = InstanceTargets.from_targets(batch).num_gt
+    assert 0 < num_gt <= trainer.cfg.model.grouping.max_train_proposals
+    assert trainer.train_step(batch)["proposals"] == num_gt
+
+
 def test_resume_continues_exactly(tmp_path):
     cfg = train_config_from_dict(tiny_config(optim={"grad_clip": 5.0}))
     first = Trainer(cfg, out_dir=tmp_path / "a")
@@ -256,6 +268,23 @@ def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
     assert np.ptp(out, axis=0).max() > 1.0 and len(rows) <= 1000
     with pytest.raises(ValueError, match="bottleneck voxel"):
         augment_spanning(scene, cfg, rng, min_extent=6.5)
+
+
+def test_the_trainers_crops_must_span_one_bottleneck_voxel(tmp_path):
+    """The crops must span more than one bottleneck voxel, voxel_size * 2^(levels - 1): with 4
+    levels of 0.5 m voxels that is 4 m, which the first batch's room (4.8 m) exceeds; with 0.7 m
+    voxels it is 5.6 m, and the same room is refused."""
+    for voxel_size, bottleneck in ((0.5, 4.0), (0.7, 5.6)):
+        cfg = tiny_config(
+            model={"voxel": {"voxel_size": voxel_size}},
+            augment={"enabled": False, "max_points": 6000},
+        )
+        trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path / str(voxel_size))
+        if voxel_size == 0.5:
+            assert float(np.ptp(trainer.batch_for(0)["xyz"].numpy(), 0).max()) > bottleneck
+        else:
+            with pytest.raises(ValueError, match=rf"bottleneck voxel \({bottleneck:.2f} m\)"):
+                trainer.batch_for(0)
 
 
 def test_the_trainer_mixes_each_scene_with_one_from_its_own_pool(tmp_path):
