@@ -252,6 +252,42 @@ def test_mask_dice_gradient_raises_the_logits_of_instance_points() -> None:
     assert logits.grad.tolist() == pytest.approx(want, abs=1e-7)
 
 
+def _two_gt_mask_case(centre_row: int) -> tuple[dict, InstanceTargets]:
+    """GT 0 = points 0, 1 (chair, centroid x 0.05), GT 1 = points 2, 3 (class 5, centroid
+    0.35); one chair kernel centred on `centre_row` decodes points 0..3 with an empty binary
+    mask (IoU 0). From point 1 or 2 the class penalty matches it to GT 0 (cost 0.25 < 1.05)."""
+    xyz = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.3, 0, 0], [0.4, 0, 0]])
+    targets = InstanceTargets.from_targets(
+        {
+            "xyz": xyz,
+            "semantic": torch.tensor([CHAIR, CHAIR, 5, 5]),
+            "instance": torch.tensor([0, 0, 1, 1]),
+            "batch": torch.zeros(4, dtype=torch.long),
+        }
+    )
+    masks = DecodedMasks(torch.full((4,), -2.0), torch.arange(4), torch.zeros(4).long())
+    raw = {
+        "masks": masks,
+        "heat": torch.zeros(4),
+        "centre_rows": torch.tensor([centre_row]),
+        "centre_class": torch.tensor([CHAIR]),
+    }
+    return raw, targets
+
+
+def test_centre_gate_trains_a_kernel_only_when_its_centre_lies_on_its_matched_gt() -> None:
+    """The "iou_or_centre" gate also trains a failing-IoU kernel whose centre point belongs to
+    the GT it is matched to: centred on GT 0's point 1 it is trained (BCE against GT 0's mask),
+    centred on GT 1's point 2 but matched to GT 0 it is not (its centre is on another GT)."""
+    raw, targets = _two_gt_mask_case(1)
+    bce, _ = mask_losses(raw, targets, 0.25, "iou_or_centre")
+    want = F.binary_cross_entropy_with_logits(torch.full((4,), -2.0), torch.tensor([1.0, 1, 0, 0]))
+    assert float(bce) == pytest.approx(float(want), rel=1e-5)
+    raw, targets = _two_gt_mask_case(2)
+    bce, dice = mask_losses(raw, targets, 0.25, "iou_or_centre")
+    assert float(bce) == 0.0 and float(dice) == 0.0
+
+
 def test_mask_iou_gate_is_strict() -> None:
     """The paper's gate trains a matched kernel only where its mask IoU > the gate: a binary
     mask of GT 0's point 0 alone has IoU exactly 1/4, so gate 0.25 ("iou") leaves it untrained
@@ -406,6 +442,33 @@ def test_the_merge_head_sees_the_absolute_difference_of_the_shifted_candidates()
     assert raw["pair_i"].numel() > 0 and len(seen) == 1
     want = (shifted[raw["pair_i"]] - shifted[raw["pair_j"]]).abs()
     torch.testing.assert_close(seen[0][:, -3:], want)
+
+
+def test_the_merge_head_reads_the_foreground_then_the_background_description_difference() -> None:
+    """Algorithm 1's pair feature is [|fn_i - fn_j|, |fb_i - fb_j|, |shifted_i - shifted_j|]:
+    the candidates' foreground description first, their background one second."""
+    decoder = _decoder().eval()
+    inp, _ = _scene_input(decoder, 1, things=True)
+    seen: list[torch.Tensor] = []
+    decoder.merge_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    with torch.no_grad():
+        raw = decoder(inp)["dknet"]
+        o = decoder.options
+        fn, fb, _ = describe_candidates(
+            inp.xyz,
+            inp.batch,
+            inp.semantic_pred,
+            inp.per_point(decoder.reduce_head),
+            raw["candidates"],
+            o.nms_radius,
+            o.max_neighbours,
+        )
+    i, j, d = raw["pair_i"], raw["pair_j"], fn.shape[1]
+    assert i.numel() > 0 and len(seen) == 1 and seen[0].shape[1] == 2 * d + 3
+    foreground, background = (fn[i] - fn[j]).abs(), (fb[i] - fb[j]).abs()
+    assert not torch.allclose(foreground, background, atol=1e-3)
+    torch.testing.assert_close(seen[0][:, :d], foreground)
+    torch.testing.assert_close(seen[0][:, d : 2 * d], background)
 
 
 def test_the_heat_loss_does_not_bend_the_offsets() -> None:

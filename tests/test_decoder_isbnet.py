@@ -365,6 +365,23 @@ def test_point_box_losses_average_over_every_thing_points_box() -> None:
     assert float(terms["point_box_l1"]) == pytest.approx(0.5)
 
 
+def test_point_boxes_are_the_heads_corners_around_each_points_voxel_position() -> None:
+    """Section 3.2's point boxes are offsets from the voxel: with the box head's last layer at
+    zero each point's box is the (min, max) corners both at its voxel's mean position."""
+    torch.manual_seed(0)
+    dec = tiny_decoder().eval()
+    with torch.no_grad():
+        dec.box_head[3].weight.zero_()
+        dec.box_head[3].bias.zero_()
+    xyz = torch.rand(300, 3)
+    inp = hand_input(xyz, fg=lambda p: p[:, 0] > 0.5)
+    with torch.no_grad():
+        out = dec(inp)
+    centre = voxel_view(inp).xyz[inp.voxelized.point_to_voxel]
+    assert centre.abs().sum() > 0
+    assert torch.allclose(out["isbnet"]["point_boxes"], centre.repeat(1, 2), atol=1e-6)
+
+
 def test_queries_predict_their_box_around_their_own_position() -> None:
     """A query's box is its head's output added to the query's position (both corners): with
     the head at zero it is the point box at the picked seed."""
@@ -401,6 +418,41 @@ def test_matching_cost_optional_bce_and_giou_terms() -> None:
     )
     # BCE of logit 0 is log 2 per point either way; gIoU 1 (same box) and 1/2 (half the volume).
     assert cost[0].tolist() == pytest.approx([math.log(2) - 0.5, math.log(2) - 0.25], abs=1e-5)
+
+
+def test_matching_cost_bce_is_low_for_a_mask_that_agrees_with_its_gt() -> None:
+    """The cost's BCE is the mean over points of softplus(-x) on GT points and softplus(x)
+    elsewhere: logits (2, -1) against GT (1, 0) cost (log(1 + e^-2) + log(1 + e^-1)) / 2,
+    the flipped GT (0, 1) costs (log(1 + e^2) + log(1 + e)) / 2."""
+    opts = tiny_decoder(cost_cls=0.0, cost_dice=0.0, cost_bce=1.0, cost_giou=0.0).options
+    logits = torch.tensor([[2.0, -1.0]])
+    gt = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    cost = matching_cost(logits, gt, torch.zeros(1, 2), torch.tensor([0, 0]), opts)
+    agree = (math.log1p(math.exp(-2)) + math.log1p(math.exp(-1))) / 2
+    disagree = (math.log1p(math.exp(2)) + math.log1p(math.exp(1))) / 2
+    assert cost[0].tolist() == pytest.approx([agree, disagree], rel=1e-5)
+
+
+def test_mask_dice_gradient_raises_the_logits_of_gt_points() -> None:
+    """One query at p = 0.5 over GT 0's two points and two others: dice = 1 - (2I + 1) / D
+    with I = 1, D = 5, so d dice / d p_j = -(2 t_j D - (2I + 1)) / D^2: -7/25 on GT points,
+    +3/25 elsewhere, times p (1 - p) = 1/4 per logit. A detached intersection would push
+    every logit down alike (+3/100)."""
+    logits = torch.zeros(1, 4, requires_grad=True)
+    block = MaskBlock(torch.tensor([0]), torch.arange(4), logits)
+    q = Queries(
+        torch.zeros(1, 3),
+        torch.zeros(1, dtype=torch.long),
+        torch.zeros(1, 2),
+        torch.zeros(1, 6),
+        torch.zeros(1),
+        torch.zeros(1, 1),
+    )
+    gt_id = torch.tensor([0, 0, -1, -1])
+    terms = mask_losses([block], [(torch.tensor([0]), torch.tensor([0]))], gt_id, q)
+    assert terms["mask_dice"].item() == pytest.approx(1 - 3 / 5, rel=1e-6)
+    terms["mask_dice"].backward()
+    assert logits.grad[0].tolist() == pytest.approx([-7 / 100, -7 / 100, 3 / 100, 3 / 100])
 
 
 def test_mask_losses_of_a_matched_query_by_hand() -> None:

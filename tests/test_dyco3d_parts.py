@@ -353,6 +353,17 @@ def test_offset_losses_by_hand() -> None:
     assert losses["offset_dir"].item() == pytest.approx(-(1 / math.sqrt(2)) / 2, abs=1e-6)
 
 
+def test_offset_l1_gradient_pulls_each_instance_points_offset_towards_its_target() -> None:
+    """The offset terms train the offset head: d L1 / d o = sign(o - target) / (instance
+    points). Point 0 is 1 m too far in y (+1/2 on y), point 1 1 m too far in x (+1/2 on x);
+    the point without an instance gets no gradient."""
+    xyz = torch.tensor([[0.0, 0, 0], [2.0, 0, 0], [5.0, 5, 5]])
+    gt_id = torch.tensor([0, 0, -1])  # centroid (1, 0, 0): targets (1, 0, 0) and (-1, 0, 0)
+    offsets = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [9.0, 9.0, 9.0]]).requires_grad_()
+    offset_losses(offsets, xyz, gt_id, 1)["offset_l1"].backward()
+    assert offsets.grad.tolist() == [[0.0, 0.5, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+
 def test_category_aware_training_restricts_the_loss_to_the_clusters_class() -> None:
     """Eq. 5's indicator: with category_aware_train the mask is decoded (and so trained) only on
     points predicted as the cluster's class."""
