@@ -310,3 +310,15 @@ def test_a_batch_maps_colours_to_minus_one_one_and_no_instance_to_ignore():
     )
     assert sorted(batch["instance"].tolist()) == [-100] * 10 + [1] * 10 + [2] * 10 + [3] * 10
     assert sorted(set(batch["rgb"].flatten().tolist())) == [-1.0, 1.0]
+
+
+def test_a_batch_numbers_its_scenes_in_order():
+    """make_batch concatenates the scenes' points with the scene index 0, 1, ... of each."""
+    scenes = [
+        make_scene(_cloud(n, seed=n), np.zeros((n, 3), np.uint8), np.full(n, 4), np.ones(n), "s")
+        for n in (30, 20)
+    ]
+    batch = make_batch(
+        scenes, AugmentConfig(enabled=False), np.random.default_rng(0), torch.device("cpu")
+    )
+    assert batch["batch"].tolist() == [0] * 30 + [1] * 20

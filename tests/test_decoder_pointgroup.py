@@ -198,6 +198,28 @@ def test_score_loss_is_the_bce_against_the_target() -> None:
     assert logits.grad is not None and logits.grad[0] > 0  # target 0: push the logit down
 
 
+def test_the_decoders_score_term_is_its_weight_times_the_bce_with_the_loss_thresholds() -> None:
+    """PointGroupDecoder.losses: decoder.score_weight x the Eq. 7 BCE, its soft target from
+    loss.score_low / score_high. A cluster of IoU 0.5 under thresholds 0.2 / 0.6 has target
+    (0.5 - 0.2) / 0.4 = 0.75 (swapped thresholds would give 0.25)."""
+    decoder = PointGroupDecoder(tiny_config(score_weight=2.0))
+    targets = InstanceTargets.from_targets(
+        {
+            "xyz": torch.zeros(10, 3),
+            "semantic": torch.full((10,), CHAIR),
+            "instance": torch.zeros(10, dtype=torch.long),
+            "batch": torch.zeros(10, dtype=torch.long),
+        }
+    )
+    logit = torch.tensor([0.3])
+    outputs = {"score_logits": logit, "proposals": proposals_of([list(range(5))])}
+    loss_cfg = LossConfig(score_low=0.2, score_high=0.6)
+    got = decoder.losses(outputs, targets, loss_cfg)["score"]
+    s = torch.sigmoid(logit).item()
+    by_hand = -(0.75 * math.log(s) + 0.25 * math.log(1 - s))
+    assert got.item() == pytest.approx(2.0 * by_hand, rel=1e-5)
+
+
 def test_score_loss_without_clusters_is_a_zero_of_the_graph() -> None:
     logits = torch.nn.Linear(4, 1)(torch.zeros(0, 4)).squeeze(1)
     loss = score_loss(
@@ -452,6 +474,41 @@ def test_gt_training_proposals_are_capped() -> None:
     batch = torch.zeros(len(s["xyz"]), dtype=torch.long)
     out = model(s["xyz"], s["rgb"], batch, s["semantic"], s["instance"])
     assert out["proposals"].num == 3 and (out["cluster_set"] == GT).all()
+
+
+def test_training_on_both_proposal_kinds_keeps_the_clusters_and_adds_the_gt_instances() -> None:
+    torch.manual_seed(0)
+    model = SegmentationNetwork(tiny_config(train_proposals="both")).train()
+    xyz_np, rgb_np, semantic_np, instance_np = touching_boxes(per_box=60, floor_points=100)
+    xyz, rgb = torch.from_numpy(xyz_np), torch.from_numpy(rgb_np).float() / 127.5 - 1
+    batch = torch.zeros(len(xyz), dtype=torch.long)
+    semantic = torch.from_numpy(semantic_np)
+    inp = oracle_input(model, xyz, rgb, batch, semantic, torch.zeros_like(xyz))
+    inp.gt_semantic, inp.gt_instance = semantic, torch.from_numpy(instance_np).long()
+    out = model.decoder(inp)
+    cluster_set = out["cluster_set"].tolist()
+    assert sorted(set(cluster_set)) == [ORIGINAL, SHIFTED, GT]
+    assert cluster_set.count(GT) == 4  # the four touching chairs
+
+
+def test_the_capped_training_proposals_are_a_random_subset() -> None:
+    """Above max_train_proposals, training keeps a random subset (not always the first ones):
+    4 GT chairs capped at 3 keep different triples under different seeds."""
+    torch.manual_seed(0)
+    model = SegmentationNetwork(tiny_config(train_proposals="gt", max_train_proposals=3)).train()
+    xyz_np, rgb_np, semantic_np, instance_np = touching_boxes(per_box=60, floor_points=100)
+    xyz, rgb = torch.from_numpy(xyz_np), torch.from_numpy(rgb_np).float() / 127.5 - 1
+    batch = torch.zeros(len(xyz), dtype=torch.long)
+    semantic = torch.from_numpy(semantic_np)
+    inp = oracle_input(model, xyz, rgb, batch, semantic, torch.zeros_like(xyz))
+    inp.gt_semantic, inp.gt_instance = semantic, torch.from_numpy(instance_np).long()
+    kept = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        p = model.decoder(inp)["proposals"]
+        assert p.num == 3
+        kept.add(frozenset(int(p.point_index[p.proposal_id == k].min()) for k in range(3)))
+    assert len(kept) > 1
 
 
 def test_scene_without_candidates() -> None:

@@ -8,15 +8,22 @@ from dyco_perception.classes import IGNORE_LABEL
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders.base import InstanceTargets
 from dyco_perception.model.decoders.common import (
+    CandidateIndex,
     DecodedMasks,
     run_decoder,
     split_decoder_params,
 )
 from dyco_perception.model.decoders.dyco3d import decode_masks
-from dyco_perception.model.grouping import Proposals, cluster_proposals, gt_proposals
+from dyco_perception.model.grouping import (
+    Proposals,
+    cluster_proposals,
+    concat_proposals,
+    gt_proposals,
+    select_proposals,
+)
 from dyco_perception.model.postprocess import proposal_scores, select_instances
 from dyco_perception.model.voxelizer import devoxelize, point_features, voxelize
-from dyco_perception.sparse.tensor import MAX_AXIS
+from dyco_perception.sparse.tensor import MAX_AXIS, MAX_BATCH
 from dyco_training.losses import LossConfig, compute_losses
 
 from dyco_perception.config import InferenceConfig, MaskHeadConfig, ModelConfig
@@ -157,6 +164,35 @@ def test_gt_proposals_one_per_thing_instance() -> None:
     assert members == [(0, 1), (2, 3, 4), (7,)]
 
 
+def test_concatenated_and_selected_proposals_keep_their_members_class_scene_and_source() -> None:
+    """concat_proposals appends b after a (ids shifted by a.num); select_proposals keeps the
+    listed ids, renumbered in the order listed, each with its own class, scene and source."""
+    a = Proposals(
+        point_index=torch.tensor([0, 1, 2]),
+        proposal_id=torch.tensor([0, 0, 1]),
+        class_id=torch.tensor([4, 5]),
+        batch=torch.tensor([0, 0]),
+        source=torch.tensor([0, 0]),
+    )
+    b = Proposals(
+        point_index=torch.tensor([7, 8]),
+        proposal_id=torch.tensor([0, 0]),
+        class_id=torch.tensor([6]),
+        batch=torch.tensor([1]),
+        source=torch.tensor([1]),
+    )
+    both = concat_proposals(a, b)
+    assert both.point_index.tolist() == [0, 1, 2, 7, 8]
+    assert both.proposal_id.tolist() == [0, 0, 1, 2, 2]
+    assert both.class_id.tolist() == [4, 5, 6]
+    assert both.batch.tolist() == [0, 0, 1] and both.source.tolist() == [0, 0, 1]
+    kept = select_proposals(both, torch.tensor([2, 0]))
+    members = {int(k): kept.point_index[kept.proposal_id == k].tolist() for k in range(kept.num)}
+    assert members == {0: [7, 8], 1: [0, 1]}
+    assert kept.class_id.tolist() == [6, 4]
+    assert kept.batch.tolist() == [1, 0] and kept.source.tolist() == [1, 0]
+
+
 def test_loss_targets_count_thing_instances_only() -> None:
     """The batch-unique GT ids the losses match against cover thing instances only: a wall
     instance, a floor instance and unlabelled points get -1 and are not counted."""
@@ -173,6 +209,21 @@ def test_loss_targets_count_thing_instances_only() -> None:
     assert targets.num_gt == 2
     assert targets.gt_id.tolist() == [0, 0, -1, -1, -1, 1, 1, -1]
     assert targets.gt_class().tolist() == [5, 6]
+
+
+def test_an_instance_on_unlabelled_points_is_no_gt_instance() -> None:
+    """Points carrying an instance id but no semantic label (IGNORE_LABEL) are not a GT
+    instance: nothing to match proposals against and no offset target."""
+    targets = InstanceTargets.from_targets(
+        {
+            "xyz": torch.zeros(5, 3),
+            "semantic": torch.tensor([5, 5, IGNORE_LABEL, IGNORE_LABEL, 6]),
+            "instance": torch.tensor([0, 0, 1, 1, 2]),
+            "batch": torch.zeros(5, dtype=torch.long),
+        }
+    )
+    assert targets.num_gt == 2
+    assert targets.gt_id.tolist() == [0, 0, -1, -1, 1]
 
 
 def test_hand_built_dynamic_head_reproduces_a_known_mask() -> None:
@@ -321,6 +372,52 @@ def test_an_instance_of_exactly_the_minimum_size_is_kept() -> None:
     final = select_instances(outputs, 40, MaskHeadConfig(), infer)
     assert final.class_id.tolist() == [4]
     assert (final.point_instance[:10] == 1).all() and (final.point_instance[10:] == 0).all()
+
+
+def test_an_instance_scoring_exactly_the_score_threshold_is_kept() -> None:
+    """score_threshold is the lowest score kept: a score equal to it survives, one just
+    under it does not."""
+    outputs = _outputs_with_masks([list(range(0, 20)), list(range(30, 50))], 60, [4, 5])
+    outputs["score"] = torch.tensor([0.5, 0.4999])
+    infer = InferenceConfig(
+        min_instance_points=10,
+        score_threshold=0.5,
+        score_mode="learned",
+        score_with_class_prob=False,
+    )
+    final = select_instances(outputs, 60, MaskHeadConfig(), infer)
+    assert final.class_id.tolist() == [4]
+    assert final.score.tolist() == [0.5]
+
+
+def test_at_most_max_instances_are_kept_the_highest_scoring_first() -> None:
+    outputs = _outputs_with_masks(
+        [list(range(0, 20)), list(range(30, 50)), list(range(60, 80))], 90, [4, 5, 6]
+    )
+    infer = InferenceConfig(
+        min_instance_points=10,
+        score_threshold=0.0,
+        score_mode="learned",
+        score_with_class_prob=False,
+        max_instances=2,
+    )
+    final = select_instances(outputs, 90, MaskHeadConfig(), infer)
+    assert final.class_id.tolist() == [4, 5]  # score logits 2, 1 (the third's is 0)
+    assert (final.point_instance[60:] == 0).all()
+
+
+def test_mask_x_learned_scores_are_the_product_of_the_mask_and_learned_scores() -> None:
+    outputs = _outputs_with_masks([list(range(0, 20)), list(range(30, 50))], 60, [4, 5])
+    mask_cfg = MaskHeadConfig()
+
+    def scores(mode: str) -> torch.Tensor:
+        cfg = InferenceConfig(score_mode=mode, score_with_class_prob=False)
+        return proposal_scores(outputs, mask_cfg, cfg)[1]
+
+    learned = torch.tensor([2.0, 1.0]).sigmoid()
+    torch.testing.assert_close(scores("learned"), learned)
+    torch.testing.assert_close(scores("mask_x_learned"), scores("mask") * learned)
+    assert (scores("mask") < 0.99).all()  # the product differs from the learned score alone
 
 
 def test_class_from_mask_takes_the_mean_thing_class_of_the_mask_points() -> None:
@@ -559,6 +656,23 @@ def test_candidate_index_equals_brute_force_box_and_class_filter() -> None:
             assert sorted(got.tolist()) == want.nonzero().squeeze(1).tolist()
 
 
+def test_a_candidate_range_past_the_clouds_end_stays_in_its_own_class() -> None:
+    """A proposal box reaching far beyond the cloud's x extent yields its own class's points
+    only, not the next class's run of the (scene, class, x) sorted index."""
+    xyz = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0.2, 0, 0], [0.5, 0, 0]])
+    batch = torch.zeros(4, dtype=torch.long)
+    index = CandidateIndex(xyz, batch, torch.tensor([4, 4, 5, 4]), num_classes=20)
+    proposals = Proposals(
+        point_index=torch.tensor([0]),
+        proposal_id=torch.tensor([0]),
+        class_id=torch.tensor([4]),
+        batch=torch.tensor([0]),
+        source=torch.tensor([0]),
+    )
+    (start,), (stop,) = index.ranges(proposals, torch.tensor([-5.0]), torch.tensor([5.0]))
+    assert sorted(index.order[start:stop].tolist()) == [0, 1, 3]
+
+
 def test_mixed_precision_forward_backward_under_autocast() -> None:
     """The trainer uses autocast on GPU; CPU bfloat16 autocast exercises the same dtype mix."""
     torch.manual_seed(0)
@@ -642,3 +756,20 @@ def test_a_scene_may_span_max_axis_voxels_and_no_more() -> None:
     ]
     with pytest.raises(ValueError, match=f"spans {MAX_AXIS + 1} voxels"):
         voxelize(widest + torch.tensor([[0.0, 0, 0], [1.0, 0, 0]]), ones, zero, 1.0, levels=3)
+
+
+def test_points_on_either_side_of_the_grid_origin_fall_in_different_voxels() -> None:
+    """Cells are floor((x - origin) / size): a point 0.3 voxel below a shared grid origin is
+    in the cell before the one 0.3 voxel above it (truncation would merge the two)."""
+    xyz = torch.tensor([[-0.3, 0.2, 0.2], [0.3, 0.2, 0.2], [0.9, 0.2, 0.2]])
+    vox = voxelize(xyz, torch.ones(3, 1), torch.zeros(3, dtype=torch.long), 1.0, 3, torch.zeros(3))
+    assert vox.voxels.coords[vox.point_to_voxel, 1].tolist() == [0, 1, 1]
+
+
+def test_a_batch_may_hold_max_batch_scenes_and_no_more() -> None:
+    ones = torch.ones(2, 1)
+    xyz = torch.zeros(2, 3)
+    vox = voxelize(xyz, ones, torch.tensor([0, MAX_BATCH - 1]), 0.1, levels=3)
+    assert vox.voxels.coords[:, 0].tolist() == [0, MAX_BATCH - 1]
+    with pytest.raises(ValueError, match=f"batch of {MAX_BATCH + 1} scenes"):
+        voxelize(xyz, ones, torch.tensor([0, MAX_BATCH]), 0.1, levels=3)

@@ -189,12 +189,24 @@ _ZERO_LABELS = torch.zeros(2, dtype=torch.int64)
         (lambda: ops.connected_components(_NAN_POINT, _ZERO_LABELS[:1], 0.1), "finite"),
         (lambda: ops.mask_iou(torch.zeros((2, 3))), "bool"),
         (lambda: ops.mask_nms(_BOOL_MASKS, torch.zeros(3), 0.5), "scores"),
+        (lambda: ops.mask_nms(_BOOL_MASKS, torch.tensor([0.5, torch.nan]), 0.5), "finite"),
         (lambda: ops.mask_iou(_BOOL_MASKS, backend="gpu"), "backend"),
     ],
 )
 def test_bad_input_raises_value_error(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_connected_components_accept_non_finite_points_that_are_excluded(backend: str) -> None:
+    """Only points with a label >= 0 must be finite: a NaN row labelled -1 (dropped by the
+    caller) is skipped, gets -1, and leaves the other components alone."""
+    nan = float("nan")
+    points = torch.tensor([[0.0, 0.0, 0.0], [nan, 0.0, 0.0], [0.05, 0.0, 0.0], [5.0, 0, 0]])
+    labels = torch.tensor([2, -1, 2, 2])
+    got = ops.connected_components(points, labels, 0.1, backend=backend)
+    assert got.tolist() == [0, -1, 0, 1]
 
 
 def test_backend_info_reports_each_device() -> None:

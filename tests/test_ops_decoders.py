@@ -375,6 +375,19 @@ def test_native_ball_query_matches_reference(device: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_box_iou_of_float32_and_float64_boxes_is_float64_on_every_backend(device: str) -> None:
+    """Like torch's arithmetic, mixed-precision boxes give the promoted dtype (the native
+    kernel computes in float64 and must not round its answer to the first operand's dtype)."""
+    native_or_skip(device)
+    a = torch.tensor([[0.0, 0, 0, 3, 1, 1]], dtype=torch.float32, device=device)
+    b = torch.tensor([[1.0, 0, 0, 4, 1, 1]], dtype=torch.float64, device=device)
+    for backend in ("native", "torch"):
+        got = ops.box_iou_3d(a, b, backend=backend)
+        assert got.dtype == torch.float64
+        assert got.item() == 0.5  # 2 / 4
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_native_box_iou_matches_reference(device: str, dtype: torch.dtype) -> None:
     native_or_skip(device)

@@ -11,8 +11,8 @@ import torch
 from dyco_perception.checkpoint import ModelCard, save_checkpoint
 from dyco_perception.model import SegmentationNetwork
 from dyco_perception.model.decoders import DECODERS
-from dyco_perception.segmenter import Segmenter
-from dyco_perception.tiling import TilingConfig
+from dyco_perception.segmenter import BlockRun, SegmentationResult, Segmenter, _describe
+from dyco_perception.tiling import MergedInstances, TilingConfig
 
 from dyco_perception import classes
 from dyco_perception.config import ModelConfig
@@ -176,6 +176,37 @@ def test_voxel_cap_coarsens_with_a_warning(cloud) -> None:
     check_contract(result, len(xyz))
 
 
+def test_the_voxel_cap_counts_a_cloud_below_the_origin_like_one_above_it() -> None:
+    """An 11^3 lattice of voxel centres holds 1331 voxels wherever it sits: at negative
+    coordinates too it exceeds max_voxels=1000 and is voxelized coarser, with a warning."""
+    seg = make_segmenter(voxel={"max_voxels": 1000})
+    size = seg.cfg.voxel.voxel_size
+    cells = np.stack(np.meshgrid(*[np.arange(11)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    for shift in (0.0, -5.0):
+        xyz = ((cells + 0.5) * size + shift).astype(np.float32)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = seg.segment(xyz, np.zeros((len(xyz), 3), np.uint8))
+        assert any("max_voxels" in str(w.message) for w in caught)
+        assert result.coarse_blocks == 1 and result.voxel_size > size
+
+
+def test_a_map_reports_its_most_approximate_transformer_mode() -> None:
+    result = SegmentationResult(
+        semantic=np.zeros(0, np.int64),
+        instance=np.zeros(0, np.int32),
+        score=np.zeros(0, np.float32),
+    )
+
+    def block(mode: str) -> BlockRun:
+        return BlockRun((), 0.02, False, 10, mode, {})
+
+    block("windowed").report_to(result, {})
+    block("global").report_to(result, {})
+    block("off").report_to(result, {})
+    assert result.transformer == "windowed"
+
+
 def test_run_time_settings_reach_the_decoder(scannet_dir: Path) -> None:
     """A card's run-time settings outside `inference:` (`grouping.min_points`,
     `mask_head.mask_threshold`) change what the same weights return on a real scan."""
@@ -291,6 +322,42 @@ def test_float_colours_reach_one_and_rows_with_non_finite_colours_are_dropped(
     check_contract(result, len(xyz))
     assert result.num_dropped_points == 2
     assert (result.semantic[[5, 7]] == -1).all() and result.semantic[0] >= 0
+
+
+def test_colours_reach_the_network_in_minus_one_to_one_as_in_training(segmenter) -> None:
+    """uint8 0..255 and float 0..1 colours both become rgb / 127.5 - 1 (the range make_batch
+    trains on): black -1, white 1."""
+    xyz = np.zeros((3, 3), np.float32)
+    rgb = np.array([[0, 255, 51], [255, 255, 255], [0, 0, 0]], np.uint8)
+    expected = rgb.astype(np.float32) / 127.5 - 1.0
+    for colours in (rgb, rgb.astype(np.float32) / 255.0):
+        _, rgb_unit, keep = segmenter._check_input(xyz, colours)
+        np.testing.assert_allclose(rgb_unit, expected, atol=1e-6, rtol=0)
+        assert keep.tolist() == [0, 1, 2]
+
+
+def test_an_instance_reports_its_box_centre_size_and_mean_point() -> None:
+    """Instance geometry from its kept points: the box is their min/max corners (centre and
+    size), the centroid their mean, which differ for an uneven object."""
+    xyz = np.array([[1, 1, 1], [1, 1, 1], [1, 3, 1], [5, 1, 2], [9, 9, 9]], np.float32)
+    keep = np.array([0, 2, 3, 5, 6])  # rows 1 and 4 of the input were dropped
+    result = SegmentationResult(
+        semantic=np.full(7, -1), instance=np.zeros(7, np.int32), score=np.zeros(7, np.float32)
+    )
+    result.instance[keep] = [1, 1, 1, 1, 0]
+    merged = MergedInstances(
+        semantic=np.full(5, 5),
+        instance=result.instance[keep],
+        score=np.array([0.8, 0.8, 0.8, 0.8, 0], np.float32),
+        class_id=np.array([5]),
+        instance_score=np.array([0.8], np.float32),
+        class_probs=np.zeros((1, classes.NUM_SEMANTIC_CLASSES), np.float32),
+    )
+    (inst,) = _describe(result, merged, xyz, keep)
+    assert inst.point_indices.tolist() == [0, 2, 3, 5] and inst.num_points == 4
+    np.testing.assert_allclose(inst.box_center, [3.0, 2.0, 1.5])
+    np.testing.assert_allclose(inst.box_size, [4.0, 2.0, 1.0])
+    np.testing.assert_allclose(inst.centroid, [2.0, 1.5, 1.25])
 
 
 def test_a_block_of_exactly_max_voxels_keeps_the_model_voxel_size() -> None:

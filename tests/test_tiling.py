@@ -86,6 +86,18 @@ def test_sparse_mask_nms_counts_a_repeated_pair_once() -> None:
     assert sparse_mask_nms(point, mask_id, scores, 0.2).tolist() == [0]
 
 
+def test_sparse_mask_nms_rounds_the_iou_to_float32_like_the_dense_kernels() -> None:
+    """IoU 7/10 in float32 equals the float32 of a threshold of 0.69999999, so it is not above
+    it (the exact 0.7 would be): the sparse NMS keeps both masks, as ops.mask_nms does."""
+    point = torch.cat([torch.arange(10), torch.arange(7)])  # mask 1 = 7 of mask 0's 10 points
+    mask_id = torch.tensor([0] * 10 + [1] * 7)
+    scores = torch.tensor([0.9, 0.8])
+    threshold = 0.69999999
+    dense = torch.stack([torch.arange(10) < 10, torch.arange(10) < 7])
+    assert ops.mask_nms(dense, scores, threshold).tolist() == [0, 1]
+    assert sparse_mask_nms(point, mask_id, scores, threshold).tolist() == [0, 1]
+
+
 def test_points_covered_twice_go_to_the_higher_scoring_kept_mask() -> None:
     point = torch.tensor([0, 1, 2, 1, 2, 3, 5])
     mask_id = torch.tensor([4, 4, 4, 7, 7, 7, 9])  # mask 9 not kept

@@ -8,6 +8,7 @@ import pytest
 import torch
 from dyco_perception.model.decoders.base import InstanceTargets
 from dyco_training.datasets import SCANNET50K_DIR
+from dyco_training.distributed import DistInfo
 from dyco_training.trainer import (
     ScheduleConfig,
     Trainer,
@@ -270,6 +271,31 @@ def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
         augment_spanning(scene, cfg, rng, min_extent=6.5)
 
 
+def test_a_crop_spanning_exactly_one_bottleneck_voxel_is_refused():
+    """A crop must span more than min_extent: two point clusters exactly 0.5 m apart are
+    accepted under a 0.49 m bottleneck voxel and refused under a 0.5 m one."""
+    from dyco_perception.scenes import make_scene
+    from dyco_training.augment import AugmentConfig
+    from dyco_training.trainer import augment_spanning
+
+    xyz = np.zeros((10, 3), np.float32)
+    xyz[5:, 0] = 0.5
+    scene = make_scene(xyz, np.zeros((10, 3), np.uint8), np.zeros(10), np.zeros(10), "pair")
+    cfg = AugmentConfig(
+        max_points=100,
+        rotate_z=False,
+        elastic_prob=0.0,
+        matrix_jitter_std=0.0,
+        scale_min=1.0,
+        scale_max=1.0,
+    )
+    rng = np.random.default_rng(0)
+    out, _, _ = augment_spanning(scene, cfg, rng, min_extent=0.49)
+    assert np.ptp(out, axis=0).tolist() == [0.5, 0.0, 0.0]
+    with pytest.raises(ValueError, match="bottleneck voxel"):
+        augment_spanning(scene, cfg, rng, min_extent=0.5)
+
+
 def test_the_trainers_crops_must_span_one_bottleneck_voxel(tmp_path):
     """The crops must span more than one bottleneck voxel, voxel_size * 2^(levels - 1): with 4
     levels of 0.5 m voxels that is 4 m, which the first batch's room (4.8 m) exceeds; with 0.7 m
@@ -297,6 +323,40 @@ def test_the_trainer_mixes_each_scene_with_one_from_its_own_pool(tmp_path):
     assert len(batch["xyz"]) <= 5000
     # The partner's instances are numbered after the scene's own, so ids exceed the scene's.
     assert int(batch["instance"].max()) > int(own.instance.max())
+    trainer.close()
+
+
+def test_an_epoch_of_batches_draws_every_scene_of_the_pool_once(tmp_path):
+    data = {"generated_rooms": 4, "generated_points": 1000}
+    cfg = tiny_config(data=data, train={"batch_size": 2})
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    drawn = [scene.name for step in (0, 1) for scene in trainer._scenes_for(step)]
+    assert sorted(drawn) == sorted(scene.name for scene in trainer.pool)
+    assert len(set(drawn)) == 4
+    trainer.close()
+
+
+def test_two_ranks_draw_every_scene_of_an_odd_sized_pool_in_one_epoch(tmp_path):
+    """With 2 ranks an epoch of a 5-scene pool is ceil(5 / 2) = 3 steps per rank (the shard is
+    padded by wrap-around): together the ranks' first three steps draw all 5 scenes."""
+    cfg = tiny_config(data={"generated_rooms": 5, "generated_points": 1000})
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    drawn = set()
+    for rank in (0, 1):
+        trainer.info = DistInfo(rank=rank, world_size=2)
+        drawn |= {scene.name for step in (0, 1, 2) for scene in trainer._scenes_for(step)}
+    assert drawn == {scene.name for scene in trainer.pool}
+    trainer.close()
+
+
+def test_each_step_augments_its_scene_anew_and_reproducibly(tmp_path):
+    """The batch rng is seeded by (seed, rank, step): one scene drawn at two steps gets two
+    different crops / augmentations, and the same step always the same one."""
+    cfg = tiny_config(data={"generated_rooms": 1, "generated_points": 1000})
+    trainer = Trainer(train_config_from_dict(cfg), out_dir=tmp_path)
+    first, again, second = trainer.batch_for(0), trainer.batch_for(0), trainer.batch_for(1)
+    assert torch.equal(first["xyz"], again["xyz"])
+    assert first["xyz"].shape != second["xyz"].shape or not torch.equal(first["xyz"], second["xyz"])
     trainer.close()
 
 
