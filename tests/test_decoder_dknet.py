@@ -444,6 +444,21 @@ def test_the_merge_head_sees_the_absolute_difference_of_the_shifted_candidates()
     torch.testing.assert_close(seen[0][:, -3:], want)
 
 
+def _descriptions(decoder, inp, candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates' foreground and background descriptions (fn, fb) as the decoder forms them."""
+    o = decoder.options
+    fn, fb, _ = describe_candidates(
+        inp.xyz,
+        inp.batch,
+        inp.semantic_pred,
+        inp.per_point(decoder.reduce_head),
+        candidates,
+        o.nms_radius,
+        o.max_neighbours,
+    )
+    return fn, fb
+
+
 def test_the_merge_head_reads_the_foreground_then_the_background_description_difference() -> None:
     """Algorithm 1's pair feature is [|fn_i - fn_j|, |fb_i - fb_j|, |shifted_i - shifted_j|]:
     the candidates' foreground description first, their background one second."""
@@ -453,16 +468,7 @@ def test_the_merge_head_reads_the_foreground_then_the_background_description_dif
     decoder.merge_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
     with torch.no_grad():
         raw = decoder(inp)["dknet"]
-        o = decoder.options
-        fn, fb, _ = describe_candidates(
-            inp.xyz,
-            inp.batch,
-            inp.semantic_pred,
-            inp.per_point(decoder.reduce_head),
-            raw["candidates"],
-            o.nms_radius,
-            o.max_neighbours,
-        )
+        fn, fb = _descriptions(decoder, inp, raw["candidates"])
     i, j, d = raw["pair_i"], raw["pair_j"], fn.shape[1]
     assert i.numel() > 0 and len(seen) == 1 and seen[0].shape[1] == 2 * d + 3
     foreground, background = (fn[i] - fn[j]).abs(), (fb[i] - fb[j]).abs()
@@ -531,16 +537,7 @@ def test_kernels_are_made_from_the_candidates_foreground_features() -> None:
     with torch.no_grad():
         out = decoder(inp)
         candidates = out["dknet"]["candidates"]
-        o = decoder.options
-        fn, fb, _ = describe_candidates(
-            inp.xyz,
-            inp.batch,
-            inp.semantic_pred,
-            inp.per_point(decoder.reduce_head),
-            candidates,
-            o.nms_radius,
-            o.max_neighbours,
-        )
+        fn, fb = _descriptions(decoder, inp, candidates)
     assert candidates.numel() > 1 and out["dknet"]["centre_rows"].tolist() == candidates.tolist()
     assert torch.allclose(seen[0], fn, atol=1e-6) and not torch.allclose(seen[0], fb, atol=1e-3)
 

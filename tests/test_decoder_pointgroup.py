@@ -476,15 +476,21 @@ def test_gt_training_proposals_are_capped() -> None:
     assert out["proposals"].num == 3 and (out["cluster_set"] == GT).all()
 
 
-def test_training_on_both_proposal_kinds_keeps_the_clusters_and_adds_the_gt_instances() -> None:
-    torch.manual_seed(0)
-    model = SegmentationNetwork(tiny_config(train_proposals="both")).train()
+def _four_chairs_with_targets(model: SegmentationNetwork):
+    """Four touching chairs on a floor, with oracle semantics, zero offsets and GT targets."""
     xyz_np, rgb_np, semantic_np, instance_np = touching_boxes(per_box=60, floor_points=100)
     xyz, rgb = torch.from_numpy(xyz_np), torch.from_numpy(rgb_np).float() / 127.5 - 1
     batch = torch.zeros(len(xyz), dtype=torch.long)
     semantic = torch.from_numpy(semantic_np)
     inp = oracle_input(model, xyz, rgb, batch, semantic, torch.zeros_like(xyz))
     inp.gt_semantic, inp.gt_instance = semantic, torch.from_numpy(instance_np).long()
+    return inp
+
+
+def test_training_on_both_proposal_kinds_keeps_the_clusters_and_adds_the_gt_instances() -> None:
+    torch.manual_seed(0)
+    model = SegmentationNetwork(tiny_config(train_proposals="both")).train()
+    inp = _four_chairs_with_targets(model)
     out = model.decoder(inp)
     cluster_set = out["cluster_set"].tolist()
     assert sorted(set(cluster_set)) == [ORIGINAL, SHIFTED, GT]
@@ -496,12 +502,7 @@ def test_the_capped_training_proposals_are_a_random_subset() -> None:
     4 GT chairs capped at 3 keep different triples under different seeds."""
     torch.manual_seed(0)
     model = SegmentationNetwork(tiny_config(train_proposals="gt", max_train_proposals=3)).train()
-    xyz_np, rgb_np, semantic_np, instance_np = touching_boxes(per_box=60, floor_points=100)
-    xyz, rgb = torch.from_numpy(xyz_np), torch.from_numpy(rgb_np).float() / 127.5 - 1
-    batch = torch.zeros(len(xyz), dtype=torch.long)
-    semantic = torch.from_numpy(semantic_np)
-    inp = oracle_input(model, xyz, rgb, batch, semantic, torch.zeros_like(xyz))
-    inp.gt_semantic, inp.gt_instance = semantic, torch.from_numpy(instance_np).long()
+    inp = _four_chairs_with_targets(model)
     kept = set()
     for seed in range(6):
         torch.manual_seed(seed)

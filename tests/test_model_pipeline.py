@@ -316,29 +316,29 @@ def _outputs_with_masks(mask_rows: list[list[int]], num_points: int, classes: li
     }
 
 
+def _learned_scores(**overrides) -> InferenceConfig:
+    """Selection by the learned score alone (no class factor), keeping masks of >= 10 points."""
+    settings = {
+        "min_instance_points": 10,
+        "score_threshold": 0.0,
+        "score_mode": "learned",
+        "score_with_class_prob": False,
+    }
+    return InferenceConfig(**{**settings, **overrides})
+
+
 def test_nms_removes_a_duplicate_and_keeps_a_distinct_instance() -> None:
     outputs = _outputs_with_masks(
         [list(range(0, 60)), list(range(2, 60)), list(range(70, 130))], 150, [4, 4, 5]
     )
-    infer = InferenceConfig(
-        min_instance_points=10,
-        score_threshold=0.0,
-        score_mode="learned",
-        score_with_class_prob=False,
-    )
+    infer = _learned_scores()
     final = select_instances(outputs, 150, MaskHeadConfig(), infer)
     assert final.class_id.tolist() == [4, 5]  # proposal 1 (IoU 0.97 with 0) is suppressed
     assert torch.equal(final.point_instance[:60], torch.ones(60, dtype=torch.int32))
     assert torch.equal(final.point_instance[70:130], torch.full((60,), 2, dtype=torch.int32))
     assert (final.point_instance[130:] == 0).all() and (final.point_instance[60:70] == 0).all()
     assert final.point_score[0] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
-    loose = InferenceConfig(
-        nms_iou=0.99,
-        min_instance_points=10,
-        score_threshold=0.0,
-        score_mode="learned",
-        score_with_class_prob=False,
-    )
+    loose = _learned_scores(nms_iou=0.99)
     assert select_instances(outputs, 150, MaskHeadConfig(), loose).class_id.numel() == 2
     # The duplicate survives NMS at 0.99 but owns only 0 points after overlap resolution.
 
@@ -348,12 +348,7 @@ def test_a_point_at_exactly_the_mask_threshold_is_outside_the_mask() -> None:
     logit 0 (p = 0.5, the default threshold) stay unassigned."""
     outputs = _outputs_with_masks([list(range(0, 60))], 100, [4])
     outputs["masks"].logits[60:70] = 0.0
-    infer = InferenceConfig(
-        min_instance_points=10,
-        score_threshold=0.0,
-        score_mode="learned",
-        score_with_class_prob=False,
-    )
+    infer = _learned_scores()
     final = select_instances(outputs, 100, MaskHeadConfig(mask_threshold=0.5), infer)
     assert final.class_id.tolist() == [4]
     assert (final.point_instance[:60] == 1).all() and (final.point_instance[60:] == 0).all()
@@ -362,12 +357,7 @@ def test_a_point_at_exactly_the_mask_threshold_is_outside_the_mask() -> None:
 def test_an_instance_of_exactly_the_minimum_size_is_kept() -> None:
     """min_instance_points is the smallest instance kept: a 10-point mask survives a minimum of
     10, a 9-point one does not."""
-    infer = InferenceConfig(
-        min_instance_points=10,
-        score_threshold=0.0,
-        score_mode="learned",
-        score_with_class_prob=False,
-    )
+    infer = _learned_scores()
     outputs = _outputs_with_masks([list(range(0, 10)), list(range(20, 29))], 40, [4, 5])
     final = select_instances(outputs, 40, MaskHeadConfig(), infer)
     assert final.class_id.tolist() == [4]
@@ -379,12 +369,7 @@ def test_an_instance_scoring_exactly_the_score_threshold_is_kept() -> None:
     under it does not."""
     outputs = _outputs_with_masks([list(range(0, 20)), list(range(30, 50))], 60, [4, 5])
     outputs["score"] = torch.tensor([0.5, 0.4999])
-    infer = InferenceConfig(
-        min_instance_points=10,
-        score_threshold=0.5,
-        score_mode="learned",
-        score_with_class_prob=False,
-    )
+    infer = _learned_scores(score_threshold=0.5)
     final = select_instances(outputs, 60, MaskHeadConfig(), infer)
     assert final.class_id.tolist() == [4]
     assert final.score.tolist() == [0.5]
@@ -394,13 +379,7 @@ def test_at_most_max_instances_are_kept_the_highest_scoring_first() -> None:
     outputs = _outputs_with_masks(
         [list(range(0, 20)), list(range(30, 50)), list(range(60, 80))], 90, [4, 5, 6]
     )
-    infer = InferenceConfig(
-        min_instance_points=10,
-        score_threshold=0.0,
-        score_mode="learned",
-        score_with_class_prob=False,
-        max_instances=2,
-    )
+    infer = _learned_scores(max_instances=2)
     final = select_instances(outputs, 90, MaskHeadConfig(), infer)
     assert final.class_id.tolist() == [4, 5]  # score logits 2, 1 (the third's is 0)
     assert (final.point_instance[60:] == 0).all()
@@ -488,13 +467,7 @@ def test_each_points_score_is_its_surviving_instances_score() -> None:
     outputs = _outputs_with_masks(
         [list(range(0, 60)), list(range(2, 60)), list(range(70, 130))], 150, [4, 4, 5]
     )
-    infer = InferenceConfig(
-        nms_iou=0.99,
-        min_instance_points=10,
-        score_threshold=0.0,
-        score_mode="learned",
-        score_with_class_prob=False,
-    )
+    infer = _learned_scores(nms_iou=0.99)
     final = select_instances(outputs, 150, MaskHeadConfig(), infer)
     assert final.score.tolist() == pytest.approx([torch.sigmoid(torch.tensor(2.0)).item(), 0.5])
     assert (final.point_instance[70:130] == 2).all()

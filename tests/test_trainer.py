@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 from dyco_perception.model.decoders.base import InstanceTargets
+from dyco_perception.scenes import make_scene
+from dyco_training.augment import AugmentConfig
 from dyco_training.datasets import SCANNET50K_DIR
 from dyco_training.distributed import DistInfo
 from dyco_training.trainer import (
     ScheduleConfig,
     Trainer,
+    augment_spanning,
     load_train_config,
     lr_factor,
     train_config_from_dict,
@@ -246,23 +249,24 @@ def test_validate_reports_benchmark_metrics(tmp_path):
     assert trainer.model.training  # validation hands the model back in training mode
 
 
-def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
-    from dyco_perception.scenes import make_scene
-    from dyco_training.augment import AugmentConfig
-    from dyco_training.trainer import augment_spanning
-
-    rng = np.random.default_rng(0)
-    n = 4000
-    xyz = rng.random((n, 3)).astype(np.float32) * np.array([6.0, 1.0, 1.0], np.float32)
-    scene = make_scene(xyz, np.zeros((n, 3), np.uint8), np.zeros(n), np.zeros(n), "strip")
-    cfg = AugmentConfig(
-        max_points=1000,
+def _crop_only(max_points: int) -> AugmentConfig:
+    """No rotation, elastic, jitter or scaling: only the crop to max_points."""
+    return AugmentConfig(
+        max_points=max_points,
         rotate_z=False,
         elastic_prob=0.0,
         matrix_jitter_std=0.0,
         scale_min=1.0,
         scale_max=1.0,
     )
+
+
+def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
+    rng = np.random.default_rng(0)
+    n = 4000
+    xyz = rng.random((n, 3)).astype(np.float32) * np.array([6.0, 1.0, 1.0], np.float32)
+    scene = make_scene(xyz, np.zeros((n, 3), np.uint8), np.zeros(n), np.zeros(n), "strip")
+    cfg = _crop_only(max_points=1000)
     # A 1000-point crop of a 6 m strip spans metres: fine for a 1 m bottleneck voxel, never
     # for one larger than the whole strip.
     out, _, rows = augment_spanning(scene, cfg, rng, min_extent=1.0)
@@ -274,21 +278,10 @@ def test_crops_inside_one_bottleneck_voxel_are_redrawn_or_refused():
 def test_a_crop_spanning_exactly_one_bottleneck_voxel_is_refused():
     """A crop must span more than min_extent: two point clusters exactly 0.5 m apart are
     accepted under a 0.49 m bottleneck voxel and refused under a 0.5 m one."""
-    from dyco_perception.scenes import make_scene
-    from dyco_training.augment import AugmentConfig
-    from dyco_training.trainer import augment_spanning
-
     xyz = np.zeros((10, 3), np.float32)
     xyz[5:, 0] = 0.5
     scene = make_scene(xyz, np.zeros((10, 3), np.uint8), np.zeros(10), np.zeros(10), "pair")
-    cfg = AugmentConfig(
-        max_points=100,
-        rotate_z=False,
-        elastic_prob=0.0,
-        matrix_jitter_std=0.0,
-        scale_min=1.0,
-        scale_max=1.0,
-    )
+    cfg = _crop_only(max_points=100)
     rng = np.random.default_rng(0)
     out, _, _ = augment_spanning(scene, cfg, rng, min_extent=0.49)
     assert np.ptp(out, axis=0).tolist() == [0.5, 0.0, 0.0]
