@@ -288,6 +288,31 @@ def test_centre_gate_trains_a_kernel_only_when_its_centre_lies_on_its_matched_gt
     assert float(bce) == 0.0 and float(dice) == 0.0
 
 
+def test_a_gt_instance_is_matched_at_the_mean_of_its_points() -> None:
+    """GT 0 = x 0, 0, 0.9 (mean 0.3), GT 1 = x 1.3, 1.3, one chair class. The kernel centred
+    on point 2 (x 0.9) lies 0.6 from GT 0's centroid and 0.4 from GT 1's: matched to GT 1,
+    whose points its mask holds (IoU 1), so it trains against GT 1's mask."""
+    xyz = torch.tensor([[0.0, 0, 0], [0.0, 0, 0], [0.9, 0, 0], [1.3, 0, 0], [1.3, 0, 0]])
+    targets = InstanceTargets.from_targets(
+        {
+            "xyz": xyz,
+            "semantic": torch.tensor([CHAIR] * 5),
+            "instance": torch.tensor([0, 0, 0, 1, 1]),
+            "batch": torch.zeros(5, dtype=torch.long),
+        }
+    )
+    logits = torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0])
+    raw = {
+        "masks": DecodedMasks(logits, torch.arange(5), torch.zeros(5).long()),
+        "heat": torch.zeros(5),
+        "centre_rows": torch.tensor([2]),
+        "centre_class": torch.tensor([CHAIR]),
+    }
+    bce, _ = mask_losses(raw, targets, 0.25, "iou")
+    want = F.binary_cross_entropy_with_logits(logits, torch.tensor([0.0, 0, 0, 1, 1]))
+    assert float(bce) == pytest.approx(float(want), rel=1e-5)
+
+
 def test_mask_iou_gate_is_strict() -> None:
     """The paper's gate trains a matched kernel only where its mask IoU > the gate: a binary
     mask of GT 0's point 0 alone has IoU exactly 1/4, so gate 0.25 ("iou") leaves it untrained

@@ -19,6 +19,7 @@ from dyco_perception.model.decoders.isbnet import (
     PointAggregator,
     Queries,
     VoxelView,
+    _cat_matches,
     _Decoding,
     class_loss,
     decode_scene,
@@ -26,10 +27,13 @@ from dyco_perception.model.decoders.isbnet import (
     dynamic_layer_sizes,
     foreground,
     gt_boxes,
+    isbnet_losses,
     mask_losses,
+    match_block,
     matching_cost,
     one_to_many_match,
     point_box_losses,
+    query_box_losses,
     run_dynamic,
     thresholded_pairs,
     uncovered,
@@ -420,6 +424,24 @@ def test_matching_cost_optional_bce_and_giou_terms() -> None:
     assert cost[0].tolist() == pytest.approx([math.log(2) - 0.5, math.log(2) - 0.25], abs=1e-5)
 
 
+def test_matching_cost_giou_pairs_each_query_with_each_gt_box() -> None:
+    """Query 0 has the unit box A, query 1 box B (A doubled in z); the GT boxes are A and A
+    again: gIoU 1 for query 0 with either, 1/2 for query 1, so cost_giou 0.5 gives rows
+    (-0.5, -0.5) and (-0.25, -0.25)."""
+    opts = tiny_decoder(cost_cls=0.0, cost_dice=0.0, cost_bce=0.0, cost_giou=0.5).options
+    a, b = [0.0, 0, 0, 1, 1, 1], [0.0, 0, 0, 1, 1, 2]
+    cost = matching_cost(
+        torch.zeros(2, 2),
+        torch.zeros(2, 2),
+        torch.zeros(2, 2),
+        torch.tensor([0, 0]),
+        opts,
+        torch.tensor([a, b]),
+        torch.tensor([a, a]),
+    )
+    assert cost.tolist() == [pytest.approx([-0.5, -0.5]), pytest.approx([-0.25, -0.25])]
+
+
 def test_matching_cost_bce_is_low_for_a_mask_that_agrees_with_its_gt() -> None:
     """The cost's BCE is the mean over points of softplus(-x) on GT points and softplus(x)
     elsewhere: logits (2, -1) against GT (1, 0) cost (log(1 + e^-2) + log(1 + e^-1)) / 2,
@@ -482,6 +504,99 @@ def test_mask_losses_of_a_matched_query_by_hand() -> None:
     assert float(terms["mask_score"]) == pytest.approx((predicted - 0.5) ** 2, rel=1e-5)
 
 
+def test_mask_losses_target_the_matched_gt_not_the_querys_position() -> None:
+    """The block's query 0 matched to GT 1 (points 2, 3): its target is GT 1's points, so
+    logits (-2, -2, 2, 2) agree with it (dice 1 - (2 * 2p + 1) / (4p + 2 + 1) with p the
+    probabilities at +-2), not with GT 0 (points 0, 1)."""
+    logits = torch.tensor([[-2.0, -2.0, 2.0, 2.0]])
+    block = MaskBlock(torch.tensor([0]), torch.arange(4), logits)
+    gt_id = torch.tensor([0, 0, 1, 1])
+    terms = mask_losses([block], [(torch.tensor([0]), torch.tensor([1]))], gt_id, _queries(
+        torch.zeros(1, 3), torch.zeros(1)
+    ))  # fmt: skip
+    p_in, p_out = torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(-2.0)).item()
+    want = 1 - (2 * 2 * p_in + 1) / (2 * p_in + 2 * p_out + 2 + 1)
+    assert float(terms["mask_dice"]) == pytest.approx(want, rel=1e-5)
+    target = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert float(terms["mask_bce"]) == pytest.approx(float(bce), rel=1e-5)
+
+
+def test_match_block_costs_each_gt_of_the_block_by_its_own_class() -> None:
+    """The block holds GT 0 (points 0, 1; thing class 1) and GT 2 (points 2, 3; class 0), not
+    GT 1: the class cost alone pairs query 0 (sure of class 0) with GT 2 and query 1 (class 1)
+    with GT 0, and GT 0 is matched like any other id."""
+    opts = tiny_decoder(
+        cost_cls=1.0, cost_dice=0.0, cost_bce=0.0, cost_giou=0.0, duplicate_gt=1
+    ).options
+    block = MaskBlock(torch.tensor([0, 1]), torch.arange(4), torch.zeros(2, 4))
+    q = _queries(torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]]), torch.zeros(2))
+    gt_id = torch.tensor([0, 0, 2, 2])
+    zeros = torch.zeros(4, dtype=torch.long)
+    targets = InstanceTargets(torch.zeros(4, 3), zeros, gt_id, zeros, gt_id, 3)
+    gt_class = torch.tensor([1, 1, 0])
+    local, matched = match_block(block, q, targets, (gt_class, torch.zeros(3, 6)), opts)
+    assert sorted(zip(local.tolist(), matched.tolist(), strict=True)) == [(0, 2), (1, 0)]
+
+
+def test_matches_of_each_scene_block_name_batch_query_rows() -> None:
+    """Scene 1's block holds queries 2, 3: its match at block position 0 is query 2."""
+    blocks = [
+        MaskBlock(torch.tensor([0, 1]), torch.arange(2), torch.zeros(2, 2)),
+        MaskBlock(torch.tensor([2, 3]), torch.arange(2, 4), torch.zeros(2, 2)),
+    ]
+    matched = [(torch.tensor([1]), torch.tensor([0])), (torch.tensor([0]), torch.tensor([5]))]
+    query, gt = _cat_matches(blocks, matched, torch.device("cpu"))
+    assert query.tolist() == [1, 2]
+    assert gt.tolist() == [0, 5]
+
+
+def test_match_block_matches_only_gts_of_its_own_points() -> None:
+    """The block holds GT 0 (class 1) only; GT 1 (class 0, points 2, 3) lies outside it, in
+    another scene. The query, sure of class 0, still matches GT 0: GT 1 is no candidate."""
+    opts = tiny_decoder(
+        cost_cls=1.0, cost_dice=0.0, cost_bce=0.0, cost_giou=0.0, duplicate_gt=1
+    ).options
+    block = MaskBlock(torch.tensor([0]), torch.arange(2), torch.zeros(1, 2))
+    q = _queries(torch.tensor([[5.0, 0.0, 0.0]]), torch.zeros(1))
+    gt_id = torch.tensor([0, 0, 1, 1])
+    semantic, batch = torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1])
+    targets = InstanceTargets(torch.zeros(4, 3), semantic, gt_id, batch, gt_id, 2)
+    local, matched = match_block(block, q, targets, (torch.tensor([1, 0]), torch.zeros(2, 6)), opts)
+    assert local.tolist() == [0] and matched.tolist() == [0]
+
+
+def test_losses_pair_each_matched_query_with_its_own_gts_class_and_box() -> None:
+    """GT 0 (points 0, 1; class 4, thing 0) and GT 1 (points 2, 3; class 6, thing 1). The
+    class cost pairs query 0 (sure of thing 1) with GT 1 and query 1 with GT 0: the class
+    loss targets (1, 0), and the box loss compares query 0's box with GT 1's box and query
+    1's with GT 0's."""
+    opts = tiny_decoder(
+        cost_cls=1.0, cost_dice=0.0, cost_bce=0.0, cost_giou=0.0, duplicate_gt=1
+    ).options
+    xyz = torch.tensor([[0.0, 0, 0], [1, 1, 1], [5, 5, 5], [6, 7, 8]])
+    gt_id = torch.tensor([0, 0, 1, 1])
+    zeros = torch.zeros(4, dtype=torch.long)
+    targets = InstanceTargets(xyz, torch.tensor([4, 4, 6, 6]), gt_id, zeros, gt_id, 2)
+    class_logits = torch.tensor([[0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])
+    box = torch.tensor([[5.0, 5, 5, 6, 7, 8.5], [0, 0, 0, 1, 1, 1.5]])
+    q = Queries(
+        torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), class_logits, box, torch.zeros(2),
+        torch.zeros(2, 1),
+    )  # fmt: skip
+    block = MaskBlock(torch.tensor([0, 1]), torch.arange(4), torch.zeros(2, 4))
+    state = {"queries": q, "blocks": [block], "point_boxes": torch.zeros(4, 6)}
+    terms = isbnet_losses(state, targets, opts, [4, 6])
+    cls = class_loss(
+        class_logits, torch.tensor([0, 1]), torch.tensor([1, 0]), opts.no_object_weight
+    )
+    assert float(terms["cls"]) == pytest.approx(opts.cls_weight * float(cls), rel=1e-5)
+    boxes = query_box_losses(box, gt_boxes(xyz, gt_id, 2)[[1, 0]])
+    assert float(terms["box_l1"]) == pytest.approx(
+        opts.box_weight * float(boxes["box_l1"]), rel=1e-5
+    )
+
+
 def test_class_loss_weighs_the_no_object_class_by_its_own_weight() -> None:
     """Query 0 matched to thing class 1, query 1 unmatched (target: the last, no-object
     class): CE weighted by class, the no-object class at `no_object` and the others at 1."""
@@ -490,6 +605,14 @@ def test_class_loss_weighs_the_no_object_class_by_its_own_weight() -> None:
     log_p = logits.log_softmax(1)
     want = -(1.0 * log_p[0, 1] + 0.25 * log_p[1, 2]) / (1.0 + 0.25)
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_one_to_many_matching_never_prefers_a_nan_cost() -> None:
+    """A NaN cost (query 0 with GT 0) counts as prohibitive: the pairs (0, 1) and (1, 0)
+    (cost 1.5) beat (0, 0) and (1, 1)."""
+    cost = torch.tensor([[math.nan, 1.0], [0.5, 2.0]])
+    q, g = one_to_many_match(cost, duplicates=1)
+    assert sorted(zip(q.tolist(), g.tolist(), strict=True)) == [(0, 1), (1, 0)]
 
 
 def test_one_to_many_matching_repeats_each_gt() -> None:

@@ -161,6 +161,15 @@ def test_matching_takes_the_best_iou_instance_and_respects_the_minimum() -> None
     assert untrained["mask_bce"].item() == 0.0  # IoU 0.4 is below the minimum: no mask target
 
 
+def test_a_proposals_unlabelled_points_count_in_its_iou() -> None:
+    """A cluster of GT 0's 4 points and 2 unlabelled ones: IoU 4 / (6 + 4 - 4) = 2/3."""
+    gt_id = torch.tensor([0, 0, 0, 0, -1, -1])
+    proposals = _proposals([[0, 1, 2, 3, 4, 5]], [5])
+    best, best_iou, _ = match_proposals(proposals, gt_id, 1)
+    assert best.tolist() == [0]
+    assert best_iou[0].item() == pytest.approx(2 / 3)
+
+
 def test_portion_rule_takes_the_instance_holding_most_of_the_cluster() -> None:
     """GT 0 = points 0..9 (big), GT 1 = 10..12 (small). The cluster [0, 1, 2, 10, 11] holds 3
     points of GT 0 (IoU 3/12) and 2 of GT 1 (IoU 2/6): IoU picks GT 1, the paper's portion

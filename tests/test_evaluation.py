@@ -134,6 +134,49 @@ def test_a_match_needs_iou_strictly_above_the_threshold(points: int, threshold: 
     assert above.per_class["chair"][column] == pytest.approx(1.0)
 
 
+def test_one_prediction_over_two_instances_matches_only_the_first_of_them() -> None:
+    """One mask over chairs A (200 points) and B (300): IoU 0.4 with A and 0.6 with B. At IoU
+    0.25 chair A (lower id) takes it and B, whose only candidate is taken, is missed: one
+    true positive, one miss, AP25 = 0.5 (a prediction counts for one ground truth only).
+    At IoU 0.5 only B overlaps enough: again one of two found, AP50 = 0.5."""
+    gt = _scene()
+    both = np.concatenate([_indices_of(gt, CHAIR * 1000 + 1), _indices_of(gt, CHAIR * 1000 + 2)])
+    _, ap50, ap25 = _evaluate(gt, [both], [CHAIR], [0.9]).per_class["chair"]
+    assert ap25 == pytest.approx(0.5)
+    assert ap50 == pytest.approx(0.5)
+
+
+def test_matching_runs_in_prediction_order_not_score_order() -> None:
+    """Prediction 0 (score 0.5) covers chairs A and B (IoU 0.4 and 0.6), prediction 1 (0.9)
+    is chair A. At IoU 0.25 chair A takes prediction 0 first (prediction order), prediction 1
+    is its duplicate (A keeps the higher 0.9, a false positive at 0.5) and B, whose only
+    candidate is taken, is missed: AP25 = 0.5 (score-ordered matching would find both).
+    At IoU 0.5 prediction 0 matches only B: both found, AP50 = 1."""
+    gt = _scene()
+    chair_a, chair_b = _indices_of(gt, CHAIR * 1000 + 1), _indices_of(gt, CHAIR * 1000 + 2)
+    masks = [np.concatenate([chair_a, chair_b]), chair_a]
+    _, ap50, ap25 = _evaluate(gt, masks, [CHAIR, CHAIR], [0.5, 0.9]).per_class["chair"]
+    assert ap25 == pytest.approx(0.5)
+    assert ap50 == pytest.approx(1.0)
+
+
+def test_a_class_with_only_too_small_instances_has_no_ap() -> None:
+    """A 50-point table is no ground truth (under 100 points): the table class scores None
+    (absent), not 0 for a missed instance, and the mean stays at the chairs' 1.0."""
+    gt = np.concatenate(
+        [
+            np.full(200, CHAIR * 1000 + 1),
+            np.full(300, CHAIR * 1000 + 2),
+            np.full(50, TABLE * 1000 + 3),
+        ]
+    )
+    masks = [_indices_of(gt, CHAIR * 1000 + 1), _indices_of(gt, CHAIR * 1000 + 2)]
+    result = _evaluate(gt, masks, [CHAIR, CHAIR], [0.9, 0.8])
+    assert result.per_class["table"] == (None, None, None)
+    assert (result.ap, result.ap50, result.ap25) == pytest.approx((1.0, 1.0, 1.0))
+    assert result.num_gt_instances["table"] == 0
+
+
 def test_a_prediction_half_on_void_is_a_false_positive_at_iou_05() -> None:
     """An unmatched prediction is ignored only when its share on void *exceeds* the threshold
     (the official script counts it a false positive while the share <= threshold): 100 of its
@@ -181,6 +224,21 @@ def test_a_prediction_mostly_on_a_too_small_instance_is_ignored_above_that_share
     _, ap50, ap25 = result.per_class["chair"]
     assert ap25 == pytest.approx(1.0)
     assert ap50 is not None and ap50 < 1.0
+
+
+def test_a_prediction_mostly_on_an_instance_of_exactly_min_region_size_is_a_false_positive() -> (
+    None
+):
+    """Chair C has exactly 100 points: ground truth (not too small), so a fragment with 70 of
+    its 120 points on C (IoU 70/150 < 0.5) is no ignored prediction at IoU 0.5 but a false
+    positive above chair D (found, score 0.5): AP50 0.125 as for [0.5 TP, 0.9 FP] and one
+    miss. At IoU 0.25 it matches C: AP25 = 1."""
+    gt = np.concatenate([np.full(100, CHAIR * 1000 + 1), np.full(800, CHAIR * 1000 + 2)])
+    chair_c, chair_d = _indices_of(gt, CHAIR * 1000 + 1), _indices_of(gt, CHAIR * 1000 + 2)
+    fragment = np.concatenate([chair_c[:70], chair_d[:50]])
+    _, ap50, ap25 = _evaluate(gt, [chair_d, fragment], [CHAIR] * 2, [0.5, 0.9]).per_class["chair"]
+    assert ap50 == pytest.approx(0.125)
+    assert ap25 == pytest.approx(1.0)
 
 
 def test_class_agnostic_ignores_wrong_labels() -> None:

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from dyco_perception.identity_metric import detected_ids, identity_stability
 from dyco_perception.objects import (
+    MapObject,
     ObjectMap,
     ObjectMapConfig,
     ObjectMapError,
     Observation,
+    _Candidates,
     voxel_keys,
 )
 from dyco_perception.tiling import RegionOfInterest
@@ -144,6 +146,76 @@ def test_an_object_falling_into_many_small_parts_keeps_its_id() -> None:
     assert update.object_ids[0] == 1  # the largest part (0.7 m)
     assert sorted(update.split) == sorted(update.object_ids[1:])
     assert set(update.split.values()) == {1} and not update.retired
+
+
+def test_a_split_object_keeps_its_id_on_the_part_with_most_voxels_inside_it() -> None:
+    """A table (x 0..2) falls into three parts none of which passes the gate: x < 0.8 (8 of
+    its 20 voxel columns), x 0.8..1.4 (6 columns) with a mapped shelf above it (3 more voxel
+    layers: the larger part, but with fewer voxels inside the table) and x >= 1.4. The id
+    goes to the part with the most voxels inside the table, not to the largest part."""
+    table = solid([0, 2, 0], [2, 3, 0.8], count=6000, seed=30)
+    shelf = solid([0.8, 2, 0.8], [1.4, 3, 1.1], count=1500, seed=31)
+    maps = Maps(min_overlap=0.45)
+    maps.update([seen(table, TABLE)], extra=[shelf])
+    middle = (table[:, 0] >= 0.8) & (table[:, 0] < 1.4)
+    parts = [table[table[:, 0] < 0.8], np.concatenate([table[middle], shelf])]
+    parts.append(table[table[:, 0] >= 1.4])
+    update = maps.update([seen(p, TABLE) for p in parts])
+    assert update.object_ids == [1, 2, 3]
+    assert update.split == {2: 1, 3: 1}
+
+
+def test_an_instance_holding_part_of_an_object_and_much_more_is_a_new_object() -> None:
+    """Chair x 0..0.5 next to a mapped wall x 0.5..2. An instance of the chair's x >= 0.3 and
+    the wall shares 2 of the chair's 5 voxel columns but has 17: voxel IoU 2 / 20 (box IoU
+    the same), under the 0.2 gate, though it holds 40 % of the chair: a new object."""
+    chair = solid([0, 0, 0], [0.5, 0.5, 0.9], count=3000, seed=40)
+    wall = solid([0.5, 0, 0], [2.0, 0.5, 0.9], count=9000, seed=41)
+    maps = Maps()
+    maps.update([seen(chair)], extra=[wall])
+    front = chair[:, 0] >= 0.3
+    update = maps.update([seen(np.concatenate([chair[front], wall]))], extra=[chair[~front]])
+    assert update.object_ids == [2] and update.created == [2]
+
+
+def _evidence(obj_id: int, keys: list[int], hits: list[int]) -> MapObject:
+    empty = np.zeros((0, 3))
+    return MapObject(
+        obj_id, np.ones(20), 1.0, 1, 0, 0, empty, np.zeros(0, np.int64), np.zeros(3), np.ones(3),
+        evidence_keys=np.array(keys, np.int64), hits=np.array(hits, np.int64),
+        looks=np.array(hits, np.int64),
+    )  # fmt: skip
+
+
+def test_a_part_an_object_moved_its_core_away_from_is_free_for_the_next_object() -> None:
+    """Object 0 (voxels 1..10, hits 2 on 1..5 and 5 on 6..10) was matched to instance 0
+    (voxels 1..5) but holds its core in instance 1 (voxels 6..10, more hits per voxel): it
+    moves there. Instance 0 is free again, and object 1 (voxels 1..5 at 5 hits, 11..15 at 2),
+    matched to instance 2 (voxels 11..15), has its core in instance 0: it takes it."""
+    objects = [
+        _evidence(1, list(range(1, 11)), [2] * 5 + [5] * 5),
+        _evidence(2, [*range(1, 6), *range(11, 16)], [5] * 5 + [2] * 5),
+    ]
+    known = [np.arange(1, 6), np.arange(6, 11), np.arange(11, 16)]
+    candidates = _Candidates([], [], known, known, [], [], np.zeros((3, 3)), np.ones((3, 3)), None)
+    similarity = np.array([[0.5, 0.3, 0.0], [0.3, 0.0, 0.5]])
+    kept = ObjectMap()._keep_cores([(0, 0), (1, 2)], similarity, objects, candidates)
+    assert kept == [(0, 1), (1, 0)]
+
+
+def test_an_objects_voxels_count_in_its_iou_at_their_support() -> None:
+    """Object voxels 1..10, each held by 1 of the 2 views that could show it (support 1/2):
+    the object weighs 5. An instance on voxels 1..10 shares weight 5, so the weighted IoU is
+    5 / (5 + 10 - 5) = 1/2 (the boxes are apart: box IoU 0)."""
+    obj = _evidence(1, list(range(1, 11)), [1] * 10)
+    obj.looks = np.full(10, 2, np.int64)
+    known = [np.arange(1, 11)]
+    candidates = _Candidates(
+        [seen(np.zeros((1, 3)))], [], known, known, [], [], np.full((1, 3), 5.0),
+        np.full((1, 3), 6.0), None,
+    )  # fmt: skip
+    similarity = ObjectMap()._similarity([obj], candidates, np.zeros((1, 1)), np.ones((1, 1)))
+    assert similarity.tolist() == [[pytest.approx(0.5)]]
 
 
 def test_after_a_loop_closure_a_part_in_an_objects_old_place_does_not_take_its_id() -> None:

@@ -18,6 +18,7 @@ from dyco_perception.tiling import (
     BlockMerger,
     RegionOfInterest,
     TilingConfig,
+    _largest_member,
     plan_blocks,
 )
 from test_segmenter import check_contract
@@ -535,6 +536,23 @@ def test_a_block_whose_context_held_nine_tenths_of_an_instance_saw_it_whole(
     assert len(set(merged.instance[10:32])) == instances
 
 
+def test_parts_join_across_a_block_between_them_that_found_nothing() -> None:
+    """Blocks A (core rows 0..9), B (10..19) and C (20..29) all see rows 10..19. A's part
+    (rows 5..19) and C's (rows 10..25) share those 10 rows, all that either block saw of the
+    other's part (share 1 > 0.5): they join although B, whose context lies between them in
+    every shared row, has no instance there."""
+    a = Block(core=np.arange(10), context=np.arange(20))
+    b = Block(core=np.arange(10, 20), context=np.arange(30))
+    c = Block(core=np.arange(20, 30), context=np.arange(10, 30))
+    merger = BlockMerger(30, num_classes=20)
+    _add_parts(merger, a, [(5, 19, 4, 0.9)])
+    _add_parts(merger, b, [])
+    _add_parts(merger, c, [(10, 25, 4, 0.8)])
+    merged = merger.finish(merge_overlap=0.5, min_points=1)
+    assert len(merged.class_id) == 1
+    assert merged.instance[5] == merged.instance[25] == 1
+
+
 def test_a_core_point_whose_block_dropped_its_piece_takes_the_covering_neighbours() -> None:
     """Block A (core rows 0..19, context 0..29) has the object on rows 12..29; block B (core
     rows 20..39, context 10..39) labelled rows 20..27 with the object's class but dropped its
@@ -569,6 +587,20 @@ def test_a_point_covered_by_two_neighbours_takes_the_higher_scoring_instance() -
     assert len(merged.class_id) == 2
     assert merged.instance[2] == merged.instance[3] == merged.instance[0] > 0
     assert merged.instance[4] != merged.instance[0] and merged.instance[4] > 0
+
+
+def test_a_groups_largest_member_wins_and_a_tie_goes_to_the_lower_id() -> None:
+    """Group 0: instances 0 and 2 hold 5 core points each, 1 holds 3: the tie goes to 0.
+    Group 1: instances 3 (4 points) and 4 (7): 4 wins."""
+    group = np.array([0, 0, 0, 1, 1])
+    points_of = np.array([5, 3, 5, 4, 7])
+    np.testing.assert_array_equal(_largest_member(group, points_of), [0, 4])
+
+
+def test_a_group_without_core_points_has_no_largest_member() -> None:
+    group = np.array([0, 0, 1])
+    points_of = np.array([0, 0, 3])
+    np.testing.assert_array_equal(_largest_member(group, points_of), [-1, 2])
 
 
 def test_a_group_of_exactly_min_points_core_points_is_kept() -> None:
