@@ -9,6 +9,7 @@ node must stop cleanly: exit code 0, no traceback.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -93,14 +94,17 @@ def test_one_signal_stops_the_node_with_code_zero(tmp_path: Path, executable: st
 
 @pytest.fixture(scope="module")
 def big_cloud(scan_sample):
-    """400k points (a real scan tiled 8 times): seconds of work for the tiny model, well within
-    the node's 30 s wait for the cloud in progress even on a loaded machine."""
+    """A real scan tiled side by side, `tiles` times: 50k points per tile."""
     import numpy as np
     from test_node import make_cloud
 
     xyz, rgb = scan_sample("scene0001_00", 50_000)
-    tiles = [xyz + np.array([12.0 * i, 0.0, 0.0], dtype=np.float32) for i in range(8)]
-    return make_cloud(np.concatenate(tiles), np.concatenate([rgb] * 8))
+
+    def tiled(tiles: int):
+        shifted = [xyz + np.array([12.0 * i, 0.0, 0.0], dtype=np.float32) for i in range(tiles)]
+        return make_cloud(np.concatenate(shifted), np.concatenate([rgb] * tiles))
+
+    return tiled
 
 
 @pytest.mark.parametrize("repeat", [False, True], ids=["once", "twice"])
@@ -116,7 +120,12 @@ def test_signals_while_a_cloud_is_segmented(tmp_path: Path, big_cloud, repeat: b
     )
     try:
         assert client.wait_for_node(timeout=60), log.read_text()
-        key = client.publish(big_cloud)
+        # Once: 400k points, seconds of work for the tiny model, well within the node's 30 s
+        # wait even on a loaded machine. Twice: 1.6M points, so that the second signal (up
+        # to a diagnostics period plus 0.3 s after the cloud arrived) still finds it running
+        # on a fast free core.
+        cloud = big_cloud(32 if repeat else 8)
+        key = client.publish(cloud)
         assert client.wait_until(lambda: int(client.diagnostics.get("received", 0)) >= 1, 30)
         start = time.monotonic()
         code = _signal_and_wait(process, [INT, INT] if repeat else [INT], 0.3)
@@ -128,7 +137,78 @@ def test_signals_while_a_cloud_is_segmented(tmp_path: Path, big_cloud, repeat: b
             assert client.results.get(key) is None or not client.results[key].messages
             assert took < 5.0, f"a second signal should stop at once, took {took:.1f} s"
         else:
-            assert f"segmented {big_cloud.width * big_cloud.height} points" in text, text
+            assert f"segmented {cloud.width * cloud.height} points" in text, text
             assert client.wait_for_result(key, kinds=["cloud"], timeout=10) is not None
     finally:
         client.close()
+
+
+def _held(function, reached: threading.Event, release: threading.Event):
+    """`function`, made to wait for `release` once it is called (and to say it was)."""
+
+    def held(*args, **kwargs):
+        reached.set()
+        assert release.wait(60), "the test never released the worker"
+        return function(*args, **kwargs)
+
+    return held
+
+
+@pytest.mark.parametrize("stage", ["segmenting", "publishing"])
+def test_a_stop_that_gives_up_drops_a_cloud_only_before_its_results_go_out(
+    tmp_path: Path, stage: str
+) -> None:
+    """A second signal abandons the cloud in progress, but only while it is still being
+    segmented: once its results are being published the stop waits the few milliseconds that
+    takes, so that a node never logs 'discarded' for a cloud whose results went out. The worker
+    is held at each stage in turn, in this process, so that the race is hit every time."""
+    import rclpy
+    from dyco_perception.data.room_generator import generate_room
+    from dyco_perception.ros.segment_node import SegmentNode
+    from dyco_perception.tools.client import SegmentationClient
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from test_node import make_cloud
+
+    checkpoint = write_test_checkpoint(tmp_path / "tiny.safetensors")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]
+    node = SegmentNode(context=context, namespace=f"/stop_{stage}", parameter_overrides=overrides)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = SegmentationClient(
+        input_topic=f"/stop_{stage}/cloud_in",
+        namespace=f"/stop_{stage}",
+        client_name=f"stop_{stage}_client",
+    )
+    reached, release = threading.Event(), threading.Event()
+    if stage == "segmenting":
+        node.segmenter.segment = _held(node.segmenter.segment, reached, release)
+    else:
+        node._publish = _held(node._publish, reached, release)
+    ended: list[bool] = []
+    stopper = threading.Thread(target=lambda: ended.append(node.stop(30.0, lambda: True)))
+    try:
+        assert client.wait_for_node(timeout=60)
+        room = generate_room(seed=3, num_points=4000)
+        key = client.publish(make_cloud(room.xyz, room.rgb))
+        assert reached.wait(60), f"the worker never reached {stage}"
+        stopper.start()
+        stopper.join(0.5)
+        assert stopper.is_alive() == (stage == "publishing")
+        release.set()
+        stopper.join(30)
+        result = client.wait_for_result(key, kinds=["cloud"], timeout=3)
+        assert ended == [stage == "publishing"]
+        assert (result is not None) == (stage == "publishing")
+        assert node.counts["processed"] == (stage == "publishing")
+    finally:
+        release.set()
+        client.close()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(timeout=5)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import rclpy
@@ -55,6 +55,7 @@ TOPIC_MARKERS = "segmentation/markers"
 TOPIC_CLASS_MAP = "segmentation/class_map"
 TOPIC_DIAGNOSTICS = "/diagnostics"
 GREY = 128
+PUBLISH_WAIT = 10.0  # s that a stop waits for a cloud's results already being published
 
 
 class StartupError(RuntimeError):
@@ -141,6 +142,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class CloudTiming(NamedTuple):
+    start: float  # perf_counter() when the cloud was taken up
+    read_time: float  # s
+    inference_time: float  # s
+    threads: int  # torch threads it ran with
+
+
 class SegmentationCore(ObjectMapNode):
     """The node's logic, shared by `SegmentNode` (plain: everything in __init__) and
     `ManagedSegmentNode` (lifecycle: the same steps in its transitions). Mixed into an rclpy
@@ -155,6 +163,7 @@ class SegmentationCore(ObjectMapNode):
         self._pending: PointCloud2 | None = None
         self._stopping = False
         self._given_up: set[threading.Thread] = set()  # workers that publish nothing more
+        self._publishing: threading.Thread | None = None  # the worker publishing its results
         self.counts: Counter[str] = Counter()
         self._last: dict[str, float] = {}
         self._warned_no_rgb = False
@@ -385,8 +394,26 @@ class SegmentationCore(ObjectMapNode):
             return
         # The Segmenter's own time: what the node adds (conversion, publishing) is the rest.
         inference_time = time.perf_counter() - start - read_time
-        if threading.current_thread() in self._given_up:
-            return
+        with self._lock:  # past this point stop() waits for the results instead of dropping them
+            if threading.current_thread() in self._given_up:
+                return
+            self._publishing = threading.current_thread()
+        try:
+            timing = CloudTiming(start, read_time, inference_time, threads)
+            self._publish_result(msg, settings, points, result, timing)
+        finally:
+            with self._lock:
+                self._publishing = None
+
+    def _publish_result(
+        self,
+        msg: PointCloud2,
+        settings: NodeSettings,
+        points: pc2.Points,
+        result: Any,
+        timing: CloudTiming,
+    ) -> None:
+        start, read_time, inference_time, threads = timing
         labelled = outputs.filter_instances(
             result,
             points.xyz,
@@ -486,11 +513,17 @@ class SegmentationCore(ObjectMapNode):
         with self._lock:
             self._stopping = True
             self._lock.notify()
-        ended = _join(self._worker, timeout, give_up)
+        worker, self._worker = self._worker, None
+        ended = _join(worker, timeout, give_up)
         if not ended:
-            self._given_up.add(self._worker)
+            with self._lock:
+                publishing = self._publishing is worker
+                if not publishing:
+                    self._given_up.add(worker)
+            if publishing:  # segmented already: its results are on their way out, let them go
+                ended = _join(worker, PUBLISH_WAIT)
+        if not ended:
             self.get_logger().warning("not waiting for the cloud in progress: discarded")
-        self._worker = None
         return ended
 
 
