@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -335,7 +334,7 @@ def test_target_frame_names_the_outputs_and_lockstep_clouds_drop_none(node, room
     """target_frame is the outputs' frame even under the identity transform; a cloud that
     arrives with none pending replaces nothing, so it is not counted as dropped."""
     _, client = node
-    time.sleep(1.2)  # a diagnostics report (every 0.5 s) newer than the previous test's clouds
+    assert client.wait_for_fresh_diagnostics(), "no diagnostics report"
     processed, dropped = client.counter("processed"), client.counter("dropped")
     assert client.set_parameters({"target_frame": "map"})[0].successful
     try:

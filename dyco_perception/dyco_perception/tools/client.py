@@ -20,6 +20,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue, SetPara
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -86,6 +87,7 @@ class SegmentationClient:
         self._lock = threading.Condition()
         self.results: dict[int, Result] = {}
         self.diagnostics: dict[str, str] = {}
+        self.diagnostics_stamp_ns = 0  # the latest report's header stamp
         self.class_map: ClassMap | None = None
         self.objects: ObjectArray | None = None  # latest of the latched object map topic
         self.recorded: list[tuple[str, int, Any]] = []  # (topic, receive time ns, msg)
@@ -186,6 +188,7 @@ class SegmentationClient:
             if status.name == self.status_name:
                 with self._lock:
                     self.diagnostics = {kv.key: kv.value for kv in status.values}
+                    self.diagnostics_stamp_ns = Time.from_msg(msg.header.stamp).nanoseconds
                     self._record_msg("diagnostics", msg)
                     self._lock.notify_all()
 
@@ -200,6 +203,12 @@ class SegmentationClient:
                     return False
                 self._lock.wait(min(remaining, 0.2))
         return True
+
+    def wait_for_fresh_diagnostics(self, timeout: float = 10.0) -> bool:
+        """Until a report stamped after this call arrives: its counters include every cloud
+        the node finished before now. The node and this client share one clock."""
+        now = self.node.get_clock().now().nanoseconds
+        return self.wait_until(lambda: self.diagnostics_stamp_ns > now, timeout)
 
     def wait_for_node(self, timeout: float = 60.0) -> bool:
         """Until the node's input subscription and class map are seen."""
