@@ -184,3 +184,111 @@ def test_a_card_that_does_not_fit_this_code_is_refused(edit, fragment: str) -> N
     edit(card)
     with pytest.raises(ValueError, match=fragment):
         ModelCard.from_json(json.dumps(card))
+
+
+def test_a_card_written_before_later_keys_builds_the_network_it_was_trained_as() -> None:
+    """A card without transformer.position, mask_head.layers or mask_head.generator is one of
+    the checkpoints before those keys: absolute positions, 2 decoder layers, pooled MLP."""
+    card = ModelCard.for_config(TINY)
+    del card.model_config["transformer"]["position"]
+    for key in ("layers", "generator"):
+        del card.model_config["mask_head"][key]
+    cfg = card.config
+    assert cfg.transformer.position == "absolute"
+    assert (cfg.mask_head.layers, cfg.mask_head.generator) == (2, "pooled_mlp")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("inference.nms_iou", 0.4),
+        ("grouping.radius", 0.05),
+        ("grouping.min_points", 7),
+        ("grouping.by_class", False),
+        ("grouping.thing_probability", 0.6),
+        ("mask_head.box_margin", 0.1),
+        ("mask_head.decode_region", "all"),
+        ("mask_head.category_aware", False),
+        ("mask_head.mask_threshold", 0.4),
+    ],
+)
+def test_each_run_time_setting_changes_by_its_section_key(key: str, value) -> None:
+    """Every run-time setting, and an inference key spelled `inference.key`, is accepted."""
+    section, name = key.split(".")
+    changed = ModelCard.for_config(TINY).with_inference({key: value})
+    assert getattr(getattr(changed.config, section), name) == value
+
+
+def test_a_card_of_an_earlier_format_is_refused() -> None:
+    """Not only later formats: format_version 0 is not this code's either."""
+    card = _card_dict()
+    card["format_version"] = FORMAT_VERSION - 1
+    with pytest.raises(ValueError, match=f"format_version {FORMAT_VERSION - 1}"):
+        ModelCard.from_json(json.dumps(card))
+
+
+@pytest.mark.parametrize("text", ["{}", '{"classes": []}', "[]", '"model_config"'])
+def test_a_card_without_model_config_is_refused(text: str) -> None:
+    """A JSON value that is not an object with a model_config entry is a ValueError saying so."""
+    with pytest.raises(ValueError, match="JSON object with a 'model_config' entry"):
+        ModelCard.from_json(text)
+
+
+def test_saving_refuses_other_suffixes_and_a_card_that_does_not_fit(tmp_path: Path) -> None:
+    """Checkpoints are written only as .safetensors, and only with a card this code reads: a
+    refused card writes no file."""
+    model = SegmentationNetwork(TINY)
+    with pytest.raises(ValueError, match=r"written as \.safetensors, got m\.pt"):
+        save_checkpoint(tmp_path / "m.pt", model, ModelCard.for_config(TINY))
+    card = ModelCard.for_config(TINY)
+    card.classes = list(reversed(card.classes))
+    with pytest.raises(ValueError, match="classes"):
+        save_checkpoint(tmp_path / "bad.safetensors", model, card)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_checkpoint_is_file_not_found(tmp_path: Path) -> None:
+    """A path that is not a file is FileNotFoundError, not an unreadable checkpoint."""
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def test_pth_checkpoint_with_a_dict_card_loads(tmp_path: Path) -> None:
+    """A legacy .pth file whose card is a dict (not JSON text) loads like a .pt one."""
+    model = SegmentationNetwork(TINY)
+    card = json.loads(ModelCard.for_config(TINY, training={"epochs": 2}).to_json())
+    torch.save({"state_dict": model.state_dict(), CARD_KEY: card}, tmp_path / "ok.pth")
+    state, loaded = load_checkpoint(tmp_path / "ok.pth")
+    assert loaded.training == {"epochs": 2} and set(state) == set(model.state_dict())
+
+
+def test_a_pt_checkpoint_without_state_dict_is_refused(tmp_path: Path) -> None:
+    """A .pt dict with a card but no state_dict is a ValueError naming both entries."""
+    torch.save({CARD_KEY: ModelCard.for_config(TINY).to_json()}, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="must be a dict with state_dict and model_card"):
+        load_checkpoint(tmp_path / "m.pt")
+
+
+def test_a_weight_the_model_does_not_have_is_refused_by_name() -> None:
+    """An extra weight is named as unexpected (not left to load_state_dict's RuntimeError)."""
+    state = dict(SegmentationNetwork(TINY).state_dict())
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"unexpected \['extra\.weight'\]"):
+        build_model(state, ModelCard.for_config(TINY))
+
+
+def test_weights_of_the_instance_branch_under_their_old_names_load() -> None:
+    """Older checkpoints kept mask_feature_head, kernel_generator and score_head at the top
+    level: each loads under decoder."""
+    model = SegmentationNetwork(TINY)
+    old = {k.removeprefix("decoder."): v for k, v in model.state_dict().items()}
+    assert any(k.startswith("score_head.") for k in old)
+    rebuilt = build_model(old, ModelCard.for_config(TINY))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name
+
+
+def test_card_json_counts_the_input_channels_of_colour_and_position() -> None:
+    """in_channels: 3 for rgb plus 3 for xyz."""
+    cfg = ModelConfig.from_dict({**TINY.to_dict(), "voxel": {"use_xyz": True}})
+    assert json.loads(ModelCard.for_config(cfg).to_json())["in_channels"] == 6

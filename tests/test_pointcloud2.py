@@ -275,3 +275,133 @@ def test_a_quaternion_is_normalised_before_use() -> None:
     """(0, 0, 2, 2) is the same 90-degree rotation about z as its unit quaternion."""
     moved = pc2.transform_xyz(np.array([[1.0, 0.0, 0.0]]), (0.0, 0.0, 0.0), (0.0, 0.0, 2.0, 2.0))
     np.testing.assert_allclose(moved[0], [0.0, 1.0, 0.0], atol=1e-12)
+
+
+def test_uint16_fields_read_unsigned() -> None:
+    """A UINT16 field is unsigned: 0xFFFF reads as 65535, and a uint16 column writes as
+    UINT16."""
+    values = np.array([0, 1, 0xFFFF], np.uint16)
+    layout, data = pc2.write_cloud({"ring": values})
+    assert layout.fields == (Field("ring", 0, UINT16),)
+    read = pc2.read_structured(layout, data)["ring"]
+    assert read.tolist() == [0, 1, 65535]
+
+
+def _xyz_layout(*extra: Field, point_step: int = 12, width: int = 4) -> pc2.CloudLayout:
+    return pc2.CloudLayout((*XYZ32, *extra), point_step, point_step * width, width)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        (_xyz_layout(Field("intensity", 8, FLOAT32, 0)), "field 'intensity' has count 0"),
+        (_xyz_layout(Field("intensity", -1, UINT8)), r"'intensity' \(offset -1"),
+        (_xyz_layout(Field("intensity", 9, FLOAT32)), r"'intensity' \(offset 9, 4 bytes\)"),
+    ],
+)
+def test_a_field_of_no_values_or_outside_the_point_is_a_cloud_error(layout, message) -> None:
+    """A field with count 0, a negative offset, or one byte past point_step is refused with
+    a CloudError naming the field (not numpy's own error, not an empty column)."""
+    with pytest.raises(pc2.CloudError, match=message):
+        pc2.read_structured(layout, bytes(48))
+
+
+@pytest.mark.parametrize(
+    ("layout", "num_bytes", "message"),
+    [
+        (pc2.CloudLayout(XYZ32, 12, 48, -4), 48, "negative size -4x1"),
+        (pc2.CloudLayout(XYZ32, 0, 0, 4), 0, "point_step must be positive, got 0"),
+        (pc2.CloudLayout(XYZ32, 12, 40, 4), 40, "row_step 40 < width 4 \\* point_step 12"),
+    ],
+)
+def test_inconsistent_sizes_are_named(layout, num_bytes: int, message: str) -> None:
+    """A negative width, a zero point_step, or a row_step one point short of a row (with data
+    that matches that row_step) is refused with the message naming that problem."""
+    with pytest.raises(pc2.CloudError, match=message):
+        pc2.read_points(layout, bytes(num_bytes))
+
+
+def test_a_cloud_without_x_names_the_missing_field() -> None:
+    """Each of x, y and z is required: a cloud of y and z only lacks ['x']."""
+    layout = pc2.CloudLayout((Field("y", 0, FLOAT32), Field("z", 4, FLOAT32)), 8, 32, 4)
+    with pytest.raises(pc2.CloudError, match=r"lacks field\(s\) \['x'\]"):
+        pc2.read_points(layout, bytes(32))
+
+
+@pytest.mark.parametrize("rgb_field", [Field("rgb", 12, FLOAT64), Field("rgb", 12, FLOAT32, 2)])
+def test_a_packed_colour_must_be_one_4_byte_value(rgb_field: Field) -> None:
+    """A float64 rgb or one of several values is refused, not read from its first 4 bytes."""
+    layout = _xyz_layout(rgb_field, point_step=20)
+    with pytest.raises(pc2.CloudError, match="must be a packed float32/uint32"):
+        pc2.read_points(layout, bytes(80))
+
+
+def test_separate_colour_channels_of_another_type_than_uint8_are_no_colour() -> None:
+    """uint16 r, g, b are not truncated to uint8: the cloud reads as one without colour."""
+    xyz, rgb = random_points(3, seed=8)
+    columns = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+    columns |= {c: rgb[:, i].astype(np.uint16) * 257 for i, c in enumerate("rgb")}
+    layout, data = pc2.write_cloud(columns)
+    assert pc2.read_points(layout, data).rgb is None
+
+
+@pytest.mark.parametrize(
+    "rgb", [np.zeros((2, 4), np.uint8), np.zeros(3, np.uint8), np.zeros((2, 3, 1), np.uint8)]
+)
+def test_pack_rgb_wants_n_by_3(rgb: np.ndarray) -> None:
+    """(N, 4), 1-D and 3-D arrays are refused with the shape in the message."""
+    with pytest.raises(ValueError, match=r"rgb must be \(N, 3\)"):
+        pc2.pack_rgb(rgb)
+
+
+def test_unpack_rgb_wants_4_byte_values() -> None:
+    """Two uint16 values are not viewed as one packed colour."""
+    with pytest.raises(ValueError, match="4-byte values"):
+        pc2.unpack_rgb(np.zeros(2, np.uint16))
+
+
+def test_write_cloud_refuses_columns_of_different_lengths_and_zero_rows() -> None:
+    """Columns of 3 and 2 values, or a height of 0, are errors named as such."""
+    with pytest.raises(ValueError, match="columns differ in length"):
+        pc2.write_cloud({"x": np.zeros(3, np.float32), "y": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match="cannot form 0 rows"):
+        pc2.write_cloud({"x": np.zeros(4, np.float32)}, height=0)
+
+
+def test_a_turn_about_the_diagonal_permutes_the_axes() -> None:
+    """(0.5, 0.5, 0.5, 0.5) turns 120 degrees about (1, 1, 1): x -> y, y -> z, z -> x, which
+    pins every off-diagonal entry of the rotation matrix (each is 0 or 1 here)."""
+    unit = np.eye(3)
+    moved = pc2.transform_xyz(unit, (0.0, 0.0, 0.0), (0.5, 0.5, 0.5, 0.5))
+    np.testing.assert_allclose(moved, [[0, 1, 0], [0, 0, 1], [1, 0, 0]], atol=1e-12)
+    expected = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], np.float64)  # R, column j = image of j
+    np.testing.assert_allclose(pc2.quaternion_to_matrix((0.5, 0.5, 0.5, 0.5)), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "quaternion", [(0, 0, 0, np.nan), (0, 0, np.inf, 1), (0, 0, 1), (0, 0, 0, 1, 0)]
+)
+def test_a_quaternion_of_non_finite_or_not_4_values_is_refused(quaternion) -> None:
+    """NaN or inf components, and 3 or 5 values, raise naming the quaternion."""
+    with pytest.raises(ValueError, match="quaternion must be 4 finite values"):
+        pc2.quaternion_to_matrix(quaternion)
+
+
+def test_reads_a_big_endian_duck_typed_message() -> None:
+    """A message's is_bigendian flag decides the byte order of what is read."""
+    xyz, _ = random_points(3, seed=9)
+    values = [{"x": p[0], "y": p[1], "z": p[2]} for p in xyz]
+    _, data = encode(XYZ32, 12, 1, values, big_endian=True)
+    msg = SimpleNamespace(
+        fields=[
+            SimpleNamespace(name=f.name, offset=f.offset, datatype=f.datatype, count=1)
+            for f in XYZ32
+        ],
+        point_step=12,
+        row_step=36,
+        width=3,
+        height=1,
+        is_bigendian=True,
+        data=data,
+    )
+    np.testing.assert_array_equal(pc2.read_msg(msg).xyz, xyz)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import colorsys
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -160,3 +163,114 @@ def test_object_message_keeps_nanoseconds_and_names_only_known_classes() -> None
     assert (msg.first_seen.sec, msg.first_seen.nanosec) == (3, 7)
     assert (msg.last_seen.sec, msg.last_seen.nanosec) == (4, 999_999_999)
     assert outputs.object_msg(map_object(3), ["wall", "floor", "cabinet"]).class_name == ""
+
+
+def test_filter_keeps_dropped_points_semantic_as_minus_one_and_the_rows() -> None:
+    """The semantic ids stay int32 (-1 = a dropped NaN point survives), and an organized cloud
+    keeps its height."""
+    result = SegmentationResult(
+        semantic=np.array([-1, 3, 3, 5]),
+        instance=np.array([0, 1, 1, 0]),
+        score=np.array([0.0, 0.9, 0.9, 0.0]),
+        instances=[_instance(1, 0.9, [1, 2])],
+    )
+    labelled = outputs.filter_instances(result, np.zeros((4, 3)), 0.5, 1, height=2)
+    assert labelled.semantic.dtype == np.int32 and labelled.semantic.tolist() == [-1, 3, 3, 5]
+    assert labelled.height == 2
+
+
+def test_labelled_cloud_carries_every_field_of_every_point() -> None:
+    """x, y, z, label (-1 kept), instance, score and object read back as written; the object
+    id of a point outside instances is 0; the cloud keeps its rows."""
+    instances = [_instance(1, 0.9, [0, 1]), _instance(2, 0.7, [3])]
+    labelled = _labelled(instances, 4, object_ids=(9, 4))
+    labelled.xyz = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]], np.float64)
+    labelled.semantic = np.array([3, 3, -1, 5], np.int32)
+    labelled.score = np.array([0.9, 0.9, 0.0, 0.7], np.float32)
+    labelled.height = 2
+    msg = outputs.labelled_cloud_msg(HEADER, labelled)
+    assert (msg.height, msg.width) == (2, 2)
+    records = pc2.read_structured(pc2.CloudLayout.of(msg), msg.data)
+    xyz = np.stack([records["x"], records["y"], records["z"]], 1)
+    np.testing.assert_array_equal(xyz, labelled.xyz)
+    assert records["label"].tolist() == [3, 3, -1, 5]
+    assert records["instance"].tolist() == [1, 1, 0, 2]
+    np.testing.assert_allclose(records["score"], [0.9, 0.9, 0.0, 0.7], rtol=1e-6)
+    assert records["object"].tolist() == [9, 9, 0, 4]
+
+
+def test_palette_is_the_golden_ratio_hue_walk_at_fixed_saturation_and_value() -> None:
+    """id -> HSV(id * 0.618... mod 1, 0.75, 0.95), rounded to 0..255 (checked against
+    colorsys); id 1 is (61, 114, 242)."""
+    ids = np.arange(1, 13)
+    expected = [
+        np.rint(np.array(colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.95)) * 255)
+        for i in ids
+    ]
+    np.testing.assert_array_equal(outputs.instance_colours(ids), expected)
+    assert tuple(outputs.instance_colours(np.array([1]))[0]) == (61, 114, 242)
+
+
+def test_instance_message_names_the_object_the_centroid_and_indices_only_when_asked() -> None:
+    """object_id is the instance's object (not its id), the centroid is its own (not the box
+    center), and without with_indices the point rows are left out."""
+    inst = replace(_instance(1, 0.9, [1, 3], (1, 2, 3)), centroid=np.array([4, 5, 6], np.float32))
+    labelled = _labelled([inst], 5, object_ids=(7,))
+    item = outputs.instance_array_msg(HEADER, labelled, 0.25, False).instances[0]
+    assert (item.id, item.object_id) == (1, 7)
+    assert (item.centroid.x, item.centroid.y, item.centroid.z) == (4, 5, 6)
+    assert list(item.point_indices) == []
+
+
+def test_markers_are_visible_and_each_has_its_own_namespace_and_id() -> None:
+    """Boxes 0.02 m lines and labels 0.15 m text, opaque, with an identity orientation; the
+    (namespace, id) of every marker is unique (RViz replaces a marker of the same pair)."""
+    instances = [_instance(1, 0.9, [0]), _instance(2, 0.7, [1])]
+    markers = outputs.markers_msg(HEADER, _labelled(instances, 3)).markers[1:]
+    assert [(m.ns, m.id) for m in markers] == [
+        ("boxes", 1),
+        ("labels", 1),
+        ("boxes", 2),
+        ("labels", 2),
+    ]
+    boxes, labels = markers[0::2], markers[1::2]
+    assert all(m.scale.x == pytest.approx(0.02) for m in boxes)
+    assert all(m.scale.z == pytest.approx(0.15) for m in labels)
+    assert all(m.color.a == 1.0 and m.pose.orientation.w == 1.0 for m in markers)
+
+
+def _map_object(object_id: int, points: np.ndarray, **kwargs) -> MapObject:
+    return MapObject(
+        id=object_id,
+        class_evidence=np.array([0.0, 1.0], np.float32),
+        score_sum=1.6,
+        num_observations=2,
+        first_seen=0,
+        last_seen=0,
+        points=points,
+        voxels=np.zeros(1, np.int64),
+        box_min=points.min(0),
+        box_max=points.max(0),
+        **kwargs,
+    )
+
+
+def test_object_message_carries_confidence_and_the_observation_counts() -> None:
+    """confidence = mean score 0.8 * 2 sightings / (2 sightings + 2 misses) = 0.4; the counts
+    and the instance id are the object's own."""
+    obj = _map_object(5, np.zeros((2, 3)), num_misses=1, total_misses=2, instance_id=6)
+    msg = outputs.object_msg(obj, ["wall", "floor"])
+    assert (msg.score, msg.confidence) == (pytest.approx(0.8), pytest.approx(0.4))
+    assert (msg.num_observations, msg.num_misses, msg.instance_id) == (2, 1, 6)
+
+
+def test_object_points_cloud_holds_each_object_points_under_its_id() -> None:
+    """x, y, z of every object's points and, per point, the object id (not its instance id)."""
+    first = np.array([[0, 1, 2], [3, 4, 5]], np.float64)
+    second = np.array([[6, 7, 8]], np.float64)
+    objects = [_map_object(5, first, instance_id=1), _map_object(8, second, instance_id=2)]
+    msg = outputs.object_points_msg(HEADER, objects)
+    records = pc2.read_structured(pc2.CloudLayout.of(msg), msg.data)
+    xyz = np.stack([records["x"], records["y"], records["z"]], 1)
+    np.testing.assert_array_equal(xyz, np.concatenate([first, second]))
+    assert records["object"].tolist() == [5, 5, 8]
