@@ -79,3 +79,59 @@ def test_bad_arguments_fail_with_a_reason(tmp_path: Path, rooms) -> None:
         bags.read_scan_bag(tmp_path)
     with pytest.raises(SystemExit, match=r"no \.npz scans"):
         make_bag_main(["--scans", str(tmp_path), "--out", str(tmp_path / "new")])
+
+
+def test_scan_bag_topics_are_the_documented_ones(tmp_path: Path, rooms) -> None:
+    """/cloud_in, /ground_truth and /scan_name, the names dyco-replay and the node expect."""
+    out = tmp_path / "bag"
+    write_scan_bag(rooms[:1], out)
+    assert {(topic, msgtype) for topic, msgtype, _, _ in bags.iter_bag(out)} == {
+        ("/cloud_in", "sensor_msgs/msg/PointCloud2"),
+        ("/ground_truth", "sensor_msgs/msg/PointCloud2"),
+        ("/scan_name", "std_msgs/msg/String"),
+    }
+
+
+def test_a_recorded_bag_is_keyed_by_header_stamps_not_bag_times(tmp_path: Path) -> None:
+    """A bag recorded live (bag time = receive time, after the header stamp) of an organized
+    cloud (2 rows) and its ground truth, without scan names: the scan is keyed by the header
+    stamp the node echoes, has rows x columns points and is named by its stamp."""
+    from builtin_interfaces.msg import Time
+    from dyco_perception.ros.outputs import to_cloud_msg
+    from std_msgs.msg import Header
+
+    stamp = 7 * 10**9 + 250
+    header = Header(stamp=Time(sec=7, nanosec=250), frame_id="cam")
+    xyz = np.arange(18, dtype=np.float32).reshape(6, 3)
+    columns = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+    cloud = to_cloud_msg(header, *pc2.write_cloud(columns, height=2), True)
+    columns = {"semantic": np.arange(6, dtype=np.int32), "instance": np.ones(6, np.int32)}
+    truth = to_cloud_msg(header, *pc2.write_cloud(columns, height=2), True)
+    with bags.BagWriter(tmp_path / "bag") as writer:
+        writer.write(bags.CLOUD_TOPIC, cloud, stamp + 3_000_000)
+        writer.write(bags.GT_TOPIC, truth, stamp + 4_000_000)
+    [scan] = bags.read_scan_bag(tmp_path / "bag")
+    assert (scan.stamp, scan.num_points, scan.name) == (stamp, 6, str(stamp))
+    assert scan.semantic.tolist() == [0, 1, 2, 3, 4, 5] and scan.instance.tolist() == [1] * 6
+
+
+def test_bag_writer_stores_the_node_output_types(tmp_path: Path) -> None:
+    """dyco_msgs outputs (instances, class map, object map) go into a bag and read back."""
+    from std_msgs.msg import Header
+
+    from dyco_msgs.msg import ClassMap, InstanceArray, ObjectArray
+
+    header = Header(frame_id="map")
+    with bags.BagWriter(tmp_path / "bag") as writer:
+        writer.write("/objects", ObjectArray(header=header), 1)
+        writer.write("/instances", InstanceArray(header=header, num_points=5), 2)
+        writer.write("/class_map", ClassMap(), 3)
+    store = bags.typestore()
+    read = [(t, m, n) for t, m, n, _ in bags.iter_bag(tmp_path / "bag")]
+    assert read == [
+        ("/objects", "dyco_msgs/msg/ObjectArray", 1),
+        ("/instances", "dyco_msgs/msg/InstanceArray", 2),
+        ("/class_map", "dyco_msgs/msg/ClassMap", 3),
+    ]
+    data = next(d for t, _, _, d in bags.iter_bag(tmp_path / "bag") if t == "/instances")
+    assert store.deserialize_cdr(data, "dyco_msgs/msg/InstanceArray").num_points == 5

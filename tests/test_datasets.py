@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dyco_perception.scenes import IGNORE, load_npz_scene, make_scene, save_scene_npz
+from dyco_perception.scenes import IGNORE, Scene, load_npz_scene, make_scene, save_scene_npz
 from dyco_training.datasets import (
     SCANNET50K_DIR,
     list_npz_scans,
@@ -179,8 +179,38 @@ def test_instances_are_numbered_from_one_and_non_finite_xyz_is_refused(tmp_path:
     assert scene.instance.tolist() == [2, 2, 1]
     scene.instance = np.array([0, 1, 40_000])
     assert load_npz_scene(save_scene_npz(scene, tmp_path / "s.npz")).instance.tolist() == [0, 1, 2]
+    scene.instance = np.array([0, 1, 65_535])  # uint16's maximum itself fits
+    assert load_npz_scene(save_scene_npz(scene, tmp_path / "m.npz")).instance.tolist() == [0, 1, 2]
     scene.instance = np.array([0, 1, 70_000])
     with pytest.raises(ValueError, match="uint16"):
         save_scene_npz(scene, tmp_path / "t.npz")
     with pytest.raises(ValueError, match="NaN"):
         make_scene(np.full((3, 3), np.nan), rgb, np.full(3, CHAIR), np.ones(3), "nan")
+
+
+def test_scene_checks_take_exactly_the_valid_values(tmp_path: Path) -> None:
+    """Semantic ids 0..19 or -100 (20 and -1 refused); every per-point array one row per
+    point; xyz finite (inf refused too); npz rgb uint8 with all four arrays present."""
+    xyz, rgb = np.zeros((2, 3)), np.zeros((2, 3), np.uint8)
+    scene = make_scene(xyz, rgb, np.array([19, IGNORE]), np.array([1, 1]), "ok")
+    assert scene.semantic.tolist() == [19, IGNORE]
+    with pytest.raises(ValueError, match="semantic id 20 outside"):
+        make_scene(xyz, rgb, np.array([0, 20]), np.zeros(2), "x")
+    with pytest.raises(ValueError, match=r"must be 0\.\.19 or -100"):
+        make_scene(xyz, rgb, np.array([0, -1]), np.zeros(2), "x")
+    with pytest.raises(ValueError, match="instance has shape"):
+        Scene(xyz.astype(np.float32), rgb, np.zeros(2, np.int64), np.zeros(3, np.int64), "x")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        make_scene(np.array([[0, 0, 0], [0, np.inf, 0]]), rgb, np.zeros(2), np.zeros(2), "x")
+    np.savez(tmp_path / "f.npz", xyz=xyz.astype(np.float32), rgb=rgb.astype(np.float64),
+             sem_nyu40=np.zeros(2, np.uint16), instance=np.zeros(2, np.uint16))  # fmt: skip
+    with pytest.raises(ValueError, match="rgb must be uint8"):
+        load_npz_scene(tmp_path / "f.npz")
+    np.savez(tmp_path / "g.npz", rgb=rgb, sem_nyu40=np.zeros(2), instance=np.zeros(2))
+    with pytest.raises(ValueError, match=r"missing arrays \['xyz'\]"):
+        load_npz_scene(tmp_path / "g.npz")
+
+
+def test_a_scene_counts_its_instances_not_the_unlabelled_points() -> None:
+    scene = make_scene(np.zeros((4, 3)), np.zeros((4, 3)), np.full(4, CHAIR), [0, 3, 3, 5], "s")
+    assert scene.instance.tolist() == [0, 1, 1, 2] and scene.num_instances == 2

@@ -80,15 +80,28 @@ def test_make_bag_grow_writes_named_maps_and_refuses_bad_values(scannet_dir, tmp
         )
 
 
+def test_growing_names_number_the_maps_with_two_digits() -> None:
+    """Zero-padded, so that a growing bag's names sort in map order."""
+    assert [bags.growing_name("scene0001_00", k) for k in (3, 12)] == [
+        "scene0001_00/map_03",
+        "scene0001_00/map_12",
+    ]
+
+
 def test_plain_bags_are_not_growing() -> None:
     plain = [bags.BagScan(k, b"", 0, None, None, f"scene{k}") for k in range(3)]
     assert replay.growing_scans(plain) is None and replay.final_maps(plain) == plain
     assert bags.split_growing_name("a/map_x") is None
     assert bags.split_growing_name("a/b/map_07") == ("a/b", 7)
+    assert bags.split_growing_name("a/map_1/map_02") == ("a/map_1", 2)  # the last /map_ splits
     # A bag without scan names names its scans by their stamps: digits, yet no growing maps.
     by_stamp = [bags.BagScan(k, b"", 0, None, None, str(10**18 + k)) for k in range(2)]
     assert bags.split_growing_name(by_stamp[0].name) is None
     assert replay.growing_scans(by_stamp) is None
+    # One map name among others does not make a growing bag; neither does an empty one.
+    mixed = [bags.BagScan(0, b"", 0, None, None, bags.growing_name("a", 0)), plain[0]]
+    assert replay.growing_scans(mixed) is None and replay.final_maps(mixed) == mixed
+    assert replay.growing_scans([]) is None
 
 
 def _result(scene, object_of_gt: dict[int, int], stamp: int) -> Result:
@@ -137,6 +150,10 @@ def test_identity_metrics_read_object_ids_from_the_labelled_clouds(scene) -> Non
         report.results[stamp] = _result(m, ids, stamp)
         report.scans.append(bags.BagScan(stamp, b"", len(m.xyz), m.semantic, m.instance, m.name))
     identity = replay.identity_metrics(report)
+    # A map whose results never came counts in no track.
+    unanswered = bags.BagScan(99, b"", 1, np.zeros(1), np.ones(1), bags.growing_name(scene.name, 4))
+    more = replay.ReplayReport(len(maps) + 1, report.results, [*report.scans, unanswered])
+    assert replay.identity_metrics(more) == identity
     tracked = set().union(*(_objects(m.instance) for m in maps))
     assert identity["gt_objects"] == identity["detected"] == len(tracked)
     assert identity["id_switches"] == 1 and identity["single_id"] == len(tracked) - 1

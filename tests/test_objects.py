@@ -353,6 +353,17 @@ def test_identity_stability_counts_single_ids_switches_and_fragments() -> None:
     assert identity_stability([small], min_points=10)["single_id_fraction"] == 1.0
 
 
+def test_identity_shares_are_over_the_detected_objects_not_all_present() -> None:
+    """An object present but never detected counts in gt_objects only: the single-id share and
+    the switches per object divide by the detected ones; tracks do not run across scans."""
+    gt = np.repeat([1, 2, 3], 200)  # object 3 is never detected
+    stable, switching = np.repeat([5, 6, 0], 200), np.repeat([5, 7, 0], 200)
+    stats = identity_stability([[(gt, stable), (gt, switching)], [(gt, switching)]])
+    assert (stats["gt_objects"], stats["detected"], stats["single_id"]) == (6, 4, 3)
+    assert stats["single_id_fraction"] == pytest.approx(3 / 4)
+    assert stats["id_switches"] == 1 and stats["id_switches_per_object"] == pytest.approx(1 / 4)
+
+
 def test_observations_without_finite_points_get_no_object_and_nan_rows_are_dropped() -> None:
     objects = ObjectMap()
     assert objects.update([], np.zeros((0, 3)), 1).object_ids == []  # an empty map is fine
