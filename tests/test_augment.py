@@ -322,3 +322,78 @@ def test_a_batch_numbers_its_scenes_in_order():
         scenes, AugmentConfig(enabled=False), np.random.default_rng(0), torch.device("cpu")
     )
     assert batch["batch"].tolist() == [0] * 30 + [1] * 20
+
+
+def test_rotation_angles_cover_the_whole_turn():
+    """rotate_z draws its angle uniformly in [0, 2 pi) radians: over 400 draws every quarter
+    turn occurs (an angle in degrees read as radians would stay below 6.3 degrees)."""
+    cfg = AugmentConfig(flip_x_prob=0.0, scale_min=1.0, scale_max=1.0, matrix_jitter_std=0.0)
+    rng = np.random.default_rng(0)
+    matrices = [linear_transform(cfg, rng) for _ in range(400)]
+    angles = [np.arctan2(m[0, 1], m[0, 0]) for m in matrices]
+    quarters = np.floor(np.mod(angles, 2 * np.pi) / (np.pi / 2)).astype(int)
+    assert np.bincount(quarters, minlength=4).min() > 60
+
+
+def test_scale_is_drawn_over_the_whole_range():
+    """With scale_min 0.5 and scale_max 2 and nothing else, the drawn factor (|det|^(1/3))
+    spans the range: its mean is 1.25 and some draws exceed 1.9."""
+    cfg = AugmentConfig(
+        flip_x_prob=0.0, rotate_z=False, scale_min=0.5, scale_max=2.0, matrix_jitter_std=0.0
+    )
+    rng = np.random.default_rng(0)
+    factors = np.array([np.linalg.det(linear_transform(cfg, rng)) ** (1 / 3) for _ in range(400)])
+    assert factors.min() >= 0.5 and factors.max() <= 2.0
+    assert factors.mean() == pytest.approx(1.25, abs=0.06) and factors.max() > 1.9
+
+
+def test_matrix_jitter_has_the_configured_spread():
+    """No flip, rotation or scaling: the matrix is I + N(0, std) entry by entry."""
+    cfg = AugmentConfig(flip_x_prob=0.0, rotate_z=False, scale_min=1.0, scale_max=1.0)
+    rng = np.random.default_rng(0)
+    noise = np.stack([linear_transform(cfg, rng) - np.eye(3) for _ in range(300)])
+    assert noise.mean() == pytest.approx(0.0, abs=0.01)
+    assert noise.std() == pytest.approx(cfg.matrix_jitter_std, rel=0.06)
+
+
+def test_elastic_noise_is_blurred_twice_along_each_spatial_axis_only():
+    """At interior grid nodes the displacement is the blurred noise itself: two 3-tap box blurs
+    per axis leave a variance of (19/81)^3 (rms 0.114; one pass would leave 0.192), and the
+    three components stay independent (no blur across them)."""
+    g = np.arange(15, dtype=np.float32)
+    xyz = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    inner = np.all((xyz >= 3) & (xyz <= 11), axis=1)  # out of the zero padding's reach
+    rng = np.random.default_rng(0)
+    shift = np.concatenate(
+        [(elastic_distortion(xyz, 1.0, 1.0, rng) - xyz)[inner] for _ in range(10)]
+    )
+    assert np.sqrt((shift**2).mean()) == pytest.approx((19 / 81) ** 1.5, rel=0.1)
+    correlation = np.corrcoef(shift.T)
+    assert np.abs(correlation[np.triu_indices(3, 1)]).max() < 0.15
+
+
+def test_crop_keeps_a_box_that_just_fits_the_budget():
+    """Points at x = 0, 1 and 10, budget 2: a box centred on 0 or 1 (half-width 5) already
+    holds exactly 2 points and is kept; one centred on 10 holds only that point."""
+    xyz = np.array([[0.0, 0, 0], [1.0, 0, 0], [10.0, 0, 0]], np.float32)
+    for seed in range(10):
+        rows = crop_to_budget(xyz, 2, np.random.default_rng(seed)).tolist()
+        assert rows in ([0, 1], [2])
+
+
+def test_crop_fills_most_of_its_budget():
+    """The box shrinks by 10 % per step, so on a uniform cloud it keeps over 80 % of the
+    budget, also through augment_scene."""
+    xyz = _cloud(20000, size=(8.0, 6.0, 2.5))
+    for seed in range(10):
+        assert len(crop_to_budget(xyz, 5000, np.random.default_rng(seed))) > 4000
+    cfg = AugmentConfig(max_points=5000, elastic_prob=0.0)
+    for seed in range(5):
+        _, _, rows = augment_scene(xyz, np.zeros_like(xyz), cfg, np.random.default_rng(seed))
+        assert 4000 < len(rows) <= 5000
+
+
+def test_augment_scene_refuses_colours_that_do_not_match_the_points():
+    xyz = _cloud(10)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        augment_scene(xyz, np.zeros((9, 3)), AugmentConfig(), np.random.default_rng(0))

@@ -10,6 +10,7 @@ from dyco_perception.scenes import make_scene
 from dyco_training.baseline import (
     DEFAULT_CONFIG,
     BaselineConfig,
+    cluster,
     load_config,
     remove_planes,
     score_scenes,
@@ -80,3 +81,38 @@ def test_shipped_config_loads_and_bad_configs_raise(tmp_path: Path) -> None:
         BaselineConfig(cluster_radius=0.0)
     with pytest.raises(ValueError, match="xyz must be"):
         segment(np.zeros((5, 2)), BaselineConfig())
+
+
+def test_clusters_of_at_least_the_minimum_size_largest_first() -> None:
+    """Three chains of points 1 cm apart: 100, 150 and 99 points. With min_cluster_size 100
+    the 150-point chain comes first, then the 100-point one; the 99-point chain is dropped."""
+    chains = [np.column_stack([x0 + np.arange(n) * 0.01, np.zeros(n), np.zeros(n)])
+              for x0, n in ((0.0, 100), (5.0, 150), (10.0, 99))]  # fmt: skip
+    found = cluster(np.concatenate(chains), BaselineConfig(min_cluster_size=100))
+    assert [c.tolist() for c in found] == [list(range(100, 250)), list(range(100))]
+
+
+def test_the_floor_is_the_lowest_horizontal_plane_wherever_the_room_lies() -> None:
+    """The toy room moved 10 m along y either way: the floor still goes, the object tops stay
+    (the floor height is read from z, not from another axis)."""
+    scene = _toy_room()
+    objects = scene.instance > 0
+    for shift in (-10.0, 10.0):
+        moved = scene.xyz.astype(float) + np.array([0.0, shift, 0.0])
+        keep = remove_planes(moved, BaselineConfig())
+        assert keep[~objects].mean() < 0.02 and keep[objects].mean() > 0.95
+
+
+def test_a_wall_needs_more_than_half_of_the_points_on_one_side() -> None:
+    assert BaselineConfig(wall_side_fraction=1.0).wall_side_fraction == 1.0
+    for fraction in (0.5, 1.01):
+        with pytest.raises(ValueError, match="wall_side_fraction"):
+            BaselineConfig(wall_side_fraction=fraction)
+
+
+def test_tuning_a_plane_removal_knob_recomputes_the_planes() -> None:
+    """max_planes 0 removes nothing, so at an 8 cm radius floor, walls and objects form one
+    cluster (AP 0); each tuning row scores the plane removal its own value asks for."""
+    best, rows = tune([_toy_room(1)], BaselineConfig(cluster_radius=0.08), {"max_planes": (0, 8)})
+    assert [(r["max_planes"], r["AP"]) for r in rows] == [(0, 0.0), (8, 1.0)]
+    assert best.max_planes == 8

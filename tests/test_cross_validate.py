@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -19,19 +20,25 @@ from dyco_perception.evaluation import build_evaluator
 from dyco_training.cli_train import main as train_main
 from dyco_training.cross_validate import (
     RANK_METRICS,
+    Plan,
     backbone_fold_config,
     continued_fold_start,
     fold_config,
     folds_won,
+    format_comparison,
     held_out_evaluator,
+    held_out_metrics,
     inference_variant,
     main,
     parse_backbones,
     pooled_value,
     resampled_wins,
+    run_fold,
+    summarise,
     training_rooms,
 )
 from dyco_training.train_config import apply_override
+from dyco_training.trainer import Trainer
 
 from dyco_perception import classes
 
@@ -273,13 +280,16 @@ def test_continued_folds_start_from_the_earlier_fold_that_never_saw_their_room(
     torch.set_num_threads(1)
     config = write_tiny_config(tmp_path / "dyco.yaml", scannet_dir)
     first, second = tmp_path / "first", tmp_path / "second"
-    args = ["--config", str(config), "--rooms", "scene0004", "--set", "train.iterations=1"]
+    args = ["--config", str(config), "--rooms", "scene0004,scene0007"]
+    args += ["--set", "train.iterations=1"]
     assert main([*args, "--out", str(first)]) == 0
     assert main([*args, "--continue-folds", str(first), "--out", str(second)]) == 0
+    for room in ("scene0004", "scene0007"):  # each fold continues its own room's earlier fold
+        start = (first / f"fold_{room}" / "model.safetensors").resolve()
+        _, card = load_checkpoint(second / f"fold_{room}" / "model.safetensors")
+        assert card.training["init"]["checkpoint"] == str(start)
+        assert card.training["init"]["scope"] == "all"  # the whole model, decoder included
     earlier = (first / "fold_scene0004" / "model.safetensors").resolve()
-    _, card = load_checkpoint(second / "fold_scene0004" / "model.safetensors")
-    assert card.training["init"]["checkpoint"] == str(earlier)
-    assert card.training["init"]["scope"] == "all"  # the whole model, decoder included
     summary = json.loads((second / "summary.json").read_text())
     assert summary["continues"] == str(first)
 
@@ -344,3 +354,132 @@ def test_an_inference_variant_may_change_the_run_time_settings() -> None:
     }
     with pytest.raises(ValueError, match=r"'backbone\.width' cannot change at inference"):
         inference_variant("backbone.width=8")
+
+
+def _chair_evaluator(found: list[bool]):
+    """Scans of one 200-point chair each, the chair predicted in those where `found`."""
+    chair = classes.SEMANTIC_CLASSES.index("chair")
+    semantic, instance = np.full(200, chair), np.ones(200, dtype=np.int64)
+    hit = [{"class_id": chair, "score": 0.9, "point_indices": np.arange(200)}]
+    return build_evaluator([(semantic, instance, hit if f else []) for f in found])
+
+
+def test_room_resampling_keeps_a_rooms_scans_together_and_ties_count_for_each() -> None:
+    """One room of two scans: "a" finds the first scan's chair, "b" the second's. Every
+    resample draws the room with both scans, so they tie (AP50 0.5 each) every time and each
+    counts as best every time; drawing scans one by one would let "a" win alone."""
+    evaluators = {"a": _chair_evaluator([True, False]), "b": _chair_evaluator([False, True])}
+    wins = resampled_wins(evaluators, ["r1", "r1"], "agnostic_AP50", resamples=50)
+    assert wins == {"a": 1.0, "b": 1.0}
+
+
+def test_per_room_metrics_score_each_rooms_own_scans() -> None:
+    """Rooms r1 (two scans, chair found in one) and r2 (one scan, chair found): r1's AP50 is
+    0.5 and r2's 1.0, each from its own scans, not the pooled 2 of 3."""
+    metrics = held_out_metrics(_chair_evaluator([True, False, True]), ["r1", "r1", "r2"])
+    assert metrics["r1"]["agnostic_AP50"] == pytest.approx(0.5)
+    assert metrics["r2"]["agnostic_AP50"] == pytest.approx(1.0)
+    assert sorted(metrics["r1"]) == sorted(RANK_METRICS)
+
+
+def test_held_out_scans_are_tagged_with_their_room(scannet_dir) -> None:
+    """A room of two scans: both are segmented and both count as that room (the unit room
+    resampling draws), not as two rooms."""
+    rooms = training_rooms(scannet_dir)
+    fold = {"checkpoint": str(REPO / "checkpoints" / "tiny_fixture.safetensors")}
+    evaluator, scene_rooms = held_out_evaluator({"scene0001": fold}, rooms, scannet_dir)
+    assert scene_rooms == ["scene0001", "scene0001"]
+    assert evaluator.compute().to_dict()["num_scenes"] == 2
+
+
+def test_a_fold_never_exports_over_the_shipped_checkpoint(scannet_dir) -> None:
+    """A config with an export section: the fold drops it (its model stays in the fold's
+    folder) and the caller's mapping keeps it."""
+    rooms = training_rooms(scannet_dir)
+    base = {
+        "model_config": str(REPO / "config/model/tiny_test.yaml"),
+        "export": {"checkpoint": "checkpoints/dyco3d_scannet_m16.safetensors"},
+    }
+    cfg = fold_config(base, rooms, "scene0002", 0.0, REPO)
+    assert cfg.export.checkpoint == ""
+    assert base["export"] == {"checkpoint": "checkpoints/dyco3d_scannet_m16.safetensors"}
+
+
+def test_the_comparison_table_lists_the_best_pooled_candidate_first() -> None:
+    pooled = {
+        name: {"AP": v, "AP50": v, "AP25": v, "class_agnostic": {"AP": v, "AP50": v, "AP25": v}}
+        for name, v in (("low", 0.1), ("high", 0.7), ("mid", 0.4))
+    }
+    comparison = {
+        "rank_by": "AP50",
+        "rooms": ["r1", "r2"],
+        "rooms_won": {"low": 0, "high": 2, "mid": 0},
+        "resampled_wins": {"low": 0.0, "high": 0.9, "mid": 0.1},
+        "candidates": {name: {"pooled": p} for name, p in pooled.items()},
+    }
+    rows = format_comparison(comparison).splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == ["| high", "| mid", "| low"]
+    assert rows[0].endswith("| 2 of 2 | 90.0% |")
+
+
+def test_a_plan_is_refused_before_any_fold_trains(tmp_path: Path, scannet_dir) -> None:
+    """Two candidates with one file name, no backbone iterations, or a held-out room that is no
+    training room (a val room): exit status 2, nothing written."""
+    config = write_tiny_config(tmp_path / "cv.yaml", scannet_dir)
+    (tmp_path / "other").mkdir()
+    twin = write_tiny_config(tmp_path / "other" / "cv.yaml", scannet_dir)
+    out = ["--out", str(tmp_path / "x"), "--rooms", "scene0004"]
+    assert main(["--config", str(config), "--config", str(twin), *out]) == 2
+    assert main(["--config", str(config), "--backbone-iterations", "0", *out]) == 2
+    val_room = ["--out", str(tmp_path / "x"), "--rooms", "scene0009"]
+    assert main(["--config", str(config), *val_room]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_comparison_names_the_best_pooled_candidate(tmp_path: Path, scannet_dir) -> None:
+    """Two finished folds on room scene0001: random weights (listed first) and tiny_fixture,
+    which trained on scene0001_00 and finds most of its objects. The comparison names
+    tiny_fixture best, in the one room and in every resample, and tables it first."""
+    random = write_random_checkpoint(tmp_path / "random.safetensors")
+    tiny = REPO / "checkpoints" / "tiny_fixture.safetensors"
+    rooms = {"scene0001": ["scene0001_00"]}
+    names = {"random": random, "tiny": tiny}
+    plan = Plan(
+        {n: Path(f"{n}.yaml") for n in names},
+        {n: {} for n in names},
+        {},
+        scannet_dir,
+        rooms,
+        ["scene0001"],
+    )
+    folds = {n: {"scene0001": {"checkpoint": str(c), "steps": 1}} for n, c in names.items()}
+    out = tmp_path / "cv"
+    for name in names:
+        (out / name).mkdir(parents=True)
+    args = argparse.Namespace(
+        out=str(out), set=[], rank_by="agnostic_AP50", continue_folds=None, backbone_iterations=1
+    )
+    summarise(plan, folds, args)
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["best"] == "tiny"
+    assert comparison["rooms_won"] == {"random": 0, "tiny": 1}
+    assert comparison["resampled_wins"] == {"random": 0.0, "tiny": 1.0}
+    assert comparison["candidates"]["random"]["pooled"]["class_agnostic"]["AP50"] == 0.0
+
+
+def test_an_interrupted_fold_resumes_from_its_training_state(tmp_path: Path, scannet_dir) -> None:
+    """A fold folder with a training state but no result.json: run_fold continues from that
+    state (here one saved after the last iteration, so nothing is trained again: no training
+    row is logged) instead of training the fold from scratch."""
+    torch.set_num_threads(1)
+    base = yaml.safe_load(write_tiny_config(tmp_path / "cv.yaml", scannet_dir).read_text())
+    cfg = fold_config(base, training_rooms(scannet_dir), "scene0004", 0.0, REPO)
+    out = tmp_path / "fold_scene0004"
+    trainer = Trainer(cfg, out_dir=out)
+    trainer.step = cfg.train.iterations  # interrupted after its last step, before its result
+    trainer.save_state(out / "state.pt")
+    trainer.close()
+    result = run_fold(cfg, out)
+    assert result["steps"] == cfg.train.iterations == 2
+    assert not (out / "train.csv").exists()
+    assert json.loads((out / "result.json").read_text())["steps"] == 2

@@ -214,3 +214,56 @@ def test_scene_checks_take_exactly_the_valid_values(tmp_path: Path) -> None:
 def test_a_scene_counts_its_instances_not_the_unlabelled_points() -> None:
     scene = make_scene(np.zeros((4, 3)), np.zeros((4, 3)), np.full(4, CHAIR), [0, 3, 3, 5], "s")
     assert scene.instance.tolist() == [0, 1, 1, 2] and scene.num_instances == 2
+
+
+def test_a_split_other_than_train_or_val_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
+        list_npz_scans(tmp_path, split="all")
+
+
+@needs_scannet
+def test_named_scans_are_taken_within_the_split() -> None:
+    """split and names together: the named scans of that split only (a training scan named
+    with the val split is not returned)."""
+    picked = list_npz_scans(SCANNET50K, split="val", names=["scene0001_00", "scene0009_01"])
+    assert [p.stem for p in picked] == ["scene0009_01"]
+
+
+def test_pointgroup_pth_refuses_colours_outside_minus_one_one(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    xyz, rgb, semantic, instance = _pointgroup_tuple()
+    path = tmp_path / "raw_colours.pth"
+    torch.save((xyz, rgb * 255.0, semantic, instance), path)  # 0..255, not PointGroup's layout
+    with pytest.raises(ValueError, match=r"rgb must lie in \[-1, 1\]"):
+        load_pointgroup_pth(path)
+
+
+def test_s3dis_first_annotation_file_is_an_instance_and_unknown_classes_are_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each annotation file of a thing class is one instance, the first (sorted) one too; a
+    class neither mapped nor known-ignored is ignored and named in the warning, alone."""
+    room = tmp_path / "Area_1" / "office_1"
+    (room / "Annotations").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _write_annotation(room, "chair_1.txt", rng.random((3, 3)), (1, 2, 3))
+    _write_annotation(room, "clutter_1.txt", rng.random((2, 3)), (1, 2, 3))
+    _write_annotation(room, "sink_1.txt", rng.random((2, 3)), (1, 2, 3))
+    _write_annotation(room, "table_1.txt", rng.random((4, 3)), (1, 2, 3))
+    with caplog.at_level("WARNING"):
+        scene = load_s3dis_room(room)
+    assert scene.semantic.tolist() == [CHAIR] * 3 + [IGNORE] * 4 + [TABLE] * 4
+    assert scene.num_instances == 2 and np.all(scene.instance[:3] > 0)
+    assert "unknown S3DIS classes ignored: ['sink']" in caplog.text
+
+
+def test_s3dis_rooms_of_the_chosen_areas_and_annotations_need_six_columns(tmp_path: Path) -> None:
+    for area, name in ((1, "office_1"), (2, "hallway_1"), (2, "office_2")):
+        (tmp_path / f"Area_{area}" / name / "Annotations").mkdir(parents=True)
+    assert [r.name for r in list_s3dis_rooms(tmp_path, areas=[2])] == ["hallway_1", "office_2"]
+    with pytest.raises(ValueError, match="no S3DIS rooms"):
+        list_s3dis_rooms(tmp_path, areas=[5])
+    room = tmp_path / "Area_1" / "office_1"
+    np.savetxt(room / "Annotations" / "chair_1.txt", np.ones((3, 4)), fmt="%.1f")  # x y z r
+    with pytest.raises(ValueError, match="need 6 columns"):
+        load_s3dis_room(room)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from dyco_perception.checkpoint import load_checkpoint
+from dyco_perception.checkpoint import build_model, load_checkpoint, save_checkpoint
 from dyco_training import ledger
 from dyco_training.trainer import Trainer, read_train_yaml, train_config_from_dict
 
@@ -201,3 +201,112 @@ def test_each_segment_must_continue_the_last_one_and_the_totals_add_up() -> None
         ledger.append_segment(
             segments, {"init_sha256_16": "s1", "sha256_16": "x", "iterations": 1, "seconds": 1.0}
         )
+
+
+def test_total_hours_keep_three_decimals() -> None:
+    """36 s then 90 s: 0.01 h then 0.035 h in all (rounded to 3 decimals, not 1)."""
+    first = ledger.append_segment(
+        [], {"init_sha256_16": "s0", "sha256_16": "s1", "iterations": 1, "seconds": 36.0}
+    )
+    both = ledger.append_segment(
+        first, {"init_sha256_16": "s1", "sha256_16": "s2", "iterations": 1, "seconds": 90.0}
+    )
+    assert [s["total_hours"] for s in both] == [0.01, 0.035]
+
+
+def _card_checkpoint(path: Path, training: dict) -> Path:
+    """tiny_fixture's weights with a model card whose `training` is `training`."""
+    state, card = load_checkpoint(TINY)
+    card.training = training
+    save_checkpoint(path, build_model(state, card), card)
+    return path
+
+
+def test_a_segment_reads_the_last_rows_of_its_runs_curves(tmp_path) -> None:
+    """No val_metrics on the card: val and train_scans come from the last rows of val.csv and
+    train_eval.csv, agnostic_AP50 from its own column; a backbone-only warm start is refused."""
+    init = {"checkpoint": "start.safetensors", "scope": "all", "sha256_16": "0123456789abcdef"}
+    training = {"init": init, "iterations": 5, "train_seconds": 7200.0}
+    checkpoint = _card_checkpoint(tmp_path / "model.safetensors", training)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "val.csv").write_text("step,AP50,agnostic_AP50\n2,0.1,0.2\n5,0.3,0.4\n")
+    (run / "train_eval.csv").write_text("step,AP50,agnostic_AP50\n2,0.5,0.7\n5,0.6,0.8\n")
+    segment = ledger.segment_from_run(checkpoint, run)
+    assert (segment["iterations"], segment["seconds"]) == (5, 7200.0)
+    assert segment["init_sha256_16"] == "0123456789abcdef"
+    assert segment["val"] == {"AP50": 0.3, "agnostic_AP50": 0.4}
+    assert segment["train_scans"] == {"AP50": 0.6, "agnostic_AP50": 0.8}
+    assert segment["curve"]["val"] == [[2, 0.1, 0.2], [5, 0.3, 0.4]]
+    backbone = _card_checkpoint(
+        tmp_path / "backbone.safetensors", {**training, "init": {**init, "scope": "backbone"}}
+    )
+    with pytest.raises(ValueError, match="not a continued segment"):
+        ledger.segment_from_run(backbone, run)
+
+
+def test_the_card_ledger_leaves_out_curves_and_hashes(tmp_path) -> None:
+    checkpoint = tmp_path / "shipped.safetensors"
+    shutil.copy(TINY, checkpoint)
+    segment = {"segment": 1, "iterations": 4, "curve": {"val": [[4, 0.1, 0.2]]}, "sha256_16": "ab"}
+    ledger.write_card_ledger(checkpoint, [segment])
+    assert load_checkpoint(checkpoint)[1].training["ledger"] == [{"segment": 1, "iterations": 4}]
+
+
+def test_set_inference_only_on_the_last_shipped_file(tmp_path) -> None:
+    """A file the ledger shipped earlier (not its last segment's) is refused, untouched."""
+    checkpoint = tmp_path / "old.safetensors"
+    shutil.copy(TINY, checkpoint)
+    book, _ = _seed(tmp_path, checkpoint)
+    segments = ledger.read_ledger(book)
+    segments.append({**segments[0], "segment": 2, "sha256_16": "ffffffffffffffff"})
+    book.write_text(yaml.safe_dump({"segments": segments}))
+    digest = ledger.file_digest(checkpoint)
+    with pytest.raises(ValueError, match="not the last file"):
+        ledger.set_inference(checkpoint, book, {"nms_iou": 0.4})
+    assert ledger.file_digest(checkpoint) == digest
+
+
+def test_a_prior_setting_with_the_prior_off_fits_no_prior(tmp_path) -> None:
+    """class_geometry stays "off": a class_geometry_balance change is recorded, no prior is
+    fitted onto the card."""
+    checkpoint = tmp_path / "shipped.safetensors"
+    shutil.copy(TINY, checkpoint)
+    book, _ = _seed(tmp_path, checkpoint)
+    ledger.set_inference(checkpoint, book, {"class_geometry_balance": 0.5})
+    card = load_checkpoint(checkpoint)[1]
+    assert card.config.inference.class_geometry == "off"
+    assert card.config.inference.class_geometry_balance == 0.5
+    assert card.class_geometry is None
+
+
+def test_the_table_shows_hours_and_the_readme_needs_both_marks(tmp_path) -> None:
+    segment = {
+        "segment": 1,
+        "config": "runs/a",
+        "iterations": 10,
+        "seconds": 5400.0,
+        "total_iterations": 10,
+        "total_hours": 1.5,
+        "val": {"AP50": 0.25, "agnostic_AP50": 0.5},
+        "sha256_16": "ab",
+    }
+    row = ledger.ledger_table([segment]).splitlines()[-1]
+    assert row == "| 1 | `runs/a` | 10 | 1.50 | 10 | 1.50 | 0.250 / 0.500 | - | `ab` |"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{ledger.BEGIN}\nno end mark\n")
+    with pytest.raises(ValueError, match="block for the ledger table"):
+        ledger.render_readme(readme, [segment])
+    assert readme.read_text() == f"# x\n{ledger.BEGIN}\nno end mark\n"
+
+
+def test_next_prints_the_following_number_and_bad_ledgers_are_refused(tmp_path, capsys) -> None:
+    book, _ = _seed(tmp_path, TINY)
+    assert ledger.main(["next", "--ledger", str(book)]) == 0
+    assert capsys.readouterr().out == "2\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segments: {first: 1}\n")
+    with pytest.raises(ValueError, match="'segments' must be a list"):
+        ledger.read_ledger(bad)
+    missing = ["--checkpoint", str(tmp_path / "none.safetensors"), "--ledger", str(book)]
+    assert ledger.main(["add", "--run", str(tmp_path), *missing]) == 2  # not a traceback

@@ -11,6 +11,7 @@ from dyco_perception.scenes import make_scene
 from dyco_training.augment import AugmentConfig
 from dyco_training.datasets import SCANNET50K_DIR
 from dyco_training.distributed import DistInfo
+from dyco_training.train_config import apply_override, deep_merge
 from dyco_training.trainer import (
     ScheduleConfig,
     Trainer,
@@ -87,6 +88,33 @@ def test_shipped_config_loads_and_is_m16():
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_train_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"data": {"train_scans": ["scene0001_00", 3]}}, r"data\.train_scans: expected a list"),
+        ({"model": [1]}, "model: expected a mapping"),
+        ({"out_dir": 5}, "out_dir: expected a path string"),
+        ({"base": "parent.yaml"}, "read the file with load_train_config"),
+    ],
+)
+def test_malformed_sections_are_refused_by_name(patch, message):
+    with pytest.raises(ValueError, match=message):
+        train_config_from_dict({**tiny_config(), **patch})
+
+
+def test_an_override_needs_a_key_and_nested_mappings_merge():
+    with pytest.raises(ValueError, match=r"key\.path=value"):
+        apply_override({}, "=5")
+    merged = deep_merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 3}, "e": 4})
+    assert merged == {"a": {"b": 3, "c": 2}, "d": 1, "e": 4}
+
+
+def test_defaults_validate_on_val_and_warm_start_every_weight():
+    cfg = train_config_from_dict({"model_config": tiny_config()["model_config"]})
+    assert (cfg.data.train_split, cfg.data.val_split) == ("train", "val")
+    assert cfg.init.scope == "all" and cfg.log.val_every == 0
 
 
 def test_schedules():

@@ -185,13 +185,25 @@ def score_scenes(
     return evaluator.compute().class_agnostic
 
 
+# The knobs remove_planes reads: a grid over one of them recomputes the plane masks.
+_PLANE_KEYS = (
+    "plane_distance",
+    "ransac_iterations",
+    "max_planes",
+    "min_plane_points",
+    "floor_height",
+    "wall_side_fraction",
+    "seed",
+)
+
+
 def tune(
     scenes: Sequence[Scene], base: BaselineConfig, grid: dict[str, Sequence[float]]
 ) -> tuple[BaselineConfig, list[dict]]:
     """Grid search maximising class-agnostic AP; plane removal is shared across cluster knobs."""
     from tqdm import tqdm
 
-    plane_keys = [k for k in grid if k in ("plane_distance", "min_plane_points", "floor_height")]
+    plane_keys = [k for k in grid if k in _PLANE_KEYS]
     cluster_keys = [k for k in grid if k not in plane_keys]
     rows: list[dict] = []
     for plane_values in itertools.product(*(grid[k] for k in plane_keys)):
