@@ -134,16 +134,29 @@ def _write_annotation(room: Path, name: str, xyz: np.ndarray, rgb: tuple[int, in
     np.savetxt(room / "Annotations" / name, rows, fmt="%.3f %.3f %.3f %d %d %d")
 
 
-def test_s3dis_room_maps_classes_and_instances(tmp_path: Path) -> None:
-    room = tmp_path / "Area_2" / "office_3"
+def _s3dis_room(room: Path, files: list[tuple[str, int, tuple[int, int, int]]], seed: int) -> Path:
+    """A room directory whose Annotations hold (name, point count, colour) files of random
+    points, written in order from one generator."""
     (room / "Annotations").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    _write_annotation(room, "chair_1.txt", rng.random((5, 3)), (10, 20, 30))
-    _write_annotation(room, "chair_2.txt", rng.random((4, 3)), (10, 20, 30))
-    _write_annotation(room, "wall_1.txt", rng.random((3, 3)), (200, 200, 200))
-    _write_annotation(room, "bookcase_1.txt", rng.random((2, 3)), (1, 2, 3))
-    _write_annotation(room, "clutter_4.txt", rng.random((2, 3)), (1, 2, 3))
-    _write_annotation(room, "board_1.txt", rng.random((2, 3)), (1, 2, 3))
+    rng = np.random.default_rng(seed)
+    for name, count, rgb in files:
+        _write_annotation(room, f"{name}.txt", rng.random((count, 3)), rgb)
+    return room
+
+
+def test_s3dis_room_maps_classes_and_instances(tmp_path: Path) -> None:
+    room = _s3dis_room(
+        tmp_path / "Area_2" / "office_3",
+        [
+            ("chair_1", 5, (10, 20, 30)),
+            ("chair_2", 4, (10, 20, 30)),
+            ("wall_1", 3, (200, 200, 200)),
+            ("bookcase_1", 2, (1, 2, 3)),
+            ("clutter_4", 2, (1, 2, 3)),
+            ("board_1", 2, (1, 2, 3)),
+        ],
+        seed=1,
+    )
     with open(room / "Annotations" / "chair_2.txt", "a") as f:
         f.write("1.0 2.0 \x10 3 4 5\n")  # S3DIS ships a few corrupt lines like this
 
@@ -243,13 +256,10 @@ def test_s3dis_first_annotation_file_is_an_instance_and_unknown_classes_are_name
 ) -> None:
     """Each annotation file of a thing class is one instance, the first (sorted) one too; a
     class neither mapped nor known-ignored is ignored and named in the warning, alone."""
-    room = tmp_path / "Area_1" / "office_1"
-    (room / "Annotations").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    _write_annotation(room, "chair_1.txt", rng.random((3, 3)), (1, 2, 3))
-    _write_annotation(room, "clutter_1.txt", rng.random((2, 3)), (1, 2, 3))
-    _write_annotation(room, "sink_1.txt", rng.random((2, 3)), (1, 2, 3))
-    _write_annotation(room, "table_1.txt", rng.random((4, 3)), (1, 2, 3))
+    files = [("chair_1", 3), ("clutter_1", 2), ("sink_1", 2), ("table_1", 4)]
+    room = _s3dis_room(
+        tmp_path / "Area_1" / "office_1", [(name, n, (1, 2, 3)) for name, n in files], seed=0
+    )
     with caplog.at_level("WARNING"):
         scene = load_s3dis_room(room)
     assert scene.semantic.tolist() == [CHAIR] * 3 + [IGNORE] * 4 + [TABLE] * 4
