@@ -211,3 +211,66 @@ def test_cleanup_frees_the_model(checkpoint) -> None:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
         spinner.join(timeout=5)
+
+
+def test_transitions_stop_the_input_the_pending_cloud_and_the_worker(checkpoint, scan) -> None:
+    """In this process, so that the node can be looked into: deactivate drops (and counts) the
+    cloud waiting behind the one in progress and stops the diagnostics timer; cleanup ends the
+    worker thread and frees the object map; shutdown from active unsubscribes."""
+    from test_node_signals import _held
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]
+    node = ManagedSegmentNode(context=context, namespace="/inproc2", parameter_overrides=overrides)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = SegmentationClient(
+        input_topic="/inproc2/cloud_in", namespace="/inproc2", client_name="lifecycle_inproc2"
+    )
+    reached, release = threading.Event(), threading.Event()
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "segmentation"]
+
+    def subscribed() -> bool:
+        return any(s.topic_name == "/inproc2/cloud_in" for s in node.subscriptions)
+
+    try:
+        lifecycle = Lifecycle(client, "/inproc2/segment_node")
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
+        assert _input_subscribed(client, True)
+        node.segmenter.segment = _held(node.segmenter.segment, reached, release)
+        in_progress = client.publish(make_cloud(*scan))
+        assert reached.wait(30), "the worker never took the cloud up"
+        client.publish(make_cloud(*scan))  # waits behind it
+        deadline = time.monotonic() + 10
+        while node.counts["received"] < 2:
+            assert time.monotonic() < deadline, "the second cloud never arrived"
+            time.sleep(0.02)
+        assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
+        assert node.counts["dropped"] == 1 and not subscribed() and not list(node.timers)
+        release.set()
+        deadline = time.monotonic() + 30
+        while node.counts["processed"] < 1:
+            assert time.monotonic() < deadline, "the cloud in progress never finished"
+            time.sleep(0.02)
+        time.sleep(1.0)  # the dropped cloud would have been taken up by now
+        assert node.counts["processed"] == 1 and not client.results[in_progress].messages
+        assert lifecycle.change(Transition.TRANSITION_CLEANUP)
+        assert workers() == [] and node.object_map is None
+        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
+        assert len(workers()) == 1 and subscribed()
+        assert lifecycle.change(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        assert node.finished.done() and not subscribed() and workers() == []
+    finally:
+        release.set()
+        client.close()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        spinner.join(timeout=5)

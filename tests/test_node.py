@@ -6,6 +6,7 @@ the whole module; the test talks to it through SegmentationClient.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -22,10 +23,12 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from dyco_perception.ros import outputs
 from dyco_perception.tools.client import SegmentationClient, stamp_key
 from dyco_perception.tools.process import node_command, start_node, stop_node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rcl_interfaces.srv import DescribeParameters
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
+from dyco_perception import classes
 from dyco_perception import pointcloud2 as pc2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +106,64 @@ def scan(scan_sample):
     return scan_sample("scene0001_00", 8_000)
 
 
+def _statuses(client: SegmentationClient, count: int = 1, timeout: float = 10.0):
+    """The next `count` of the node's own statuses on /diagnostics (whole DiagnosticStatus)."""
+    statuses: list[DiagnosticStatus] = []
+    lock = threading.Lock()
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        with lock:
+            statuses.extend(s for s in msg.status if s.name == client.status_name)
+
+    listener = client.node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        on_diagnostics,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    try:
+        assert client.wait_until(lambda: len(statuses) >= count, timeout), "no diagnostics"
+    finally:
+        client.node.destroy_subscription(listener)
+    with lock:
+        return list(statuses)
+
+
+def test_before_any_cloud_the_node_waits_with_its_qos_and_parameter_ranges(node) -> None:
+    """Runs first: the status before any cloud, the QoS the node's endpoints have in the ROS
+    graph (input as the qos.* parameters say, the class map latched) and the ranges that
+    `ros2 param describe` shows."""
+    _, client = node
+    [status] = _statuses(client)[:1]
+    values = {kv.key: kv.value for kv in status.values}
+    assert (status.level, status.message) == (DiagnosticStatus.OK, "waiting for clouds")
+    assert status.hardware_id == "cpu" and values["device"] == "cpu"
+    assert values["processed"] == "0" and values["threads"] == "1"
+
+    [reader] = [
+        e
+        for e in client.node.get_subscriptions_info_by_topic(INPUT_TOPIC)
+        if e.node_name == "segment_node"
+    ]
+    assert reader.qos_profile.reliability == ReliabilityPolicy.RELIABLE  # qos.reliability
+    assert reader.qos_profile.durability == DurabilityPolicy.VOLATILE  # qos.durability
+    qos = {}
+    for kind in ("cloud", "class_map"):
+        [writer] = client.node.get_publishers_info_by_topic(client.topics[kind])
+        qos[kind] = (writer.qos_profile.reliability, writer.qos_profile.durability)
+    assert qos["cloud"] == (ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE)
+    assert qos["class_map"] == (ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)
+
+    describe = client.node.create_client(DescribeParameters, "/segment_node/describe_parameters")
+    request = DescribeParameters.Request(names=["score_threshold", "max_points", "device"])
+    score, max_points, device = client._call(describe, request, 10).descriptors
+    client.node.destroy_client(describe)
+    bounds = score.floating_point_range[0]
+    assert (bounds.from_value, bounds.to_value) == (0.0, 1.0)
+    assert max_points.integer_range and max_points.integer_range[0].from_value == 1
+    assert device.read_only and not score.read_only
+
+
 def test_real_scan_gives_consistent_cloud_instances_and_markers(node, scan) -> None:
     process, client = node
     xyz, rgb = scan
@@ -136,8 +197,20 @@ def test_real_scan_gives_consistent_cloud_instances_and_markers(node, scan) -> N
     assert markers.markers[0].action == Marker.DELETEALL
     boxes = [m for m in markers.markers if m.type == Marker.LINE_LIST]
     assert sorted(m.id for m in boxes) == ids and all(len(m.points) == 24 for m in boxes)
-    assert client.class_map is not None and len(client.class_map.class_names) == 20
+    class_map = client.class_map
+    assert class_map is not None and len(class_map.class_names) == 20
+    assert list(class_map.instance_class_ids) == list(classes.INSTANCE_CLASS_IDS)
+    assert class_map.model_sha256 == hashlib.sha256(TINY_FIXTURE.read_bytes()).hexdigest()
     assert process.poll() is None
+    # The diagnostics describe this, the first, cloud.
+    assert client.wait_until(lambda: client.counter("processed") == 1, 10), client.diagnostics
+    report = dict(client.diagnostics)
+    assert report["last_num_points"] == str(len(xyz))
+    assert report["last_num_instances"] == str(len(ids))
+    assert instances.inference_time > 0
+    last = float(report["last_processing_time_ms"])  # reading and publishing come on top
+    assert last > 1000 * instances.inference_time + 0.1, (report, instances.inference_time)
+    assert abs(float(report["mean_processing_time_ms"]) - last) <= 1.0, report  # one cloud
 
 
 def _bad_clouds(room):
@@ -167,7 +240,7 @@ def test_bad_cloud_is_counted_and_the_next_cloud_is_processed(node, room, case: 
     process, client = node
     reason = "malformed" if case.startswith("malformed") else case
     before = client.counter("rejected"), client.counter(f"rejected_{reason}")
-    client.publish(_bad_clouds(room)[case])
+    rejected = client.publish(_bad_clouds(room)[case])
     assert client.wait_until(lambda: client.counter("rejected") == before[0] + 1, 20), (
         f"rejected counter did not increase for {case}: {client.diagnostics}"
     )
@@ -175,6 +248,7 @@ def test_bad_cloud_is_counted_and_the_next_cloud_is_processed(node, room, case: 
     assert process.poll() is None, "the node died on bad input"
     result = segment(client, make_cloud(room.xyz, room.rgb))
     assert result.messages["instances"].num_points == len(room.xyz)
+    assert not client.results[rejected].messages, f"the rejected {case} cloud was segmented"
 
 
 def test_a_rejected_cloud_turns_the_diagnostics_status_to_warn(node, room) -> None:
@@ -255,13 +329,17 @@ def test_static_transform_moves_outputs_into_the_target_frame(node, room) -> Non
 
 def test_clouds_arriving_while_busy_replace_the_pending_one(node, room) -> None:
     _, client = node
-    dropped = client.counter("dropped")
+    assert client.wait_for_fresh_diagnostics(), "no diagnostics report"
+    dropped, received = client.counter("dropped"), client.counter("received")
     burst = [make_cloud(room.xyz, room.rgb) for _ in range(5)]
     keys = [client.publish(msg) for msg in burst]
     assert client.wait_for_result(keys[-1], timeout=90) is not None, "newest cloud not processed"
     assert client.wait_until(lambda: client.counter("dropped") > dropped, 10)
+    # qos.depth 10: the input queue holds the whole burst, so every cloud reaches the node.
+    assert client.wait_until(lambda: client.counter("received") == received + 5, 10)
     processed = [k for k in keys if client.results[k].messages]
     assert len(processed) < len(keys)
+    assert client.counter("failed") == 0  # dropped clouds are not failures
 
 
 def _start_fails(tmp_path: Path, overrides: dict) -> str:
@@ -292,12 +370,13 @@ def test_clouds_in_another_frame_than_input_frame_are_rejected(node, room) -> No
     before = client.counter("rejected_wrong_frame")
     assert client.set_parameters({"input_frame": "lidar"})[0].successful
     try:
-        client.publish(make_cloud(room.xyz, room.rgb, frame="camera"))
+        rejected = client.publish(make_cloud(room.xyz, room.rgb, frame="camera"))
         assert client.wait_until(lambda: client.counter("rejected_wrong_frame") == before + 1, 20)
         segment(client, make_cloud(room.xyz, room.rgb, frame="lidar"))
     finally:
         client.set_parameters({"input_frame": ""})
     assert client.counter("rejected_wrong_frame") == before + 1
+    assert not client.results[rejected].messages, "the cloud in another frame was segmented"
 
 
 def test_a_cloud_of_exactly_max_points_is_segmented(node, room) -> None:

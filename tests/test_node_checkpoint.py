@@ -13,6 +13,8 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
 from dyco_perception.model.decoders import DECODERS
+from dyco_perception.ros.resources import REPO_ROOT as PACKAGE_REPO_ROOT
+from dyco_perception.ros.resources import package_file, user_path_candidates
 from dyco_perception.ros.segment_node import StartupError, resolve_checkpoint
 from dyco_perception.tools.process import node_command, start_node, stop_node
 
@@ -99,3 +101,25 @@ def test_missing_relative_checkpoint_names_the_places_and_the_rule(
     message = str(error.value)
     assert str(_share() / "mine.safetensors") in message
     assert "./mine.safetensors" in message  # the hint for a file in the working directory
+
+
+def test_checkpoint_paths_from_home_the_checkout_and_never_a_directory(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`~/` is the home directory; a file of the checkout that is not installed (here the
+    README) is found in the checkout; a directory is not a checkpoint; `.` alone names the
+    working directory; an unknown package has only the checkout to look in; a package file
+    found nowhere is named where the checkout would hold it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "mine.safetensors").write_bytes(b"x")
+    assert resolve_checkpoint("~/mine.safetensors") == tmp_path / "mine.safetensors"
+    assert resolve_checkpoint("README.md") == PACKAGE_REPO_ROOT / "README.md"
+    with pytest.raises(StartupError, match="not found"):
+        resolve_checkpoint(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert user_path_candidates(".") == [tmp_path]
+    assert user_path_candidates("x.st", package="no_such_package") == [
+        PACKAGE_REPO_ROOT / "no_such_package" / "x.st"
+    ]
+    # A shipped file that exists nowhere is named at its place in the checkout.
+    assert package_file("config/absent.yaml") == PACKAGE_REPO_ROOT / "config" / "absent.yaml"

@@ -168,6 +168,12 @@ def test_bad_queries_fail_with_a_reason(replayed) -> None:
         use_region=True, region_min=Point(x=1.0), region_max=Point(x=0.0)
     )
     assert not inverted.success and "region_min" in inverted.message
+    negative = client.query_objects(min_confidence=-0.1)
+    assert not negative.success and "min_confidence" in negative.message
+    # The bounds themselves are fine: full confidence, a region of one point.
+    assert client.query_objects(min_confidence=1.0).success
+    corner = Point(x=1.0, y=2.0, z=3.0)
+    assert client.query_objects(use_region=True, region_min=corner, region_max=corner).success
     assert process.poll() is None
 
 
@@ -185,6 +191,9 @@ def test_a_new_frame_and_the_reset_service_empty_the_map(replayed, growing_bag) 
     assert client.wait_until(lambda: client.objects.header.frame_id == "another_map", 10)
     assert client.objects.objects == []  # a new map: nothing is confirmed after one sighting
     assert client.wait_until(lambda: client.counter("objects_reset") == 1, 10)
+    # Diagnostics count the tentative objects of that map, none of them confirmed yet.
+    assert client.counter("objects") == len(_instances(report, MAPS - 1)), client.diagnostics
+    assert client.counter("objects_confirmed") == 0
     assert client.query_objects().header.frame_id == "another_map"
     removed = client.reset_objects()
     assert removed == len(_instances(report, MAPS - 1))  # the tentative objects of that map
@@ -192,7 +201,22 @@ def test_a_new_frame_and_the_reset_service_empty_the_map(replayed, growing_bag) 
 
 
 def test_object_parameters_are_validated_and_change_at_run_time(replayed) -> None:
-    _, client, _ = replayed
+    """Runs after the reset: with confirm_after 1 a map's objects are confirmed at once; the
+    query answers with that map's stamp, nanoseconds included."""
+    _, client, report = replayed
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    assert client.set_parameters({"objects.confirm_after": 1})[0].successful
+    cloud = deserialize_message(report.scans[-1].cloud_cdr, PointCloud2)
+    cloud.header.stamp.sec += 200
+    cloud.header.stamp.nanosec = 123_456
+    key = client.publish(cloud)
+    assert client.wait_for_result(key, timeout=120) is not None
+    assert client.wait_until(lambda: client.objects.header.stamp.sec == cloud.header.stamp.sec, 10)
+    assert client.objects.objects, "confirm_after 1: one sighting confirms"
+    stamp = client.query_objects().header.stamp
+    assert (stamp.sec, stamp.nanosec) == (cloud.header.stamp.sec, 123_456)
     [ok] = client.set_parameters({"objects.retire_after": 5})
     assert ok.successful
     refusals = {
@@ -350,3 +374,29 @@ def test_node_logs_a_changed_object_voxel_size() -> None:
     node.settings.objects = ObjectMapConfig(voxel_size=0.2)
     node._track_objects(_labelled([chair], [], 1), _header(2), node.settings)
     assert any(level == "warning" and "voxel_size" in text for level, text in node.logged)
+
+
+def test_node_services_and_the_latched_topic_wait_for_the_map_lock() -> None:
+    """The worker updates the map under its lock: a query, a reset and the latched message
+    each wait for it rather than read a map half updated."""
+    import threading
+
+    from dyco_msgs.srv import QueryObjects
+
+    node = _object_node()
+    chair = _box([0, 0, 0], [0.5, 0.5, 0.9], 500, 1)
+    node._track_objects(_labelled([chair], [], 0), _header(5), node.settings)
+    calls = {
+        "query": lambda: node._on_query_objects(QueryObjects.Request(), QueryObjects.Response()),
+        "publish": lambda: node._publish_objects(_header(5)),
+        "reset": lambda: node._on_reset_objects(None, ResetObjectsResponse()),  # last
+    }
+    for name, call in calls.items():
+        with node._objects_lock:
+            caller = threading.Thread(target=call)
+            caller.start()
+            caller.join(0.2)
+            assert caller.is_alive(), f"{name} did not wait for the map lock"
+            assert len(node.object_map.objects) == 1, f"{name} changed the map under the lock"
+        caller.join(5)
+        assert not caller.is_alive()

@@ -91,8 +91,9 @@ def node_and_readers(tmp_path_factory):
     overrides = {
         "checkpoint": str(write_cheap_checkpoint(tmp / "cheap.safetensors")),
         "device": "cpu",
-        "outputs": ["cloud", "instances", "class_map", "diagnostics"],
+        "outputs": ["cloud", "markers", "class_map", "diagnostics"],
         "objects.enabled": False,
+        "diagnostics_period": 60.0,  # longer than the module: each report comes from a cloud
     }
     process = start_node(overrides, {"cloud_in": INPUT_TOPIC}, log_path=tmp / "node.log")
     client = SegmentationClient(input_topic=INPUT_TOPIC, client_name="qos_test_client")
@@ -113,7 +114,7 @@ def test_best_effort_reader_receives_80k_point_labelled_clouds(node_and_readers,
     keys = []
     for _ in range(CLOUDS):
         key = client.publish(make_cloud(xyz, rgb))
-        result = client.wait_for_result(key, kinds=("cloud", "instances"), timeout=120)
+        result = client.wait_for_result(key, kinds=("cloud",), timeout=120)
         assert result is not None, "no result from the node (reliable reader)"
         keys.append(key)
     deadline = time.monotonic() + 5.0  # the best-effort copy may trail the reliable one
@@ -130,3 +131,12 @@ def test_best_effort_reader_receives_80k_point_labelled_clouds(node_and_readers,
         assert bytes(best_effort[key].data) == bytes(reliable.data)
     np.testing.assert_array_equal(pc2.read_msg(best_effort[received[0]]).xyz, xyz)
     assert process.poll() is None
+    # What `outputs` and `objects.enabled` leave out is not in the graph at all.
+    for kind in ("instances", "objects"):
+        assert client.node.count_publishers(client.topics[kind]) == 0, kind
+    for kind in ("cloud", "markers"):
+        assert client.node.count_publishers(client.topics[kind]) == 1, kind
+    # The timer's report is a minute away: each cloud, and each rejection, reports at once.
+    assert client.wait_until(lambda: client.counter("processed") == CLOUDS, 5), client.diagnostics
+    client.publish(make_cloud(xyz[:0], rgb[:0]))  # empty: rejected
+    assert client.wait_until(lambda: client.counter("rejected") == 1, 5), client.diagnostics

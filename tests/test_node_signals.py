@@ -88,8 +88,49 @@ def test_repeated_signals_stop_the_node_cleanly(
 def test_one_signal_stops_the_node_with_code_zero(tmp_path: Path, executable: str) -> None:
     ready = "ready" if executable == PLAIN_NODE else "unconfigured"
     process, log = _start(tmp_path, executable, ready, f"one_signal_{executable}")
+    start = time.monotonic()
     code = _signal_and_wait(process, [INT], 0.0)
-    assert code == 0 and "Traceback" not in log.read_text(), log.read_text()
+    took = time.monotonic() - start
+    text = log.read_text()
+    assert code == 0 and "Traceback" not in text, text
+    assert "not waiting for the cloud in progress" not in text, text  # idle: the worker ends
+    assert took < 8.0, f"an idle node took {took:.1f} s to stop"  # the spin thread waits 10 s
+
+
+def _handles(pid: int, number: int) -> bool:
+    """Whether process `pid` has a handler installed for signal `number` (/proc SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (number - 1) & 1)
+    return False
+
+
+def test_a_signal_during_start_up_stops_the_node_when_it_is_up(tmp_path: Path) -> None:
+    """SIGTERM while the model loads (once the node's handlers are in, before it is ready):
+    the node does not die mid-load but stops, code 0, as soon as it is up."""
+    checkpoint = write_test_checkpoint(tmp_path / "tiny.safetensors")
+    log = tmp_path / "start_up.log"
+    process = start_node(
+        {"checkpoint": str(checkpoint), "device": "cpu"},
+        remaps={"cloud_in": "/test_signals/start_up/cloud_in", "__node": "signals_start_up"},
+        log_path=log,
+        threads=1,
+    )
+    try:
+        start = time.monotonic()
+        while not _handles(process.pid, TERM):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() - start < 60, "the node never installed its handlers"
+            time.sleep(0.005)
+        assert "ready" not in log.read_text(), "too late: the node was up already"
+        process.send_signal(TERM)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert "SIGTERM: stopping" in text and "Traceback" not in text, text
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +202,8 @@ def test_a_stop_that_gives_up_drops_a_cloud_only_before_its_results_go_out(
     """A second signal abandons the cloud in progress, but only while it is still being
     segmented: once its results are being published the stop waits the few milliseconds that
     takes, so that a node never logs 'discarded' for a cloud whose results went out. The worker
-    is held at each stage in turn, in this process, so that the race is hit every time."""
+    is held at each stage in turn, in this process, so that the race is hit every time. A cloud
+    waiting behind the one in progress is never taken up once the stop began."""
     import rclpy
     from dyco_perception.data.room_generator import generate_room
     from dyco_perception.ros.segment_node import SegmentNode
@@ -185,17 +227,25 @@ def test_a_stop_that_gives_up_drops_a_cloud_only_before_its_results_go_out(
         client_name=f"stop_{stage}_client",
     )
     reached, release = threading.Event(), threading.Event()
-    if stage == "segmenting":
-        node.segmenter.segment = _held(node.segmenter.segment, reached, release)
-    else:
-        node._publish = _held(node._publish, reached, release)
     ended: list[bool] = []
     stopper = threading.Thread(target=lambda: ended.append(node.stop(30.0, lambda: True)))
     try:
         assert client.wait_for_node(timeout=60)
         room = generate_room(seed=3, num_points=4000)
+        # One cloud through first: the worker published before, and is not publishing now.
+        first = client.publish(make_cloud(room.xyz, room.rgb))
+        assert client.wait_for_result(first, kinds=["cloud"], timeout=60) is not None
+        if stage == "segmenting":
+            node.segmenter.segment = _held(node.segmenter.segment, reached, release)
+        else:
+            node._publish = _held(node._publish, reached, release)
         key = client.publish(make_cloud(room.xyz, room.rgb))
         assert reached.wait(60), f"the worker never reached {stage}"
+        client.publish(make_cloud(room.xyz, room.rgb))  # waits: a stop never takes it up
+        deadline = time.monotonic() + 10
+        while node.counts["received"] < 3:
+            assert time.monotonic() < deadline, "the third cloud never arrived"
+            time.sleep(0.02)
         stopper.start()
         stopper.join(0.5)
         assert stopper.is_alive() == (stage == "publishing")
@@ -204,7 +254,7 @@ def test_a_stop_that_gives_up_drops_a_cloud_only_before_its_results_go_out(
         result = client.wait_for_result(key, kinds=["cloud"], timeout=3)
         assert ended == [stage == "publishing"]
         assert (result is not None) == (stage == "publishing")
-        assert node.counts["processed"] == (stage == "publishing")
+        assert node.counts["processed"] == 1 + (stage == "publishing")
     finally:
         release.set()
         client.close()

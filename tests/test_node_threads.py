@@ -54,6 +54,24 @@ def node(tmp_path_factory):
         stop_node(process)
 
 
+def test_reports_name_the_last_clouds_threads_and_the_workers_nice(node, scan_sample) -> None:
+    """Runs first. A report of the diagnostics timer (not the worker) after a cloud: `threads`
+    is what that cloud ran with, not a value set since, and `worker_nice` the worker's."""
+    from test_node import make_cloud, segment
+
+    xyz, rgb = scan_sample("scene0001_00", 3_000)
+    segment(node, make_cloud(xyz, rgb))
+    assert node.wait_until(lambda: node.counter("processed") == 1, 10), node.diagnostics
+    assert node.diagnostics["received"] == "1" and node.diagnostics["last_num_points"] == "3000"
+    assert node.set_parameters({"threads": 1})[0].successful
+    try:
+        assert node.wait_for_fresh_diagnostics(), "no report of the diagnostics timer"
+        report = dict(node.diagnostics)
+    finally:
+        assert node.set_parameters({"threads": 2})[0].successful
+    assert report["threads"] == "2" and report["worker_nice"] == "5", report
+
+
 def test_worker_runs_with_the_threads_parameter_and_follows_changes(node, scan_sample) -> None:
     from test_node import make_cloud, segment
 
@@ -137,3 +155,20 @@ def test_refused_worker_nice_says_why_and_keeps_the_inherited_one() -> None:
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     assert done.stdout.startswith(f"{nice} worker_nice=-5 refused"), done.stdout
     assert "CAP_SYS_NICE" in done.stdout
+
+
+INTEROP = """
+import torch
+from dyco_perception.ros.segment_node import _one_interop_thread
+_one_interop_thread()
+print(torch.get_num_interop_threads())
+"""
+
+
+def test_the_node_runs_one_inter_op_thread() -> None:
+    pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+    done = subprocess.run(
+        [sys.executable, "-c", INTEROP], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"], done.stdout
