@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         help="--grow: standard deviation of each map's xy shift and yaw",
     )
     args = parser.parse_args(argv)
+    if args.rooms is not None and args.rooms < 1:  # 0 read as "no --rooms" and crashed
+        parser.error(f"--rooms must be >= 1, got {args.rooms}")
     scenes = (
         _room_scenes(args.rooms, args.seed, args.points)
         if args.rooms
