@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,52 @@ def test_bag_writer_stores_the_node_output_types(tmp_path: Path) -> None:
     ]
     data = next(d for t, _, _, d in bags.iter_bag(tmp_path / "bag") if t == "/instances")
     assert store.deserialize_cdr(data, "dyco_msgs/msg/InstanceArray").num_points == 5
+
+
+def test_scan_messages_stamp_the_first_scan_at_start_and_flag_non_finite_clouds(
+    tmp_path: Path, rooms
+) -> None:
+    """Scan k is stamped START_SEC + k * period; a cloud holding a NaN point is not dense."""
+    from dyco_perception.tools.make_bag import START_SEC
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    holed = dataclasses.replace(rooms[1], xyz=rooms[1].xyz.copy())
+    holed.xyz[5] = np.nan
+    write_scan_bag([rooms[0], holed], tmp_path / "bag", period=2.0)
+    scans = bags.read_scan_bag(tmp_path / "bag")
+    assert [s.stamp for s in scans] == [START_SEC * 10**9, (START_SEC + 2) * 10**9]
+    dense = [deserialize_message(s.cloud_cdr, PointCloud2).is_dense for s in scans]
+    assert dense == [True, False]
+
+
+def test_a_failed_write_leaves_no_bag(tmp_path: Path, rooms) -> None:
+    """A bag directory that exists is taken for a finished one: an error half way removes it."""
+
+    def scenes():
+        yield rooms[0]
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_scan_bag(scenes(), tmp_path / "bag")
+    assert not (tmp_path / "bag").exists()
+
+
+def test_make_bag_cli_generates_numbered_rooms_in_the_frame_asked(tmp_path: Path) -> None:
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+
+    out = tmp_path / "rooms"
+    make_bag_main(
+        ["--rooms", "2", "--seed", "7", "--points", "1000", "--frame", "odom", "--out", str(out)]
+    )
+    scans = bags.read_scan_bag(out)
+    assert [s.name for s in scans] == ["room_000007", "room_000008"]
+    assert {deserialize_message(s.cloud_cdr, PointCloud2).header.frame_id for s in scans} == {
+        "odom"
+    }
+    absent = str(tmp_path / "absent.npz")
+    for bad, reason in ((["--rooms", "0"], None), (["--scans", absent], "neither a folder")):
+        with pytest.raises(SystemExit, match=reason):
+            make_bag_main([*bad, "--out", str(tmp_path / "new")])
+        assert not (tmp_path / "new").exists()

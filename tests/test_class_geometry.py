@@ -55,6 +55,16 @@ def test_features_of_a_box_by_hand() -> None:
         len(SIZE) :
     ]
     assert (top, bottom) == (0.9, 0.1)
+    # A flat cloud (a rug): every point is in the bottom fifth, none in the top one.
+    rug = np.column_stack([np.random.default_rng(2).uniform(0, 2, (50, 2)), np.full(50, 0.3)])
+    shape = geometry_features(rug, 0.0, FEATURE_SETS["size_shape"])[len(SIZE) :]
+    assert shape[:2].tolist() == [0.0, 1.0]
+    # Heights 0, 0.01, ..., 1: the 2nd-98th percentiles 0.02-0.98, so the top fifth is
+    # z > 0.788 (0.79..1.00, 22 points) and the bottom fifth z < 0.212 (0..0.21, 22 points).
+    z = np.linspace(0, 1, 101)
+    column = np.column_stack([np.random.default_rng(1).uniform(0, 0.5, (101, 2)), z])
+    top, bottom, _ = geometry_features(column, 0.0, FEATURE_SETS["size_shape"])[len(SIZE) :]
+    assert (top, bottom) == pytest.approx((22 / 101, 22 / 101))
 
 
 def test_floor_is_the_labelled_floor_or_the_lowest_points() -> None:
@@ -67,6 +77,10 @@ def test_floor_is_the_labelled_floor_or_the_lowest_points() -> None:
     assert floor_height(xyz, semantic) == pytest.approx(0.25)
     semantic[:20] = 5  # 40 floor points: too few to trust
     assert floor_height(xyz, semantic) == pytest.approx(np.percentile(xyz[:, 2], 1))
+    # The median: 51 floor points at 0.25 m outvote 20 mislabelled ones at 2 m (mean 0.74 m).
+    semantic[:71], xyz[:71, 2] = FLOOR_CLASS_ID, np.r_[np.full(51, 0.25), np.full(20, 2.0)]
+    assert floor_height(xyz, semantic) == pytest.approx(0.25)
+    assert floor_height(np.zeros((0, 3)), np.zeros(0, np.int64)) == 0.0  # an empty cloud
 
 
 def labelled_scene(objects: list[tuple[int, list, list]], name: str = "s", repeat: int = 10):
@@ -150,6 +164,9 @@ def test_alone_takes_the_prior_and_combined_multiplies_it_with_the_mask_classes(
     mask_probs[0] = 0
     mask_probs[0, DOOR] = 1.0  # nothing in common: the prior decides
     assert prior.relabel("combined", xyz, semantic, instance, mask_probs)[0].tolist() == [TABLE]
+    for mode in ("off", "Combined"):  # "off" never gets here: the caller skips the prior
+        with pytest.raises(ValueError, match=f"class_geometry mode '{mode}'"):
+            prior.relabel(mode, xyz, semantic, instance, mask_probs)
 
 
 def test_card_refuses_the_mode_without_a_prior_and_a_malformed_prior() -> None:
@@ -159,6 +176,10 @@ def test_card_refuses_the_mode_without_a_prior_and_a_malformed_prior() -> None:
     card.class_geometry = hand_prior(TABLE, CHAIR).to_dict()
     restored = ModelCard.from_json(card.with_inference({"class_geometry": "alone"}).to_json())
     assert restored.class_geometry == card.class_geometry
+    # A prior written before `fragments` and `balance` existed was fitted without either.
+    older = hand_prior(TABLE, CHAIR).to_dict()
+    del older["fragments"], older["balance"]
+    assert ClassGeometry.from_dict(older).fragments == 0
     card.class_geometry["features"] = ["log_height"]
     with pytest.raises(ValueError, match="are none of this code's sets"):
         ModelCard.from_json(card.to_json())
@@ -301,6 +322,9 @@ def test_a_ground_truth_instance_takes_its_points_majority_class() -> None:
         ("class_ids", [0, CHAIR], "must be thing classes"),
         ("weight", [[float("nan"), 0.0]] * len(SIZE), "non-finite"),
         ("std", [0.0] * len(SIZE), "std <= 0"),
+        ("bias", [float("inf"), 0.0], "non-finite"),
+        ("mean", [float("nan")] * len(SIZE), "non-finite"),
+        ("class_ids", [], "must be thing classes"),
     ],
 )
 def test_a_malformed_prior_is_refused(field: str, value, fragment: str) -> None:

@@ -277,3 +277,17 @@ def test_s3dis_rooms_of_the_chosen_areas_and_annotations_need_six_columns(tmp_pa
     np.savetxt(room / "Annotations" / "chair_1.txt", np.ones((3, 4)), fmt="%.1f")  # x y z r
     with pytest.raises(ValueError, match="need 6 columns"):
         load_s3dis_room(room)
+
+
+def test_exactly_the_20_nyu40_ids_map_to_semantic_ids_and_back() -> None:
+    """The benchmark's 20 NYU40 ids (otherfurniture, 39, the last) map to 0..19 in list order
+    and back; the other ids of 0..255 are ignored; ids outside 0..255 are refused."""
+    semantic = classes.nyu40_to_semantic(np.arange(256))
+    assert np.flatnonzero(semantic != IGNORE).tolist() == sorted(classes.NYU40_IDS)
+    assert semantic[list(classes.NYU40_IDS)].tolist() == list(range(20))
+    assert semantic[39] == classes.SEMANTIC_CLASSES.index("otherfurniture") == 19
+    np.testing.assert_array_equal(classes.semantic_to_nyu40(np.arange(20)), classes.NYU40_IDS)
+    assert classes.nyu40_to_semantic(np.array([], np.int64)).shape == (0,)
+    for bad in ([-1], [5, 256]):
+        with pytest.raises(ValueError, match=r"0\.\.255"):
+            classes.nyu40_to_semantic(np.array(bad))

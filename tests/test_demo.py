@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -62,3 +64,31 @@ def test_missing_shipped_checkpoint_falls_back_with_a_clear_message(
     assert "RANDOM weights" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match=r"absent\.safetensors"):
         choose_checkpoint(str(tmp_path / "absent.safetensors"), tmp_path)
+
+
+def test_a_requested_or_shipped_checkpoint_counts_as_trained(tmp_path: Path) -> None:
+    checkpoint = write_test_checkpoint(tmp_path / "tiny.safetensors")
+    relative = Path(os.path.relpath(checkpoint))
+    assert choose_checkpoint(str(relative), tmp_path / "out") == (checkpoint.resolve(), True)
+    with pytest.raises(FileNotFoundError, match=r"absent\.safetensors"):
+        choose_checkpoint(str(tmp_path / "absent.safetensors"), tmp_path)
+    if package_file(SHIPPED_CHECKPOINT).is_file():
+        assert choose_checkpoint(None, tmp_path) == (package_file(SHIPPED_CHECKPOINT), True)
+
+
+def test_demo_segments_a_folder_of_scans(tmp_path: Path) -> None:
+    """--scans DIR: the folder's npz scans, written to a bag of their own, not the demo bag."""
+    from dyco_perception.data.room_generator import generate_room
+    from dyco_perception.scenes import save_scene_npz
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    save_scene_npz(
+        dataclasses.replace(generate_room(9, num_points=2000), name="mine"), scans / "mine.npz"
+    )
+    checkpoint = write_test_checkpoint(tmp_path / "tiny.safetensors")
+    command = [shutil.which("dyco-demo") or "dyco-demo", "--scans", str(scans)]
+    command += ["--checkpoint", str(checkpoint), "--device", "cpu", "--out", str(tmp_path / "o")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mine: 2000 points" in done.stdout and "clouds 1, results 1" in done.stdout

@@ -4,6 +4,8 @@ labelled clouds."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,36 @@ def test_identity_metrics_read_object_ids_from_the_labelled_clouds(scene) -> Non
     assert metrics["num_scenes"] == 1  # the final map only
     assert metrics["AP"] == pytest.approx(1.0)
     assert "kept one id" in replay.format_identity(identity)
+
+
+def test_reveal_reach_grows_with_the_square_root_of_the_map_number() -> None:
+    """1001 points 1 mm apart along x (heights random: they do not count): map k of 4 holds
+    those within 1 m * sqrt((k + 1) / 4) of the end it starts from, whichever end that is."""
+    x = np.linspace(0, 1, 1001)
+    z = np.random.default_rng(0).uniform(0, 2, 1001)
+    order = reveal_order(np.column_stack([x, np.zeros_like(x), z]), 4)
+    assert np.bincount(order).cumsum().tolist() == [501, 708, 867, 1001]
+
+
+def test_pose_noise_is_an_independent_xy_shift_per_map_drawn_from_the_seed(scene, tmp_path) -> None:
+    """Without yaw, each map is its points moved by one (dx, dy), dx and dy drawn apart; the
+    seed decides the draws."""
+    growth = GrowthConfig(updates=3, translation_noise=0.05, yaw_noise=0, seed=4)
+    maps = list(growing_maps(scene, growth))
+    order = reveal_order(scene.xyz, 3)
+    for k, m in enumerate(maps):
+        moved = m.xyz - scene.xyz[order <= k]
+        np.testing.assert_allclose(moved, moved[:1].repeat(len(moved), 0), atol=1e-4)
+        assert moved[0, 2] == 0 and abs(moved[0, 0] - moved[0, 1]) > 1e-3
+    again = list(growing_maps(scene, growth))
+    other = list(growing_maps(scene, dataclasses.replace(growth, seed=5)))
+    np.testing.assert_array_equal(again[-1].xyz, maps[-1].xyz)
+    assert not np.allclose(other[-1].xyz, maps[-1].xyz, atol=1e-3)
+    for updates, noise in ((0, (0.02, 0.5)), (3, (0.02, 45.5)), (3, (1.5, 0.5))):
+        with pytest.raises(ValueError):
+            GrowthConfig(updates, *noise)
+    GrowthConfig(1000, 1.0, 45.0)  # the limits themselves are allowed
+    with pytest.raises(SystemExit, match=r"--grow must lie in 2\.\.1000"):  # not "no --grow"
+        make_bag_main(
+            ["--rooms", "1", "--points", "1000", "--grow", "0", "--out", str(tmp_path / "x")]
+        )

@@ -215,3 +215,68 @@ def test_node_starts_like_launch_starts_it_and_stops_on_sigint(tmp_path: Path) -
         assert "ready" in text and "/launch_test/points" in text, text
     finally:
         assert stop_node(process) == 0, log.read_text()
+
+
+def test_node_command_is_read_by_ros_as_the_parameters_remaps_and_namespace_given() -> None:
+    """ROS's own argument parser (rcl, through rclpy) reads node_command's line: every value
+    type with its type, the empty string, the remap's direction, the namespace without its
+    slashes, and the params file beneath the overrides."""
+    rclpy = pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
+    from dyco_perception.tools.process import node_command
+
+    overrides = {"on": True, "off": False, "values": [0.5, 1.5], "names": ["a", "b"], "none": ""}
+    overrides |= {"count": 3, "ratio": 0.25, "device": "cpu"}
+    command = node_command(
+        REPO_ROOT / "config" / "segment.yaml",
+        overrides,
+        {"cloud_in": "/elsewhere"},
+        namespace="/ns/",
+    )
+    assert Path(command[0]).name == PLAIN_NODE and command[1] == "--ros-args"
+    context = rclpy.Context()
+    rclpy.init(args=command, context=context)
+    try:
+        node = rclpy.create_node(
+            PLAIN_NODE, context=context, automatically_declare_parameters_from_overrides=True
+        )
+        assert node.get_fully_qualified_name() == f"/ns/{PLAIN_NODE}"
+        assert node.resolve_topic_name("cloud_in") == "/elsewhere"
+        for name, value in overrides.items():
+            got = node.get_parameter(name).value
+            assert (got, type(got)) == (value, type(value)), name
+        assert node.get_parameter("threads").value == 1  # from the params file
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_node_environment_sets_the_dds_profile_unless_one_is_chosen(monkeypatch) -> None:
+    from dyco_perception.tools.process import node_environment
+
+    monkeypatch.delenv(DDS_PROFILE_VARIABLE, raising=False)
+    env = node_environment(threads=3)
+    assert env["OMP_NUM_THREADS"] == "3" and Path(env[DDS_PROFILE_VARIABLE]).is_file()
+    assert Path(env[DDS_PROFILE_VARIABLE]).parts[-2:] == Path(DDS_PROFILE).parts[-2:]
+    assert DDS_PROFILE_VARIABLE not in node_environment(dds_profile=None)
+    monkeypatch.setenv(DDS_PROFILE_VARIABLE, "/chosen/profile.xml")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    env = node_environment()
+    assert env[DDS_PROFILE_VARIABLE] == "/chosen/profile.xml" and env["OMP_NUM_THREADS"] == "5"
+
+
+def test_start_node_passes_its_params_file_and_lets_an_explicit_threads_override_win(
+    tmp_path: Path,
+) -> None:
+    """start_node's command line, run by a stand-in executable from PATH (`true`): the params
+    file asked for, and a `threads` override wins over the threads argument."""
+    from dyco_perception.tools.process import start_node
+
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters: {}\n")
+    process = start_node(
+        {"threads": 3}, params_file=params, threads=2, executable="true", log_path=tmp_path / "log"
+    )
+    assert process.wait(timeout=30) == 0
+    args = list(process.args)
+    assert args[args.index("--params-file") + 1] == str(params)
+    assert [a for a in args if a.startswith("threads:=")] == ["threads:=3"]

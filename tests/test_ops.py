@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -190,6 +191,7 @@ _ZERO_LABELS = torch.zeros(2, dtype=torch.int64)
         (lambda: ops.mask_iou(torch.zeros((2, 3))), "bool"),
         (lambda: ops.mask_nms(_BOOL_MASKS, torch.zeros(3), 0.5), "scores"),
         (lambda: ops.mask_nms(_BOOL_MASKS, torch.tensor([0.5, torch.nan]), 0.5), "finite"),
+        (lambda: ops.mask_nms(_BOOL_MASKS, torch.zeros(2), float("nan")), "iou_threshold"),
         (lambda: ops.mask_iou(_BOOL_MASKS, backend="gpu"), "backend"),
     ],
 )
@@ -245,6 +247,122 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def _op_calls() -> dict[str, Callable[[str], object]]:
+    """Each public op on a small valid input, by the name of its reference and native function."""
+    g = seeded(7)
+    xyz = torch.rand(40, 3, generator=g)
+    batch = torch.tensor([0] * 20 + [1] * 20)
+    values = torch.rand(40, 2, generator=g, dtype=torch.float64)
+    index = torch.randint(0, 5, (40,), generator=g)
+    masks = torch.rand(4, 30, generator=g) > 0.5
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    boxes = torch.cat((torch.rand(3, 3, generator=g), 1 + torch.rand(3, 3, generator=g)), 1)
+    heat = torch.rand(40, generator=g, dtype=torch.float64)
+    every = torch.ones(40, dtype=torch.bool)
+    return {
+        "voxelize": lambda b: ops.voxelize((xyz * 4).long(), backend=b),
+        "scatter_mean": lambda b: ops.scatter_mean(values, index, 5, backend=b),
+        "scatter_max": lambda b: ops.scatter_max(values, index, 5, backend=b),
+        "connected_components": lambda b: ops.connected_components(xyz, batch, 0.3, backend=b),
+        "mask_iou": lambda b: ops.mask_iou(masks, backend=b),
+        "mask_nms": lambda b: ops.mask_nms(masks, scores, 0.5, backend=b),
+        "furthest_point_sample": lambda b: ops.furthest_point_sample(xyz, batch, 4, backend=b),
+        "ball_query": lambda b: ops.ball_query(xyz[:5], batch[:5], xyz, batch, 0.3, 4, backend=b),
+        "box_iou_3d": lambda b: ops.box_iou_3d(boxes, boxes, backend=b),
+        "otsu_threshold": lambda b: ops.otsu_threshold(heat, index, 5, backend=b),
+        "ln_nms": lambda b: ops.ln_nms(xyz, batch, heat, every, 0.3, 0.5, 3, backend=b),
+    }
+
+
+def test_each_backend_runs_the_implementation_it_names(monkeypatch) -> None:
+    """Backend "torch" runs the reference and never the native kernel; "native" and "auto"
+    (native cpu kernels loaded) run the kernel and give the reference's result. Both are the
+    real functions, wrapped to count their calls."""
+    native_or_skip("cpu")
+    from dyco_perception.ops import dispatch
+
+    module = dispatch._native_module(torch.device("cpu"))
+    calls: list[tuple[str, str]] = []
+
+    def counted(kind: str, owner: object, name: str) -> None:
+        real = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append((kind, name))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    ops_by_name = _op_calls()
+    for name in ops_by_name:
+        counted("reference", reference, name)
+        counted("native", module, name)
+    for name, call in ops_by_name.items():
+        results = {}
+        for backend, kind in (("torch", "reference"), ("native", "native"), ("auto", "native")):
+            calls.clear()
+            results[backend] = call(backend)
+            assert (kind, name) in calls and {k for k, _ in calls} == {kind}, (backend, calls)
+        for backend in ("native", "auto"):
+            torch.testing.assert_close(results[backend], results["torch"])
+    # An int32 index is widened for the kernels.
+    values, index = torch.rand(6, 2, generator=seeded(1)), torch.tensor([0, 1, 1, 2, 2, 2])
+    for op in (ops.scatter_mean, ops.scatter_max):
+        expected = op(values, index, 3, backend="torch")
+        torch.testing.assert_close(op(values, index.int(), 3, backend="native"), expected)
+    # No segments and no rows is a valid, empty input.
+    for op in (ops.scatter_mean, ops.scatter_max):
+        assert op(torch.zeros((0, 2)), torch.zeros(0, dtype=torch.int64), 0).shape == (0, 2)
+    # Float types the kernels lack (float16) take the reference under "auto"; "native" refuses.
+    half = torch.rand(6, 2, generator=seeded(1)).half()
+    segment = torch.tensor([0, 1, 1, 2, 2, 2])
+    for op in (ops.scatter_mean, ops.scatter_max):
+        calls.clear()
+        op(half, segment, 3, backend="auto")
+        assert ("reference", op.__name__) in calls and ("native", op.__name__) not in calls
+        with pytest.raises(RuntimeError, match="dtype not supported by native kernels"):
+            op(half, segment, 3, backend="native")
+
+
+def test_mask_nms_without_the_fused_kernel_keeps_the_tie_rule(monkeypatch) -> None:
+    """Builds without a fused mask_nms (native IoU, greedy pass on the host) keep the rule of
+    the others: equal scores in index order."""
+    native_or_skip("cpu")
+    from dyco_perception.ops import dispatch
+
+    monkeypatch.delattr(dispatch._native_module(torch.device("cpu")), "mask_nms")
+    g = seeded(5)
+    masks = torch.rand(40, 30, generator=g) > 0.3  # heavy overlaps: the order decides
+    scores = torch.full((40,), 0.5)
+    scores[::7] = 0.9
+    kept = ops.mask_nms(masks, scores, 0.3, backend="native")
+    assert kept.tolist() == _oracle_nms(masks.numpy(), scores.numpy(), 0.3)
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_connected_components_of_float64_points_link_in_float64(backend: str) -> None:
+    """Points 1 km out, gaps of radius -+ 1e-7 m alternately: float64 links the pairs split by
+    the shorter gaps; in float32 (spacing 6e-5 m there) every gap would be some other length."""
+    if backend == "native":
+        native_or_skip("cpu")
+    gaps = 0.1 + 1e-7 * np.tile([-1, 1], 10)[:-1]
+    x = 1000.0 + np.concatenate([[0.0], np.cumsum(gaps)])
+    points = torch.from_numpy(np.column_stack([x, np.zeros_like(x), np.zeros_like(x)]))
+    labels = torch.zeros(len(x), dtype=torch.int64)
+    got = ops.connected_components(points, labels, 0.1, backend=backend)
+    assert got.tolist() == np.repeat(np.arange(10), 2).tolist()
+
+
+def test_a_cpu_kernel_missing_from_the_build_is_named(monkeypatch) -> None:
+    native_or_skip("cpu")
+    from dyco_ops import native
+
+    assert ops.cpu_kernel_missing("subm_conv3d") is None
+    monkeypatch.delattr(native.load("dyco_ops_cpu").module, "subm_conv3d")
+    assert ops.cpu_kernel("subm_conv3d") is None
+    assert ops.cpu_kernel_missing("subm_conv3d") == "the build has no subm_conv3d (rebuild)"
 
 
 # ----------------------------------------------------------------------------- native vs reference

@@ -309,6 +309,8 @@ _BOX = torch.zeros((2, 6))
         (lambda: ops.furthest_point_sample(_XYZ, _B, -1), "num_samples"),
         (lambda: ops.furthest_point_sample(_XYZ, _B, 2, _B), "valid must be a bool"),
         (lambda: ops.furthest_point_sample(_XYZ.int(), _B, 2), "floating"),
+        (lambda: ops.furthest_point_sample(_XYZ + torch.nan, _B, 2), "xyz must be finite"),
+        (lambda: ops.ball_query(_XYZ - torch.inf, _B, _XYZ, _B, 1.0, 2), "query_xyz must be fin"),
         (lambda: ops.ball_query(_XYZ, _B, _XYZ, _B, 0.0, 2), "radius"),
         (lambda: ops.ball_query(_XYZ, _B[:2], _XYZ, _B, 1.0, 2), r"query_batch must have shape"),
         (lambda: ops.ball_query(_XYZ, _B, _XYZ, _B, 1.0, -1), "max_neighbours"),
@@ -428,7 +430,24 @@ def test_native_ln_nms_matches_reference(device: str, n: int) -> None:
     heat = (torch.randint(0, 10, (n,), generator=g).float() / 9).to(device)
     heat[1::2] = torch.rand(n // 2, generator=g).to(device)
     avail = (torch.rand(n, generator=g) < 0.8).to(device)
-    for radius, threshold, max_c in ((0.3, 0.5, 150), (0.8, 0.9, 5), (0.5, 0.0, 10**6)):
+    # 2**40: no buffer is sized by max_candidates alone.
+    for radius, threshold, max_c in ((0.3, 0.5, 150), (0.8, 0.9, 5), (0.5, 0.0, 2**40)):
         got = ops.ln_nms(xyz, batch, heat, avail, radius, threshold, max_c, backend="native")
         expected = ops.ln_nms(xyz, batch, heat, avail, radius, threshold, max_c, backend="torch")
         _assert_same_ints(got, expected)
+
+
+def test_a_build_without_an_op_falls_back_or_asks_for_a_rebuild(monkeypatch) -> None:
+    """A native build older than an op (the module lacks the function): "auto" runs the
+    reference, "native" says to rebuild."""
+    native_or_skip("cpu")
+    from dyco_perception.ops import dispatch
+
+    monkeypatch.delattr(dispatch._native_module(torch.device("cpu")), "ln_nms")
+    g = seeded(3)
+    xyz, batch = torch.rand(50, 3, generator=g), torch.randint(0, 2, (50,), generator=g)
+    heat, every = torch.rand(50, generator=g), torch.ones(50, dtype=torch.bool)
+    expected = ops.ln_nms(xyz, batch, heat, every, 0.3, 0.5, 10, backend="torch")
+    assert torch.equal(ops.ln_nms(xyz, batch, heat, every, 0.3, 0.5, 10), expected)
+    with pytest.raises(RuntimeError, match="has no ln_nms; rebuild"):
+        ops.ln_nms(xyz, batch, heat, every, 0.3, 0.5, 10, backend="native")

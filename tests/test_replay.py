@@ -324,3 +324,68 @@ def test_replay_command_plays_a_growing_bag_resetting_the_map_per_scan(node, tmp
     topics = [topic for topic, _, _, _ in bags.iter_bag(tmp_path / "out")]
     assert topics.count("/segmentation/cloud") == topics.count("/segmentation/instances") == 3
     assert topics.count("/segmentation/class_map") == 1
+
+
+def test_client_against_a_node_in_this_process_sets_parameters_and_pairs_results() -> None:
+    """A SegmentationClient talking to a plain rclpy node of this process over DDS (its
+    parameter services, output topic and /diagnostics): every value type is set and read back
+    with its type; a result is complete once every kind asked for has come, and a wait for
+    one that never does ends at its timeout; latency runs from publish to arrival; each
+    diagnostics report replaces the last."""
+    import threading
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    target = rclpy.create_node("client_target", context=context, allow_undeclared_parameters=True)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(target)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    client = SegmentationClient(input_topic="client_in", node_name="client_target")
+    reliable = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
+    try:
+        values = {"flag": True, "count": 3, "ratio": 0.25, "word": "cpu"}
+        values |= {"xs": [0.5, 1.5], "names": ["a", "b"]}
+        assert all(r.successful for r in client.set_parameters(values))
+        for name, value in values.items():
+            got = target.get_parameter(name).value
+            got = list(got) if isinstance(value, list) else got
+            assert (got, type(got)) == (value, type(value)), name
+            if not isinstance(value, list):  # get_parameter reads the scalar types
+                read = client.get_parameter(name)
+                assert (read, type(read)) == (value, type(value)), name
+        assert client.get_parameter("absent") is None
+
+        cloud = target.create_publisher(PointCloud2, "segmentation/cloud", reliable)
+        sent = PointCloud2()
+        sent.header.stamp.sec, sent.header.stamp.nanosec = 5, 7
+        assert client.wait_until(lambda: cloud.get_subscription_count() > 0, 10)
+        key = client.publish(sent)
+        assert key == 5 * 10**9 + 7
+        cloud.publish(sent)  # the "node's" labelled cloud for it
+        result = client.wait_for_result(key, kinds=("cloud",), timeout=10)
+        assert result is not None and 0 < result.latency("cloud") < 10
+        assert result.latency("instances") is None
+        assert client.wait_for_result(key, timeout=0.3) is None  # instances, markers: never
+
+        diagnostics = target.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        assert client.counter("processed") == 0
+        for report in ({"processed": "4", "dropped": "1"}, {"processed": "6"}):
+            kvs = [KeyValue(key=k, value=v) for k, v in report.items()]
+            status = DiagnosticStatus(name=client.status_name, values=kvs)
+            diagnostics.publish(DiagnosticArray(status=[status]))
+            assert client.wait_until(lambda r=report: client.diagnostics == r, 10), (
+                client.diagnostics
+            )
+        assert client.counter("processed") == 6 and client.counter("dropped") == 0
+        assert client.recorded == []  # recording is for record=True clients only
+    finally:
+        client.close()
+        executor.shutdown(timeout_sec=1.0)
+        target.destroy_node()
+        rclpy.try_shutdown(context=context)

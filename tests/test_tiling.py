@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dyco_perception.columns import column_max, column_min, finite_rows
 from dyco_perception.model.postprocess import assign_points, sparse_mask_nms
 from dyco_perception.ros.params import SPECS, NodeSettings
 from dyco_perception.segmenter import Segmenter
@@ -629,3 +630,16 @@ def test_a_flat_region_of_interest_box_is_allowed() -> None:
     roi = RegionOfInterest.box([0.0, 0.0, 1.0], [2.0, 2.0, 1.0])
     inside = roi.contains(np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.1]]))
     assert inside.tolist() == [True, False]
+
+
+def test_column_reductions_are_exact_in_the_arrays_dtype() -> None:
+    """numpy's own reductions are the oracle; values float32 cannot hold (1e9 + 1, 1e-300,
+    2**40 + 1) show a reduction that went through another dtype."""
+    floats = np.array([[1e9 + 1, -3.0, 1e-300], [2.0, 5.0, -1e-300]])
+    ints = np.array([[2**40 + 1, -7], [3, 2**40 + 3]], dtype=np.int64)
+    for a in (floats, ints):
+        for mine, numpy in ((column_min(a), a.min(0)), (column_max(a), a.max(0))):
+            assert mine.dtype == a.dtype
+            np.testing.assert_array_equal(mine, numpy)
+    rows = np.array([[1, 2, 3], [np.inf, 0, 0], [0, 0, np.nan], [0, -np.inf, 0], [4, 5, 6]])
+    assert finite_rows(rows).tolist() == [True, False, False, False, True]
