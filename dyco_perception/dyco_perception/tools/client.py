@@ -255,7 +255,10 @@ class SegmentationClient:
     def get_parameter(self, name: str, timeout: float = 10.0) -> Any:
         """The node's current value of parameter `name` (None when it has none)."""
         request = GetParameters.Request(names=[name])
-        [value] = self._call(self._get_parameters, request, timeout).values
+        values = self._call(self._get_parameters, request, timeout).values
+        if not values:  # a node that does not declare `name` answers with no value at all
+            return None
+        [value] = values
         return {
             ParameterType.PARAMETER_BOOL: value.bool_value,
             ParameterType.PARAMETER_INTEGER: value.integer_value,
