@@ -16,14 +16,12 @@ import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 not set up: run `make setup`")
 
-import rclpy
 from dyco_perception.ros.managed_node import ManagedSegmentNode
 from dyco_perception.tools.client import SegmentationClient
 from dyco_perception.tools.process import MANAGED_NODE, start_node, stop_node
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
+from ros_helpers.in_process import node_in_this_process
 from test_node import make_cloud, write_test_checkpoint
 
 INPUT_TOPIC = "/test_lifecycle/cloud_in"
@@ -187,50 +185,40 @@ def test_shutdown_finalizes_and_the_process_exits(managed) -> None:
 
 def test_cleanup_frees_the_model(checkpoint) -> None:
     """In this process, so that the model can be watched: after cleanup nothing holds it."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]
-    node = ManagedSegmentNode(context=context, namespace="/inproc", parameter_overrides=overrides)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    client = SegmentationClient(namespace="/inproc", client_name="lifecycle_free_client")
-    try:
-        lifecycle = Lifecycle(client, "/inproc/segment_node")
-        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
-        model = weakref.ref(node.segmenter.model)
-        assert lifecycle.change(Transition.TRANSITION_CLEANUP)
-        gc.collect()
-        assert node.segmenter is None and model() is None, "the model outlived cleanup"
-        assert lifecycle.change(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
-        assert node.finished.done()
-    finally:
-        client.close()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        spinner.join(timeout=5)
+    with node_in_this_process(ManagedSegmentNode, checkpoint, "/inproc") as node:
+        client = SegmentationClient(namespace="/inproc", client_name="lifecycle_free_client")
+        try:
+            lifecycle = Lifecycle(client, "/inproc/segment_node")
+            assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+            model = weakref.ref(node.segmenter.model)
+            assert lifecycle.change(Transition.TRANSITION_CLEANUP)
+            gc.collect()
+            assert node.segmenter is None and model() is None, "the model outlived cleanup"
+            assert lifecycle.change(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+            assert node.finished.done()
+        finally:
+            client.close()
 
 
 def test_transitions_stop_the_input_the_pending_cloud_and_the_worker(checkpoint, scan) -> None:
     """In this process, so that the node can be looked into: deactivate drops (and counts) the
     cloud waiting behind the one in progress and stops the diagnostics timer; cleanup ends the
     worker thread and frees the object map; shutdown from active unsubscribes."""
-    from test_node_signals import _held
+    with node_in_this_process(ManagedSegmentNode, checkpoint, "/inproc2") as node:
+        client = SegmentationClient(
+            input_topic="/inproc2/cloud_in", namespace="/inproc2", client_name="lifecycle_inproc2"
+        )
+        reached, release = threading.Event(), threading.Event()
+        try:
+            _drop_the_waiting_cloud_then_cycle(node, client, scan, reached, release)
+        finally:
+            release.set()
+            client.close()
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]
-    node = ManagedSegmentNode(context=context, namespace="/inproc2", parameter_overrides=overrides)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    client = SegmentationClient(
-        input_topic="/inproc2/cloud_in", namespace="/inproc2", client_name="lifecycle_inproc2"
-    )
-    reached, release = threading.Event(), threading.Event()
+
+def _drop_the_waiting_cloud_then_cycle(node, client, scan, reached, release) -> None:
+    """The transitions' part of the test above, with the worker held on its first cloud."""
+    from test_node_signals import _held
 
     def workers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "segmentation"]
@@ -238,39 +226,25 @@ def test_transitions_stop_the_input_the_pending_cloud_and_the_worker(checkpoint,
     def subscribed() -> bool:
         return any(s.topic_name == "/inproc2/cloud_in" for s in node.subscriptions)
 
-    try:
-        lifecycle = Lifecycle(client, "/inproc2/segment_node")
-        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
-        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
-        assert _input_subscribed(client, True)
-        node.segmenter.segment = _held(node.segmenter.segment, reached, release)
-        in_progress = client.publish(make_cloud(*scan))
-        assert reached.wait(30), "the worker never took the cloud up"
-        client.publish(make_cloud(*scan))  # waits behind it
-        deadline = time.monotonic() + 10
-        while node.counts["received"] < 2:
-            assert time.monotonic() < deadline, "the second cloud never arrived"
-            time.sleep(0.02)
-        assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
-        assert node.counts["dropped"] == 1 and not subscribed() and not list(node.timers)
-        release.set()
-        deadline = time.monotonic() + 30
-        while node.counts["processed"] < 1:
-            assert time.monotonic() < deadline, "the cloud in progress never finished"
-            time.sleep(0.02)
-        time.sleep(1.0)  # the dropped cloud would have been taken up by now
-        assert node.counts["processed"] == 1 and not client.results[in_progress].messages
-        assert lifecycle.change(Transition.TRANSITION_CLEANUP)
-        assert workers() == [] and node.object_map is None
-        assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
-        assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
-        assert len(workers()) == 1 and subscribed()
-        assert lifecycle.change(Transition.TRANSITION_ACTIVE_SHUTDOWN)
-        assert node.finished.done() and not subscribed() and workers() == []
-    finally:
-        release.set()
-        client.close()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        spinner.join(timeout=5)
+    lifecycle = Lifecycle(client, "/inproc2/segment_node")
+    assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
+    assert _input_subscribed(client, True)
+    node.segmenter.segment = _held(node.segmenter.segment, reached, release)
+    in_progress = client.publish(make_cloud(*scan))
+    assert reached.wait(30), "the worker never took the cloud up"
+    client.publish(make_cloud(*scan))  # waits behind it
+    assert client.wait_until(lambda: node.counts["received"] >= 2, 10), "no 2nd cloud"
+    assert lifecycle.change(Transition.TRANSITION_DEACTIVATE)
+    assert node.counts["dropped"] == 1 and not subscribed() and not list(node.timers)
+    release.set()
+    assert client.wait_until(lambda: node.counts["processed"] >= 1, 30), "never finished"
+    time.sleep(1.0)  # the dropped cloud would have been taken up by now
+    assert node.counts["processed"] == 1 and not client.results[in_progress].messages
+    assert lifecycle.change(Transition.TRANSITION_CLEANUP)
+    assert workers() == [] and node.object_map is None
+    assert lifecycle.change(Transition.TRANSITION_CONFIGURE)
+    assert lifecycle.change(Transition.TRANSITION_ACTIVATE)
+    assert len(workers()) == 1 and subscribed()
+    assert lifecycle.change(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert node.finished.done() and not subscribed() and workers() == []

@@ -10,7 +10,8 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -106,27 +107,27 @@ def scan(scan_sample):
     return scan_sample("scene0001_00", 8_000)
 
 
-def _statuses(client: SegmentationClient, count: int = 1, timeout: float = 10.0):
-    """The next `count` of the node's own statuses on /diagnostics (whole DiagnosticStatus)."""
+@contextmanager
+def _statuses(client: SegmentationClient) -> Iterator[list[DiagnosticStatus]]:
+    """The node's own statuses on /diagnostics (whole DiagnosticStatus), as they come while
+    the block runs."""
     statuses: list[DiagnosticStatus] = []
-    lock = threading.Lock()
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
-        with lock:
-            statuses.extend(s for s in msg.status if s.name == client.status_name)
+        statuses.extend(s for s in msg.status if s.name == client.status_name)
 
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     listener = client.node.create_subscription(
-        DiagnosticArray,
-        "/diagnostics",
-        on_diagnostics,
-        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        DiagnosticArray, "/diagnostics", on_diagnostics, reliable
     )
     try:
-        assert client.wait_until(lambda: len(statuses) >= count, timeout), "no diagnostics"
+        yield statuses
     finally:
         client.node.destroy_subscription(listener)
-    with lock:
-        return list(statuses)
+
+
+def _value(status: DiagnosticStatus, key: str) -> str:
+    return {kv.key: kv.value for kv in status.values}[key]
 
 
 def test_before_any_cloud_the_node_waits_with_its_qos_and_parameter_ranges(node) -> None:
@@ -134,7 +135,9 @@ def test_before_any_cloud_the_node_waits_with_its_qos_and_parameter_ranges(node)
     graph (input as the qos.* parameters say, the class map latched) and the ranges that
     `ros2 param describe` shows."""
     _, client = node
-    [status] = _statuses(client)[:1]
+    with _statuses(client) as statuses:
+        assert client.wait_until(lambda: statuses, 10), "no diagnostics"
+    status = statuses[0]
     values = {kv.key: kv.value for kv in status.values}
     assert (status.level, status.message) == (DiagnosticStatus.OK, "waiting for clouds")
     assert status.hardware_id == "cpu" and values["device"] == "cpu"
@@ -254,30 +257,15 @@ def test_bad_cloud_is_counted_and_the_next_cloud_is_processed(node, room, case: 
 def test_a_rejected_cloud_turns_the_diagnostics_status_to_warn(node, room) -> None:
     """Once a cloud was rejected (none failed), the node's status level is WARN."""
     _, client = node
-    statuses: list[tuple[bytes, str, int]] = []  # level, message, rejected so far
-    lock = threading.Lock()
-
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        with lock:
-            for s in msg.status:
-                if s.name == client.status_name:
-                    rejected = {kv.key: kv.value for kv in s.values}["rejected"]
-                    statuses.append((s.level, s.message, int(rejected)))
-
-    listener = client.node.create_subscription(
-        DiagnosticArray,
-        "/diagnostics",
-        on_diagnostics,
-        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
-    )
-    try:
+    with _statuses(client) as statuses:
         before = client.counter("rejected")
         client.publish(make_cloud(room.xyz[:0], room.rgb[:0]))  # empty: rejected
-        assert client.wait_until(lambda: any(s[2] > before for s in statuses), 20)
-    finally:
-        client.node.destroy_subscription(listener)
+        assert client.wait_until(
+            lambda: any(int(_value(s, "rejected")) > before for s in statuses), 20
+        )
     assert client.counter("failed") == 0
-    level, message, _ = next(s for s in statuses if s[2] > before)
+    first = next(s for s in statuses if int(_value(s, "rejected")) > before)
+    level, message = first.level, first.message
     assert level == DiagnosticStatus.WARN and "rejected" in message
 
 

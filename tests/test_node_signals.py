@@ -204,61 +204,45 @@ def test_a_stop_that_gives_up_drops_a_cloud_only_before_its_results_go_out(
     takes, so that a node never logs 'discarded' for a cloud whose results went out. The worker
     is held at each stage in turn, in this process, so that the race is hit every time. A cloud
     waiting behind the one in progress is never taken up once the stop began."""
-    import rclpy
     from dyco_perception.data.room_generator import generate_room
     from dyco_perception.ros.segment_node import SegmentNode
     from dyco_perception.tools.client import SegmentationClient
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import Parameter
+    from ros_helpers.in_process import node_in_this_process
     from test_node import make_cloud
 
     checkpoint = write_test_checkpoint(tmp_path / "tiny.safetensors")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    overrides = [Parameter("checkpoint", value=str(checkpoint)), Parameter("device", value="cpu")]
-    node = SegmentNode(context=context, namespace=f"/stop_{stage}", parameter_overrides=overrides)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    client = SegmentationClient(
-        input_topic=f"/stop_{stage}/cloud_in",
-        namespace=f"/stop_{stage}",
-        client_name=f"stop_{stage}_client",
-    )
-    reached, release = threading.Event(), threading.Event()
-    ended: list[bool] = []
-    stopper = threading.Thread(target=lambda: ended.append(node.stop(30.0, lambda: True)))
-    try:
-        assert client.wait_for_node(timeout=60)
-        room = generate_room(seed=3, num_points=4000)
-        # One cloud through first: the worker published before, and is not publishing now.
-        first = client.publish(make_cloud(room.xyz, room.rgb))
-        assert client.wait_for_result(first, kinds=["cloud"], timeout=60) is not None
-        if stage == "segmenting":
-            node.segmenter.segment = _held(node.segmenter.segment, reached, release)
-        else:
-            node._publish = _held(node._publish, reached, release)
-        key = client.publish(make_cloud(room.xyz, room.rgb))
-        assert reached.wait(60), f"the worker never reached {stage}"
-        client.publish(make_cloud(room.xyz, room.rgb))  # waits: a stop never takes it up
-        deadline = time.monotonic() + 10
-        while node.counts["received"] < 3:
-            assert time.monotonic() < deadline, "the third cloud never arrived"
-            time.sleep(0.02)
-        stopper.start()
-        stopper.join(0.5)
-        assert stopper.is_alive() == (stage == "publishing")
-        release.set()
-        stopper.join(30)
-        result = client.wait_for_result(key, kinds=["cloud"], timeout=3)
-        assert ended == [stage == "publishing"]
-        assert (result is not None) == (stage == "publishing")
-        assert node.counts["processed"] == 1 + (stage == "publishing")
-    finally:
-        release.set()
-        client.close()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        spinner.join(timeout=5)
+    with node_in_this_process(SegmentNode, checkpoint, f"/stop_{stage}") as node:
+        client = SegmentationClient(
+            input_topic=f"/stop_{stage}/cloud_in",
+            namespace=f"/stop_{stage}",
+            client_name=f"stop_{stage}_client",
+        )
+        reached, release = threading.Event(), threading.Event()
+        ended: list[bool] = []
+        stopper = threading.Thread(target=lambda: ended.append(node.stop(30.0, lambda: True)))
+        try:
+            assert client.wait_for_node(timeout=60)
+            room = generate_room(seed=3, num_points=4000)
+            # One cloud through first: the worker published before, and is not publishing now.
+            first = client.publish(make_cloud(room.xyz, room.rgb))
+            assert client.wait_for_result(first, kinds=["cloud"], timeout=60) is not None
+            if stage == "segmenting":
+                node.segmenter.segment = _held(node.segmenter.segment, reached, release)
+            else:
+                node._publish = _held(node._publish, reached, release)
+            key = client.publish(make_cloud(room.xyz, room.rgb))
+            assert reached.wait(60), f"the worker never reached {stage}"
+            client.publish(make_cloud(room.xyz, room.rgb))  # waits: a stop never takes it up
+            assert client.wait_until(lambda: node.counts["received"] >= 3, 10), "no 3rd cloud"
+            stopper.start()
+            stopper.join(0.5)
+            assert stopper.is_alive() == (stage == "publishing")
+            release.set()
+            stopper.join(30)
+            result = client.wait_for_result(key, kinds=["cloud"], timeout=3)
+            assert ended == [stage == "publishing"]
+            assert (result is not None) == (stage == "publishing")
+            assert node.counts["processed"] == 1 + (stage == "publishing")
+        finally:
+            release.set()
+            client.close()
